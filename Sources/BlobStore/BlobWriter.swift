@@ -1,0 +1,164 @@
+import CFileIO
+import Dispatch
+import Glibc
+import Synchronization
+
+/// Streams bytes into a temporary file while hashing them, then commits the blob atomically.
+///
+/// SHA-256 is always computed (it names the blob); SHA-512 and MD5 are computed in the same pass
+/// when asked for. For large buffers the disk write and each hash run on separate threads, so
+/// ingest runs at the speed of the slowest of them rather than their sum. Writeback to disk is
+/// started every few MiB, so `commit`'s fsync does not have the whole file left to flush.
+///
+/// A writer is used by one thread at a time. Dropping it without `commit` discards the bytes.
+public final class BlobWriter {
+    /// The temporary file the bytes go to until `commit`.
+    public let temporaryPath: String
+    /// Bytes accepted so far.
+    public private(set) var bytesWritten: UInt64 = 0
+
+    private let store: BlobStore
+    private let expectation: BlobExpectation
+    private let hashers: [DigestHasher]
+    private let fd: Int32
+    private var isOpen = true
+    private var writebackFrom: UInt64 = 0
+
+    /// Buffers smaller than this are written and hashed on the caller's thread: handing them
+    /// to other threads costs more than it saves.
+    static let parallelThreshold = 128 * 1024
+    /// How much written data may wait before writeback is started for it.
+    static let writebackInterval: UInt64 = 8 << 20
+
+    init(store: BlobStore, expectation: BlobExpectation, extraAlgorithms: Set<DigestAlgorithm>) throws(BlobStoreError) {
+        var algorithms = extraAlgorithms.union(expectation.digests.map(\.algorithm))
+        algorithms.remove(.sha256)
+        self.hashers = [DigestHasher(.sha256)] + algorithms.sorted().map { DigestHasher($0) }
+        self.store = store
+        self.expectation = expectation
+        let name = String(UInt64.random(in: .min ... .max), radix: 16) + String(UInt32.random(in: .min ... .max), radix: 16)
+        self.temporaryPath = "\(store.tmpRoot)/\(name).partial"
+        self.fd = try POSIX.open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL, mode: 0o644)
+        // Another process opening the store skips locked temp files instead of deleting them.
+        _ = flock(fd, LOCK_EX | LOCK_NB)
+        if let size = expectation.size, size > 0 {
+            // Claim the space now: a full disk fails before any byte is received.
+            let rc = posix_fallocate(fd, 0, off_t(size))
+            if rc != 0 && rc != EOPNOTSUPP && rc != EINVAL {
+                discard()
+                throw .fromErrno("fallocate", path: temporaryPath, code: rc)
+            }
+        }
+    }
+
+    deinit {
+        if isOpen { discard() }
+    }
+
+    /// Appends bytes. On any failure the temporary file is removed and the writer is closed.
+    public func write(_ buffer: UnsafeRawBufferPointer) throws(BlobStoreError) {
+        guard isOpen else { throw .writerClosed(path: temporaryPath) }
+        if buffer.isEmpty { return }
+        let total = bytesWritten + UInt64(buffer.count)
+        if let expected = expectation.size, total > expected {
+            discard()
+            throw .sizeMismatch(expected: expected, actual: total)
+        }
+        do {
+            if buffer.count >= Self.parallelThreshold {
+                try writeAndHashInParallel(buffer)
+            } else {
+                try POSIX.writeAll(fd, buffer, path: temporaryPath)
+                for hasher in hashers { hasher.update(buffer) }
+            }
+        } catch {
+            discard()
+            throw error
+        }
+        bytesWritten = total
+        if bytesWritten - writebackFrom >= Self.writebackInterval {
+            _ = depot_start_writeback(fd, Int64(writebackFrom), Int64(bytesWritten - writebackFrom))
+            writebackFrom = bytesWritten
+        }
+    }
+
+    /// Appends bytes from an array.
+    public func write(_ bytes: [UInt8]) throws(BlobStoreError) {
+        let result = bytes.withUnsafeBytes { buffer in
+            Result { () throws(BlobStoreError) in try write(buffer) }
+        }
+        try result.get()
+    }
+
+    private func writeAndHashInParallel(_ buffer: UnsafeRawBufferPointer) throws(BlobStoreError) {
+        let failure = Mutex<BlobStoreError?>(nil)
+        let lanes = UnsafeSendable((fd: fd, path: temporaryPath, hashers: hashers, buffer: buffer))
+        DispatchQueue.concurrentPerform(iterations: hashers.count + 1) { lane in
+            let work = lanes.value
+            if lane == 0 {
+                do throws(BlobStoreError) {
+                    try POSIX.writeAll(work.fd, work.buffer, path: work.path)
+                } catch {
+                    failure.withLock { $0 = $0 ?? error }
+                }
+            } else {
+                work.hashers[lane - 1].update(work.buffer)
+            }
+        }
+        if let error = failure.withLock({ $0 }) { throw error }
+    }
+
+    /// Checks size and digests, makes the bytes durable, and moves them into place.
+    ///
+    /// When the store already holds the same bytes, the existing blob is kept and the new copy
+    /// is discarded (`deduplicated` is true). On a mismatch nothing is committed and the error
+    /// says what was expected and what arrived.
+    public func commit() throws(BlobStoreError) -> CommittedBlob {
+        guard isOpen else { throw .writerClosed(path: temporaryPath) }
+        defer { if isOpen { discard() } }
+        if let expected = expectation.size, expected != bytesWritten {
+            throw .sizeMismatch(expected: expected, actual: bytesWritten)
+        }
+        var digests: [DigestAlgorithm: Digest] = [:]
+        for hasher in hashers { digests[hasher.algorithm] = hasher.finish() }
+        for expected in expectation.digests {
+            let actual = digests[expected.algorithm]!
+            if actual != expected { throw .digestMismatch(expected: expected, actual: actual) }
+        }
+        let digest = digests[.sha256]!
+        let finalPath = store.path(for: digest)
+        var deduplicated = access(finalPath, F_OK) == 0
+        if !deduplicated {
+            try POSIX.fsync(fd, path: temporaryPath)
+            let (first, second) = store.shardDirectories(for: digest)
+            if try POSIX.mkdir(first) { try POSIX.fsyncDirectory(store.blobsRoot) }
+            if try POSIX.mkdir(second) { try POSIX.fsyncDirectory(first) }
+            // link(2) never replaces an existing name: of two writers of the same bytes, one
+            // places the blob and the other finds it there.
+            if try POSIX.linkIfAbsent(temporaryPath, finalPath) {
+                try POSIX.fsyncDirectory(second)
+            } else {
+                deduplicated = true
+            }
+        }
+        discard()
+        return CommittedBlob(digest: digest, size: bytesWritten, digests: digests, deduplicated: deduplicated, path: finalPath)
+    }
+
+    /// Gives up: removes the temporary file. Safe to call more than once.
+    public func abort() {
+        if isOpen { discard() }
+    }
+
+    private func discard() {
+        isOpen = false
+        Glibc.unlink(temporaryPath)
+        Glibc.close(fd)
+    }
+}
+
+/// Carries values into `concurrentPerform` lanes that only run while the caller waits.
+private struct UnsafeSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}

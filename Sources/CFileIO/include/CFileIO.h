@@ -1,0 +1,11 @@
+#ifndef DEPOT_CFILEIO_H
+#define DEPOT_CFILEIO_H
+
+#include <stdint.h>
+
+/// Starts writeback of a file range without waiting for it (Linux sync_file_range with
+/// SYNC_FILE_RANGE_WRITE), so a long write does not end with one huge fsync.
+/// Returns 0 or -1 with errno set; a no-op returning 0 where the call does not exist.
+int depot_start_writeback(int fd, int64_t offset, int64_t length);
+
+#endif

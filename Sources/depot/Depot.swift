@@ -1,0 +1,52 @@
+import ArgumentParser
+import Foundation
+import Logging
+
+/// The `depot` command: a content-addressed image cache and proxy for OpenStack Glance.
+@main
+struct Depot: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "depot",
+        abstract: "A content-addressed image cache and proxy for OpenStack Glance.",
+        version: DepotVersion.current,
+        subcommands: [StoreCommand.self]
+    )
+
+    static func main() async {
+        // Logs go to stderr: stdout carries command output (digests, blob bytes).
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .warning
+            return handler
+        }
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+enum DepotVersion {
+    static let current = "0.1.0"
+}
+
+/// The data directory option every local command shares.
+struct DataDirectoryOption: ParsableArguments {
+    @Option(
+        name: .customLong("data-dir"),
+        help: ArgumentHelp("Depot's data directory (blobs/, tmp/, catalog).", valueName: "DIR"))
+    var path: String = DataDirectoryOption.defaultPath
+
+    static var defaultPath: String {
+        if let value = ProcessInfo.processInfo.environment["DEPOT_DATA_DIR"], !value.isEmpty {
+            return value
+        }
+        return "depot-data"
+    }
+}

@@ -1,0 +1,40 @@
+@testable import BlobStore
+import Foundation
+import Testing
+
+/// ENOSPC on a real, small filesystem: a tmpfs mounted for the test (needs root, as CI has).
+@Suite(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root"), .serialized)
+struct DiskFullTests {
+    final class SmallFilesystem {
+        let dir = TemporaryDirectory("depot-enospc")
+        init(kibibytes: Int) throws {
+            try run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(kibibytes)k", "tmpfs", dir.path])
+        }
+        deinit { _ = try? run("/bin/umount", [dir.path]) }
+    }
+
+    @Test func streamingPastTheEndOfTheDiskLeavesNothing() throws {
+        let fs = try SmallFilesystem(kibibytes: 1024)
+        let store = try BlobStore(dataDirectory: fs.dir.path + "/data")
+        let writer = try store.makeWriter(alsoCompute: [.sha512])
+        let chunk = pseudoRandomBytes(count: 256 << 10, seed: 1)
+        let error = #expect(throws: BlobStoreError.self) {
+            for _ in 0..<16 { try writer.write(chunk) }
+        }
+        #expect(error == .diskFull(path: writer.temporaryPath))
+        #expect(error?.description.contains("disk full") == true)
+        #expect(fs.dir.files(under: "data/tmp").isEmpty)
+        #expect(fs.dir.files(under: "data/blobs").isEmpty)
+        // The space is back: a blob that fits still commits.
+        let small = try store.makeWriter()
+        try small.write(chunk)
+        #expect(store.contains(try small.commit().digest))
+    }
+
+    @Test func aKnownSizeThatCannotFitFailsBeforeAnyByte() throws {
+        let fs = try SmallFilesystem(kibibytes: 1024)
+        let store = try BlobStore(dataDirectory: fs.dir.path + "/data")
+        #expect(throws: BlobStoreError.self) { try store.makeWriter(expecting: .init(size: 8 << 20)) }
+        #expect(fs.dir.files(under: "data/tmp").isEmpty)
+    }
+}
