@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "depot", targets: ["depot"]),
         .library(name: "BlobStore", targets: ["BlobStore"]),
+        .library(name: "Glance", targets: ["Glance"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -30,16 +31,34 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // libcurl (system library); typed wrappers for its variadic calls.
+        .systemLibrary(
+            name: "CCurl",
+            pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
+        // Glance v2 and Keystone v3 client over libcurl, on threads of its own.
+        .target(
+            name: "Glance",
+            dependencies: [
+                "CCurl",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "depot",
             dependencies: [
                 "BlobStore",
+                "Glance",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore"]),
-        .testTarget(name: "DepotCLITests", dependencies: ["BlobStore", "depot"]),
+        // What tests share: a real Glance on loopback, a fault-injecting proxy, temp dirs.
+        .target(name: "DepotTestSupport"),
+        .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "DepotTestSupport"]),
+        .testTarget(name: "GlanceTests", dependencies: ["Glance", "BlobStore", "DepotTestSupport"]),
+        .testTarget(name: "DepotCLITests", dependencies: ["BlobStore", "DepotTestSupport", "depot"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -9,7 +9,7 @@ struct Depot: AsyncParsableCommand {
         commandName: "depot",
         abstract: "A content-addressed image cache and proxy for OpenStack Glance.",
         version: DepotVersion.current,
-        subcommands: [StoreCommand.self]
+        subcommands: [StoreCommand.self, GlanceCommand.self]
     )
 
     static func main() async {

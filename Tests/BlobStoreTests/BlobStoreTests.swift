@@ -1,4 +1,5 @@
 @testable import BlobStore
+import DepotTestSupport
 import Dispatch
 import Foundation
 import Synchronization

@@ -1,4 +1,5 @@
 @testable import BlobStore
+import DepotTestSupport
 import Foundation
 import Testing
 

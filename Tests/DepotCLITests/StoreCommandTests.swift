@@ -1,4 +1,5 @@
 import BlobStore
+import DepotTestSupport
 import Foundation
 import Testing
 

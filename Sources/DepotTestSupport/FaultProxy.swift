@@ -1,0 +1,227 @@
+import Foundation
+import Synchronization
+
+/// A TCP proxy on loopback that sits between a client and a real server and misbehaves on
+/// request: latency, a bandwidth cap, a connection cut after N bytes, a stall, and canned 503
+/// answers. It also counts the bytes that pass, so tests can see what the backend really sent.
+///
+/// Faults that end a response (cut, stall) are one-shot and count bytes from the server from the
+/// moment they are set, on whatever connection carries them; 503s answer the next requests,
+/// including those on kept-alive connections.
+public final class FaultProxy: @unchecked Sendable {
+    public struct Faults: Sendable {
+        /// Delay before each chunk of a request is forwarded.
+        public var latency: Duration?
+        /// Cap on server-to-client bytes per second.
+        public var bytesPerSecond: Int?
+        /// Close the connection (RST) after this many more server-to-client bytes.
+        public var cutAfterBytes: Int?
+        /// Stop forwarding server-to-client bytes after this many more, keeping the socket open.
+        public var stallAfterBytes: Int?
+        /// Answer this many next requests with 503 without asking the server.
+        public var serviceUnavailableCount = 0
+
+        public init() {}
+    }
+
+    public let port: Int
+    private let upstreamPort: Int
+    private let listener: Int32
+    private let faults = Mutex(Faults())
+    private let counters = Mutex((fromServer: 0, toServer: 0, connections: 0, injected503: 0))
+    private let sockets = Mutex<Set<Int32>>([])
+    private let stopped = Atomic<Bool>(false)
+
+    /// Starts a proxy on a free loopback port forwarding to `127.0.0.1:upstreamPort`.
+    public init(upstreamPort: Int) throws {
+        self.upstreamPort = upstreamPort
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(fd, 128) == 0 else {
+            close(fd)
+            throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
+        }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        self.listener = fd
+        self.port = Int(UInt16(bigEndian: address.sin_port))
+        let thread = Thread { [self] in acceptLoop() }
+        thread.start()
+    }
+
+    deinit { stop() }
+
+    public var url: String { "http://127.0.0.1:\(port)" }
+
+    /// Changes the faults in effect.
+    public func setFaults(_ change: (inout Faults) -> Void) {
+        faults.withLock { change(&$0) }
+    }
+
+    /// Bytes the server sent through the proxy so far.
+    public var bytesFromServer: Int { counters.withLock { $0.fromServer } }
+    /// Bytes clients sent to the server so far.
+    public var bytesToServer: Int { counters.withLock { $0.toServer } }
+    public var connectionCount: Int { counters.withLock { $0.connections } }
+    public var injected503Count: Int { counters.withLock { $0.injected503 } }
+
+    public func resetCounters() {
+        counters.withLock { $0 = (0, 0, 0, 0) }
+    }
+
+    /// Stops accepting and closes every connection.
+    public func stop() {
+        guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
+        for fd in sockets.withLock({ $0 }) { shutdown(fd, Int32(SHUT_RDWR)) }
+    }
+
+    private func acceptLoop() {
+        while !stopped.load(ordering: .acquiring) {
+            let client = accept(listener, nil, nil)
+            if client < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            counters.withLock { $0.connections += 1 }
+            let server = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = UInt16(upstreamPort).bigEndian
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(server, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard connected == 0 else {
+                close(server)
+                close(client)
+                continue
+            }
+            sockets.withLock { $0.formUnion([client, server]) }
+            let connection = Connection(client: client, server: server)
+            Thread { [self] in pumpRequests(connection) }.start()
+            Thread { [self] in pumpResponses(connection) }.start()
+        }
+    }
+
+    private final class Connection: @unchecked Sendable {
+        let client: Int32
+        let server: Int32
+        private let closed = Atomic<Bool>(false)
+
+        init(client: Int32, server: Int32) {
+            self.client = client
+            self.server = server
+        }
+
+        /// Closes both ends; with `reset`, the client sees a RST rather than a clean end.
+        func close(reset: Bool = false) {
+            guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+            if reset {
+                var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+                setsockopt(client, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+            }
+            shutdown(client, Int32(SHUT_RDWR))
+            shutdown(server, Int32(SHUT_RDWR))
+            Glibc.close(client)
+            Glibc.close(server)
+        }
+    }
+
+    private func pumpRequests(_ c: Connection) {
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        defer { forget(c) }
+        while true {
+            let n = read(c.client, &buffer, buffer.count)
+            if n <= 0 { c.close(); return }
+            let (latency, inject503) = faults.withLock { f -> (Duration?, Bool) in
+                let inject = f.serviceUnavailableCount > 0
+                if inject { f.serviceUnavailableCount -= 1 }
+                return (f.latency, inject)
+            }
+            if inject503 {
+                counters.withLock { $0.injected503 += 1 }
+                let body = "{\"message\": \"injected by FaultProxy\"}"
+                let response = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+                _ = writeAll(c.client, Array(response.utf8)[...])
+                c.close()
+                return
+            }
+            if let latency { Thread.sleep(forTimeInterval: Double(latency.components.seconds) + Double(latency.components.attoseconds) / 1e18) }
+            counters.withLock { $0.toServer += n }
+            if !writeAll(c.server, buffer[..<n]) { c.close(); return }
+        }
+    }
+
+    private func pumpResponses(_ c: Connection) {
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var bucketStart = Date()
+        var bucketBytes = 0
+        while true {
+            let n = read(c.server, &buffer, buffer.count)
+            if n <= 0 { c.close(); return }
+            var toSend = n
+            var action = 0  // 0 forward, 1 cut after toSend, 2 stall after toSend
+            let rate = faults.withLock { f -> Int? in
+                if let cut = f.cutAfterBytes {
+                    if cut <= n { toSend = cut; action = 1; f.cutAfterBytes = nil } else { f.cutAfterBytes = cut - n }
+                } else if let stall = f.stallAfterBytes {
+                    if stall <= n { toSend = stall; action = 2; f.stallAfterBytes = nil } else { f.stallAfterBytes = stall - n }
+                }
+                return f.bytesPerSecond
+            }
+            if let rate {
+                bucketBytes += toSend
+                let due = Double(bucketBytes) / Double(rate)
+                let elapsed = Date().timeIntervalSince(bucketStart)
+                if due > elapsed { Thread.sleep(forTimeInterval: due - elapsed) }
+                if elapsed > 5 { bucketStart = Date(); bucketBytes = 0 }
+            }
+            counters.withLock { $0.fromServer += toSend }
+            if toSend > 0 && !writeAll(c.client, buffer[..<toSend]) { c.close(); return }
+            switch action {
+            case 1:
+                c.close(reset: true)
+                return
+            case 2:
+                // Hold the connection open and silent until the client gives up.
+                while !stopped.load(ordering: .acquiring) {
+                    var probe = pollfd(fd: c.client, events: Int16(POLLIN), revents: 0)
+                    if poll(&probe, 1, 100) > 0 { break }
+                }
+                c.close()
+                return
+            default:
+                continue
+            }
+        }
+    }
+
+    private func forget(_ c: Connection) {
+        sockets.withLock { $0.subtract([c.client, c.server]) }
+    }
+
+    private func writeAll(_ fd: Int32, _ bytes: ArraySlice<UInt8>) -> Bool {
+        var offset = bytes.startIndex
+        while offset < bytes.endIndex {
+            let n = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 {
+                if n < 0 && errno == EINTR { continue }
+                return false
+            }
+            offset += n
+        }
+        return true
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+import Synchronization
+
+/// A real OpenStack Glance API server on loopback, started with `scripts/glance-dev`.
+///
+/// Tokens are `USER:PROJECT:ROLES` (the harness's fakeauth mode); Glance's own policy checks
+/// decide what each may see, as behind Keystone.
+public final class GlanceServer: Sendable {
+    public let port: Int
+    public let dataDirectory: String
+    public var url: String { "http://127.0.0.1:\(port)" }
+
+    public static let alice = "alice:projA:member,reader"
+    public static let bob = "bob:projB:member,reader"
+    public static let admin = "root:admin:admin,member,reader"
+
+    private static let script = repositoryRoot + "/scripts/glance-dev"
+    private static let servers = Mutex<[String: GlanceServer]>([:])
+
+    /// One server per name (a test suite), started on first use and stopped at process exit.
+    ///
+    /// Suites run in parallel and Glance keeps its records in SQLite, which answers concurrent
+    /// writers with "database is locked" (HTTP 500): so each suite gets a Glance of its own and
+    /// serializes its tests.
+    public static func shared(_ name: String = #fileID) throws -> GlanceServer {
+        try servers.withLock { servers in
+            if let server = servers[name] { return server }
+            let started = try GlanceServer.start()
+            if servers.isEmpty {
+                atexit { GlanceServer.servers.withLock { $0.values.forEach { $0.stop() } } }
+            }
+            servers[name] = started
+            return started
+        }
+    }
+
+    /// Installs the Glance venv if needed and starts a fresh server with its own data.
+    public static func start() throws -> GlanceServer {
+        try run("/bin/bash", [script, "install"])
+        let dir = NSTemporaryDirectory() + "depot-glance-\(UUID().uuidString)"
+        let output = try run("/bin/bash", [script, "start", "--data", dir])
+        let fields = output.split(whereSeparator: \.isWhitespace)
+        guard fields.count == 2, let port = Int(fields[1]) else {
+            throw CommandFailed(command: "glance-dev start printed \(output)", status: 1)
+        }
+        return GlanceServer(port: port, dataDirectory: dir)
+    }
+
+    init(port: Int, dataDirectory: String) {
+        self.port = port
+        self.dataDirectory = dataDirectory
+    }
+
+    public func stop() {
+        _ = try? run("/bin/bash", [Self.script, "stop", "--data", dataDirectory])
+        // DEPOT_TEST_KEEP_GLANCE=1 keeps the server's data and logs for a post-mortem.
+        if ProcessInfo.processInfo.environment["DEPOT_TEST_KEEP_GLANCE"] != "1" {
+            try? FileManager.default.removeItem(atPath: dataDirectory)
+        }
+    }
+
+    /// The venv's Python clients (glance CLI, openstacksdk), for acceptance tests.
+    public static var venv: String {
+        (try? run("/bin/bash", [script, "env"]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? ""
+    }
+}
