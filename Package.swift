@@ -8,10 +8,16 @@ let package = Package(
         .executable(name: "depot", targets: ["depot"]),
         .library(name: "BlobStore", targets: ["BlobStore"]),
         .library(name: "Glance", targets: ["Glance"]),
+        .library(name: "Catalog", targets: ["Catalog"]),
+        .library(name: "Cache", targets: ["Cache"]),
+        .library(name: "Proxy", targets: ["Proxy"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
+        .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", exact: "2.13.0"),
     ],
     targets: [
         // libcrypto's EVP digests (SHA-256, SHA-512, MD5).
@@ -45,12 +51,42 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The configuration file (a YAML subset) and its typed model.
+        .target(name: "DepotConfig"),
+        // The embedded SQLite index: blobs, image→blob mappings per cloud.
+        .target(
+            name: "Catalog",
+            dependencies: [
+                "BlobStore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        // What a cache decides without sockets: authorization decisions, single-flight fills,
+        // resolving images to blobs.
+        .target(
+            name: "Cache",
+            dependencies: [
+                "BlobStore", "Catalog", "Glance",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The HTTP server: Glance v2-compatible routes, ranges, zero-copy hits, forwarding.
+        .target(
+            name: "Proxy",
+            dependencies: [
+                "BlobStore", "Catalog", "Cache", "Glance",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "depot",
             dependencies: [
-                "BlobStore",
-                "Glance",
+                "BlobStore", "Catalog", "Cache", "DepotConfig", "Glance", "Proxy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -58,6 +94,9 @@ let package = Package(
         .target(name: "DepotTestSupport"),
         .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "DepotTestSupport"]),
         .testTarget(name: "GlanceTests", dependencies: ["Glance", "BlobStore", "DepotTestSupport"]),
+        .testTarget(name: "DepotConfigTests", dependencies: ["DepotConfig"]),
+        .testTarget(name: "CatalogTests", dependencies: ["Catalog", "DepotTestSupport"]),
+        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Cache", "Catalog", "BlobStore", "Glance", "DepotTestSupport"]),
         .testTarget(name: "DepotCLITests", dependencies: ["BlobStore", "DepotTestSupport", "depot"]),
     ],
     swiftLanguageModes: [.v6]

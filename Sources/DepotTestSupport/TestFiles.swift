@@ -109,6 +109,10 @@ public func spawnAndWait(_ executable: String, _ arguments: [String], stdin: [UI
 public struct CommandFailed: Error, CustomStringConvertible {
     public let command: String
     public let status: Int32
+    public init(command: String, status: Int32) {
+        self.command = command
+        self.status = status
+    }
     public var description: String { "\(command) exited \(status)" }
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Synchronization
 
 /// The `depot` command: a content-addressed image cache and proxy for OpenStack Glance.
 @main
@@ -9,14 +10,14 @@ struct Depot: AsyncParsableCommand {
         commandName: "depot",
         abstract: "A content-addressed image cache and proxy for OpenStack Glance.",
         version: DepotVersion.current,
-        subcommands: [StoreCommand.self, GlanceCommand.self]
+        subcommands: [ServeCommand.self, StoreCommand.self, GlanceCommand.self]
     )
 
     static func main() async {
         // Logs go to stderr: stdout carries command output (digests, blob bytes).
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
+            handler.logLevel = LogSettings.level.withLock { $0 }
             return handler
         }
         do {
@@ -30,6 +31,11 @@ struct Depot: AsyncParsableCommand {
             exit(withError: error)
         }
     }
+}
+
+/// The level for loggers created from now on (commands set it before they create any).
+enum LogSettings {
+    static let level = Mutex<Logger.Level>(.warning)
 }
 
 enum DepotVersion {

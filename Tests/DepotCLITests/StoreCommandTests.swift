@@ -3,18 +3,6 @@ import DepotTestSupport
 import Foundation
 import Testing
 
-/// The `depot` binary built next to this test bundle.
-let depotExecutable: String = {
-    let testBinary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-    var dir = testBinary.deletingLastPathComponent()
-    // On Linux the tests run from `<bin>/DepotPackageTests.xctest`; on macOS from inside a bundle.
-    while dir.path != "/" {
-        let candidate = dir.appendingPathComponent("depot").path
-        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        dir = dir.deletingLastPathComponent()
-    }
-    fatalError("depot executable not found next to \(testBinary.path); run `swift build` first")
-}()
 
 struct Outcome {
     let status: Int32

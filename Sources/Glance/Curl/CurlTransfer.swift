@@ -98,6 +98,8 @@ private final class TransferContext {
     let isCancelled: () -> Bool
     let limits: TransferLimits
     let source: BodySource
+    /// Hand every response's head and body to the callbacks (proxying), not only 2xx ones.
+    let streamAllStatuses: Bool
 
     var status = 0
     var headers: [(name: String, value: String)] = []
@@ -113,7 +115,8 @@ private final class TransferContext {
     var consumerTime: Duration = .zero
 
     init(onHead: @escaping (HTTPResponseHead) throws -> Void, onBody: @escaping (UnsafeRawBufferPointer) throws -> Void,
-         isCancelled: @escaping () -> Bool, limits: TransferLimits, source: BodySource) {
+         isCancelled: @escaping () -> Bool, limits: TransferLimits, source: BodySource, streamAllStatuses: Bool) {
+        self.streamAllStatuses = streamAllStatuses
         self.onHead = onHead
         self.onBody = onBody
         self.isCancelled = isCancelled
@@ -136,7 +139,7 @@ private final class TransferContext {
             guard status >= 200 else { return true }
             let head = HTTPResponseHead(status: status, headers: headers)
             self.head = head
-            if status < 300 {
+            if status < 300 || streamAllStatuses {
                 do { try onHead(head) } catch {
                     failure = .rejected(error)
                     return false
@@ -154,7 +157,7 @@ private final class TransferContext {
 
     func body(_ buffer: UnsafeRawBufferPointer) -> Bool {
         guard let head else { return true }
-        if head.status >= 300 {
+        if head.status >= 300 && !streamAllStatuses {
             errorBody.append(contentsOf: buffer.prefix(Self.maxErrorBody - errorBody.count))
             return true
         }
@@ -207,12 +210,14 @@ enum CurlTransfer {
         handle: EasyHandle,
         limits: TransferLimits,
         isCancelled: @escaping () -> Bool,
+        streamAllStatuses: Bool = false,
         onHead: @escaping (HTTPResponseHead) throws -> Void = { _ in },
         onBody: @escaping (UnsafeRawBufferPointer) throws -> Void
     ) throws(TransportFailure) -> (head: HTTPResponseHead, errorBody: [UInt8]) {
         let h = handle.raw
         let source = BodySource(request.body)
-        let context = TransferContext(onHead: onHead, onBody: onBody, isCancelled: isCancelled, limits: limits, source: source)
+        let context = TransferContext(
+            onHead: onHead, onBody: onBody, isCancelled: isCancelled, limits: limits, source: source, streamAllStatuses: streamAllStatuses)
         let unmanaged = Unmanaged.passRetained(context)
         defer { unmanaged.release() }
         let ctx = unmanaged.toOpaque()

@@ -1,14 +1,14 @@
 import Foundation
 import Synchronization
 
-/// Runs libcurl's blocking transfers on threads of their own.
+/// Runs blocking work (libcurl transfers, fsyncs) on threads of its own.
 ///
 /// A blocking `curl_easy_perform` on Swift's cooperative pool starves every other task (measured
 /// here: 8 throttled downloads took 3.25 s in a TaskGroup and 0.83 s on 8 threads), so each
 /// transfer gets a dedicated thread for its lifetime and the caller awaits the result.
-enum TransferThreads {
+public enum TransferThreads {
     /// Runs `body` on a new thread; cancelling the awaiting task sets the flag `body` polls.
-    static func run<T: Sendable>(_ body: @escaping @Sendable (CancellationFlag) -> T) async -> T {
+    public static func run<T: Sendable>(_ body: @escaping @Sendable (CancellationFlag) -> T) async -> T {
         let flag = CancellationFlag()
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
@@ -20,7 +20,7 @@ enum TransferThreads {
     }
 
     /// Starts `body` on a new thread and returns at once.
-    static func detach(_ body: @escaping @Sendable () -> Void) {
+    public static func detach(_ body: @escaping @Sendable () -> Void) {
         let thread = Thread(block: body)
         thread.name = "depot-transfer"
         // Transfers are shallow: 512 KiB of stack is plenty and keeps 100s of them cheap.
@@ -30,10 +30,10 @@ enum TransferThreads {
 }
 
 /// A flag a transfer thread polls to learn that its caller gave up.
-final class CancellationFlag: Sendable {
+public final class CancellationFlag: Sendable {
     private let state = Atomic<Bool>(false)
 
-    var isCancelled: Bool { state.load(ordering: .acquiring) }
+    public var isCancelled: Bool { state.load(ordering: .acquiring) }
 
-    func cancel() { state.store(true, ordering: .releasing) }
+    public func cancel() { state.store(true, ordering: .releasing) }
 }

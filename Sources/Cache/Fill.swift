@@ -1,0 +1,103 @@
+import BlobStore
+import Foundation
+import Synchronization
+
+/// One backend download into the blob store, shared by every client that asks for the image
+/// while it runs (single flight).
+///
+/// Clients read the bytes as they land, from the temporary file, up to the written mark; none
+/// of them waits for the whole image, and none opens a second backend download. The fill goes
+/// on when its first client leaves.
+public final class Fill: Sendable {
+    public enum Outcome: Sendable, Equatable {
+        case committed(CommittedBlob)
+        case failed(String)
+    }
+
+    public let cloud: String
+    public let imageID: String
+    /// The image's size from Glance; the fill fails if the bytes disagree.
+    public let expectedSize: UInt64
+    /// Where the bytes are until commit. Readers open it before commit unlinks it.
+    public let temporaryPath: String
+
+    private struct State {
+        var written: UInt64 = 0
+        var outcome: Outcome?
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let state = Mutex(State())
+
+    init(cloud: String, imageID: String, expectedSize: UInt64, temporaryPath: String) {
+        self.cloud = cloud
+        self.imageID = imageID
+        self.expectedSize = expectedSize
+        self.temporaryPath = temporaryPath
+    }
+
+    /// Bytes written so far.
+    public var written: UInt64 { state.withLock { $0.written } }
+    public var outcome: Outcome? { state.withLock { $0.outcome } }
+
+    func advance(to written: UInt64) {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.written = written
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        waiters.forEach { $0.resume() }
+    }
+
+    func finish(_ outcome: Outcome) {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.outcome = outcome
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        waiters.forEach { $0.resume() }
+    }
+
+    /// Waits until bytes beyond `offset` are written or the fill ended.
+    ///
+    /// - Returns: the written mark (greater than `offset`), or the outcome once no more bytes
+    ///   will come.
+    public func waitForBytes(beyond offset: UInt64) async -> (written: UInt64, outcome: Outcome?) {
+        while true {
+            let snapshot: (UInt64, Outcome?)? = state.withLock { state in
+                if state.written > offset || state.outcome != nil { return (state.written, state.outcome) }
+                return nil
+            }
+            if let snapshot { return snapshot }
+            await withCheckedContinuation { continuation in
+                let ready = state.withLock { state -> Bool in
+                    if state.written > offset || state.outcome != nil { return true }
+                    state.waiters.append(continuation)
+                    return false
+                }
+                if ready { continuation.resume() }
+            }
+        }
+    }
+
+    /// Opens the bytes for reading: the temporary file while the fill runs (it stays readable
+    /// through this descriptor after commit renames it away), the committed blob afterwards.
+    public func openForReading() throws -> Int32 {
+        if case let .committed(blob) = outcome {
+            return try openReadOnly(blob.path)
+        }
+        do {
+            return try openReadOnly(temporaryPath)
+        } catch {
+            // Committed between the check and the open: the blob is in place now.
+            if case let .committed(blob) = outcome { return try openReadOnly(blob.path) }
+            throw error
+        }
+    }
+
+    private func openReadOnly(_ path: String) throws -> Int32 {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw CacheError.fillFailed(imageID: imageID, reason: "cannot open \(path): \(String(cString: strerror(errno)))") }
+        return fd
+    }
+}

@@ -1,0 +1,279 @@
+import BlobStore
+import Catalog
+import Foundation
+import Glance
+import Logging
+import Synchronization
+
+/// Why the cache cannot serve a request; each case maps to one HTTP answer.
+public enum CacheError: Error, CustomStringConvertible, Sendable {
+    /// The backend refused the caller (401, 403, 404…): passed on as the backend gave it.
+    case backendRefused(status: Int, message: String)
+    /// The image exists but has no data to serve (queued, deactivated…).
+    case imageNotActive(imageID: String, status: String)
+    /// The backend could not be reached and no recent decision lets Depot serve without it.
+    case backendUnavailable(cloud: String, reason: String)
+    /// No such cloud is configured.
+    case unknownCloud(String)
+    /// The backend download or the local write failed.
+    case fillFailed(imageID: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .backendRefused(status, message): "the image service answered \(status): \(message)"
+        case let .imageNotActive(id, status): "image \(id) is \(status); only active images have data to download"
+        case let .backendUnavailable(cloud, reason): "the image service of cloud \(cloud) is unreachable (\(reason)); retry later"
+        case let .unknownCloud(name): "no cloud named \(name) is configured"
+        case let .fillFailed(id, reason): "fetching image \(id) from the image service failed: \(reason)"
+        }
+    }
+}
+
+/// An image the caller may read, and where its bytes are.
+public struct AuthorizedImage: Sendable {
+    public let cloud: String
+    public let image: GlanceImage
+    /// True when the backend was down and a recent decision was used instead.
+    public let fromOfflineGrace: Bool
+
+    public init(cloud: String, image: GlanceImage, fromOfflineGrace: Bool) {
+        self.cloud = cloud
+        self.image = image
+        self.fromOfflineGrace = fromOfflineGrace
+    }
+}
+
+/// Settings of the cache's behaviour.
+public struct CacheSettings: Sendable {
+    /// How long a positive authorization decision is reused for the same token and image.
+    public var decisionTTL: Duration = .seconds(60)
+    /// While the backend is down, a decision this young still lets a cached image be served.
+    public var offlineGrace: Duration = .seconds(24 * 3600)
+
+    public init() {}
+}
+
+/// The cache's decisions, without sockets: who may read an image, which blob holds it, and the
+/// single backend fill per image.
+public final class ImageCache: Sendable {
+    public let store: BlobStore
+    public let catalog: Catalog
+    public let clouds: [String: GlanceClient]
+    public let defaultCloud: String
+    public let settings: CacheSettings
+    let logger: Logger
+
+    private struct Decision {
+        var image: GlanceImage
+        var decidedAt: ContinuousClock.Instant
+    }
+
+    private let decisions = Mutex<[String: Decision]>([:])
+    private let fills = Mutex<[String: Fill]>([:])
+    private let outage = Mutex<Set<String>>([])
+
+    public init(
+        store: BlobStore, catalog: Catalog, clouds: [String: GlanceClient], defaultCloud: String, settings: CacheSettings = .init(),
+        logger: Logger = Logger(label: "depot.cache")
+    ) {
+        self.store = store
+        self.catalog = catalog
+        self.clouds = clouds
+        self.defaultCloud = defaultCloud
+        self.settings = settings
+        self.logger = logger
+    }
+
+    public func client(for cloud: String) throws(CacheError) -> GlanceClient {
+        guard let client = clouds[cloud] else { throw .unknownCloud(cloud) }
+        return client
+    }
+
+    // MARK: Authorization
+
+    /// Asks the backend, with the caller's own token, whether the caller may read the image.
+    ///
+    /// Positive decisions are reused for `decisionTTL` per (token, cloud, image), never across
+    /// tokens. When the backend is unreachable, a decision younger than `offlineGrace` is used.
+    public func authorize(token: String?, cloud: String, imageID: String) async throws(CacheError) -> AuthorizedImage {
+        let client = try client(for: cloud)
+        guard let token, !token.isEmpty else {
+            // Glance refuses a request without identity; Depot's own credentials never stand in.
+            throw .backendRefused(status: 401, message: "This server could not verify that you are authorized to access the document you requested. Send an X-Auth-Token.")
+        }
+        let key = decisionKey(token: token, cloud: cloud, imageID: imageID)
+        let now = ContinuousClock.now
+        let cached = decisions.withLock { $0[key] }
+        if let cached, now - cached.decidedAt < settings.decisionTTL {
+            return AuthorizedImage(cloud: cloud, image: cached.image, fromOfflineGrace: false)
+        }
+        let image: GlanceImage
+        do {
+            image = try await client.showImage(imageID, auth: .token(token))
+        } catch {
+            if let status = error.status, !error.isTransient {
+                decisions.withLock { $0[key] = nil }
+                if status == 404 || status == 410 { forget(cloud: cloud, imageID: imageID) }
+                throw .backendRefused(status: status, message: GlanceError.message(of: error))
+            }
+            if let cached, now - cached.decidedAt < settings.offlineGrace {
+                noteOutage(cloud: cloud, error: error)
+                return AuthorizedImage(cloud: cloud, image: cached.image, fromOfflineGrace: true)
+            }
+            noteOutage(cloud: cloud, error: error)
+            throw .backendUnavailable(cloud: cloud, reason: "\(error)")
+        }
+        noteRecovery(cloud: cloud)
+        guard image.isActive else {
+            decisions.withLock { $0[key] = nil }
+            forget(cloud: cloud, imageID: imageID)
+            throw .imageNotActive(imageID: imageID, status: image.status ?? "unknown")
+        }
+        decisions.withLock { $0[key] = Decision(image: image, decidedAt: now) }
+        return AuthorizedImage(cloud: cloud, image: image, fromOfflineGrace: false)
+    }
+
+    func decisionKey(token: String, cloud: String, imageID: String) -> String {
+        // Hash the token: the table must not become a list of live credentials.
+        "\(Digest.of(Array(token.utf8), algorithm: .sha256).hex)|\(cloud)|\(imageID)"
+    }
+
+    private func noteOutage(cloud: String, error: GlanceError) {
+        if outage.withLock({ $0.insert(cloud).inserted }) {
+            logger.error("image service unreachable; serving cached images within the offline grace", metadata: ["cloud": "\(cloud)", "error": "\(error)"])
+        }
+    }
+
+    private func noteRecovery(cloud: String) {
+        if outage.withLock({ $0.remove(cloud) != nil }) {
+            logger.notice("image service reachable again", metadata: ["cloud": "\(cloud)"])
+        }
+    }
+
+    // MARK: Resolution
+
+    /// The blob that holds an image's bytes, if Depot has it: by mapping, or by matching
+    /// Glance's SHA-512 / MD5 against a blob it already holds (same bytes, another image id or
+    /// cloud), in which case the mapping is recorded.
+    public func resolve(_ authorized: AuthorizedImage) throws -> Digest? {
+        let image = authorized.image
+        if let mapped = try catalog.mapping(cloud: authorized.cloud, imageID: image.id) {
+            if store.contains(mapped.digest) { return mapped.digest }
+            try catalog.unmap(cloud: authorized.cloud, imageID: image.id)
+        }
+        var match: BlobRecord?
+        if image.osHashAlgo == "sha512", let hash = image.osHashValue {
+            match = try catalog.blob(sha512: hash)
+        } else if let md5 = image.checksum {
+            match = try catalog.blob(md5: md5)
+        }
+        guard let match, UInt64(match.size) == image.size, store.contains(match.digest) else { return nil }
+        try catalog.map(Self.record(cloud: authorized.cloud, image: image, digest: match.digest))
+        return match.digest
+    }
+
+    /// Drops what Depot knows of an image (deleted or deactivated upstream).
+    public func forget(cloud: String, imageID: String) {
+        do {
+            if try catalog.unmap(cloud: cloud, imageID: imageID) {
+                logger.info("forgot image", metadata: ["cloud": "\(cloud)", "image": "\(imageID)"])
+            }
+        } catch {
+            logger.error("cannot drop image mapping", metadata: ["cloud": "\(cloud)", "image": "\(imageID)", "error": "\(error)"])
+        }
+        decisions.withLock { table in
+            table = table.filter { !$0.key.hasSuffix("|\(cloud)|\(imageID)") }
+        }
+    }
+
+    static func record(cloud: String, image: GlanceImage, digest: Digest) -> ImageRecord {
+        ImageRecord(
+            cloud: cloud, imageID: image.id, sha256: digest.hex, status: image.status, checksum: image.checksum,
+            osHashAlgo: image.osHashAlgo, osHashValue: image.osHashValue, size: image.size.map { Int64($0) }, owner: image.owner,
+            visibility: image.visibility, name: image.name)
+    }
+
+    /// Counts a hit on a blob (last access for LRU, hit count).
+    public func touch(_ digest: Digest) {
+        do { try catalog.touch(digest) } catch {
+            logger.warning("cannot record a hit", metadata: ["blob": "\(digest.hex)", "error": "\(error)"])
+        }
+    }
+
+    // MARK: Fills
+
+    /// The running fill of an image, or a new one started now. `shared` is true when the
+    /// caller joins a fill another request started.
+    public func fill(_ authorized: AuthorizedImage) throws(CacheError) -> (fill: Fill, shared: Bool) {
+        let image = authorized.image
+        let client = try client(for: authorized.cloud)
+        let key = "\(authorized.cloud)|\(image.id)"
+        if let running = fills.withLock({ $0[key] }) { return (running, true) }
+        var expectation = BlobExpectation(size: image.size)
+        if image.osHashAlgo == "sha512", let hex = image.osHashValue { expectation.sha512 = try? Digest(algorithm: .sha512, hex: hex) }
+        if let hex = image.checksum { expectation.md5 = try? Digest(algorithm: .md5, hex: hex) }
+        let writer: BlobWriter
+        do {
+            writer = try store.makeWriter(expecting: expectation, alsoCompute: [.sha512, .md5])
+        } catch {
+            throw .fillFailed(imageID: image.id, reason: "\(error)")
+        }
+        let fill = Fill(cloud: authorized.cloud, imageID: image.id, expectedSize: image.size ?? 0, temporaryPath: writer.temporaryPath)
+        let winner = fills.withLock { table -> Fill in
+            if let running = table[key] { return running }
+            table[key] = fill
+            return fill
+        }
+        guard winner === fill else {
+            writer.abort()
+            return (winner, true)
+        }
+        let box = WriterBox(writer)
+        Task { await self.run(fill, key: key, writer: box, client: client, image: image) }
+        return (fill, false)
+    }
+
+    private func run(_ fill: Fill, key: String, writer box: WriterBox, client: GlanceClient, image: GlanceImage) async {
+        let started = ContinuousClock.now
+        logger.info("fill started", metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "size": "\(fill.expectedSize)"])
+        do {
+            _ = try await client.download(imageID: image.id, auth: .service) { buffer in
+                try box.writer.write(buffer)
+                fill.advance(to: box.writer.bytesWritten)
+            }
+            // fsync can take seconds for a large image: keep it off the cooperative pool.
+            let result = await TransferThreads.run { _ in Result { () throws(BlobStoreError) in try box.writer.commit() } }
+            let blob = try result.get()
+            try catalog.recordBlob(blob)
+            try catalog.map(Self.record(cloud: fill.cloud, image: image, digest: blob.digest))
+            fill.finish(.committed(blob))
+            logger.info(
+                "fill committed",
+                metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "blob": "\(blob.digest.hex)", "seconds": "\(ContinuousClock.now - started)"])
+        } catch {
+            box.writer.abort()
+            fill.finish(.failed("\(error)"))
+            logger.error("fill failed; nothing was committed", metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "error": "\(error)"])
+        }
+        fills.withLock { _ = $0.removeValue(forKey: key) }
+    }
+
+    /// Streams a byte range straight from the backend (for a cold range far ahead of a fill).
+    public func backendRange(cloud: String, imageID: String, range: ClosedRange<UInt64>) async throws -> ImageDownload {
+        try await client(for: cloud).openDownload(imageID: imageID, range: range, auth: .service)
+    }
+}
+
+/// Hands a writer to the fill's transfer thread; only that thread uses it until commit.
+final class WriterBox: @unchecked Sendable {
+    let writer: BlobWriter
+    init(_ writer: BlobWriter) { self.writer = writer }
+}
+
+extension GlanceError {
+    /// The backend's own message, or the error's description when it had none.
+    static func message(of error: GlanceError) -> String {
+        if case let .http(_, message, _, _) = error, !message.isEmpty { return message }
+        return error.description
+    }
+}

@@ -1,0 +1,185 @@
+import BlobStore
+import Foundation
+import GRDB
+
+/// The embedded SQLite index (WAL): what blobs exist with which digests and use, and which
+/// image of which cloud maps to which blob.
+///
+/// The blob store is the truth about bytes; the Catalog can be rebuilt from it. Writes are
+/// short transactions; reads run concurrently with them (WAL).
+public final class Catalog: Sendable {
+    let pool: DatabasePool
+    public let path: String
+
+    /// Opens (creating and migrating if needed) the catalog at `path`.
+    public init(path: String) throws {
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        self.path = path
+        pool = try DatabasePool(path: path, configuration: configuration)
+        try Self.migrator.migrate(pool)
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.create(table: "blob") { t in
+                t.primaryKey("sha256", .text)
+                t.column("size", .integer).notNull()
+                t.column("sha512", .text).indexed()
+                t.column("md5", .text).indexed()
+                t.column("createdAt", .double).notNull()
+                t.column("lastAccess", .double).notNull()
+                t.column("hits", .integer).notNull().defaults(to: 0)
+                t.column("pinned", .boolean).notNull().defaults(to: false)
+            }
+            try db.create(table: "image") { t in
+                t.column("cloud", .text).notNull()
+                t.column("imageID", .text).notNull()
+                t.column("sha256", .text).notNull().indexed().references("blob", onDelete: .cascade)
+                t.column("status", .text)
+                t.column("checksum", .text)
+                t.column("osHashAlgo", .text)
+                t.column("osHashValue", .text)
+                t.column("size", .integer)
+                t.column("owner", .text)
+                t.column("visibility", .text)
+                t.column("name", .text)
+                t.column("updatedAt", .double).notNull()
+                t.primaryKey(["cloud", "imageID"])
+            }
+        }
+        return migrator
+    }
+
+    // MARK: Blobs
+
+    /// Records a committed blob (or refreshes its known digests).
+    public func recordBlob(_ blob: CommittedBlob, at date: Date = Date()) throws {
+        let record = BlobRecord(
+            sha256: blob.digest.hex, size: Int64(blob.size), sha512: blob.digests[.sha512]?.hex, md5: blob.digests[.md5]?.hex,
+            createdAt: date.timeIntervalSince1970, lastAccess: date.timeIntervalSince1970, hits: 0, pinned: false)
+        try pool.write { db in
+            if var existing = try BlobRecord.fetchOne(db, key: record.sha256) {
+                existing.sha512 = existing.sha512 ?? record.sha512
+                existing.md5 = existing.md5 ?? record.md5
+                try existing.update(db)
+            } else {
+                try record.insert(db)
+            }
+        }
+    }
+
+    public func blob(_ digest: Digest) throws -> BlobRecord? {
+        try pool.read { db in try BlobRecord.fetchOne(db, key: digest.hex) }
+    }
+
+    /// A blob whose SHA-512 (Glance's `os_hash_value`) is known to be `hex`.
+    public func blob(sha512 hex: String) throws -> BlobRecord? {
+        try pool.read { db in try BlobRecord.filter(Column("sha512") == hex.lowercased()).fetchOne(db) }
+    }
+
+    /// A blob whose MD5 (Glance's `checksum`) is known to be `hex`.
+    public func blob(md5 hex: String) throws -> BlobRecord? {
+        try pool.read { db in try BlobRecord.filter(Column("md5") == hex.lowercased()).fetchOne(db) }
+    }
+
+    public func allBlobs() throws -> [BlobRecord] {
+        try pool.read { db in try BlobRecord.order(Column("lastAccess")).fetchAll(db) }
+    }
+
+    /// Counts a hit and moves the blob's last access forward.
+    public func touch(_ digest: Digest, at date: Date = Date()) throws {
+        try pool.write { db in
+            try db.execute(
+                sql: "UPDATE blob SET hits = hits + 1, lastAccess = MAX(lastAccess, ?) WHERE sha256 = ?",
+                arguments: [date.timeIntervalSince1970, digest.hex])
+        }
+    }
+
+    /// Forgets a blob and every image mapped to it. Call after the file is gone, so no mapping
+    /// ever names a missing file... or before, under a lock that keeps readers out.
+    public func removeBlob(_ digest: Digest) throws {
+        _ = try pool.write { db in try BlobRecord.deleteOne(db, key: digest.hex) }
+    }
+
+    // MARK: Images
+
+    /// The blob an image of a cloud is known to hold.
+    public func mapping(cloud: String, imageID: String) throws -> ImageRecord? {
+        try pool.read { db in try ImageRecord.fetchOne(db, key: ["cloud": cloud, "imageID": imageID]) }
+    }
+
+    /// Records that an image holds a blob's bytes (Glance images are immutable once active).
+    public func map(_ image: ImageRecord) throws {
+        try pool.write { db in try image.save(db) }
+    }
+
+    /// Drops a mapping (the image was deleted or deactivated upstream).
+    @discardableResult
+    public func unmap(cloud: String, imageID: String) throws -> Bool {
+        try pool.write { db in try ImageRecord.deleteOne(db, key: ["cloud": cloud, "imageID": imageID]) }
+    }
+
+    public func images(of digest: Digest) throws -> [ImageRecord] {
+        try pool.read { db in try ImageRecord.filter(Column("sha256") == digest.hex).fetchAll(db) }
+    }
+}
+
+/// A row of the `blob` table.
+public struct BlobRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "blob"
+
+    public var sha256: String
+    public var size: Int64
+    public var sha512: String?
+    public var md5: String?
+    public var createdAt: Double
+    public var lastAccess: Double
+    public var hits: Int64
+    public var pinned: Bool
+
+    public var digest: Digest { try! Digest.sha256(hex: sha256) }
+}
+
+/// A row of the `image` table: one image of one cloud and the blob that holds its bytes.
+public struct ImageRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "image"
+
+    public var cloud: String
+    public var imageID: String
+    public var sha256: String
+    public var status: String?
+    public var checksum: String?
+    public var osHashAlgo: String?
+    public var osHashValue: String?
+    public var size: Int64?
+    public var owner: String?
+    public var visibility: String?
+    public var name: String?
+    public var updatedAt: Double
+
+    public init(
+        cloud: String, imageID: String, sha256: String, status: String? = nil, checksum: String? = nil, osHashAlgo: String? = nil,
+        osHashValue: String? = nil, size: Int64? = nil, owner: String? = nil, visibility: String? = nil, name: String? = nil,
+        updatedAt: Double = Date().timeIntervalSince1970
+    ) {
+        self.cloud = cloud
+        self.imageID = imageID
+        self.sha256 = sha256
+        self.status = status
+        self.checksum = checksum
+        self.osHashAlgo = osHashAlgo
+        self.osHashValue = osHashValue
+        self.size = size
+        self.owner = owner
+        self.visibility = visibility
+        self.name = name
+        self.updatedAt = updatedAt
+    }
+
+    public var digest: Digest { try! Digest.sha256(hex: sha256) }
+}

@@ -1,0 +1,293 @@
+import Foundation
+
+/// Everything `depot serve` needs, from the config file with command-line flags on top.
+/// `config/depot.example.yaml` documents each key.
+public struct DepotConfiguration: Sendable, Equatable {
+    public var listenHost = "127.0.0.1"
+    public var listenPort = 9494
+    public var dataDirectory = "depot-data"
+    public var logLevel = "info"
+    /// The disk budget for blobs, in bytes; nil means no limit.
+    public var cacheSize: UInt64?
+    public var adminToken: String?
+    public var decisionTTL: Duration = .seconds(60)
+    public var offlineGrace: Duration = .seconds(24 * 3600)
+    public var clouds: [CloudConfiguration] = []
+
+    public init() {}
+
+    /// One backend cloud: where its Glance is and how Depot authenticates there.
+    public struct CloudConfiguration: Sendable, Equatable {
+        public var owner = "default"
+        public var region = "RegionOne"
+        public var glanceURL: String?
+        public var serviceToken: String?
+        public var keystone: KeystoneConfiguration?
+        public var caBundle: String?
+        public var insecure = false
+
+        public init() {}
+
+        /// The name in `/clouds/{owner}_{region}/…`.
+        public var name: String { "\(owner)_\(region)" }
+    }
+
+    public struct KeystoneConfiguration: Sendable, Equatable {
+        public var authURL = ""
+        public var username: String?
+        public var password: String?
+        public var userDomain = "Default"
+        public var project: String?
+        public var projectDomain = "Default"
+        public var applicationCredentialID: String?
+        public var applicationCredentialSecret: String?
+        public var interface = "public"
+        public var region: String?
+    }
+
+    /// Reads a config file.
+    public static func load(path: String) throws(ConfigurationError) -> DepotConfiguration {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw ConfigurationError(path: path, line: nil, message: "cannot read the file (\(error.localizedDescription)); check the path given to --config")
+        }
+        return try parse(text, path: path)
+    }
+
+    /// Parses config text; `path` only names the file in errors.
+    public static func parse(_ text: String, path: String = "config") throws(ConfigurationError) -> DepotConfiguration {
+        let root: YAMLValue
+        do { root = try YAMLSubset.parse(text) } catch {
+            throw ConfigurationError(path: path, line: error.line, message: error.message)
+        }
+        var config = DepotConfiguration()
+        guard case let .map(entries) = root else {
+            if root == .null { return config }
+            throw ConfigurationError(path: path, line: 1, message: "the file must be a map of keys such as listen:, data_dir:, clouds:")
+        }
+        let reader = Reader(path: path)
+        for entry in entries {
+            switch entry.key {
+            case "listen":
+                (config.listenHost, config.listenPort) = try reader.hostPort(entry)
+            case "data_dir": config.dataDirectory = try reader.string(entry)
+            case "log_level": config.logLevel = try reader.logLevel(entry)
+            case "admin_token": config.adminToken = try reader.string(entry)
+            case "cache":
+                for sub in try reader.map(entry) {
+                    switch sub.key {
+                    case "size": config.cacheSize = try reader.size(sub)
+                    default: throw reader.unknown(sub, in: "cache", known: ["size"])
+                    }
+                }
+            case "auth":
+                for sub in try reader.map(entry) {
+                    switch sub.key {
+                    case "decision_ttl": config.decisionTTL = try reader.duration(sub)
+                    case "offline_grace": config.offlineGrace = try reader.duration(sub)
+                    default: throw reader.unknown(sub, in: "auth", known: ["decision_ttl", "offline_grace"])
+                    }
+                }
+            case "clouds":
+                guard case let .list(items) = entry.value else {
+                    throw ConfigurationError(path: path, line: entry.line, message: "clouds: must be a list of clouds (- owner: ...)")
+                }
+                for item in items {
+                    guard case let .map(fields) = item else {
+                        throw ConfigurationError(path: path, line: entry.line, message: "each cloud must be a map with owner:, region:, glance_url:")
+                    }
+                    config.clouds.append(try reader.cloud(fields))
+                }
+            default:
+                throw reader.unknown(entry, in: nil, known: ["listen", "data_dir", "log_level", "admin_token", "cache", "auth", "clouds"])
+            }
+        }
+        var seen: Set<String> = []
+        for cloud in config.clouds where !seen.insert(cloud.name).inserted {
+            throw ConfigurationError(path: path, line: nil, message: "two clouds are named \(cloud.name); owner and region must differ")
+        }
+        return config
+    }
+
+    /// Checks that the configuration can run; the message says what to add.
+    public func validate() throws(ConfigurationError) {
+        guard !clouds.isEmpty else {
+            throw ConfigurationError(path: "configuration", line: nil, message: "no backend Glance: give --glance-url URL or a clouds: list in the config file")
+        }
+        for cloud in clouds {
+            if cloud.glanceURL == nil && cloud.keystone == nil {
+                throw ConfigurationError(path: "configuration", line: nil, message: "cloud \(cloud.name) needs glance_url: or keystone: (to find Glance in the catalog)")
+            }
+            if let url = cloud.glanceURL, !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
+                throw ConfigurationError(path: "configuration", line: nil, message: "cloud \(cloud.name): glance_url must start with http:// or https://, got \(url)")
+            }
+        }
+    }
+}
+
+/// A config problem, with the file and line, and what to change.
+public struct ConfigurationError: Error, Equatable, CustomStringConvertible {
+    public let path: String
+    public let line: Int?
+    public let message: String
+
+    public var description: String {
+        "\(path)\(line.map { " line \($0)" } ?? ""): \(message)"
+    }
+}
+
+/// Typed access to YAML entries with errors that name the file and line.
+struct Reader {
+    let path: String
+    typealias Entry = (key: String, value: YAMLValue, line: Int)
+
+    func error(_ entry: Entry, _ message: String) -> ConfigurationError {
+        ConfigurationError(path: path, line: entry.line, message: "\(entry.key): \(message)")
+    }
+
+    func unknown(_ entry: Entry, in section: String?, known: [String]) -> ConfigurationError {
+        ConfigurationError(
+            path: path, line: entry.line,
+            message: "unknown key \(section.map { "\($0)." } ?? "")\(entry.key); known keys here: \(known.joined(separator: ", "))")
+    }
+
+    func string(_ entry: Entry) throws(ConfigurationError) -> String {
+        guard case let .scalar(value) = entry.value else { throw error(entry, "expected a single value") }
+        return value
+    }
+
+    func map(_ entry: Entry) throws(ConfigurationError) -> [Entry] {
+        if case .null = entry.value { return [] }
+        guard case let .map(entries) = entry.value else { throw error(entry, "expected indented keys below it") }
+        return entries
+    }
+
+    func bool(_ entry: Entry) throws(ConfigurationError) -> Bool {
+        switch try string(entry).lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default: throw error(entry, "expected true or false")
+        }
+    }
+
+    func hostPort(_ entry: Entry) throws(ConfigurationError) -> (String, Int) {
+        guard let parsed = parseHostPort(try string(entry)) else {
+            throw error(entry, "expected HOST:PORT, e.g. 127.0.0.1:9494 or [::1]:9494")
+        }
+        return parsed
+    }
+
+    func logLevel(_ entry: Entry) throws(ConfigurationError) -> String {
+        let value = try string(entry).lowercased()
+        guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(value) else {
+            throw error(entry, "expected one of trace, debug, info, notice, warning, error, critical")
+        }
+        return value
+    }
+
+    func size(_ entry: Entry) throws(ConfigurationError) -> UInt64 {
+        guard let bytes = parseSize(try string(entry)) else { throw error(entry, "expected a size such as 20GiB, 500MB or 1073741824") }
+        return bytes
+    }
+
+    func duration(_ entry: Entry) throws(ConfigurationError) -> Duration {
+        guard let value = parseDuration(try string(entry)) else { throw error(entry, "expected a duration such as 60s, 5m, 24h or 7d") }
+        return value
+    }
+
+    func cloud(_ fields: [Entry]) throws(ConfigurationError) -> DepotConfiguration.CloudConfiguration {
+        var cloud = DepotConfiguration.CloudConfiguration()
+        for field in fields {
+            switch field.key {
+            case "owner": cloud.owner = try string(field)
+            case "region": cloud.region = try string(field)
+            case "glance_url": cloud.glanceURL = try string(field).trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+            case "service_token": cloud.serviceToken = try string(field)
+            case "ca_bundle": cloud.caBundle = try string(field)
+            case "insecure": cloud.insecure = try bool(field)
+            case "keystone":
+                var keystone = DepotConfiguration.KeystoneConfiguration()
+                for sub in try map(field) {
+                    switch sub.key {
+                    case "auth_url": keystone.authURL = try string(sub)
+                    case "username": keystone.username = try string(sub)
+                    case "password": keystone.password = try string(sub)
+                    case "user_domain": keystone.userDomain = try string(sub)
+                    case "project": keystone.project = try string(sub)
+                    case "project_domain": keystone.projectDomain = try string(sub)
+                    case "application_credential_id": keystone.applicationCredentialID = try string(sub)
+                    case "application_credential_secret": keystone.applicationCredentialSecret = try string(sub)
+                    case "interface": keystone.interface = try string(sub)
+                    case "region": keystone.region = try string(sub)
+                    default:
+                        throw unknown(sub, in: "keystone", known: [
+                            "auth_url", "username", "password", "user_domain", "project", "project_domain",
+                            "application_credential_id", "application_credential_secret", "interface", "region",
+                        ])
+                    }
+                }
+                guard !keystone.authURL.isEmpty else { throw error(field, "needs auth_url:, e.g. http://keystone:5000/v3") }
+                let password = keystone.username != nil && keystone.password != nil && keystone.project != nil
+                let appCredential = keystone.applicationCredentialID != nil && keystone.applicationCredentialSecret != nil
+                guard password || appCredential else {
+                    throw error(field, "needs username:, password: and project:, or application_credential_id: and application_credential_secret:")
+                }
+                cloud.keystone = keystone
+            default:
+                throw unknown(field, in: "clouds[]", known: ["owner", "region", "glance_url", "service_token", "keystone", "ca_bundle", "insecure"])
+            }
+        }
+        guard cloud.owner.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." }),
+              cloud.region.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." || $0 == "_" }),
+              !cloud.owner.isEmpty, !cloud.region.isEmpty
+        else {
+            throw ConfigurationError(path: path, line: fields.first?.line, message: "cloud owner and region may use letters, digits, - and . (the owner no _), as they form /clouds/OWNER_REGION")
+        }
+        return cloud
+    }
+}
+
+/// `HOST:PORT`, `[IPv6]:PORT`.
+public func parseHostPort(_ text: String) -> (String, Int)? {
+    let host: Substring, port: Substring
+    if text.hasPrefix("[") {
+        guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
+        host = text[text.index(after: text.startIndex)..<close]
+        port = text[text.index(close, offsetBy: 2)...]
+    } else {
+        guard let colon = text.lastIndex(of: ":") else { return nil }
+        host = text[..<colon]
+        port = text[text.index(after: colon)...]
+    }
+    guard !host.isEmpty, let number = Int(port), (0...65535).contains(number) else { return nil }
+    return (String(host), number)
+}
+
+/// `20GiB`, `500MB`, `1.5TiB`, `1073741824` → bytes.
+public func parseSize(_ text: String) -> UInt64? {
+    let trimmed = text.trimmingCharacters(in: .whitespaces)
+    let units: [(String, Double)] = [
+        ("TiB", 1_099_511_627_776), ("GiB", 1_073_741_824), ("MiB", 1_048_576), ("KiB", 1024),
+        ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("kB", 1e3), ("B", 1),
+    ]
+    for (suffix, factor) in units where trimmed.hasSuffix(suffix) {
+        guard let number = Double(trimmed.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), number >= 0, number.isFinite else { return nil }
+        let bytes = number * factor
+        return bytes < 1.8e19 ? UInt64(bytes) : nil
+    }
+    return UInt64(trimmed)
+}
+
+/// `60s`, `5m`, `24h`, `7d`, `250ms`, or plain seconds.
+public func parseDuration(_ text: String) -> Duration? {
+    let trimmed = text.trimmingCharacters(in: .whitespaces)
+    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
+    for (suffix, factor) in units where trimmed.hasSuffix(suffix) {
+        let number = trimmed.dropLast(suffix.count)
+        if suffix == "s" && number.hasSuffix("m") { continue }
+        guard let value = Double(number), value >= 0, value.isFinite, value * factor < 1e10 else { return nil }
+        return .milliseconds(Int64(value * factor * 1000))
+    }
+    guard let seconds = Double(trimmed), seconds >= 0, seconds < 1e10 else { return nil }
+    return .milliseconds(Int64(seconds * 1000))
+}

@@ -1,0 +1,100 @@
+/// What a `Range` header asks of a representation of a known size (RFC 9110 section 14).
+public enum RangeRequest: Equatable, Sendable {
+    /// No range (absent, another unit, unparseable, or too many parts): send the whole body.
+    case whole
+    /// One or more satisfiable ranges, inclusive, sorted and coalesced.
+    case ranges([ClosedRange<UInt64>])
+    /// Nothing the header asks for exists: 416 with `Content-Range: bytes */size`.
+    case unsatisfiable
+
+    /// More parts than this are answered with the whole body, as RFC 9110 allows: a request
+    /// for thousands of tiny ranges is an attack, not a download.
+    public static let maximumParts = 32
+
+    /// Parses a `Range` header for a body of `size` bytes.
+    public static func parse(_ header: String?, size: UInt64) -> RangeRequest {
+        guard let header else { return .whole }
+        let trimmed = header.trimmingCharacters(in: " \t")
+        guard let equals = trimmed.firstIndex(of: "="),
+              trimmed[..<equals].trimmingCharacters(in: " \t").lowercased() == "bytes"
+        else { return .whole }
+        let specs = trimmed[trimmed.index(after: equals)...].split(separator: ",", omittingEmptySubsequences: false)
+        guard !specs.isEmpty, specs.count <= maximumParts else { return .whole }
+        var satisfiable: [ClosedRange<UInt64>] = []
+        var sawInvertedRange = false
+        for rawSpec in specs {
+            let spec = rawSpec.trimmingCharacters(in: " \t")
+            guard let dash = spec.firstIndex(of: "-") else { return .whole }
+            let first = spec[..<dash], last = spec[spec.index(after: dash)...]
+            guard first.allSatisfy(\.isASCIIDigit), last.allSatisfy(\.isASCIIDigit), !(first.isEmpty && last.isEmpty),
+                  first.count <= 19, last.count <= 19
+            else { return .whole }
+            if first.isEmpty {
+                // Suffix: the last N bytes.
+                let count = UInt64(last)!
+                if count > 0 && size > 0 {
+                    satisfiable.append((size - min(count, size))...(size - 1))
+                }
+            } else {
+                let start = UInt64(first)!
+                if let end = UInt64(last) {
+                    if end < start {
+                        sawInvertedRange = true
+                        continue
+                    }
+                    if start < size { satisfiable.append(start...min(end, size - 1)) }
+                } else if start < size {
+                    satisfiable.append(start...(size - 1))
+                }
+            }
+        }
+        if sawInvertedRange || satisfiable.isEmpty { return .unsatisfiable }
+        return .ranges(coalesce(satisfiable))
+    }
+
+    /// Sorts ranges and merges those that overlap or touch.
+    static func coalesce(_ ranges: [ClosedRange<UInt64>]) -> [ClosedRange<UInt64>] {
+        var merged: [ClosedRange<UInt64>] = []
+        for range in ranges.sorted(by: { $0.lowerBound < $1.lowerBound }) {
+            if let last = merged.last, range.lowerBound <= last.upperBound &+ 1 {
+                merged[merged.count - 1] = last.lowerBound...max(last.upperBound, range.upperBound)
+            } else {
+                merged.append(range)
+            }
+        }
+        return merged
+    }
+}
+
+/// Conditional request checks against a strong entity tag.
+public enum ConditionalRequest {
+    /// Whether `If-None-Match` matches the tag (`*` or any listed tag, weak comparison).
+    public static func noneMatchMatches(_ header: String?, etag: String) -> Bool {
+        guard let header else { return false }
+        return header.split(separator: ",").contains { candidate in
+            let tag = candidate.trimmingCharacters(in: " \t")
+            return tag == "*" || tag == etag || tag == "W/" + etag
+        }
+    }
+
+    /// Whether a `Range` should be honoured given `If-Range` (strong comparison; a date never
+    /// validates a content-addressed body, so it falls back to the whole body).
+    public static func ifRangeAllowsRange(_ header: String?, etag: String?) -> Bool {
+        guard let header else { return true }
+        guard let etag else { return false }
+        return header.trimmingCharacters(in: " \t") == etag
+    }
+}
+
+extension Character {
+    var isASCIIDigit: Bool { ("0"..."9").contains(self) }
+}
+
+extension StringProtocol {
+    func trimmingCharacters(in set: String) -> String {
+        var start = startIndex, end = endIndex
+        while start < end, set.contains(self[start]) { start = index(after: start) }
+        while end > start, set.contains(self[index(before: end)]) { end = index(before: end) }
+        return String(self[start..<end])
+    }
+}

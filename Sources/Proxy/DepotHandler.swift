@@ -1,0 +1,163 @@
+import BlobStore
+import Cache
+import Foundation
+import Glance
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// Routes Depot's HTTP API: Glance v2 at `/v2/…` (default cloud) and `/clouds/{owner}_{region}/v2/…`,
+/// version discovery, health; image data from the cache, everything else passed to Glance.
+public struct DepotHandler: RequestHandler {
+    let cache: ImageCache
+    let logger: Logger
+
+    public init(cache: ImageCache, logger: Logger = Logger(label: "depot.proxy")) {
+        self.cache = cache
+        self.logger = logger
+    }
+
+    /// Where a request goes.
+    enum Route: Equatable {
+        case versions(cloud: String, prefix: String)
+        case imageFile(cloud: String, imageID: String, pathAndQuery: String)
+        case forward(cloud: String, pathAndQuery: String)
+        case health
+        case notFound(String)
+    }
+
+    func route(_ request: Request) -> Route {
+        var uri = Substring(request.uri)
+        var cloud = cache.defaultCloud
+        var prefix = ""
+        if uri.hasPrefix("/clouds/") {
+            let rest = uri.dropFirst("/clouds/".count)
+            let name = rest.prefix { $0 != "/" && $0 != "?" }
+            guard !name.isEmpty, cache.clouds[String(name)] != nil else {
+                return .notFound("no cloud \(name) here; clouds are named OWNER_REGION, one of: \(cache.clouds.keys.sorted().joined(separator: ", "))")
+            }
+            cloud = String(name)
+            prefix = "/clouds/\(name)"
+            uri = rest.dropFirst(name.count)
+            if uri.isEmpty { uri = "/" }
+        }
+        let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        if path == "/" || path == "/versions" || path == "/v2" || path == "/v2/" {
+            return path.hasPrefix("/v2") ? .forward(cloud: cloud, pathAndQuery: String(uri)) : .versions(cloud: cloud, prefix: prefix)
+        }
+        if prefix.isEmpty && (path == "/healthz") { return .health }
+        guard path.hasPrefix("/v2/") else { return .notFound("no route for \(path); Depot serves the Glance v2 API under /v2/") }
+        let segments = path.split(separator: "/", omittingEmptySubsequences: false)
+        // ["", "v2", "images", ID, "file"]
+        if segments.count == 5, segments[2] == "images", segments[4] == "file" {
+            return .imageFile(cloud: cloud, imageID: String(segments[3]), pathAndQuery: String(uri))
+        }
+        return .forward(cloud: cloud, pathAndQuery: String(uri))
+    }
+
+    public func handle(_ request: Request, _ response: ResponseWriter) async {
+        switch route(request) {
+        case .health:
+            await response.sendJSON(.ok, ["status": "ok"])
+        case let .notFound(message):
+            await response.sendError(.notFound, message)
+        case let .versions(cloud, prefix):
+            await versions(request, response, cloud: cloud, prefix: prefix)
+        case let .imageFile(cloud, imageID, pathAndQuery):
+            switch request.method {
+            case .GET, .HEAD:
+                await ImageFileResponder(cache: cache, logger: logger).respond(request, response, cloud: cloud, imageID: imageID)
+            default:
+                await forward(request, response, cloud: cloud, pathAndQuery: pathAndQuery)
+            }
+        case let .forward(cloud, pathAndQuery):
+            await forward(request, response, cloud: cloud, pathAndQuery: pathAndQuery)
+        }
+    }
+
+    // MARK: Versions
+
+    /// Glance's version document with its links pointing at Depot, so clients discover Depot as
+    /// their image endpoint.
+    func versions(_ request: Request, _ response: ResponseWriter, cloud: String, prefix: String) async {
+        let host = request.headers.first(name: "host") ?? "localhost"
+        let base = "http://\(host)\(prefix)"
+        var document: [String: Any] = ["versions": [[String: Any]]()]
+        do {
+            let client = try cache.client(for: cloud)
+            let answer = try await client.forward(method: "GET", pathAndQuery: "/versions", headers: [], body: nil)
+            var bytes: [UInt8] = []
+            for try await chunk in answer.body { bytes += chunk }
+            if let parsed = try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] { document = parsed }
+        } catch {
+            logger.warning("version discovery from the backend failed; answering with v2 only", metadata: ["error": "\(error)"])
+            document = ["versions": [["id": "v2.0", "status": "CURRENT", "links": [["rel": "self", "href": "\(base)/v2/"]]]]]
+        }
+        if var list = document["versions"] as? [[String: Any]] {
+            for index in list.indices {
+                let id = (list[index]["id"] as? String) ?? "v2"
+                let major = id.split(separator: ".").first.map(String.init) ?? "v2"
+                list[index]["links"] = [["rel": "self", "href": "\(base)/\(major)/"]]
+            }
+            document["versions"] = list
+        }
+        // Glance answers its root with 300 Multiple Choices and /versions with 200.
+        let status: HTTPResponseStatus = request.path.hasSuffix("/versions") ? .ok : .multipleChoices
+        await response.sendJSON(status, document)
+    }
+
+    // MARK: Forwarding
+
+    /// Passes a request to the backend unchanged (headers, token, body streamed) and its answer
+    /// back unchanged. A delete or deactivation seen on the way drops the image from the cache.
+    func forward(_ request: Request, _ response: ResponseWriter, cloud: String, pathAndQuery: String) async {
+        let client: GlanceClient
+        do { client = try cache.client(for: cloud) } catch {
+            await response.sendError(.notFound, "\(error)")
+            return
+        }
+        let headers = request.headers.map { ($0.name, $0.value) }
+        var body: UploadSource?
+        if !request.body.isEmpty {
+            let requestBody = request.body
+            body = .producer(length: requestBody.declaredLength) { emit in
+                while let chunk = try await requestBody.next() {
+                    guard await emit(Array(chunk.readableBytesView)) else { return }
+                }
+            }
+        }
+        let answer: ForwardedResponse
+        do {
+            answer = try await client.forward(method: request.method.rawValue, pathAndQuery: pathAndQuery, headers: headers, body: body)
+        } catch {
+            logger.warning("backend unreachable", metadata: ["cloud": "\(cloud)", "error": "\(error)"])
+            await response.sendError(.serviceUnavailable, "the image service of cloud \(cloud) is unreachable (\(error)); retry later")
+            return
+        }
+        noteChanges(method: request.method, pathAndQuery: pathAndQuery, status: answer.head.status, cloud: cloud)
+        var headersOut = HTTPHeaders(answer.head.headers.map { ($0.name, $0.value) })
+        if request.method == .HEAD { headersOut.remove(name: "transfer-encoding") }
+        do {
+            try await response.head(HTTPResponseStatus(statusCode: answer.head.status), headersOut)
+            for try await chunk in answer.body {
+                try await response.body(response.allocator.buffer(bytes: chunk))
+            }
+            try await response.end()
+        } catch {
+            response.abort()
+        }
+    }
+
+    /// Drops cached knowledge of an image that Glance just deleted or deactivated.
+    func noteChanges(method: HTTPMethod, pathAndQuery: String, status: Int, cloud: String) {
+        guard (200..<300).contains(status) else { return }
+        let path = pathAndQuery.split(separator: "?").first ?? ""
+        let segments = path.split(separator: "/")
+        // /v2/images/{id}  or  /v2/images/{id}/actions/deactivate
+        if method == .DELETE, segments.count == 3, segments[1] == "images" {
+            cache.forget(cloud: cloud, imageID: String(segments[2]))
+        } else if method == .POST, segments.count == 5, segments[1] == "images", segments[3] == "actions", segments[4] == "deactivate" {
+            cache.forget(cloud: cloud, imageID: String(segments[2]))
+        }
+    }
+}

@@ -1,0 +1,192 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+/// Why the server could not start.
+public enum HTTPServerError: Error, CustomStringConvertible {
+    case cannotListen(host: String, port: Int, errno: Int32)
+
+    public var description: String {
+        switch self {
+        case let .cannotListen(host, port, code) where code == EADDRINUSE:
+            "\(host):\(port) is already in use; stop the other process or pass --listen HOST:PORT"
+        case let .cannotListen(host, port, code) where code == EACCES:
+            "not allowed to listen on \(host):\(port); use a port above 1023"
+        case let .cannotListen(host, port, code):
+            "cannot listen on \(host):\(port): \(String(cString: strerror(code)))"
+        }
+    }
+}
+
+/// A request as handlers see it; the body is read on demand.
+public struct Request: Sendable {
+    public let head: HTTPRequestHead
+    public let body: RequestBody
+
+    public var method: HTTPMethod { head.method }
+    public var uri: String { head.uri }
+    public var headers: HTTPHeaders { head.headers }
+    /// The path, without the query.
+    public var path: Substring { head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "" }
+}
+
+/// Handles one request; writes its answer through the `ResponseWriter`.
+public protocol RequestHandler: Sendable {
+    func handle(_ request: Request, _ response: ResponseWriter) async
+}
+
+/// A SwiftNIO HTTP/1.1 server: one task per connection, requests handled in order.
+///
+/// Responses are written with `writeAndFlush` and awaited, so a slow client slows its own
+/// transfer instead of making the server buffer it.
+public final class HTTPServer: Sendable {
+    public let host: String
+    public let requestedPort: Int
+    let handler: any RequestHandler
+    let group: MultiThreadedEventLoopGroup
+    let logger: Logger
+    private let listening = Mutex<Channel?>(nil)
+    private let boundPort = Mutex<Int?>(nil)
+
+    public init(host: String, port: Int, handler: any RequestHandler, threads: Int = System.coreCount, logger: Logger = Logger(label: "depot.http")) {
+        self.host = host
+        self.requestedPort = port
+        self.handler = handler
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        self.logger = logger
+    }
+
+    /// The port the server listens on, once `run` has bound it.
+    public var port: Int? { boundPort.withLock { $0 } }
+
+    /// Binds and serves until `shutdown` or cancellation; then waits for open connections.
+    public func run(onBound: @Sendable (Int) -> Void = { _ in }) async throws {
+        let server: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
+        do {
+            server = try await bind()
+        } catch let error as IOError {
+            throw HTTPServerError.cannotListen(host: host, port: requestedPort, errno: error.errnoCode)
+        }
+        let port = server.channel.localAddress?.port ?? requestedPort
+        boundPort.withLock { $0 = port }
+        listening.withLock { $0 = server.channel }
+        logger.info("listening", metadata: ["address": "\(host):\(port)"])
+        onBound(port)
+        try await withThrowingDiscardingTaskGroup { group in
+            try await server.executeThenClose { connections in
+                for try await connection in connections {
+                    group.addTask { await self.serve(connection) }
+                }
+            }
+        }
+    }
+
+    private func bind() async throws -> NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never> {
+        try await ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 512)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 4)
+            .bind(host: host, port: requestedPort) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
+                }
+            }
+    }
+
+    /// Stops accepting connections; `run` returns once the open ones are done.
+    public func shutdown() {
+        listening.withLock { $0 }?.close(promise: nil)
+    }
+
+    /// Frees the event loops; call after `run` returned.
+    public func close() async {
+        try? await group.shutdownGracefully()
+    }
+
+    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
+        do {
+            try await connection.executeThenClose { inbound, _ in
+                let parts = InboundParts(inbound.makeAsyncIterator())
+                while let part = try await parts.next() {
+                    guard case let .head(head) = part else { continue }
+                    let body = RequestBody(parts: parts, head: head)
+                    let writer = ResponseWriter(channel: connection.channel, version: head.version, method: head.method)
+                    await handler.handle(Request(head: head, body: body), writer)
+                    if !writer.isComplete {
+                        // A handler that returned without finishing leaves a broken exchange.
+                        writer.abort()
+                        return
+                    }
+                    // The next request starts after this one's body: skip what the handler left.
+                    guard try await body.drain(limit: 1 << 20), head.isKeepAlive, !writer.closesConnection else { return }
+                }
+            }
+        } catch {
+            logger.debug("connection ended", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+/// The request parts of one connection, shared by its requests in turn.
+final class InboundParts: @unchecked Sendable {
+    private var iterator: NIOAsyncChannelInboundStream<HTTPServerRequestPart>.AsyncIterator
+
+    init(_ iterator: NIOAsyncChannelInboundStream<HTTPServerRequestPart>.AsyncIterator) {
+        self.iterator = iterator
+    }
+
+    func next() async throws -> HTTPServerRequestPart? {
+        try await iterator.next()
+    }
+}
+
+/// A request's body, read chunk by chunk as the handler asks for it.
+public final class RequestBody: @unchecked Sendable {
+    private let parts: InboundParts
+    private var ended: Bool
+    /// The declared length, when the client sent Content-Length.
+    public let declaredLength: UInt64?
+
+    init(parts: InboundParts, head: HTTPRequestHead) {
+        self.parts = parts
+        self.declaredLength = head.headers.first(name: "content-length").flatMap { UInt64($0) }
+        let chunked = head.headers[canonicalForm: "transfer-encoding"].contains { $0.lowercased() == "chunked" }
+        self.ended = !chunked && (declaredLength ?? 0) == 0
+    }
+
+    /// Whether the request has a body at all.
+    public var isEmpty: Bool { ended && declaredLength == nil }
+
+    /// The next chunk, or nil at the end of the body.
+    public func next() async throws -> ByteBuffer? {
+        guard !ended else { return nil }
+        while let part = try await parts.next() {
+            switch part {
+            case let .body(buffer): return buffer
+            case .end:
+                ended = true
+                return nil
+            case .head:
+                throw HTTPParserError.invalidInternalState
+            }
+        }
+        ended = true
+        return nil
+    }
+
+    /// Reads and discards the rest of the body, up to `limit` bytes; false when the body was
+    /// longer (the connection is then not reusable).
+    func drain(limit: Int) async throws -> Bool {
+        var skipped = 0
+        while let chunk = try await next() {
+            skipped += chunk.readableBytes
+            if skipped > limit { return false }
+        }
+        return true
+    }
+}

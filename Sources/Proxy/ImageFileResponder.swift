@@ -1,0 +1,262 @@
+import BlobStore
+import Cache
+import Foundation
+import Glance
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// Answers `GET|HEAD /v2/images/{id}/file`: authorize with the backend, then serve from the
+/// blob (hit), from a fill in progress (miss, shared), or straight from the backend for a
+/// range far ahead of the fill.
+struct ImageFileResponder {
+    let cache: ImageCache
+    let logger: Logger
+
+    /// Bytes per read when streaming from a fill.
+    static let chunkSize = 1 << 20
+    /// A range starting further than this beyond the written mark is fetched on its own.
+    static let aheadThreshold: UInt64 = 16 << 20
+
+    func respond(_ request: Request, _ response: ResponseWriter, cloud: String, imageID: String) async {
+        guard Self.isPlausibleImageID(imageID) else {
+            await response.sendError(.notFound, "No image found with ID \(imageID); image ids are UUIDs")
+            return
+        }
+        let authorized: AuthorizedImage
+        do {
+            authorized = try await cache.authorize(token: request.headers.first(name: "x-auth-token"), cloud: cloud, imageID: imageID)
+        } catch {
+            await sendCacheError(error, response)
+            return
+        }
+        let image = authorized.image
+        let digest: Digest?
+        do {
+            digest = try cache.resolve(authorized)
+        } catch {
+            logger.error("catalog lookup failed; serving from the backend", metadata: ["error": "\(error)"])
+            digest = nil
+        }
+        if let digest, let reader = try? cache.store.open(digest) {
+            cache.touch(digest)
+            await serveHit(request, response, image: image, reader: reader)
+            return
+        }
+        if authorized.fromOfflineGrace {
+            await response.sendError(.serviceUnavailable, "the image service is unreachable and image \(imageID) is not cached here; retry later")
+            return
+        }
+        await serveMiss(request, response, authorized: authorized)
+    }
+
+    static func isPlausibleImageID(_ id: String) -> Bool {
+        !id.isEmpty && id.count <= 64 && id.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+    }
+
+    // MARK: Hits
+
+    func serveHit(_ request: Request, _ response: ResponseWriter, image: GlanceImage, reader: BlobReader) async {
+        let etag = "\"\(reader.digest.hex)\""
+        var headers = baseHeaders(image: image, cacheResult: "hit")
+        headers.add(name: "etag", value: etag)
+        if ConditionalRequest.noneMatchMatches(request.headers.first(name: "if-none-match"), etag: etag) {
+            headers.remove(name: "content-type")
+            await response.send(.notModified, headers: headers)
+            return
+        }
+        let size = reader.size
+        var ranges = RangeRequest.parse(request.headers.first(name: "range"), size: size)
+        if !ConditionalRequest.ifRangeAllowsRange(request.headers.first(name: "if-range"), etag: etag) { ranges = .whole }
+        do {
+            switch ranges {
+            case .unsatisfiable:
+                headers.add(name: "content-range", value: "bytes */\(size)")
+                await response.sendError(.rangeNotSatisfiable, "the requested range is not satisfiable for an image of \(size) bytes", headers: headers)
+            case .whole:
+                headers.add(name: "content-length", value: String(size))
+                try await response.head(.ok, headers)
+                if size > 0 { try await response.body(file: reader, range: 0...(size - 1)) }
+                try await response.end()
+            case let .ranges(list) where list.count == 1:
+                let range = list[0]
+                headers.add(name: "content-length", value: String(range.count))
+                headers.add(name: "content-range", value: "bytes \(range.lowerBound)-\(range.upperBound)/\(size)")
+                try await response.head(.partialContent, headers)
+                try await response.body(file: reader, range: range)
+                try await response.end()
+            case let .ranges(list):
+                let multipart = Multipart(ranges: list, size: size)
+                headers.replaceOrAdd(name: "content-type", value: multipart.contentType)
+                headers.add(name: "content-length", value: String(multipart.contentLength))
+                try await response.head(.partialContent, headers)
+                for (index, range) in list.enumerated() {
+                    try await response.body(response.allocator.buffer(string: multipart.partHeader(index)))
+                    try await response.body(file: reader, range: range)
+                }
+                try await response.body(response.allocator.buffer(string: multipart.closing))
+                try await response.end()
+            }
+        } catch {
+            response.abort()
+        }
+    }
+
+    // MARK: Misses
+
+    func serveMiss(_ request: Request, _ response: ResponseWriter, authorized: AuthorizedImage) async {
+        let image = authorized.image
+        let size = image.size ?? 0
+        var ranges = RangeRequest.parse(request.headers.first(name: "range"), size: size)
+        // No entity tag is known before the bytes are: a conditional range gets the whole body.
+        if request.headers.first(name: "if-range") != nil { ranges = .whole }
+        if case .unsatisfiable = ranges {
+            var headers = baseHeaders(image: image, cacheResult: "miss")
+            headers.add(name: "content-range", value: "bytes */\(size)")
+            await response.sendError(.rangeNotSatisfiable, "the requested range is not satisfiable for an image of \(size) bytes", headers: headers)
+            return
+        }
+        if request.method == .HEAD {
+            // HEAD never starts a fill: it learns the headers without costing a download.
+            var headers = baseHeaders(image: image, cacheResult: "miss")
+            headers.add(name: "content-length", value: String(size))
+            await response.send(.ok, headers: headers)
+            return
+        }
+        let fill: Fill, shared: Bool
+        do {
+            (fill, shared) = try cache.fill(authorized)
+        } catch {
+            await sendCacheError(error, response)
+            return
+        }
+        var headers = baseHeaders(image: image, cacheResult: shared ? "shared" : "miss")
+        do {
+            switch ranges {
+            case .unsatisfiable:
+                return
+            case .whole:
+                headers.add(name: "content-length", value: String(size))
+                try await response.head(.ok, headers)
+                if size > 0 { try await stream(fill, range: 0...(size - 1), to: response, verifyBeforeLastByte: true) }
+                try await response.end()
+            case let .ranges(list) where list.count == 1:
+                let range = list[0]
+                headers.add(name: "content-length", value: String(range.count))
+                headers.add(name: "content-range", value: "bytes \(range.lowerBound)-\(range.upperBound)/\(size)")
+                if range.lowerBound > fill.written + Self.aheadThreshold {
+                    // Far ahead of the fill: one backend range request for just these bytes,
+                    // while the fill goes on.
+                    headers.replaceOrAdd(name: "x-depot-cache", value: "miss")
+                    let download = try await cache.backendRange(cloud: authorized.cloud, imageID: image.id, range: range)
+                    try await response.head(.partialContent, headers)
+                    for try await chunk in download { try await response.body(response.allocator.buffer(bytes: chunk)) }
+                } else {
+                    try await response.head(.partialContent, headers)
+                    try await stream(fill, range: range, to: response, verifyBeforeLastByte: false)
+                }
+                try await response.end()
+            case let .ranges(list):
+                let multipart = Multipart(ranges: list, size: size)
+                headers.replaceOrAdd(name: "content-type", value: multipart.contentType)
+                headers.add(name: "content-length", value: String(multipart.contentLength))
+                try await response.head(.partialContent, headers)
+                for (index, range) in list.enumerated() {
+                    try await response.body(response.allocator.buffer(string: multipart.partHeader(index)))
+                    try await stream(fill, range: range, to: response, verifyBeforeLastByte: false)
+                }
+                try await response.body(response.allocator.buffer(string: multipart.closing))
+                try await response.end()
+            }
+        } catch {
+            logger.info("download through a fill ended early", metadata: ["image": "\(image.id)", "error": "\(error)"])
+            response.abort()
+        }
+    }
+
+    /// Streams `range` from a fill as its bytes land.
+    ///
+    /// With `verifyBeforeLastByte`, the last byte waits until the fill committed (its digests
+    /// matched Glance's), so a client never receives a complete-looking wrong image.
+    func stream(_ fill: Fill, range: ClosedRange<UInt64>, to response: ResponseWriter, verifyBeforeLastByte: Bool) async throws {
+        let fd = try fill.openForReading()
+        defer { close(fd) }
+        var offset = range.lowerBound
+        while offset <= range.upperBound {
+            let (written, outcome) = await fill.waitForBytes(beyond: offset)
+            if case let .failed(reason) = outcome { throw CacheError.fillFailed(imageID: fill.imageID, reason: reason) }
+            guard written > offset else {
+                throw CacheError.fillFailed(imageID: fill.imageID, reason: "the fill ended at \(written) bytes, before offset \(offset)")
+            }
+            var end = min(range.upperBound, written - 1, offset + UInt64(Self.chunkSize) - 1)
+            if verifyBeforeLastByte && end == range.upperBound && outcome == nil {
+                if end == offset {
+                    // Only the last byte is left: wait for the verdict, then loop.
+                    _ = await fill.waitForBytes(beyond: written)
+                    continue
+                }
+                end -= 1
+            }
+            let count = Int(end - offset + 1)
+            var buffer = response.allocator.buffer(capacity: count)
+            let read = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
+                pread(fd, raw.baseAddress, count, off_t(offset))
+            }
+            guard read == count else { throw CacheError.fillFailed(imageID: fill.imageID, reason: "short read from the fill at \(offset)") }
+            try await response.body(buffer)
+            offset = end + 1
+        }
+    }
+
+    // MARK: Helpers
+
+    func baseHeaders(image: GlanceImage, cacheResult: String) -> HTTPHeaders {
+        var headers: HTTPHeaders = ["content-type": "application/octet-stream", "accept-ranges": "bytes", "x-depot-cache": cacheResult]
+        if let md5 = image.checksum { headers.add(name: "content-md5", value: md5) }
+        return headers
+    }
+
+    func sendCacheError(_ error: CacheError, _ response: ResponseWriter) async {
+        switch error {
+        case let .backendRefused(status, message):
+            await response.sendError(HTTPResponseStatus(statusCode: status), message)
+        case let .imageNotActive(id, status) where status == "deactivated":
+            await response.sendError(.forbidden, "The requested image \(id) has been deactivated. Image data download is forbidden.")
+        case .imageNotActive:
+            // Glance answers 204 No Content for an image that has no data yet.
+            await response.send(.noContent)
+        case .backendUnavailable:
+            await response.sendError(.serviceUnavailable, error.description)
+        case .unknownCloud:
+            await response.sendError(.notFound, error.description)
+        case .fillFailed:
+            await response.sendError(.badGateway, error.description)
+        }
+    }
+}
+
+/// The framing of a `multipart/byteranges` body.
+struct Multipart {
+    let ranges: [ClosedRange<UInt64>]
+    let size: UInt64
+    let boundary = "depot-" + String(UInt64.random(in: .min ... .max), radix: 16)
+
+    var contentType: String { "multipart/byteranges; boundary=\(boundary)" }
+
+    func partHeader(_ index: Int) -> String {
+        let range = ranges[index]
+        return "\r\n--\(boundary)\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes \(range.lowerBound)-\(range.upperBound)/\(size)\r\n\r\n"
+    }
+
+    var closing: String { "\r\n--\(boundary)--\r\n" }
+
+    var contentLength: UInt64 {
+        ranges.indices.reduce(UInt64(closing.utf8.count)) { total, index in
+            total + UInt64(partHeader(index).utf8.count) + ranges[index].count
+        }
+    }
+}
+
+extension ClosedRange where Bound == UInt64 {
+    var count: UInt64 { upperBound - lowerBound + 1 }
+}

@@ -1,0 +1,113 @@
+import BlobStore
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// Writes one response: a head, body parts (bytes or zero-copy file regions), an end.
+///
+/// Each write is awaited until the channel took it, so memory stays bounded by one chunk per
+/// client however slow the client is. `abort` closes the connection mid-body, which a client
+/// sees as a broken transfer, never as a complete one.
+public final class ResponseWriter: @unchecked Sendable {
+    let channel: Channel
+    let version: HTTPVersion
+    let isHead: Bool
+    private(set) var headSent = false
+    private(set) var isComplete = false
+    /// Set when the response asked to close the connection (or was aborted).
+    private(set) var closesConnection = false
+    /// Body bytes written, for logs and metrics.
+    public private(set) var bytesWritten: UInt64 = 0
+    public private(set) var status: HTTPResponseStatus?
+
+    init(channel: Channel, version: HTTPVersion, method: HTTPMethod) {
+        self.channel = channel
+        self.version = version
+        self.isHead = method == .HEAD
+    }
+
+    public var allocator: ByteBufferAllocator { channel.allocator }
+
+    /// Sends the status line and headers.
+    public func head(_ status: HTTPResponseStatus, _ headers: HTTPHeaders) async throws {
+        precondition(!headSent, "response head sent twice")
+        headSent = true
+        self.status = status
+        var headers = headers
+        if headers.first(name: "connection")?.lowercased() == "close" { closesConnection = true }
+        if version.major == 1 && version.minor == 0 && !headers.contains(name: "content-length") {
+            // HTTP/1.0 has no chunked encoding: the end of the body is the end of the connection.
+            headers.replaceOrAdd(name: "connection", value: "close")
+            closesConnection = true
+        }
+        try await channel.writeAndFlush(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: status, headers: headers))).get()
+    }
+
+    /// Sends body bytes (not for HEAD requests, where bodies are skipped).
+    public func body(_ buffer: ByteBuffer) async throws {
+        guard !isHead, buffer.readableBytes > 0 else { return }
+        bytesWritten += UInt64(buffer.readableBytes)
+        try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(buffer))).get()
+    }
+
+    /// Sends `range` of an open blob with sendfile (zero-copy).
+    public func body(file reader: BlobReader, range: ClosedRange<UInt64>) async throws {
+        guard !isHead else { return }
+        let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: try reader.duplicateDescriptor())
+        defer { try? handle.close() }
+        let region = FileRegion(fileHandle: handle, readerIndex: Int(range.lowerBound), endIndex: Int(range.upperBound) + 1)
+        bytesWritten += range.upperBound - range.lowerBound + 1
+        // The handle must stay open until the region is written: the write's future says when.
+        try await channel.writeAndFlush(HTTPServerResponsePart.body(.fileRegion(region))).get()
+    }
+
+    /// Ends the response. A client that closed right after the last body byte loses nothing,
+    /// so a closed channel here is not an error.
+    public func end() async throws {
+        isComplete = true
+        do {
+            try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
+        } catch ChannelError.ioOnClosedChannel {
+            closesConnection = true
+        }
+    }
+
+    /// Gives up on the response: closes the connection.
+    public func abort() {
+        closesConnection = true
+        isComplete = true
+        channel.close(promise: nil)
+    }
+
+    // MARK: Whole responses
+
+    /// A complete response with a small body.
+    public func send(_ status: HTTPResponseStatus, headers: HTTPHeaders = [:], body: ByteBuffer? = nil) async {
+        var headers = headers
+        // A HEAD answer states the length its GET would have.
+        if body != nil || !headers.contains(name: "content-length") {
+            headers.replaceOrAdd(name: "content-length", value: String(body?.readableBytes ?? 0))
+        }
+        do {
+            try await head(status, headers)
+            if let body { try await self.body(body) }
+            try await end()
+        } catch {
+            abort()
+        }
+    }
+
+    /// A JSON body.
+    public func sendJSON(_ status: HTTPResponseStatus, _ object: Any, headers: HTTPHeaders = [:]) async {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        var headers = headers
+        headers.replaceOrAdd(name: "content-type", value: "application/json")
+        await send(status, headers: headers, body: allocator.buffer(bytes: data))
+    }
+
+    /// Depot's error shape: `{"error": {"code", "title", "message"}}`, the message telling the
+    /// user what to do.
+    public func sendError(_ status: HTTPResponseStatus, _ message: String, headers: HTTPHeaders = [:]) async {
+        await sendJSON(status, ["error": ["code": Int(status.code), "title": status.reasonPhrase, "message": message]], headers: headers)
+    }
+}

@@ -1,0 +1,153 @@
+import ArgumentParser
+import BlobStore
+import Cache
+import Catalog
+import DepotConfig
+import Foundation
+import Glance
+import Logging
+import Proxy
+import ServiceLifecycle
+
+/// `depot serve`: the cache and proxy.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve the Glance v2 API from the cache, fetching from the backend Glance on a miss.",
+        discussion: "Flags override the config file; config/depot.example.yaml documents every key.")
+
+    @Option(help: "The config file (YAML).") var config: String?
+    @Option(help: "Where to listen, HOST:PORT (port 0 picks a free one).") var listen: String?
+    @Option(name: .customLong("data-dir"), help: "The data directory (blobs/, tmp/, catalog.sqlite).") var dataDir: String?
+    @Option(name: .customLong("glance-url"), help: "The default cloud's Glance endpoint, without /v2.") var glanceURL: String?
+    @Option(name: .customLong("service-token"), help: "A static token for Depot's own calls to Glance.") var serviceToken: String?
+    @Option(name: .customLong("cloud-owner"), help: "Owner of the cloud given by --glance-url (default: default).") var cloudOwner: String?
+    @Option(name: .customLong("cloud-region"), help: "Region of the cloud given by --glance-url (default: RegionOne).") var cloudRegion: String?
+    @Option(name: .customLong("cache-size"), help: "Disk budget for blobs, e.g. 20GiB.") var cacheSize: String?
+    @Option(name: .customLong("admin-token"), help: "Token for the admin APIs.") var adminToken: String?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.") var logLevel: String?
+
+    /// The config file with the flags applied.
+    func effectiveConfiguration() throws -> DepotConfiguration {
+        var settings = try config.map { path throws(ConfigurationError) in try DepotConfiguration.load(path: path) } ?? DepotConfiguration()
+        if let listen {
+            guard let (host, port) = parseHostPort(listen) else { throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:9494") }
+            (settings.listenHost, settings.listenPort) = (host, port)
+        }
+        if let dataDir { settings.dataDirectory = dataDir }
+        if let logLevel { settings.logLevel = logLevel }
+        if let adminToken { settings.adminToken = adminToken }
+        if let cacheSize {
+            guard let bytes = parseSize(cacheSize) else { throw ValidationError("--cache-size must be a size such as 20GiB or 500MB") }
+            settings.cacheSize = bytes
+        }
+        if let glanceURL {
+            var cloud = DepotConfiguration.CloudConfiguration()
+            cloud.glanceURL = glanceURL.hasSuffix("/") ? String(glanceURL.dropLast()) : glanceURL
+            cloud.serviceToken = serviceToken
+            if let cloudOwner { cloud.owner = cloudOwner }
+            if let cloudRegion { cloud.region = cloudRegion }
+            settings.clouds.removeAll { $0.name == cloud.name }
+            settings.clouds.insert(cloud, at: 0)
+        } else if let serviceToken, !settings.clouds.isEmpty {
+            settings.clouds[0].serviceToken = serviceToken
+        }
+        try settings.validate()
+        return settings
+    }
+
+    func run() async throws {
+        let settings = try effectiveConfiguration()
+        guard let level = Logger.Level(rawValue: settings.logLevel) else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        LogSettings.level.withLock { $0 = level }
+        let logger = Logger(label: "depot")
+
+        try checkWritable(settings.dataDirectory)
+        let store = try BlobStore(dataDirectory: settings.dataDirectory)
+        let catalog: Catalog
+        do { catalog = try Catalog(path: settings.dataDirectory + "/catalog.sqlite") } catch {
+            throw CLIError("cannot open the catalog in \(settings.dataDirectory): \(error); if it is damaged, move it away and run depot fsck to rebuild it")
+        }
+        var clients: [String: GlanceClient] = [:]
+        for cloud in settings.clouds {
+            clients[cloud.name] = GlanceClient(configuration: clientConfiguration(cloud))
+        }
+        var cacheSettings = CacheSettings()
+        cacheSettings.decisionTTL = settings.decisionTTL
+        cacheSettings.offlineGrace = settings.offlineGrace
+        let cache = ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: settings.clouds[0].name, settings: cacheSettings)
+        let server = HTTPServer(host: settings.listenHost, port: settings.listenPort, handler: DepotHandler(cache: cache))
+
+        for cloud in settings.clouds {
+            let client = clients[cloud.name]!
+            Task {
+                do {
+                    _ = try await client.forward(method: "GET", pathAndQuery: "/versions", headers: [], body: nil)
+                } catch {
+                    logger.warning("backend Glance not reachable yet; cached images are still served", metadata: ["cloud": "\(cloud.name)", "error": "\(error)"])
+                }
+            }
+        }
+        let service = HTTPService(server: server)
+        let group = ServiceGroup(
+            configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        defer { Task { await server.close() } }
+        do {
+            try await group.run()
+        } catch let error as HTTPServerError {
+            throw CLIError(error.description)
+        }
+    }
+
+    func clientConfiguration(_ cloud: DepotConfiguration.CloudConfiguration) -> GlanceClientConfiguration {
+        var credentials = ServiceCredentials.none
+        if let token = cloud.serviceToken {
+            credentials = .token(token)
+        } else if let keystone = cloud.keystone {
+            let method: KeystoneCredentials.Method
+            if let id = keystone.applicationCredentialID, let secret = keystone.applicationCredentialSecret {
+                method = .applicationCredential(id: id, secret: secret)
+            } else {
+                method = .password(
+                    username: keystone.username ?? "", password: keystone.password ?? "", userDomain: keystone.userDomain,
+                    project: keystone.project ?? "", projectDomain: keystone.projectDomain)
+            }
+            credentials = .keystone(KeystoneCredentials(authURL: keystone.authURL, method: method, region: keystone.region ?? cloud.region, interface: keystone.interface))
+        }
+        var configuration = GlanceClientConfiguration(endpoint: cloud.glanceURL, credentials: credentials)
+        configuration.tls = TLSOptions(caBundle: cloud.caBundle, insecure: cloud.insecure)
+        return configuration
+    }
+
+    func checkWritable(_ directory: String) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw CLIError("cannot create the data directory \(directory): \(error.localizedDescription); choose another --data-dir or fix its permissions")
+        }
+        let probe = directory + "/.depot-write-check"
+        guard FileManager.default.createFile(atPath: probe, contents: Data("ok".utf8)) else {
+            throw CLIError("cannot write in the data directory \(directory); choose another --data-dir or fix its permissions")
+        }
+        try? FileManager.default.removeItem(atPath: probe)
+    }
+}
+
+/// Runs the HTTP server as a service: graceful shutdown stops accepting and lets transfers end.
+struct HTTPService: Service {
+    let server: HTTPServer
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await server.run { port in
+                // One line on stdout, for scripts and tests that asked for port 0.
+                let host = server.host.contains(":") ? "[\(server.host)]" : server.host
+                FileHandle.standardOutput.write(Data("depot listening on http://\(host):\(port)\n".utf8))
+            }
+        } onGracefulShutdown: {
+            server.shutdown()
+        }
+    }
+}

@@ -1,0 +1,216 @@
+import BlobStore
+import Cache
+import DepotTestSupport
+import Foundation
+import Glance
+import Testing
+
+/// The download path with a real Glance behind Depot and real clients in front.
+@Suite(.serialized) struct DownloadPathTests {
+    let glance: GlanceServer
+
+    init() throws { glance = try GlanceServer.shared() }
+
+    @Test func curlGetsTheExactBytesOnAMissAndThenAHit() async throws {
+        let depot = try await DepotHarness(glanceURL: glance.url)
+        defer { Task { await depot.stop() } }
+        let bytes = pseudoRandomBytes(count: 3 << 20 | 12345, seed: 1)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        let url = "\(depot.url)/v2/images/\(image.id)/file"
+
+        let miss = try curl(url)
+        #expect(miss.status == 200)
+        #expect(miss.body == bytes)
+        #expect(miss.header("x-depot-cache") == "miss")
+        #expect(miss.header("content-length") == String(bytes.count))
+        #expect(miss.header("content-md5") == image.checksum)
+        #expect(miss.header("accept-ranges") == "bytes")
+
+        let hit = try curl(url)
+        #expect(hit.status == 200)
+        #expect(hit.body == bytes)
+        #expect(hit.header("x-depot-cache") == "hit")
+        #expect(hit.header("etag") == "\"\(Digest.of(bytes, algorithm: .sha256).hex)\"")
+        #expect(depot.dir.files(under: "tmp").isEmpty)
+        let mapping = try #require(try depot.catalog.mapping(cloud: "default_RegionOne", imageID: image.id))
+        #expect(mapping.sha256 == Digest.of(bytes, algorithm: .sha256).hex)
+        #expect(try depot.catalog.blob(mapping.digest)?.sha512 == image.osHashValue)
+    }
+
+    @Test func everyRangeFormMatchesGlanceColdAndWarm() async throws {
+        let depot = try await DepotHarness(glanceURL: glance.url)
+        defer { Task { await depot.stop() } }
+        let bytes = pseudoRandomBytes(count: 10_000, seed: 2)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        let path = "/v2/images/\(image.id)/file"
+        for pass in ["cold", "warm"] {
+            if pass == "cold" { #expect(try depot.cache.resolve(AuthorizedImage.testing(image)) == nil) }
+            for range in ["bytes=100-3999", "bytes=-3999", "bytes=6000-", "bytes=0-0", "bytes=9999-", "bytes=9000-20000"] {
+                let viaDepot = try curl(depot.url + path, ["-H", "Range: \(range)"])
+                let direct = try curl(glance.url + path, ["-H", "Range: \(range)"])
+                #expect(viaDepot.status == 206, "\(pass) \(range)")
+                #expect(viaDepot.status == direct.status, "\(pass) \(range)")
+                #expect(viaDepot.body == direct.body, "\(pass) \(range)")
+                #expect(viaDepot.header("content-range") == direct.header("content-range"), "\(pass) \(range)")
+                #expect(viaDepot.header("content-length") == direct.header("content-length"), "\(pass) \(range)")
+            }
+            for range in ["bytes=500-100", "bytes=10000-", "bytes=20000-20001"] {
+                let viaDepot = try curl(depot.url + path, ["-H", "Range: \(range)"])
+                #expect(viaDepot.status == 416, "\(pass) \(range)")
+                #expect(viaDepot.header("content-range") == "bytes */10000", "\(pass) \(range)")
+            }
+            // Glance answers several ranges with 400; Depot answers them as RFC 9110 says.
+            let multi = try curl(depot.url + path, ["-H", "Range: bytes=0-9,20-29,-5"])
+            #expect(multi.status == 206)
+            let contentType = try #require(multi.header("content-type"))
+            #expect(contentType.hasPrefix("multipart/byteranges; boundary="))
+            let boundary = String(contentType.split(separator: "=").last!)
+            let parts = multipartBodies(multi.body, boundary: boundary)
+            #expect(parts.map(\.range) == ["bytes 0-9/10000", "bytes 20-29/10000", "bytes 9995-9999/10000"])
+            #expect(parts.map(\.body) == [Array(bytes[0...9]), Array(bytes[20...29]), Array(bytes[9995...9999])])
+            #expect(multi.header("content-length") == String(multi.body.count))
+            // Let the cold pass's fill finish before the warm pass.
+            for _ in 0..<200 where try depot.cache.resolve(AuthorizedImage.testing(image)) == nil {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+    }
+
+    @Test func headEtagsAndConditionals() async throws {
+        let depot = try await DepotHarness(glanceURL: glance.url)
+        defer { Task { await depot.stop() } }
+        let bytes = pseudoRandomBytes(count: 50_000, seed: 3)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        let url = "\(depot.url)/v2/images/\(image.id)/file"
+
+        let coldHead = try curl(url, ["-I"])
+        #expect(coldHead.status == 200)
+        #expect(coldHead.header("content-length") == "50000")
+        #expect(coldHead.body.count < 1000, "curl -I prints only the head")
+        #expect(try depot.store.allDigests().isEmpty, "HEAD does not start a fill")
+
+        _ = try curl(url)
+        let etag = "\"\(Digest.of(bytes, algorithm: .sha256).hex)\""
+        let head = try curl(url, ["-I"])
+        #expect(head.status == 200)
+        #expect(head.header("etag") == etag)
+        #expect(head.header("content-length") == "50000")
+        #expect(head.header("x-depot-cache") == "hit")
+
+        #expect(try curl(url, ["-H", "If-None-Match: \(etag)"]).status == 304)
+        #expect(try curl(url, ["-H", "If-None-Match: \"other\""]).status == 200)
+        let ifRange = try curl(url, ["-H", "Range: bytes=10-19", "-H", "If-Range: \(etag)"])
+        #expect(ifRange.status == 206)
+        #expect(ifRange.body == Array(bytes[10...19]))
+        let stale = try curl(url, ["-H", "Range: bytes=10-19", "-H", "If-Range: \"older\""])
+        #expect(stale.status == 200)
+        #expect(stale.body == bytes)
+    }
+
+    @Test func anotherProjectCannotReadAPrivateImageEvenWhenCached() async throws {
+        let depot = try await DepotHarness(glanceURL: glance.url)
+        defer { Task { await depot.stop() } }
+        let image = try await uploadImage(glanceAsAlice(glance.url), Array("alice only".utf8))
+        let url = "\(depot.url)/v2/images/\(image.id)/file"
+        #expect(try curl(url).body == Array("alice only".utf8))
+        #expect(try curl(url).header("x-depot-cache") == "hit")
+        let asBob = try curl(url, token: GlanceServer.bob)
+        #expect(asBob.status == 404)
+        #expect(asBob.body != Array("alice only".utf8))
+        #expect(try curl(url, token: nil).status == 401)
+        #expect(try curl(url, token: "garbage").status == 401)
+        #expect(try curl(url, token: GlanceServer.admin).status == 200, "admins read every project's images")
+    }
+
+    @Test func aDeletedImageStopsBeingServed() async throws {
+        var settings = CacheSettings()
+        settings.decisionTTL = .milliseconds(300)
+        let depot = try await DepotHarness(glanceURL: glance.url, settings: settings)
+        defer { Task { await depot.stop() } }
+        let alice = glanceAsAlice(glance.url)
+        // Deleted through Depot: forgotten at once.
+        let first = try await uploadImage(alice, Array("first".utf8))
+        #expect(try curl("\(depot.url)/v2/images/\(first.id)/file").status == 200)
+        let delete = try curl("\(depot.url)/v2/images/\(first.id)", ["-X", "DELETE"])
+        #expect(delete.status == 204)
+        #expect(try depot.catalog.mapping(cloud: "default_RegionOne", imageID: first.id) == nil)
+        #expect(try curl("\(depot.url)/v2/images/\(first.id)/file").status == 404)
+        // Deleted behind Depot's back: refused once the decision expires.
+        let second = try await uploadImage(alice, Array("second".utf8))
+        #expect(try curl("\(depot.url)/v2/images/\(second.id)/file").status == 200)
+        try await alice.deleteImage(second.id)
+        try await Task.sleep(for: .milliseconds(400))
+        #expect(try curl("\(depot.url)/v2/images/\(second.id)/file").status == 404)
+        // Deactivated: refused as Glance refuses it.
+        let third = try await uploadImage(alice, Array("third".utf8))
+        #expect(try curl("\(depot.url)/v2/images/\(third.id)/file").status == 200)
+        let admin = GlanceClient(configuration: .init(endpoint: depot.url, credentials: .token(GlanceServer.admin)))
+        _ = try await admin.forward(method: "POST", pathAndQuery: "/v2/images/\(third.id)/actions/deactivate", headers: [("X-Auth-Token", GlanceServer.admin)], body: nil)
+        #expect(try depot.catalog.mapping(cloud: "default_RegionOne", imageID: third.id) == nil)
+        #expect(try curl("\(depot.url)/v2/images/\(third.id)/file").status == 403)
+    }
+
+    @Test func badInputGetsClearErrors() async throws {
+        let depot = try await DepotHarness(glanceURL: glance.url)
+        defer { Task { await depot.stop() } }
+        let notFound = try curl("\(depot.url)/v2/images/00000000-0000-0000-0000-000000000000/file")
+        #expect(notFound.status == 404)
+        let odd = try curl("\(depot.url)/v2/images/..%2F..%2Fetc%2Fpasswd/file")
+        #expect(odd.status == 404)
+        let json = try JSONSerialization.jsonObject(with: Data(odd.body)) as? [String: Any]
+        #expect((json?["error"] as? [String: Any])?["code"] as? Int == 404)
+        #expect(try curl("\(depot.url)/nowhere").status == 404)
+        // An image with no data yet: Glance answers 204.
+        let queued = try await glanceAsAlice(glance.url).createImage(["name": .string("empty"), "disk_format": .string("raw"), "container_format": .string("bare")])
+        #expect(try curl("\(depot.url)/v2/images/\(queued.id)/file").status == 204)
+    }
+
+    @Test func everythingElseIsForwardedUnchanged() async throws {
+        let depot = try await DepotHarness(glanceURL: glance.url)
+        defer { Task { await depot.stop() } }
+        let created = try curl("\(depot.url)/v2/images", [
+            "-X", "POST", "-H", "Content-Type: application/json",
+            "--data", "{\"name\": \"via-depot\", \"disk_format\": \"raw\", \"container_format\": \"bare\"}",
+        ])
+        #expect(created.status == 201)
+        let id = try #require((try JSONSerialization.jsonObject(with: Data(created.body)) as? [String: Any])?["id"] as? String)
+        let shown = try curl("\(depot.url)/v2/images/\(id)")
+        #expect(shown.status == 200)
+        let direct = try curl("\(glance.url)/v2/images/\(id)")
+        #expect(shown.body == direct.body)
+        let versions = try curl("\(depot.url)/versions", token: nil)
+        #expect(versions.status == 200)
+        #expect(String(decoding: versions.body, as: UTF8.self).contains("\(depot.url)/v2/"))
+        let root = try curl("\(depot.url)/", token: nil)
+        #expect(root.status == 300)
+        #expect(try curl("\(depot.url)/v2/images/\(id)", token: GlanceServer.bob).status == 404)
+    }
+}
+
+extension AuthorizedImage {
+    static func testing(_ image: GlanceImage) -> AuthorizedImage {
+        AuthorizedImage(cloud: "default_RegionOne", image: image, fromOfflineGrace: false)
+    }
+}
+
+/// Splits a multipart/byteranges body into (Content-Range, bytes) parts.
+func multipartBodies(_ body: [UInt8], boundary: String) -> [(range: String, body: [UInt8])] {
+    let delimiter = Array("\r\n--\(boundary)".utf8)
+    var parts: [(String, [UInt8])] = []
+    var starts: [Int] = []
+    var index = 0
+    while index + delimiter.count <= body.count {
+        if Array(body[index..<index + delimiter.count]) == delimiter { starts.append(index) }
+        index += 1
+    }
+    for (n, start) in starts.enumerated().dropLast() {
+        let chunk = Array(body[(start + delimiter.count)..<starts[n + 1]])
+        let separator = Array("\r\n\r\n".utf8)
+        guard let headerEnd = (0...(chunk.count - 4)).first(where: { Array(chunk[$0..<$0 + 4]) == separator }) else { continue }
+        let headers = String(decoding: chunk[..<headerEnd], as: UTF8.self)
+        let range = headers.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-range:") }
+            .map { String($0.split(separator: ":", maxSplits: 1)[1].trimmingCharacters(in: .whitespaces)) } ?? ""
+        parts.append((range, Array(chunk[(headerEnd + 4)...])))
+    }
+    return parts
+}

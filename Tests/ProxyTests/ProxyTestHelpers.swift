@@ -1,0 +1,94 @@
+import BlobStore
+import Cache
+import Catalog
+import DepotTestSupport
+import Foundation
+import Glance
+import Proxy
+
+/// Depot's server in this process, in front of `glanceURL`, with its own data directory.
+final class DepotHarness: @unchecked Sendable {
+    static let serviceToken = "depot:service:admin,member,reader"
+
+    let dir = TemporaryDirectory("depot-proxy")
+    let store: BlobStore
+    let catalog: Catalog
+    let cache: ImageCache
+    let server: HTTPServer
+    let task: Task<Void, any Error>
+    let port: Int
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    init(glanceURL: String, settings: CacheSettings = .init(), clouds extra: [String: String] = [:]) async throws {
+        store = try BlobStore(dataDirectory: dir.path)
+        catalog = try Catalog(path: dir.path + "/catalog.sqlite")
+        var clients: [String: GlanceClient] = [:]
+        for (name, url) in ["default_RegionOne": glanceURL].merging(extra, uniquingKeysWith: { a, _ in a }) {
+            var configuration = GlanceClientConfiguration(endpoint: url, credentials: .token(Self.serviceToken))
+            configuration.retryBaseDelay = .milliseconds(20)
+            configuration.maxRetries = 2
+            clients[name] = GlanceClient(configuration: configuration)
+        }
+        cache = ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: "default_RegionOne", settings: settings)
+        let server = HTTPServer(host: "127.0.0.1", port: 0, handler: DepotHandler(cache: cache), threads: 2)
+        self.server = server
+        let bound = AsyncStream<Int>.makeStream()
+        task = Task { try await server.run { bound.continuation.yield($0) } }
+        var iterator = bound.stream.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw CommandFailed(command: "depot server did not bind", status: 1) }
+        self.port = port
+    }
+
+    func stop() async {
+        server.shutdown()
+        task.cancel()
+        _ = await task.result
+        await server.close()
+    }
+}
+
+/// What curl saw.
+struct CurlResult {
+    let status: Int
+    let headers: [String: String]
+    let body: [UInt8]
+
+    func header(_ name: String) -> String? { headers[name.lowercased()] }
+}
+
+/// Runs curl (the real client) and returns status, headers (lowercased names) and body.
+func curl(_ url: String, token: String? = GlanceServer.alice, _ extra: [String] = []) throws -> CurlResult {
+    let dir = NSTemporaryDirectory() + "depot-curl-\(UUID().uuidString)"
+    defer {
+        try? FileManager.default.removeItem(atPath: dir + ".h")
+        try? FileManager.default.removeItem(atPath: dir + ".b")
+    }
+    var arguments = ["-s", "-D", dir + ".h", "-o", dir + ".b", "-w", "%{http_code}"]
+    if let token { arguments += ["-H", "X-Auth-Token: \(token)"] }
+    arguments += extra + [url]
+    let result = try spawnAndWait("/usr/bin/curl", arguments)
+    let status = Int(String(decoding: result.stdout, as: UTF8.self)) ?? 0
+    var headers: [String: String] = [:]
+    let headerText = (try? String(contentsOfFile: dir + ".h", encoding: .utf8)) ?? ""
+    for line in headerText.split(separator: "\r\n") {
+        if line.hasPrefix("HTTP/") { headers = [:]; continue }
+        guard let colon = line.firstIndex(of: ":") else { continue }
+        headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+    }
+    let body = (try? Data(contentsOf: URL(fileURLWithPath: dir + ".b"))).map { Array($0) } ?? []
+    return CurlResult(status: status, headers: headers, body: body)
+}
+
+/// A client acting as Alice against Glance directly (to set up images).
+func glanceAsAlice(_ url: String) -> GlanceClient {
+    GlanceClient(configuration: GlanceClientConfiguration(endpoint: url, credentials: .token(GlanceServer.alice)))
+}
+
+/// Creates an active raw image with `bytes`.
+func uploadImage(_ client: GlanceClient, _ bytes: [UInt8], visibility: String = "private") async throws -> GlanceImage {
+    let image = try await client.createImage([
+        "name": .string("proxy-test"), "disk_format": .string("raw"), "container_format": .string("bare"), "visibility": .string(visibility),
+    ])
+    try await client.uploadImageData(image.id, from: .bytes(bytes))
+    return try await client.showImage(image.id)
+}
