@@ -96,7 +96,7 @@ let package = Package(
         .testTarget(name: "GlanceTests", dependencies: ["Glance", "BlobStore", "DepotTestSupport"]),
         .testTarget(name: "DepotConfigTests", dependencies: ["DepotConfig"]),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog", "DepotTestSupport"]),
-        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Cache", "Catalog", "BlobStore", "Glance", "DepotTestSupport"]),
+        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Cache", "Catalog", "BlobStore", "Glance", "DepotTestSupport", "depot"]),
         .testTarget(name: "DepotCLITests", dependencies: ["BlobStore", "DepotTestSupport", "depot"]),
     ],
     swiftLanguageModes: [.v6]

@@ -258,6 +258,11 @@ public final class ImageCache: Sendable {
         fills.withLock { _ = $0.removeValue(forKey: key) }
     }
 
+    /// The fill running for an image, if any.
+    public func runningFill(cloud: String, imageID: String) -> Fill? {
+        fills.withLock { $0["\(cloud)|\(imageID)"] }
+    }
+
     /// Streams a byte range straight from the backend (for a cold range far ahead of a fill).
     public func backendRange(cloud: String, imageID: String, range: ClosedRange<UInt64>) async throws -> ImageDownload {
         try await client(for: cloud).openDownload(imageID: imageID, range: range, auth: .service)

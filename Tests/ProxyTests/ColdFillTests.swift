@@ -1,0 +1,163 @@
+import BlobStore
+import Cache
+import DepotTestSupport
+import Foundation
+import Glance
+import Testing
+
+/// Misses under load, ranges on a cold cache, crashes during a fill, and real Python clients.
+@Suite(.serialized) struct ColdFillTests {
+    let glance: GlanceServer
+
+    init() throws { glance = try GlanceServer.shared() }
+
+    /// A client of Depot (libcurl, like the other real clients), hashing what it receives.
+    func download(_ depotURL: String, _ imageID: String, range: ClosedRange<UInt64>? = nil) async throws -> (count: UInt64, sha256: Digest, cache: String?) {
+        let client = GlanceClient(configuration: .init(endpoint: depotURL, credentials: .token(GlanceServer.alice)))
+        let download = try await client.openDownload(imageID: imageID, range: range)
+        let hasher = DigestHasher(.sha256)
+        var count: UInt64 = 0
+        for try await chunk in download {
+            chunk.withUnsafeBytes { hasher.update($0) }
+            count += UInt64(chunk.count)
+        }
+        return (count, hasher.finish(), download.head.headers.header("X-Depot-Cache"))
+    }
+
+    @Test func thirtyTwoConcurrentColdDownloadsFetchTheImageOnce() async throws {
+        let bytes = pseudoRandomBytes(count: 256 << 20, seed: 32)
+        let sha256 = Digest.of(bytes, algorithm: .sha256)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        let counter = try FaultProxy(upstreamPort: glance.port)
+        defer { counter.stop() }
+        let depot = try await DepotHarness(glanceURL: counter.url)
+        defer { Task { await depot.stop() } }
+        counter.resetCounters()
+
+        let results = try await withThrowingTaskGroup(of: (UInt64, Digest, String?).self) { group in
+            for _ in 0..<32 {
+                group.addTask { try await download(depot.url, image.id) }
+            }
+            var all: [(UInt64, Digest, String?)] = []
+            for try await result in group { all.append(result) }
+            return all
+        }
+        #expect(results.count == 32)
+        #expect(results.allSatisfy { $0.0 == UInt64(bytes.count) && $0.1 == sha256 })
+        #expect(results.filter { $0.2 == "miss" }.count == 1, "one request started the fill")
+        #expect(results.filter { $0.2 == "shared" }.count + results.filter { $0.2 == "hit" }.count == 31)
+        // Counted at the proxy in front of Glance: image bytes plus 32 small metadata answers.
+        let ratio = Double(counter.bytesFromServer) / Double(bytes.count)
+        print("32 concurrent cold downloads of 256 MiB: backend sent \(counter.bytesFromServer) bytes, ratio \(ratio)")
+        #expect(ratio >= 1.0 && ratio < 1.001, "backend bytes / image size = \(ratio)")
+        #expect(depot.dir.files(under: "tmp").isEmpty)
+    }
+
+    @Test func aColdRangeFarAheadIsAnsweredBeforeTheFillGetsThere() async throws {
+        let bytes = pseudoRandomBytes(count: 256 << 20, seed: 200)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        let throttle = try FaultProxy(upstreamPort: glance.port)
+        defer { throttle.stop() }
+        throttle.setFaults { $0.bytesPerSecond = 48 << 20 }
+        let depot = try await DepotHarness(glanceURL: throttle.url)
+        defer { Task { await depot.stop() } }
+        throttle.resetCounters()
+
+        // The first client starts the fill (about five seconds at this bandwidth)...
+        let whole = Task { try await download(depot.url, image.id) }
+        try await Task.sleep(for: .milliseconds(300))
+        // ...and a range at 200 MiB comes back long before the fill reaches it.
+        let range: ClosedRange<UInt64> = (200 << 20)...((201 << 20) - 1)
+        let started = ContinuousClock.now
+        let part = try await download(depot.url, image.id, range: range)
+        let elapsed = ContinuousClock.now - started
+        let writtenWhenAnswered = try #require(depot.cache.runningFill(cloud: "default_RegionOne", imageID: image.id)).written
+        #expect(part.count == 1 << 20)
+        #expect(part.sha256 == Digest.of(Array(bytes[Int(range.lowerBound)...Int(range.upperBound)]), algorithm: .sha256))
+        #expect(writtenWhenAnswered < range.lowerBound, "the fill had written \(writtenWhenAnswered >> 20) MiB")
+        #expect(elapsed < .seconds(2), "the range took \(elapsed)")
+
+        let full = try await whole.value
+        #expect(full.sha256 == Digest.of(bytes, algorithm: .sha256))
+        let ratio = Double(throttle.bytesFromServer) / Double(bytes.count + (1 << 20))
+        print("cold range: answered in \(elapsed) with the fill at \(writtenWhenAnswered >> 20) MiB; backend bytes / (image + range) = \(ratio)")
+        #expect(ratio < 1.001)
+    }
+
+    @Test func killNineDuringAFillLeavesNothingAndTheImageIsServedAfterRestart() async throws {
+        let bytes = pseudoRandomBytes(count: 48 << 20, seed: 9)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        let throttle = try FaultProxy(upstreamPort: glance.port)
+        defer { throttle.stop() }
+        throttle.setFaults { $0.bytesPerSecond = 8 << 20 }
+        let data = TemporaryDirectory("depot-kill")
+        let arguments = ["--data-dir", data.path, "--glance-url", throttle.url, "--service-token", DepotHarness.serviceToken]
+        let first = try DepotProcess(arguments)
+        let url = "\(first.url)/v2/images/\(image.id)/file"
+        let client = Thread { _ = try? curl(url) }
+        client.start()
+        // Wait until the fill has written part of the image, then kill without warning.
+        var partial = 0
+        for _ in 0..<500 where partial < 4 << 20 {
+            try await Task.sleep(for: .milliseconds(10))
+            partial = data.files(under: "tmp").compactMap {
+                (try? FileManager.default.attributesOfItem(atPath: data.path + "/tmp/" + $0)[.size]) as? Int
+            }.max() ?? 0
+        }
+        #expect(partial >= 4 << 20, "the fill never got going")
+        first.stop(signal: SIGKILL)
+        #expect(data.files(under: "blobs").isEmpty, "nothing was committed")
+        #expect(!data.files(under: "tmp").isEmpty, "the killed fill left its temporary file")
+
+        throttle.setFaults { $0.bytesPerSecond = nil }
+        let second = try DepotProcess(arguments)
+        defer { second.stop() }
+        #expect(data.files(under: "tmp").isEmpty, "recovery removed the leftover")
+        let result = try curl("\(second.url)/v2/images/\(image.id)/file")
+        #expect(result.status == 200)
+        #expect(result.body == bytes)
+        #expect(data.files(under: "tmp").isEmpty)
+        #expect(data.files(under: "blobs").count == 1)
+    }
+
+    @Test func glanceclientDownloadsThroughDepot() async throws {
+        let bytes = pseudoRandomBytes(count: 5 << 20, seed: 5)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        let depot = try await DepotHarness(glanceURL: glance.url)
+        defer { Task { await depot.stop() } }
+        let venv = GlanceServer.venv
+        let out = depot.dir.path + "/downloaded"
+        for pass in ["miss", "hit"] {
+            setenv("OS_IMAGE_URL", depot.url, 1)
+            setenv("OS_AUTH_TOKEN", GlanceServer.alice, 1)
+            let result = try spawnAndWait(venv + "/bin/glance", ["image-download", "--file", out, image.id])
+            #expect(result.status == 0, "glance image-download (\(pass)) exited \(result.status)")
+            #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == Data(bytes), "\(pass)")
+            try? FileManager.default.removeItem(atPath: out)
+        }
+        unsetenv("OS_IMAGE_URL")
+        unsetenv("OS_AUTH_TOKEN")
+    }
+
+    @Test func aBackendOutageStillServesCachedImagesToKnownTokens() async throws {
+        let bytes = pseudoRandomBytes(count: 100_000, seed: 77)
+        let alice = glanceAsAlice(glance.url)
+        let cached = try await uploadImage(alice, bytes)
+        let uncached = try await uploadImage(alice, Array("never fetched".utf8))
+        let link = try FaultProxy(upstreamPort: glance.port)
+        var settings = CacheSettings()
+        settings.decisionTTL = .milliseconds(100)
+        let depot = try await DepotHarness(glanceURL: link.url, settings: settings)
+        defer { Task { await depot.stop() } }
+        #expect(try curl("\(depot.url)/v2/images/\(cached.id)/file").body == bytes)
+        link.stop()
+        try await Task.sleep(for: .milliseconds(200))
+        let offline = try curl("\(depot.url)/v2/images/\(cached.id)/file")
+        #expect(offline.status == 200, "served within the offline grace")
+        #expect(offline.body == bytes)
+        #expect(try curl("\(depot.url)/v2/images/\(cached.id)/file", token: GlanceServer.bob).status == 503, "an unknown token is never trusted offline")
+        let missing = try curl("\(depot.url)/v2/images/\(uncached.id)/file")
+        #expect(missing.status == 503)
+        #expect(String(decoding: missing.body, as: UTF8.self).contains("retry later"))
+    }
+}
