@@ -135,3 +135,23 @@ public let repositoryRoot: String = {
     }
     fatalError("Package.swift not found above \(#filePath)")
 }()
+
+/// Whether this process is a child started by `runAlone` (so a test measures instead of
+/// delegating).
+public var isIsolatedTestProcess: Bool {
+    ProcessInfo.processInfo.environment["DEPOT_ISOLATED_TEST"] == "1"
+}
+
+/// Runs the tests matching `filter` in a fresh copy of this test process, alone, and returns
+/// its exit status and output. For measurements (memory) that other suites running in
+/// parallel in this process would disturb.
+public func runAlone(_ filter: String) throws -> (status: Int32, output: String) {
+    setenv("DEPOT_ISOLATED_TEST", "1", 1)
+    defer { unsetenv("DEPOT_ISOLATED_TEST") }
+    let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+    let log = NSTemporaryDirectory() + "depot-isolated-\(UUID().uuidString).log"
+    defer { try? FileManager.default.removeItem(atPath: log) }
+    let result = try spawnAndWait(me, ["--testing-library", "swift-testing", "--filter", filter], stderrPath: log)
+    let output = String(decoding: result.stdout, as: UTF8.self) + ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
+    return (result.status, output)
+}
