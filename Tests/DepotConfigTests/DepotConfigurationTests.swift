@@ -1,0 +1,80 @@
+import DepotConfig
+import Foundation
+import Testing
+
+@Suite struct DepotConfigurationTests {
+    @Test func theExampleFileParsesWithEveryKey() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let config = try DepotConfiguration.load(path: root.appendingPathComponent("config/depot.example.yaml").path)
+        #expect(config.listenHost == "127.0.0.1")
+        #expect(config.listenPort == 9494)
+        #expect(config.dataDirectory == "/var/lib/depot")
+        #expect(config.logLevel == "info")
+        #expect(config.cacheSize == 20 << 30)
+        #expect(config.decisionTTL == .seconds(60))
+        #expect(config.offlineGrace == .seconds(86400))
+        #expect(config.clouds.count == 1)
+        let cloud = try #require(config.clouds.first)
+        #expect(cloud.name == "default_RegionOne")
+        #expect(cloud.glanceURL == "http://127.0.0.1:9292")
+        #expect(cloud.keystone?.username == "depot")
+        #expect(cloud.keystone?.interface == "public")
+        try config.validate()
+    }
+
+    @Test func severalCloudsAndQuoting() throws {
+        let config = try DepotConfiguration.parse("""
+            listen: "[::1]:8080"
+            clouds:
+            - owner: att
+              region: 'Region-East'
+              glance_url: http://10.0.0.1:9292/   # trailing slash dropped
+              service_token: "a:b:c # not a comment"
+            - owner: vz
+              region: R2
+              glance_url: https://glance.example:9292
+              insecure: yes
+            """)
+        #expect(config.listenHost == "::1")
+        #expect(config.listenPort == 8080)
+        #expect(config.clouds.map(\.name) == ["att_Region-East", "vz_R2"])
+        #expect(config.clouds[0].glanceURL == "http://10.0.0.1:9292")
+        #expect(config.clouds[0].serviceToken == "a:b:c # not a comment")
+        #expect(config.clouds[1].insecure)
+    }
+
+    @Test func mistakesNameTheLineAndWhatToDo() {
+        let unknown = #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("listen: 1.2.3.4:80\ncache:\n  sise: 1GiB\n") }
+        #expect(unknown?.line == 3)
+        #expect(unknown?.message.contains("known keys here: size") == true)
+        let badSize = #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("cache:\n  size: lots\n") }
+        #expect(badSize?.message.contains("20GiB") == true)
+        let badIndent = #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("listen: a:1\n   data_dir: x\n") }
+        #expect(badIndent?.line == 2)
+        let tabs = #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("cache:\n\tsize: 1GiB\n") }
+        #expect(tabs?.message.contains("tabs") == true)
+        #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("clouds:\n- owner: a\n  region: b\n- owner: a\n  region: b\n") }
+        #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("listen: [a, b]\n") }
+        #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("log_level: loud\n") }
+        let noBackend = #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("").validate() }
+        #expect(noBackend?.message.contains("--glance-url") == true)
+    }
+
+    @Test func sizesAndDurations() {
+        #expect(parseSize("20GiB") == 20 << 30)
+        #expect(parseSize("1.5 KiB") == 1536)
+        #expect(parseSize("500MB") == 500_000_000)
+        #expect(parseSize("123") == 123)
+        #expect(parseSize("-1GiB") == nil)
+        #expect(parseSize("GiB") == nil)
+        #expect(parseDuration("250ms") == .milliseconds(250))
+        #expect(parseDuration("5m") == .seconds(300))
+        #expect(parseDuration("7d") == .seconds(7 * 86400))
+        #expect(parseDuration("90") == .seconds(90))
+        #expect(parseDuration("soon") == nil)
+        #expect(parseHostPort("127.0.0.1:0")! == ("127.0.0.1", 0))
+        #expect(parseHostPort("[::1]:9494")! == ("::1", 9494))
+        #expect(parseHostPort("localhost") == nil)
+        #expect(parseHostPort("h:70000") == nil)
+    }
+}
