@@ -71,6 +71,7 @@ public final class ImageCache: Sendable {
     private let decisions = Mutex<[String: Decision]>([:])
     private let fills = Mutex<[String: Fill]>([:])
     private let outage = Mutex<Set<String>>([])
+    private let pendingHits = Mutex<[Digest: (Int, Date)]>([:])
 
     public init(
         store: BlobStore, catalog: Catalog, clouds: [String: GlanceClient], defaultCloud: String, settings: CacheSettings = .init(),
@@ -193,10 +194,30 @@ public final class ImageCache: Sendable {
             visibility: image.visibility, name: image.name)
     }
 
-    /// Counts a hit on a blob (last access for LRU, hit count).
+    /// Counts a hit on a blob (last access for LRU, hit count). Hits are kept in memory and
+    /// written to the Catalog in one transaction a second later: a hit never waits on SQLite.
     public func touch(_ digest: Digest) {
-        do { try catalog.touch(digest) } catch {
-            logger.warning("cannot record a hit", metadata: ["blob": "\(digest.hex)", "error": "\(error)"])
+        let scheduleFlush = pendingHits.withLock { pending -> Bool in
+            let first = pending.isEmpty
+            pending[digest, default: (0, Date())].0 += 1
+            pending[digest]!.1 = Date()
+            return first
+        }
+        guard scheduleFlush else { return }
+        Task {
+            try? await Task.sleep(for: .seconds(1))
+            flushHits()
+        }
+    }
+
+    /// Writes the hits collected since the last flush.
+    public func flushHits() {
+        let batch = pendingHits.withLock { pending in
+            defer { pending = [:] }
+            return pending.map { (digest: $0.key, hits: $0.value.0, at: $0.value.1) }
+        }
+        do { try catalog.touch(batch) } catch {
+            logger.warning("cannot record hits", metadata: ["blobs": "\(batch.count)", "error": "\(error)"])
         }
     }
 

@@ -91,17 +91,25 @@ public final class Catalog: Sendable {
         try pool.read { db in try BlobRecord.order(Column("lastAccess")).fetchAll(db) }
     }
 
-    /// Counts a hit and moves the blob's last access forward.
-    public func touch(_ digest: Digest, at date: Date = Date()) throws {
+    /// Counts hits and moves the blob's last access forward (never back).
+    public func touch(_ digest: Digest, hits: Int = 1, at date: Date = Date()) throws {
+        try touch([(digest, hits, date)])
+    }
+
+    /// Records a batch of hits in one transaction: the server collects them in memory so a
+    /// hit never waits on SQLite.
+    public func touch(_ batch: [(digest: Digest, hits: Int, at: Date)]) throws {
+        guard !batch.isEmpty else { return }
         try pool.write { db in
-            try db.execute(
-                sql: "UPDATE blob SET hits = hits + 1, lastAccess = MAX(lastAccess, ?) WHERE sha256 = ?",
-                arguments: [date.timeIntervalSince1970, digest.hex])
+            for (digest, hits, date) in batch {
+                try db.execute(
+                    sql: "UPDATE blob SET hits = hits + ?, lastAccess = MAX(lastAccess, ?) WHERE sha256 = ?",
+                    arguments: [hits, date.timeIntervalSince1970, digest.hex])
+            }
         }
     }
 
-    /// Forgets a blob and every image mapped to it. Call after the file is gone, so no mapping
-    /// ever names a missing file... or before, under a lock that keeps readers out.
+    /// Forgets a blob and every image mapped to it.
     public func removeBlob(_ digest: Digest) throws {
         _ = try pool.write { db in try BlobRecord.deleteOne(db, key: digest.hex) }
     }
