@@ -92,6 +92,8 @@ public final class HTTPServer: Sendable {
             .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 4)
             .bind(host: host, port: requestedPort) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: Self.idleTimeout))
+                    try channel.pipeline.syncOperations.addHandler(IdleConnectionCloser())
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
                 }
@@ -116,6 +118,10 @@ public final class HTTPServer: Sendable {
                     guard case let .head(head) = part else { continue }
                     let body = RequestBody(parts: parts, head: head)
                     let writer = ResponseWriter(channel: connection.channel, version: head.version, method: head.method)
+                    if let (status, message) = Self.limitViolation(head) {
+                        await writer.sendError(status, message, headers: ["connection": "close"])
+                        return
+                    }
                     await handler.handle(Request(head: head, body: body), writer)
                     if !writer.isComplete {
                         // A handler that returned without finishing leaves a broken exchange.
@@ -128,6 +134,39 @@ public final class HTTPServer: Sendable {
             }
         } catch {
             logger.debug("connection ended", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+extension HTTPServer {
+    /// Longest request target accepted (414 beyond).
+    static let maximumURILength = 8 * 1024
+    /// Largest header section accepted (431 beyond).
+    static let maximumHeaderBytes = 64 * 1024
+    /// A connection with no traffic either way for this long is closed.
+    static let idleTimeout = TimeAmount.seconds(120)
+
+    static func limitViolation(_ head: HTTPRequestHead) -> (HTTPResponseStatus, String)? {
+        if head.uri.utf8.count > maximumURILength {
+            return (.uriTooLong, "the request target is longer than \(maximumURILength) bytes")
+        }
+        let headerBytes = head.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
+        if headerBytes > maximumHeaderBytes {
+            return (.requestHeaderFieldsTooLarge, "the request headers are larger than \(maximumHeaderBytes) bytes")
+        }
+        return nil
+    }
+}
+
+/// Closes a connection that has been idle (no reads or writes) for the idle timeout.
+final class IdleConnectionCloser: ChannelInboundHandler, Sendable {
+    typealias InboundIn = NIOAny
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
         }
     }
 }

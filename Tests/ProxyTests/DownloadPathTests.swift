@@ -160,6 +160,8 @@ import Testing
         let json = try JSONSerialization.jsonObject(with: Data(odd.body)) as? [String: Any]
         #expect((json?["error"] as? [String: Any])?["code"] as? Int == 404)
         #expect(try curl("\(depot.url)/nowhere").status == 404)
+        #expect(try curl("\(depot.url)/v2/images?" + String(repeating: "a", count: 9000)).status == 414)
+        #expect(try curl("\(depot.url)/v2/images", ["-H", "X-Big: " + String(repeating: "b", count: 70_000)]).status == 431)
         // An image with no data yet: Glance answers 204.
         let queued = try await glanceAsAlice(glance.url).createImage(["name": .string("empty"), "disk_format": .string("raw"), "container_format": .string("bare")])
         #expect(try curl("\(depot.url)/v2/images/\(queued.id)/file").status == 204)
