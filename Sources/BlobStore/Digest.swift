@@ -19,13 +19,22 @@ public enum DigestAlgorithm: String, Sendable, CaseIterable, Codable, Comparable
         lhs.rawValue < rhs.rawValue
     }
 
+    /// The algorithm's EVP_MD, fetched once: OpenSSL 3 looks up the provider on every init
+    /// given a legacy `EVP_sha256()`, which costs more than hashing a short string.
     fileprivate var evp: OpaquePointer? {
         switch self {
-        case .sha256: EVP_sha256()
-        case .sha512: EVP_sha512()
-        case .md5: EVP_md5()
+        case .sha256: FetchedAlgorithms.sha256
+        case .sha512: FetchedAlgorithms.sha512
+        case .md5: FetchedAlgorithms.md5
         }
     }
+}
+
+/// EVP_MD objects fetched from the default provider at first use and kept for the process.
+private enum FetchedAlgorithms {
+    nonisolated(unsafe) static let sha256 = EVP_MD_fetch(nil, "SHA256", nil) ?? EVP_sha256()
+    nonisolated(unsafe) static let sha512 = EVP_MD_fetch(nil, "SHA512", nil) ?? EVP_sha512()
+    nonisolated(unsafe) static let md5 = EVP_MD_fetch(nil, "MD5", nil) ?? EVP_md5()
 }
 
 /// Why a hex string is not a digest.

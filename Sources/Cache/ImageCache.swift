@@ -72,6 +72,9 @@ public final class ImageCache: Sendable {
     private let fills = Mutex<[String: Fill]>([:])
     private let outage = Mutex<Set<String>>([])
     private let pendingHits = Mutex<[Digest: (Int, Date)]>([:])
+    /// Image → blob, as resolved; images are immutable once active, so this only changes when
+    /// an image is forgotten or its blob goes.
+    private let resolved = Mutex<[String: Digest]>([:])
 
     public init(
         store: BlobStore, catalog: Catalog, clouds: [String: GlanceClient], defaultCloud: String, settings: CacheSettings = .init(),
@@ -158,8 +161,13 @@ public final class ImageCache: Sendable {
     /// cloud), in which case the mapping is recorded.
     public func resolve(_ authorized: AuthorizedImage) throws -> Digest? {
         let image = authorized.image
+        let key = "\(authorized.cloud)|\(image.id)"
+        if let known = resolved.withLock({ $0[key] }), store.contains(known) { return known }
         if let mapped = try catalog.mapping(cloud: authorized.cloud, imageID: image.id) {
-            if store.contains(mapped.digest) { return mapped.digest }
+            if store.contains(mapped.digest) {
+                resolved.withLock { $0[key] = mapped.digest }
+                return mapped.digest
+            }
             try catalog.unmap(cloud: authorized.cloud, imageID: image.id)
         }
         var match: BlobRecord?
@@ -170,7 +178,20 @@ public final class ImageCache: Sendable {
         }
         guard let match, UInt64(match.size) == image.size, store.contains(match.digest) else { return nil }
         try catalog.map(Self.record(cloud: authorized.cloud, image: image, digest: match.digest))
+        resolved.withLock { $0[key] = match.digest }
         return match.digest
+    }
+
+    /// What Depot can answer without any I/O: the image record of a still-valid positive
+    /// decision for this token, and the blob the image resolved to. Nil when either is not
+    /// known (the caller then takes the full path).
+    public func knownHit(token: String?, cloud: String, imageID: String) -> (image: GlanceImage, digest: Digest)? {
+        guard let token, !token.isEmpty else { return nil }
+        let key = decisionKey(token: token, cloud: cloud, imageID: imageID)
+        guard let decision = decisions.withLock({ $0[key] }), ContinuousClock.now - decision.decidedAt < settings.decisionTTL,
+              let digest = resolved.withLock({ $0["\(cloud)|\(imageID)"] })
+        else { return nil }
+        return (decision.image, digest)
     }
 
     /// Drops what Depot knows of an image (deleted or deactivated upstream).
@@ -182,6 +203,7 @@ public final class ImageCache: Sendable {
         } catch {
             logger.error("cannot drop image mapping", metadata: ["cloud": "\(cloud)", "image": "\(imageID)", "error": "\(error)"])
         }
+        resolved.withLock { _ = $0.removeValue(forKey: "\(cloud)|\(imageID)") }
         decisions.withLock { table in
             table = table.filter { !$0.key.hasSuffix("|\(cloud)|\(imageID)") }
         }
@@ -267,6 +289,7 @@ public final class ImageCache: Sendable {
             let blob = try result.get()
             try catalog.recordBlob(blob)
             try catalog.map(Self.record(cloud: fill.cloud, image: image, digest: blob.digest))
+            resolved.withLock { $0["\(fill.cloud)|\(image.id)"] = blob.digest }
             fill.finish(.committed(blob))
             logger.info(
                 "fill committed",

@@ -8,7 +8,7 @@ import NIOHTTP1
 
 /// Routes Depot's HTTP API: Glance v2 at `/v2/…` (default cloud) and `/clouds/{owner}_{region}/v2/…`,
 /// version discovery, health; image data from the cache, everything else passed to Glance.
-public struct DepotHandler: RequestHandler {
+public struct DepotHandler: RequestHandler, FastPathResponder {
     let cache: ImageCache
     let logger: Logger
 
@@ -26,8 +26,10 @@ public struct DepotHandler: RequestHandler {
         case notFound(String)
     }
 
-    func route(_ request: Request) -> Route {
-        var uri = Substring(request.uri)
+    func route(_ request: Request) -> Route { route(uri: request.uri) }
+
+    func route(uri fullURI: String) -> Route {
+        var uri = Substring(fullURI)
         var cloud = cache.defaultCloud
         var prefix = ""
         if uri.hasPrefix("/clouds/") {
@@ -53,6 +55,16 @@ public struct DepotHandler: RequestHandler {
             return .imageFile(cloud: cloud, imageID: String(segments[3]), pathAndQuery: String(uri))
         }
         return .forward(cloud: cloud, pathAndQuery: String(uri))
+    }
+
+    public func immediateResponse(to head: HTTPRequestHead, allocator: ByteBufferAllocator) -> ImmediateResponse? {
+        guard case let .imageFile(cloud, imageID, _) = route(uri: head.uri),
+              let (image, digest) = cache.knownHit(token: head.headers.first(name: "x-auth-token"), cloud: cloud, imageID: imageID),
+              let reader = try? cache.store.open(digest),
+              let hit = try? HitResponse(head: head, image: image, reader: reader, allocator: allocator)
+        else { return nil }
+        cache.touch(digest)
+        return ImmediateResponse(hit: hit)
     }
 
     public func handle(_ request: Request, _ response: ResponseWriter) async {

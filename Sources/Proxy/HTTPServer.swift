@@ -46,15 +46,22 @@ public final class HTTPServer: Sendable {
     public let host: String
     public let requestedPort: Int
     let handler: any RequestHandler
+    let fastPath: (any FastPathResponder)?
     let group: MultiThreadedEventLoopGroup
     let logger: Logger
     private let listening = Mutex<Channel?>(nil)
     private let boundPort = Mutex<Int?>(nil)
 
-    public init(host: String, port: Int, handler: any RequestHandler, threads: Int = System.coreCount, logger: Logger = Logger(label: "depot.http")) {
+    /// - Parameter fastPath: answers what it can on the event loop (cache hits); by default the
+    ///   handler itself when it can.
+    public init(
+        host: String, port: Int, handler: any RequestHandler, fastPath: (any FastPathResponder)? = nil,
+        threads: Int = System.coreCount, logger: Logger = Logger(label: "depot.http")
+    ) {
         self.host = host
         self.requestedPort = port
         self.handler = handler
+        self.fastPath = fastPath ?? (handler as? any FastPathResponder)
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         self.logger = logger
     }
@@ -85,7 +92,8 @@ public final class HTTPServer: Sendable {
     }
 
     private func bind() async throws -> NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never> {
-        try await ServerBootstrap(group: group)
+        let fastPath = self.fastPath
+        return try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 512)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
@@ -95,6 +103,7 @@ public final class HTTPServer: Sendable {
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: Self.idleTimeout))
                     try channel.pipeline.syncOperations.addHandler(IdleConnectionCloser())
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    if let fastPath { try channel.pipeline.syncOperations.addHandler(FastPathHandler(responder: fastPath)) }
                     return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
                 }
             }

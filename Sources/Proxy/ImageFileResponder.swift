@@ -57,46 +57,8 @@ struct ImageFileResponder {
     // MARK: Hits
 
     func serveHit(_ request: Request, _ response: ResponseWriter, image: GlanceImage, reader: BlobReader) async {
-        let etag = "\"\(reader.digest.hex)\""
-        var headers = baseHeaders(image: image, cacheResult: "hit")
-        headers.add(name: "etag", value: etag)
-        if ConditionalRequest.noneMatchMatches(request.headers.first(name: "if-none-match"), etag: etag) {
-            headers.remove(name: "content-type")
-            await response.send(.notModified, headers: headers)
-            return
-        }
-        let size = reader.size
-        var ranges = RangeRequest.parse(request.headers.first(name: "range"), size: size)
-        if !ConditionalRequest.ifRangeAllowsRange(request.headers.first(name: "if-range"), etag: etag) { ranges = .whole }
         do {
-            switch ranges {
-            case .unsatisfiable:
-                headers.add(name: "content-range", value: "bytes */\(size)")
-                await response.sendError(.rangeNotSatisfiable, "the requested range is not satisfiable for an image of \(size) bytes", headers: headers)
-            case .whole:
-                headers.add(name: "content-length", value: String(size))
-                try await response.head(.ok, headers)
-                if size > 0 { try await response.body(file: reader, range: 0...(size - 1)) }
-                try await response.end()
-            case let .ranges(list) where list.count == 1:
-                let range = list[0]
-                headers.add(name: "content-length", value: String(range.count))
-                headers.add(name: "content-range", value: "bytes \(range.lowerBound)-\(range.upperBound)/\(size)")
-                try await response.head(.partialContent, headers)
-                try await response.body(file: reader, range: range)
-                try await response.end()
-            case let .ranges(list):
-                let multipart = Multipart(ranges: list, size: size)
-                headers.replaceOrAdd(name: "content-type", value: multipart.contentType)
-                headers.add(name: "content-length", value: String(multipart.contentLength))
-                try await response.head(.partialContent, headers)
-                for (index, range) in list.enumerated() {
-                    try await response.body(response.allocator.buffer(string: multipart.partHeader(index)))
-                    try await response.body(file: reader, range: range)
-                }
-                try await response.body(response.allocator.buffer(string: multipart.closing))
-                try await response.end()
-            }
+            try await response.send(try HitResponse(head: request.head, image: image, reader: reader, allocator: response.allocator))
         } catch {
             response.abort()
         }
@@ -111,14 +73,14 @@ struct ImageFileResponder {
         // No entity tag is known before the bytes are: a conditional range gets the whole body.
         if request.headers.first(name: "if-range") != nil { ranges = .whole }
         if case .unsatisfiable = ranges {
-            var headers = baseHeaders(image: image, cacheResult: "miss")
+            var headers = Self.baseHeaders(image: image, cacheResult: "miss")
             headers.add(name: "content-range", value: "bytes */\(size)")
             await response.sendError(.rangeNotSatisfiable, "the requested range is not satisfiable for an image of \(size) bytes", headers: headers)
             return
         }
         if request.method == .HEAD {
             // HEAD never starts a fill: it learns the headers without costing a download.
-            var headers = baseHeaders(image: image, cacheResult: "miss")
+            var headers = Self.baseHeaders(image: image, cacheResult: "miss")
             headers.add(name: "content-length", value: String(size))
             await response.send(.ok, headers: headers)
             return
@@ -130,7 +92,7 @@ struct ImageFileResponder {
             await sendCacheError(error, response)
             return
         }
-        var headers = baseHeaders(image: image, cacheResult: shared ? "shared" : "miss")
+        var headers = Self.baseHeaders(image: image, cacheResult: shared ? "shared" : "miss")
         do {
             switch ranges {
             case .unsatisfiable:
@@ -210,7 +172,7 @@ struct ImageFileResponder {
 
     // MARK: Helpers
 
-    func baseHeaders(image: GlanceImage, cacheResult: String) -> HTTPHeaders {
+    static func baseHeaders(image: GlanceImage, cacheResult: String) -> HTTPHeaders {
         var headers: HTTPHeaders = ["content-type": "application/octet-stream", "accept-ranges": "bytes", "x-depot-cache": cacheResult]
         if let md5 = image.checksum { headers.add(name: "content-md5", value: md5) }
         return headers

@@ -61,6 +61,17 @@ public final class ResponseWriter: @unchecked Sendable {
         try await channel.writeAndFlush(HTTPServerResponsePart.body(.fileRegion(region))).get()
     }
 
+    /// Writes a response planned in full: all parts at once, awaiting only the last, then
+    /// closes the file handle the regions read from.
+    func send(_ hit: HitResponse) async throws {
+        precondition(!headSent, "response head sent twice")
+        headSent = true
+        isComplete = true
+        for part in hit.parts.dropLast() { channel.write(part, promise: nil) }
+        defer { try? hit.handle?.close() }
+        try await channel.writeAndFlush(hit.parts.last!).get()
+    }
+
     /// Ends the response. A client that closed right after the last body byte loses nothing,
     /// so a closed channel here is not an error.
     public func end() async throws {
