@@ -63,6 +63,9 @@ public final class FaultProxy: @unchecked Sendable {
 
     public var url: String { "http://127.0.0.1:\(port)" }
 
+    /// The faults still in effect (one-shot faults clear themselves once they fired).
+    public var currentFaults: Faults { faults.withLock { $0 } }
+
     /// Changes the faults in effect.
     public func setFaults(_ change: (inout Faults) -> Void) {
         faults.withLock { change(&$0) }

@@ -50,6 +50,7 @@ public final class HTTPServer: Sendable {
     let group: MultiThreadedEventLoopGroup
     let logger: Logger
     private let listening = Mutex<Channel?>(nil)
+    private let open = Mutex<[ObjectIdentifier: Channel]>([:])
     private let boundPort = Mutex<Int?>(nil)
 
     /// - Parameter fastPath: answers what it can on the event loop (cache hits); by default the
@@ -114,12 +115,20 @@ public final class HTTPServer: Sendable {
         listening.withLock { $0 }?.close(promise: nil)
     }
 
+    /// Closes every open connection now (after the graceful deadline).
+    public func closeAllConnections() {
+        for channel in open.withLock({ Array($0.values) }) { channel.close(promise: nil) }
+    }
+
     /// Frees the event loops; call after `run` returned.
     public func close() async {
         try? await group.shutdownGracefully()
     }
 
     private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
+        let id = ObjectIdentifier(connection.channel)
+        open.withLock { $0[id] = connection.channel }
+        defer { open.withLock { _ = $0.removeValue(forKey: id) } }
         do {
             try await connection.executeThenClose { inbound, _ in
                 let parts = InboundParts(inbound.makeAsyncIterator())

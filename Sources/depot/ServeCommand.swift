@@ -91,8 +91,11 @@ struct ServeCommand: AsyncParsableCommand {
             }
         }
         let service = HTTPService(server: server)
-        let group = ServiceGroup(
-            configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        var groupConfiguration = ServiceGroupConfiguration(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        // Transfers get this long to finish after SIGTERM/SIGINT; then connections are closed.
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(30)
+        groupConfiguration.maximumCancellationDuration = .seconds(5)
+        let group = ServiceGroup(configuration: groupConfiguration)
         defer { Task { await server.close() } }
         do {
             try await group.run()
@@ -140,6 +143,14 @@ struct HTTPService: Service {
     let server: HTTPServer
 
     func run() async throws {
+        try await withTaskCancellationHandler {
+            try await serve()
+        } onCancel: {
+            server.closeAllConnections()
+        }
+    }
+
+    private func serve() async throws {
         try await withGracefulShutdownHandler {
             try await server.run { port in
                 // One line on stdout, for scripts and tests that asked for port 0.

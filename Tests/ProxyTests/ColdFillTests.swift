@@ -161,3 +161,71 @@ import Testing
         #expect(String(decoding: missing.body, as: UTF8.self).contains("retry later"))
     }
 }
+
+/// A fill's integrity and a server's shutdown, against a real Glance.
+@Suite(.serialized) struct FillIntegrityTests {
+    let glance: GlanceServer
+
+    init() throws { glance = try GlanceServer.shared() }
+
+    @Test func aBackendResetDuringAFillResumesWithoutRestarting() async throws {
+        let bytes = pseudoRandomBytes(count: 24 << 20, seed: 24)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        let proxy = try FaultProxy(upstreamPort: glance.port)
+        defer { proxy.stop() }
+        let depot = try await DepotHarness(glanceURL: proxy.url)
+        defer { Task { await depot.stop() } }
+        // Let the metadata call pass, then cut the fill's download after 10 MiB.
+        _ = try await depot.cache.authorize(token: GlanceServer.alice, cloud: "default_RegionOne", imageID: image.id)
+        proxy.resetCounters()
+        proxy.setFaults { $0.cutAfterBytes = 10 << 20 }
+        let result = try curl("\(depot.url)/v2/images/\(image.id)/file")
+        #expect(result.status == 200)
+        #expect(result.body == bytes)
+        #expect(proxy.currentFaults.cutAfterBytes == nil, "the cut happened")
+        #expect(proxy.bytesFromServer < bytes.count * 5 / 4, "resumed, not restarted: \(proxy.bytesFromServer) bytes")
+        #expect(depot.store.contains(Digest.of(bytes, algorithm: .sha256)))
+    }
+
+    @Test func bytesThatDoNotMatchGlancesHashAreNeverCommittedNorServedComplete() async throws {
+        let bytes = pseudoRandomBytes(count: 4 << 20, seed: 66)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        // Rot one byte in Glance's own file store: Glance keeps announcing the old hashes.
+        let stored = glance.dataDirectory + "/images/" + image.id
+        let handle = try #require(FileHandle(forUpdatingAtPath: stored))
+        try handle.seek(toOffset: 1_000_000)
+        try handle.write(contentsOf: [0xFF ^ bytes[1_000_000]])
+        try handle.close()
+
+        let depot = try await DepotHarness(glanceURL: glance.url)
+        defer { Task { await depot.stop() } }
+        let result = try spawnAndWait("/usr/bin/curl", [
+            "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "-H", "X-Auth-Token: \(GlanceServer.alice)",
+            "\(depot.url)/v2/images/\(image.id)/file",
+        ])
+        let fields = String(decoding: result.stdout, as: UTF8.self).split(separator: " ")
+        #expect(result.status == 18, "curl reports a partial transfer (exit \(result.status))")
+        #expect(fields.first == "200")
+        #expect(fields.count == 2 && Int(fields[1])! < bytes.count, "the client never received the whole wrong image")
+        #expect(try depot.store.allDigests().isEmpty, "nothing was committed")
+        #expect(try depot.catalog.mapping(cloud: "default_RegionOne", imageID: image.id) == nil)
+        #expect(depot.dir.files(under: "tmp").isEmpty)
+    }
+
+    @Test func sigtermLetsARunningDownloadFinish() async throws {
+        let bytes = pseudoRandomBytes(count: 16 << 20, seed: 15)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        let throttle = try FaultProxy(upstreamPort: glance.port)
+        defer { throttle.stop() }
+        throttle.setFaults { $0.bytesPerSecond = 8 << 20 }
+        let data = TemporaryDirectory("depot-sigterm")
+        let depot = try DepotProcess(["--data-dir", data.path, "--glance-url", throttle.url, "--service-token", DepotHarness.serviceToken])
+        let outcome = Task.detached { try curl("\(depot.url)/v2/images/\(image.id)/file") }
+        try await Task.sleep(for: .milliseconds(500))
+        let status = depot.stop(signal: SIGTERM)
+        let download = try await outcome.value
+        #expect(download.status == 200)
+        #expect(download.body == bytes, "the transfer in flight completed")
+        #expect(status & 0x7f == 0 && (status >> 8) & 0xff == 0, "depot exited cleanly (status \(status))\n\(depot.log.suffix(2000))")
+    }
+}
