@@ -20,7 +20,11 @@ public final class DepotProcess: @unchecked Sendable {
     public var url: String { "http://127.0.0.1:\(port)" }
 
     /// Starts `depot serve --listen 127.0.0.1:0 ARGS…` and waits for its "listening" line.
-    public init(_ arguments: [String]) throws {
+    public static func start(_ arguments: [String]) async throws -> DepotProcess {
+        try await offThePool { try DepotProcess(arguments) }
+    }
+
+    init(_ arguments: [String]) throws {
         var outPipe: [Int32] = [0, 0]
         guard pipe(&outPipe) == 0 else { throw POSIXError(.EIO) }
         logPath = NSTemporaryDirectory() + "depot-serve-\(UUID().uuidString).log"
@@ -59,9 +63,15 @@ public final class DepotProcess: @unchecked Sendable {
         self.port = port
     }
 
+    /// Sends a signal and waits (off the cooperative pool) for the process to end.
+    @discardableResult
+    public func stop(signal: Int32 = SIGTERM) async -> Int32 {
+        (try? await offThePool { self.stopBlocking(signal: signal) }) ?? -1
+    }
+
     /// Sends a signal and waits for the process to end; returns its wait status.
     @discardableResult
-    public func stop(signal: Int32 = SIGTERM) -> Int32 {
+    public func stopBlocking(signal: Int32 = SIGTERM) -> Int32 {
         kill(pid, signal)
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}

@@ -22,7 +22,11 @@ public final class GlanceServer: Sendable {
     /// Suites run in parallel and Glance keeps its records in SQLite, which answers concurrent
     /// writers with "database is locked" (HTTP 500): so each suite gets a Glance of its own and
     /// serializes its tests.
-    public static func shared(_ name: String = #fileID) throws -> GlanceServer {
+    public static func shared(_ name: String = #fileID) async throws -> GlanceServer {
+        try await offThePool { try sharedBlocking(name) }
+    }
+
+    private static func sharedBlocking(_ name: String) throws -> GlanceServer {
         try servers.withLock { servers in
             if let server = servers[name] { return server }
             let started = try GlanceServer.start()
@@ -52,6 +56,12 @@ public final class GlanceServer: Sendable {
     }
 
     public func stop() {
+        // A test server holds nothing worth a graceful stop: kill its process group at once
+        // (gunicorn waits up to 10 s for idle keep-alive connections otherwise).
+        if let text = try? String(contentsOfFile: dataDirectory + "/glance-api.pid", encoding: .utf8),
+           let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1 {
+            kill(-pid, SIGKILL)
+        }
         _ = try? run("/bin/bash", [Self.script, "stop", "--data", dataDirectory])
         // DEPOT_TEST_KEEP_GLANCE=1 keeps the server's data and logs for a post-mortem.
         if ProcessInfo.processInfo.environment["DEPOT_TEST_KEEP_GLANCE"] != "1" {

@@ -37,7 +37,11 @@ public final class KeystoneServer: Sendable {
     private static let sharedServer = Mutex<KeystoneServer?>(nil)
 
     /// One Keystone+Glance pair for the test process, stopped at exit.
-    public static func shared() throws -> KeystoneServer {
+    public static func shared() async throws -> KeystoneServer {
+        try await offThePool { try sharedBlocking() }
+    }
+
+    private static func sharedBlocking() throws -> KeystoneServer {
         try sharedServer.withLock { server in
             if let server { return server }
             try run("/bin/bash", [repositoryRoot + "/scripts/glance-dev", "install"])
@@ -63,6 +67,12 @@ public final class KeystoneServer: Sendable {
     }
 
     public func stop() {
+        for name in ["keystone", "glance-api"] {
+            if let text = try? String(contentsOfFile: "\(dataDirectory)/\(name).pid", encoding: .utf8),
+               let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1 {
+                kill(-pid, SIGKILL)
+            }
+        }
         _ = try? run("/bin/bash", [Self.script, "stop", "--data", dataDirectory])
         if ProcessInfo.processInfo.environment["DEPOT_TEST_KEEP_GLANCE"] != "1" {
             try? FileManager.default.removeItem(atPath: dataDirectory)

@@ -145,7 +145,11 @@ public var isIsolatedTestProcess: Bool {
 /// Runs the tests matching `filter` in a fresh copy of this test process, alone, and returns
 /// its exit status and output. For measurements (memory) that other suites running in
 /// parallel in this process would disturb.
-public func runAlone(_ filter: String) throws -> (status: Int32, output: String) {
+public func runAlone(_ filter: String) async throws -> (status: Int32, output: String) {
+    try await offThePool { try runAloneBlocking(filter) }
+}
+
+private func runAloneBlocking(_ filter: String) throws -> (status: Int32, output: String) {
     setenv("DEPOT_ISOLATED_TEST", "1", 1)
     defer { unsetenv("DEPOT_ISOLATED_TEST") }
     let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
@@ -154,4 +158,20 @@ public func runAlone(_ filter: String) throws -> (status: Int32, output: String)
     let result = try spawnAndWait(me, ["--testing-library", "swift-testing", "--filter", filter], stderrPath: log)
     let output = String(decoding: result.stdout, as: UTF8.self) + ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
     return (result.status, output)
+}
+
+/// Runs blocking work (a child process, a server start) on a thread of its own and awaits it.
+///
+/// Tests must not block Swift's cooperative pool: an in-process Depot answers on that pool,
+/// and a few tests each blocked on their own Depot's answer would starve all of them.
+public func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread { continuation.resume(with: Result { try body() }) }
+        thread.start()
+    }
+}
+
+/// `spawnAndWait` without blocking the cooperative pool.
+public func spawn(_ executable: String, _ arguments: [String], stdin: [UInt8]? = nil) async throws -> (status: Int32, stdout: [UInt8]) {
+    try await offThePool { try spawnAndWait(executable, arguments, stdin: stdin) }
 }

@@ -8,7 +8,7 @@ import Testing
 @Suite(.serialized) struct GlanceClientIntegrationTests {
     let glance: GlanceServer
 
-    init() throws { glance = try GlanceServer.shared() }
+    init() async throws { glance = try await GlanceServer.shared() }
 
     @Test func uploadShowDownloadRangesAndDelete() async throws {
         let client = makeClient(glance.url)

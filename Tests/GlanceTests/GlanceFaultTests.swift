@@ -8,7 +8,7 @@ import Testing
 @Suite(.serialized) struct GlanceFaultTests {
     let glance: GlanceServer
 
-    init() throws { glance = try GlanceServer.shared() }
+    init() async throws { glance = try await GlanceServer.shared() }
 
     @Test func aDownloadCutAtFortyPercentResumesWithTheRightSHA512() async throws {
         let bytes = pseudoRandomBytes(count: 32 << 20, seed: 40)
@@ -101,7 +101,7 @@ import Testing
     @Test func sixtyFourConcurrentDownloadsKeepMemoryBounded() async throws {
         guard isIsolatedTestProcess else {
             // Other suites allocate hundreds of MiB in this process meanwhile: measure alone.
-            let child = try runAlone("sixtyFourConcurrentDownloadsKeepMemoryBounded")
+            let child = try await runAlone("sixtyFourConcurrentDownloadsKeepMemoryBounded")
             let summary = child.output.split(separator: "\n").filter { $0.contains("RSS") || $0.contains("✘") }
             print(summary.joined(separator: "\n"))
             #expect(child.status == 0, "\(child.output.suffix(3000))")

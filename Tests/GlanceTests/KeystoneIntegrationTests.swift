@@ -7,7 +7,7 @@ import Testing
 @Suite(.serialized) struct KeystoneIntegrationTests {
     let keystone: KeystoneServer
 
-    init() throws { keystone = try KeystoneServer.shared() }
+    init() async throws { keystone = try await KeystoneServer.shared() }
 
     func passwordClient(_ name: String, endpoint: String? = nil) throws -> GlanceClient {
         let user = try #require(keystone.users[name])
@@ -70,7 +70,7 @@ import Testing
         _ = try await client.listImages()
         let old = try await client.keystone!.current(using: client).token
         // Revoke it behind the client's back: Keystone lets a token revoke itself.
-        let result = try spawnAndWait("/usr/bin/curl", [
+        let result = try await spawn("/usr/bin/curl", [
             "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE",
             "-H", "X-Auth-Token: \(old)", "-H", "X-Subject-Token: \(old)", keystone.authURL + "/auth/tokens",
         ])

@@ -9,7 +9,7 @@ import Testing
 @Suite(.serialized) struct ColdFillTests {
     let glance: GlanceServer
 
-    init() throws { glance = try GlanceServer.shared() }
+    init() async throws { glance = try await GlanceServer.shared() }
 
     /// A client of Depot (libcurl, like the other real clients), hashing what it receives.
     func download(_ depotURL: String, _ imageID: String, range: ClosedRange<UInt64>? = nil) async throws -> (count: UInt64, sha256: Digest, cache: String?) {
@@ -92,10 +92,9 @@ import Testing
         throttle.setFaults { $0.bytesPerSecond = 8 << 20 }
         let data = TemporaryDirectory("depot-kill")
         let arguments = ["--data-dir", data.path, "--glance-url", throttle.url, "--service-token", DepotHarness.serviceToken]
-        let first = try DepotProcess(arguments)
+        let first = try await DepotProcess.start(arguments)
         let url = "\(first.url)/v2/images/\(image.id)/file"
-        let client = Thread { _ = try? curl(url) }
-        client.start()
+        let client = Task { _ = try? await curl(url) }
         // Wait until the fill has written part of the image, then kill without warning.
         var partial = 0
         for _ in 0..<500 where partial < 4 << 20 {
@@ -105,15 +104,15 @@ import Testing
             }.max() ?? 0
         }
         #expect(partial >= 4 << 20, "the fill never got going")
-        first.stop(signal: SIGKILL)
+        await first.stop(signal: SIGKILL)
         #expect(data.files(under: "blobs").isEmpty, "nothing was committed")
         #expect(!data.files(under: "tmp").isEmpty, "the killed fill left its temporary file")
 
         throttle.setFaults { $0.bytesPerSecond = nil }
-        let second = try DepotProcess(arguments)
-        defer { second.stop() }
+        let second = try await DepotProcess.start(arguments)
+        defer { second.stopBlocking() }
         #expect(data.files(under: "tmp").isEmpty, "recovery removed the leftover")
-        let result = try curl("\(second.url)/v2/images/\(image.id)/file")
+        let result = try await curl("\(second.url)/v2/images/\(image.id)/file")
         #expect(result.status == 200)
         #expect(result.body == bytes)
         #expect(data.files(under: "tmp").isEmpty)
@@ -130,7 +129,7 @@ import Testing
         for pass in ["miss", "hit"] {
             setenv("OS_IMAGE_URL", depot.url, 1)
             setenv("OS_AUTH_TOKEN", GlanceServer.alice, 1)
-            let result = try spawnAndWait(venv + "/bin/glance", ["image-download", "--file", out, image.id])
+            let result = try await spawn(venv + "/bin/glance", ["image-download", "--file", out, image.id])
             #expect(result.status == 0, "glance image-download (\(pass)) exited \(result.status)")
             #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == Data(bytes), "\(pass)")
             try? FileManager.default.removeItem(atPath: out)
@@ -149,14 +148,14 @@ import Testing
         settings.decisionTTL = .milliseconds(100)
         let depot = try await DepotHarness(glanceURL: link.url, settings: settings)
         defer { Task { await depot.stop() } }
-        #expect(try curl("\(depot.url)/v2/images/\(cached.id)/file").body == bytes)
+        #expect(try await curl("\(depot.url)/v2/images/\(cached.id)/file").body == bytes)
         link.stop()
         try await Task.sleep(for: .milliseconds(200))
-        let offline = try curl("\(depot.url)/v2/images/\(cached.id)/file")
+        let offline = try await curl("\(depot.url)/v2/images/\(cached.id)/file")
         #expect(offline.status == 200, "served within the offline grace")
         #expect(offline.body == bytes)
-        #expect(try curl("\(depot.url)/v2/images/\(cached.id)/file", token: GlanceServer.bob).status == 503, "an unknown token is never trusted offline")
-        let missing = try curl("\(depot.url)/v2/images/\(uncached.id)/file")
+        #expect(try await curl("\(depot.url)/v2/images/\(cached.id)/file", token: GlanceServer.bob).status == 503, "an unknown token is never trusted offline")
+        let missing = try await curl("\(depot.url)/v2/images/\(uncached.id)/file")
         #expect(missing.status == 503)
         #expect(String(decoding: missing.body, as: UTF8.self).contains("retry later"))
     }
@@ -166,7 +165,7 @@ import Testing
 @Suite(.serialized) struct FillIntegrityTests {
     let glance: GlanceServer
 
-    init() throws { glance = try GlanceServer.shared() }
+    init() async throws { glance = try await GlanceServer.shared() }
 
     @Test func aBackendResetDuringAFillResumesWithoutRestarting() async throws {
         let bytes = pseudoRandomBytes(count: 24 << 20, seed: 24)
@@ -179,7 +178,7 @@ import Testing
         _ = try await depot.cache.authorize(token: GlanceServer.alice, cloud: "default_RegionOne", imageID: image.id)
         proxy.resetCounters()
         proxy.setFaults { $0.cutAfterBytes = 10 << 20 }
-        let result = try curl("\(depot.url)/v2/images/\(image.id)/file")
+        let result = try await curl("\(depot.url)/v2/images/\(image.id)/file")
         #expect(result.status == 200)
         #expect(result.body == bytes)
         #expect(proxy.currentFaults.cutAfterBytes == nil, "the cut happened")
@@ -199,7 +198,7 @@ import Testing
 
         let depot = try await DepotHarness(glanceURL: glance.url)
         defer { Task { await depot.stop() } }
-        let result = try spawnAndWait("/usr/bin/curl", [
+        let result = try await spawn("/usr/bin/curl", [
             "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "-H", "X-Auth-Token: \(GlanceServer.alice)",
             "\(depot.url)/v2/images/\(image.id)/file",
         ])
@@ -219,10 +218,10 @@ import Testing
         defer { throttle.stop() }
         throttle.setFaults { $0.bytesPerSecond = 8 << 20 }
         let data = TemporaryDirectory("depot-sigterm")
-        let depot = try DepotProcess(["--data-dir", data.path, "--glance-url", throttle.url, "--service-token", DepotHarness.serviceToken])
-        let outcome = Task.detached { try curl("\(depot.url)/v2/images/\(image.id)/file") }
+        let depot = try await DepotProcess.start(["--data-dir", data.path, "--glance-url", throttle.url, "--service-token", DepotHarness.serviceToken])
+        let outcome = Task.detached { try await curl("\(depot.url)/v2/images/\(image.id)/file") }
         try await Task.sleep(for: .milliseconds(500))
-        let status = depot.stop(signal: SIGTERM)
+        let status = await depot.stop(signal: SIGTERM)
         let download = try await outcome.value
         #expect(download.status == 200)
         #expect(download.body == bytes, "the transfer in flight completed")

@@ -9,7 +9,7 @@ import Testing
 @Suite(.serialized) struct DownloadPathTests {
     let glance: GlanceServer
 
-    init() throws { glance = try GlanceServer.shared() }
+    init() async throws { glance = try await GlanceServer.shared() }
 
     @Test func curlGetsTheExactBytesOnAMissAndThenAHit() async throws {
         let depot = try await DepotHarness(glanceURL: glance.url)
@@ -18,7 +18,7 @@ import Testing
         let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
         let url = "\(depot.url)/v2/images/\(image.id)/file"
 
-        let miss = try curl(url)
+        let miss = try await curl(url)
         #expect(miss.status == 200)
         #expect(miss.body == bytes)
         #expect(miss.header("x-depot-cache") == "miss")
@@ -26,7 +26,7 @@ import Testing
         #expect(miss.header("content-md5") == image.checksum)
         #expect(miss.header("accept-ranges") == "bytes")
 
-        let hit = try curl(url)
+        let hit = try await curl(url)
         #expect(hit.status == 200)
         #expect(hit.body == bytes)
         #expect(hit.header("x-depot-cache") == "hit")
@@ -46,8 +46,8 @@ import Testing
         for pass in ["cold", "warm"] {
             if pass == "cold" { #expect(try depot.cache.resolve(AuthorizedImage.testing(image)) == nil) }
             for range in ["bytes=100-3999", "bytes=-3999", "bytes=6000-", "bytes=0-0", "bytes=9999-", "bytes=9000-20000"] {
-                let viaDepot = try curl(depot.url + path, ["-H", "Range: \(range)"])
-                let direct = try curl(glance.url + path, ["-H", "Range: \(range)"])
+                let viaDepot = try await curl(depot.url + path, ["-H", "Range: \(range)"])
+                let direct = try await curl(glance.url + path, ["-H", "Range: \(range)"])
                 #expect(viaDepot.status == 206, "\(pass) \(range)")
                 #expect(viaDepot.status == direct.status, "\(pass) \(range)")
                 #expect(viaDepot.body == direct.body, "\(pass) \(range)")
@@ -55,12 +55,12 @@ import Testing
                 #expect(viaDepot.header("content-length") == direct.header("content-length"), "\(pass) \(range)")
             }
             for range in ["bytes=500-100", "bytes=10000-", "bytes=20000-20001"] {
-                let viaDepot = try curl(depot.url + path, ["-H", "Range: \(range)"])
+                let viaDepot = try await curl(depot.url + path, ["-H", "Range: \(range)"])
                 #expect(viaDepot.status == 416, "\(pass) \(range)")
                 #expect(viaDepot.header("content-range") == "bytes */10000", "\(pass) \(range)")
             }
             // Glance answers several ranges with 400; Depot answers them as RFC 9110 says.
-            let multi = try curl(depot.url + path, ["-H", "Range: bytes=0-9,20-29,-5"])
+            let multi = try await curl(depot.url + path, ["-H", "Range: bytes=0-9,20-29,-5"])
             #expect(multi.status == 206)
             let contentType = try #require(multi.header("content-type"))
             #expect(contentType.hasPrefix("multipart/byteranges; boundary="))
@@ -83,26 +83,26 @@ import Testing
         let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
         let url = "\(depot.url)/v2/images/\(image.id)/file"
 
-        let coldHead = try curl(url, ["-I"])
+        let coldHead = try await curl(url, ["-I"])
         #expect(coldHead.status == 200)
         #expect(coldHead.header("content-length") == "50000")
         #expect(coldHead.body.count < 1000, "curl -I prints only the head")
         #expect(try depot.store.allDigests().isEmpty, "HEAD does not start a fill")
 
-        _ = try curl(url)
+        _ = try await curl(url)
         let etag = "\"\(Digest.of(bytes, algorithm: .sha256).hex)\""
-        let head = try curl(url, ["-I"])
+        let head = try await curl(url, ["-I"])
         #expect(head.status == 200)
         #expect(head.header("etag") == etag)
         #expect(head.header("content-length") == "50000")
         #expect(head.header("x-depot-cache") == "hit")
 
-        #expect(try curl(url, ["-H", "If-None-Match: \(etag)"]).status == 304)
-        #expect(try curl(url, ["-H", "If-None-Match: \"other\""]).status == 200)
-        let ifRange = try curl(url, ["-H", "Range: bytes=10-19", "-H", "If-Range: \(etag)"])
+        #expect(try await curl(url, ["-H", "If-None-Match: \(etag)"]).status == 304)
+        #expect(try await curl(url, ["-H", "If-None-Match: \"other\""]).status == 200)
+        let ifRange = try await curl(url, ["-H", "Range: bytes=10-19", "-H", "If-Range: \(etag)"])
         #expect(ifRange.status == 206)
         #expect(ifRange.body == Array(bytes[10...19]))
-        let stale = try curl(url, ["-H", "Range: bytes=10-19", "-H", "If-Range: \"older\""])
+        let stale = try await curl(url, ["-H", "Range: bytes=10-19", "-H", "If-Range: \"older\""])
         #expect(stale.status == 200)
         #expect(stale.body == bytes)
     }
@@ -112,14 +112,14 @@ import Testing
         defer { Task { await depot.stop() } }
         let image = try await uploadImage(glanceAsAlice(glance.url), Array("alice only".utf8))
         let url = "\(depot.url)/v2/images/\(image.id)/file"
-        #expect(try curl(url).body == Array("alice only".utf8))
-        #expect(try curl(url).header("x-depot-cache") == "hit")
-        let asBob = try curl(url, token: GlanceServer.bob)
+        #expect(try await curl(url).body == Array("alice only".utf8))
+        #expect(try await curl(url).header("x-depot-cache") == "hit")
+        let asBob = try await curl(url, token: GlanceServer.bob)
         #expect(asBob.status == 404)
         #expect(asBob.body != Array("alice only".utf8))
-        #expect(try curl(url, token: nil).status == 401)
-        #expect(try curl(url, token: "garbage").status == 401)
-        #expect(try curl(url, token: GlanceServer.admin).status == 200, "admins read every project's images")
+        #expect(try await curl(url, token: nil).status == 401)
+        #expect(try await curl(url, token: "garbage").status == 401)
+        #expect(try await curl(url, token: GlanceServer.admin).status == 200, "admins read every project's images")
     }
 
     @Test func aDeletedImageStopsBeingServed() async throws {
@@ -130,62 +130,62 @@ import Testing
         let alice = glanceAsAlice(glance.url)
         // Deleted through Depot: forgotten at once.
         let first = try await uploadImage(alice, Array("first".utf8))
-        #expect(try curl("\(depot.url)/v2/images/\(first.id)/file").status == 200)
-        let delete = try curl("\(depot.url)/v2/images/\(first.id)", ["-X", "DELETE"])
+        #expect(try await curl("\(depot.url)/v2/images/\(first.id)/file").status == 200)
+        let delete = try await curl("\(depot.url)/v2/images/\(first.id)", ["-X", "DELETE"])
         #expect(delete.status == 204)
         #expect(try depot.catalog.mapping(cloud: "default_RegionOne", imageID: first.id) == nil)
-        #expect(try curl("\(depot.url)/v2/images/\(first.id)/file").status == 404)
+        #expect(try await curl("\(depot.url)/v2/images/\(first.id)/file").status == 404)
         // Deleted behind Depot's back: refused once the decision expires.
         let second = try await uploadImage(alice, Array("second".utf8))
-        #expect(try curl("\(depot.url)/v2/images/\(second.id)/file").status == 200)
+        #expect(try await curl("\(depot.url)/v2/images/\(second.id)/file").status == 200)
         try await alice.deleteImage(second.id)
         try await Task.sleep(for: .milliseconds(400))
-        #expect(try curl("\(depot.url)/v2/images/\(second.id)/file").status == 404)
+        #expect(try await curl("\(depot.url)/v2/images/\(second.id)/file").status == 404)
         // Deactivated: refused as Glance refuses it.
         let third = try await uploadImage(alice, Array("third".utf8))
-        #expect(try curl("\(depot.url)/v2/images/\(third.id)/file").status == 200)
+        #expect(try await curl("\(depot.url)/v2/images/\(third.id)/file").status == 200)
         let admin = GlanceClient(configuration: .init(endpoint: depot.url, credentials: .token(GlanceServer.admin)))
         _ = try await admin.forward(method: "POST", pathAndQuery: "/v2/images/\(third.id)/actions/deactivate", headers: [("X-Auth-Token", GlanceServer.admin)], body: nil)
         #expect(try depot.catalog.mapping(cloud: "default_RegionOne", imageID: third.id) == nil)
-        #expect(try curl("\(depot.url)/v2/images/\(third.id)/file").status == 403)
+        #expect(try await curl("\(depot.url)/v2/images/\(third.id)/file").status == 403)
     }
 
     @Test func badInputGetsClearErrors() async throws {
         let depot = try await DepotHarness(glanceURL: glance.url)
         defer { Task { await depot.stop() } }
-        let notFound = try curl("\(depot.url)/v2/images/00000000-0000-0000-0000-000000000000/file")
+        let notFound = try await curl("\(depot.url)/v2/images/00000000-0000-0000-0000-000000000000/file")
         #expect(notFound.status == 404)
-        let odd = try curl("\(depot.url)/v2/images/..%2F..%2Fetc%2Fpasswd/file")
+        let odd = try await curl("\(depot.url)/v2/images/..%2F..%2Fetc%2Fpasswd/file")
         #expect(odd.status == 404)
         let json = try JSONSerialization.jsonObject(with: Data(odd.body)) as? [String: Any]
         #expect((json?["error"] as? [String: Any])?["code"] as? Int == 404)
-        #expect(try curl("\(depot.url)/nowhere").status == 404)
-        #expect(try curl("\(depot.url)/v2/images?" + String(repeating: "a", count: 9000)).status == 414)
-        #expect(try curl("\(depot.url)/v2/images", ["-H", "X-Big: " + String(repeating: "b", count: 70_000)]).status == 431)
+        #expect(try await curl("\(depot.url)/nowhere").status == 404)
+        #expect(try await curl("\(depot.url)/v2/images?" + String(repeating: "a", count: 9000)).status == 414)
+        #expect(try await curl("\(depot.url)/v2/images", ["-H", "X-Big: " + String(repeating: "b", count: 70_000)]).status == 431)
         // An image with no data yet: Glance answers 204.
         let queued = try await glanceAsAlice(glance.url).createImage(["name": .string("empty"), "disk_format": .string("raw"), "container_format": .string("bare")])
-        #expect(try curl("\(depot.url)/v2/images/\(queued.id)/file").status == 204)
+        #expect(try await curl("\(depot.url)/v2/images/\(queued.id)/file").status == 204)
     }
 
     @Test func everythingElseIsForwardedUnchanged() async throws {
         let depot = try await DepotHarness(glanceURL: glance.url)
         defer { Task { await depot.stop() } }
-        let created = try curl("\(depot.url)/v2/images", [
+        let created = try await curl("\(depot.url)/v2/images", [
             "-X", "POST", "-H", "Content-Type: application/json",
             "--data", "{\"name\": \"via-depot\", \"disk_format\": \"raw\", \"container_format\": \"bare\"}",
         ])
         #expect(created.status == 201)
         let id = try #require((try JSONSerialization.jsonObject(with: Data(created.body)) as? [String: Any])?["id"] as? String)
-        let shown = try curl("\(depot.url)/v2/images/\(id)")
+        let shown = try await curl("\(depot.url)/v2/images/\(id)")
         #expect(shown.status == 200)
-        let direct = try curl("\(glance.url)/v2/images/\(id)")
+        let direct = try await curl("\(glance.url)/v2/images/\(id)")
         #expect(shown.body == direct.body)
-        let versions = try curl("\(depot.url)/versions", token: nil)
+        let versions = try await curl("\(depot.url)/versions", token: nil)
         #expect(versions.status == 200)
         #expect(String(decoding: versions.body, as: UTF8.self).contains("\(depot.url)/v2/"))
-        let root = try curl("\(depot.url)/", token: nil)
+        let root = try await curl("\(depot.url)/", token: nil)
         #expect(root.status == 300)
-        #expect(try curl("\(depot.url)/v2/images/\(id)", token: GlanceServer.bob).status == 404)
+        #expect(try await curl("\(depot.url)/v2/images/\(id)", token: GlanceServer.bob).status == 404)
     }
 }
 

@@ -57,7 +57,7 @@ struct CurlResult {
 }
 
 /// Runs curl (the real client) and returns status, headers (lowercased names) and body.
-func curl(_ url: String, token: String? = GlanceServer.alice, _ extra: [String] = []) throws -> CurlResult {
+func curl(_ url: String, token: String? = GlanceServer.alice, _ extra: [String] = []) async throws -> CurlResult {
     let dir = NSTemporaryDirectory() + "depot-curl-\(UUID().uuidString)"
     defer {
         try? FileManager.default.removeItem(atPath: dir + ".h")
@@ -66,7 +66,7 @@ func curl(_ url: String, token: String? = GlanceServer.alice, _ extra: [String] 
     var arguments = ["-s", "-D", dir + ".h", "-o", dir + ".b", "-w", "%{http_code}"]
     if let token { arguments += ["-H", "X-Auth-Token: \(token)"] }
     arguments += extra + [url]
-    let result = try spawnAndWait("/usr/bin/curl", arguments)
+    let result = try await spawn("/usr/bin/curl", arguments)
     let status = Int(String(decoding: result.stdout, as: UTF8.self)) ?? 0
     var headers: [String: String] = [:]
     let headerText = (try? String(contentsOfFile: dir + ".h", encoding: .utf8)) ?? ""
