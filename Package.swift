@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "BlobStore", targets: ["BlobStore"]),
         .library(name: "Glance", targets: ["Glance"]),
         .library(name: "Catalog", targets: ["Catalog"]),
+        .library(name: "Eviction", targets: ["Eviction"]),
         .library(name: "Cache", targets: ["Cache"]),
         .library(name: "Proxy", targets: ["Proxy"]),
     ],
@@ -61,6 +62,8 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
+        // The LRU engine: byte-accurate recency order, watermarks.
+        .target(name: "Eviction", dependencies: ["BlobStore"]),
         // What a cache decides without sockets: authorization decisions, single-flight fills,
         // resolving images to blobs.
         .target(
@@ -94,6 +97,7 @@ let package = Package(
         .target(name: "DepotTestSupport"),
         .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "DepotTestSupport"]),
         .testTarget(name: "GlanceTests", dependencies: ["Glance", "BlobStore", "DepotTestSupport"]),
+        .testTarget(name: "EvictionTests", dependencies: ["Eviction", "BlobStore"]),
         .testTarget(name: "DepotConfigTests", dependencies: ["DepotConfig"]),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog", "DepotTestSupport"]),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Cache", "Catalog", "BlobStore", "Glance", "DepotTestSupport", "depot"]),
