@@ -138,6 +138,48 @@ import Testing
         unsetenv("OS_AUTH_TOKEN")
     }
 
+    @Test func openstacksdkDiscoversDepotAndDownloadsThroughIt() async throws {
+        let bytes = pseudoRandomBytes(count: 3 << 20, seed: 33)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        let depot = try await DepotHarness(glanceURL: glance.url)
+        defer { Task { await depot.stop() } }
+        let out = depot.dir.path + "/sdk-download"
+        let script = """
+            import hashlib, openstack, sys
+            url, token, image_id, out = sys.argv[1:5]
+            conn = openstack.connect(auth_type='admin_token', auth={'endpoint': url, 'token': token},
+                                     image_endpoint_override=url, load_envvars=False, load_yaml_config=False)
+            image = conn.image.get_image(image_id)
+            with open(out, 'wb') as f:
+                conn.image.download_image(image, output=f)
+            print(image.name)
+            """
+        let result = try await spawn(GlanceServer.venv + "/bin/python", ["-c", script, depot.url, GlanceServer.alice, image.id, out])
+        #expect(result.status == 0, "openstacksdk exited \(result.status)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == Data(bytes))
+    }
+
+    @Test func aFillGoesOnWhenItsFirstClientLeaves() async throws {
+        let bytes = pseudoRandomBytes(count: 16 << 20, seed: 16)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        let throttle = try FaultProxy(upstreamPort: glance.port)
+        defer { throttle.stop() }
+        throttle.setFaults { $0.bytesPerSecond = 16 << 20 }
+        let depot = try await DepotHarness(glanceURL: throttle.url)
+        defer { Task { await depot.stop() } }
+        // The only client gives up after a fraction of a second.
+        let quitter = try await spawn("/usr/bin/curl", [
+            "-s", "-o", "/dev/null", "--max-time", "0.3", "-H", "X-Auth-Token: \(GlanceServer.alice)", "\(depot.url)/v2/images/\(image.id)/file",
+        ])
+        #expect(quitter.status == 28, "curl timed out as planned")
+        let digest = Digest.of(bytes, algorithm: .sha256)
+        for _ in 0..<300 where !depot.store.contains(digest) { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(depot.store.contains(digest), "the fill finished without any client")
+        let later = try await curl("\(depot.url)/v2/images/\(image.id)/file")
+        #expect(later.header("x-depot-cache") == "hit")
+        #expect(later.body == bytes)
+    }
+
     @Test func aBackendOutageStillServesCachedImagesToKnownTokens() async throws {
         let bytes = pseudoRandomBytes(count: 100_000, seed: 77)
         let alice = glanceAsAlice(glance.url)
