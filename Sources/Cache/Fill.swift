@@ -41,17 +41,17 @@ public final class Fill: Sendable {
     public var outcome: Outcome? { state.withLock { $0.outcome } }
 
     func advance(to written: UInt64) {
-        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.written = written
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        waiters.forEach { $0.resume() }
+        update { $0.written = written }
     }
 
     func finish(_ outcome: Outcome) {
+        update { $0.outcome = outcome }
+    }
+
+    /// Changes the state and wakes every reader waiting for a change.
+    private func update(_ change: (inout State) -> Void) {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.outcome = outcome
+            change(&state)
             defer { state.waiters = [] }
             return state.waiters
         }

@@ -29,8 +29,7 @@ extension GlanceClient {
         let url = endpoint + pathAndQuery
         var request = HTTPRequest(method: method, url: url)
         request.headers = headers.filter { !Self.hopByHopHeaders.contains($0.0.lowercased()) }
-        var pump: Task<Void, Never>?
-        var streamChannel: ByteChannel?
+        var produced: ProducedBody?
         switch body {
         case nil:
             break
@@ -39,24 +38,15 @@ extension GlanceClient {
         case let .file(path)?:
             throw .requestBody(reason: "forwarding a file body (\(path)) is not supported", url: url)
         case let .producer(length, produce)?:
-            let channel = ByteChannel(capacity: 1 << 20)
-            pump = Task {
-                do {
-                    try await produce { chunk in await channel.send(chunk) }
-                    channel.finish()
-                } catch {
-                    channel.finish(throwing: error)
-                }
-            }
-            request.body = .stream(length: length) { buffer in try channel.take(into: buffer) }
-            streamChannel = channel
+            produced = ProducedBody(length: length, capacity: 1 << 20, produce: produce)
+            request.body = produced!.body
         }
 
         let channel = ByteChannel(capacity: configuration.downloadBufferBytes)
         let consumer = DownloadConsumer(channel: channel)
         let opened = Mutex<CheckedContinuation<Result<HTTPResponseHead, GlanceError>, Never>?>(nil)
         let pool = self.pool, limits = self.limits
-        let prepared = request, uploadChannel = streamChannel
+        let prepared = request, upload = produced
         let result: Result<HTTPResponseHead, GlanceError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 opened.withLock { $0 = continuation }
@@ -76,7 +66,9 @@ extension GlanceClient {
                     } catch {
                         outcome = glanceError(error, method: method, url: url)
                     }
-                    uploadChannel?.cancelConsumer()
+                    // The backend may answer before reading the whole body, so only the end of
+                    // the transfer stops the producer, not the head.
+                    upload?.stop()
                     if let outcome {
                         if let waiting = opened.withLock({ $0.take() }) {
                             waiting.resume(returning: .failure(outcome))
@@ -91,9 +83,6 @@ extension GlanceClient {
         } onCancel: {
             channel.cancelConsumer()
         }
-        // The producer ends with the transfer (streamChannel is cancelled then); a backend may
-        // answer before reading the whole body, so the head is no reason to stop it.
-        _ = pump
         let head = try result.get()
         return ForwardedResponse(
             head: HTTPResponseHead(status: head.status, headers: head.headers.filter { !Self.hopByHopHeaders.contains($0.name.lowercased()) || $0.name.lowercased() == "content-length" }),

@@ -28,8 +28,7 @@ extension GlanceClient {
         let url = target.endpoint + path
         var request = HTTPRequest(method: "PUT", url: url, headers: target.headers)
         request.headers.append(("Content-Type", "application/octet-stream"))
-        var pump: Task<Void, Never>?
-        var streamChannel: ByteChannel?
+        var produced: ProducedBody?
         switch source {
         case let .bytes(bytes):
             request.body = .bytes(bytes)
@@ -49,22 +48,12 @@ extension GlanceClient {
                 }
             }
         case let .producer(length, produce):
-            let channel = ByteChannel(capacity: 4 << 20)
-            pump = Task {
-                do {
-                    try await produce { chunk in await channel.send(chunk) }
-                    channel.finish()
-                } catch {
-                    channel.finish(throwing: error)
-                }
-            }
-            request.body = .stream(length: length) { buffer in try channel.take(into: buffer) }
-            streamChannel = channel
+            produced = ProducedBody(length: length, capacity: 4 << 20, produce: produce)
+            request.body = produced!.body
         }
         let outcome = await perform(request)
         // The transfer is over, whether or not the stream was: stop its producer.
-        streamChannel?.cancelConsumer()
-        pump?.cancel()
+        produced?.stop()
         switch outcome {
         case let .success((head, body)) where head.status >= 300:
             throw .http(status: head.status, message: GlanceError.message(fromBody: body), method: "PUT", url: url)
@@ -73,6 +62,34 @@ extension GlanceClient {
         case let .failure(failure):
             throw glanceError(failure, method: "PUT", url: url)
         }
+    }
+}
+
+/// A producer's chunks on their way to a transfer thread, through a bounded channel.
+struct ProducedBody: Sendable {
+    let body: RequestBody
+    private let channel: ByteChannel
+    private let pump: Task<Void, Never>
+
+    /// Starts the producer at once; the transfer thread reads what it emits.
+    init(length: UInt64?, capacity: Int, produce: @escaping @Sendable (_ emit: @Sendable ([UInt8]) async -> Bool) async throws -> Void) {
+        let channel = ByteChannel(capacity: capacity)
+        self.channel = channel
+        pump = Task {
+            do {
+                try await produce { chunk in await channel.send(chunk) }
+                channel.finish()
+            } catch {
+                channel.finish(throwing: error)
+            }
+        }
+        body = .stream(length: length) { buffer in try channel.take(into: buffer) }
+    }
+
+    /// The transfer ended: the producer's next emit returns false, and it is cancelled.
+    func stop() {
+        channel.cancelConsumer()
+        pump.cancel()
     }
 }
 
