@@ -293,7 +293,7 @@ public final class ImageCache: Sendable {
             fill.finish(.committed(blob))
             logger.info(
                 "fill committed",
-                metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "blob": "\(blob.digest.hex)", "seconds": "\(ContinuousClock.now - started)"])
+                metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "blob": "\(blob.digest.hex)", "duration": "\(ContinuousClock.now - started)"])
         } catch {
             box.writer.abort()
             fill.finish(.failed("\(error)"))
