@@ -1,4 +1,3 @@
-import BlobStore
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -48,17 +47,6 @@ public final class ResponseWriter: @unchecked Sendable {
         guard !isHead, buffer.readableBytes > 0 else { return }
         bytesWritten += UInt64(buffer.readableBytes)
         try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(buffer))).get()
-    }
-
-    /// Sends `range` of an open blob with sendfile (zero-copy).
-    public func body(file reader: BlobReader, range: ClosedRange<UInt64>) async throws {
-        guard !isHead else { return }
-        let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: try reader.duplicateDescriptor())
-        defer { try? handle.close() }
-        let region = FileRegion(fileHandle: handle, readerIndex: Int(range.lowerBound), endIndex: Int(range.upperBound) + 1)
-        bytesWritten += range.upperBound - range.lowerBound + 1
-        // The handle must stay open until the region is written: the write's future says when.
-        try await channel.writeAndFlush(HTTPServerResponsePart.body(.fileRegion(region))).get()
     }
 
     /// Writes a response planned in full: all parts at once, awaiting only the last, then
