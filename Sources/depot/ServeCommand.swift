@@ -64,6 +64,11 @@ struct ServeCommand: AsyncParsableCommand {
         LogSettings.level.withLock { $0 = level }
         let logger = Logger(label: "depot")
 
+        if let size = settings.cacheSize {
+            // Said plainly rather than silently ignored: the LRU engine exists but does not
+            // yet evict from the running server.
+            logger.warning("cache.size is not enforced yet: blobs are kept until removed by hand", metadata: ["cache_size": "\(size)"])
+        }
         try checkWritable(settings.dataDirectory)
         let store = try BlobStore(dataDirectory: settings.dataDirectory)
         let catalog: Catalog
