@@ -69,7 +69,7 @@ let package = Package(
         .target(
             name: "Cache",
             dependencies: [
-                "BlobStore", "Catalog", "Glance",
+                "BlobStore", "Catalog", "Eviction", "Glance",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -87,7 +87,7 @@ let package = Package(
         .executableTarget(
             name: "depot",
             dependencies: [
-                "BlobStore", "Catalog", "Cache", "DepotConfig", "Glance", "Proxy",
+                "BlobStore", "Catalog", "Cache", "DepotConfig", "Eviction", "Glance", "Proxy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

@@ -18,8 +18,11 @@ public final class Fill: Sendable {
     public let imageID: String
     /// The image's size from Glance; the fill fails if the bytes disagree.
     public let expectedSize: UInt64
-    /// Where the bytes are until commit. Readers open it before commit unlinks it.
+    /// Where the bytes are until commit.
     public let temporaryPath: String
+    /// The temporary file, opened when the fill starts: it stays the same file (inode) when
+    /// commit links it into place and unlinks the temporary name, so readers never race that.
+    private let descriptor: Int32
 
     private struct State {
         var written: UInt64 = 0
@@ -29,12 +32,18 @@ public final class Fill: Sendable {
 
     private let state = Mutex(State())
 
-    init(cloud: String, imageID: String, expectedSize: UInt64, temporaryPath: String) {
+    init(cloud: String, imageID: String, expectedSize: UInt64, temporaryPath: String) throws(CacheError) {
         self.cloud = cloud
         self.imageID = imageID
         self.expectedSize = expectedSize
         self.temporaryPath = temporaryPath
+        descriptor = open(temporaryPath, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            throw .fillFailed(imageID: imageID, reason: "cannot open \(temporaryPath): \(String(cString: strerror(errno)))")
+        }
     }
+
+    deinit { close(descriptor) }
 
     /// Bytes written so far.
     public var written: UInt64 { state.withLock { $0.written } }
@@ -80,24 +89,11 @@ public final class Fill: Sendable {
         }
     }
 
-    /// Opens the bytes for reading: the temporary file while the fill runs (it stays readable
-    /// through this descriptor after commit renames it away), the committed blob afterwards.
-    public func openForReading() throws -> Int32 {
-        if case let .committed(blob) = outcome {
-            return try openReadOnly(blob.path)
-        }
-        do {
-            return try openReadOnly(temporaryPath)
-        } catch {
-            // Committed between the check and the open: the blob is in place now.
-            if case let .committed(blob) = outcome { return try openReadOnly(blob.path) }
-            throw error
-        }
-    }
-
-    private func openReadOnly(_ path: String) throws -> Int32 {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw CacheError.fillFailed(imageID: imageID, reason: "cannot open \(path): \(String(cString: strerror(errno)))") }
+    /// A descriptor of the bytes for one reader (close it when done): the same file before and
+    /// after commit.
+    public func openForReading() throws(CacheError) -> Int32 {
+        let fd = fcntl(descriptor, F_DUPFD_CLOEXEC, 0)
+        guard fd >= 0 else { throw .fillFailed(imageID: imageID, reason: "dup: \(String(cString: strerror(errno)))") }
         return fd
     }
 }

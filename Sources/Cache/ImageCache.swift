@@ -1,5 +1,6 @@
 import BlobStore
 import Catalog
+import Eviction
 import Foundation
 import Glance
 import Logging
@@ -17,6 +18,8 @@ public enum CacheError: Error, CustomStringConvertible, Sendable {
     case unknownCloud(String)
     /// The backend download or the local write failed.
     case fillFailed(imageID: String, reason: String)
+    /// The image does not fit in the cache budget, even after evicting all that may go.
+    case budgetExhausted(needed: UInt64, budget: UInt64, used: UInt64)
 
     public var description: String {
         switch self {
@@ -25,6 +28,8 @@ public enum CacheError: Error, CustomStringConvertible, Sendable {
         case let .backendUnavailable(cloud, reason): "the image service of cloud \(cloud) is unreachable (\(reason)); retry later"
         case let .unknownCloud(name): "no cloud named \(name) is configured"
         case let .fillFailed(id, reason): "fetching image \(id) from the image service failed: \(reason)"
+        case let .budgetExhausted(needed, budget, used):
+            "the image needs \(needed) bytes but the cache budget of \(budget) bytes holds \(used) bytes that are pinned, being read or being filled; retry later or raise cache.size"
         }
     }
 }
@@ -49,6 +54,8 @@ public struct CacheSettings: Sendable {
     public var decisionTTL: Duration = .seconds(60)
     /// While the backend is down, a decision this young still lets a cached image be served.
     public var offlineGrace: Duration = .seconds(24 * 3600)
+    /// The disk budget for blobs with its watermarks; nil keeps every blob.
+    public var budget: Watermarks?
 
     public init() {}
 }
@@ -76,17 +83,29 @@ public final class ImageCache: Sendable {
     /// an image is forgotten or its blob goes.
     private let resolved = Mutex<[String: Digest]>([:])
 
+    let budget: DiskBudget?
+
     public init(
         store: BlobStore, catalog: Catalog, clouds: [String: GlanceClient], defaultCloud: String, settings: CacheSettings = .init(),
         logger: Logger = Logger(label: "depot.cache")
-    ) {
+    ) throws {
         self.store = store
         self.catalog = catalog
         self.clouds = clouds
         self.defaultCloud = defaultCloud
         self.settings = settings
         self.logger = logger
+        budget = try settings.budget.map { try DiskBudget(watermarks: $0, store: store, catalog: catalog, logger: logger) }
     }
+
+    /// Bytes of committed blobs and of reservations for running fills (nil without a budget).
+    public var budgetUsage: (used: UInt64, reserved: UInt64, budget: UInt64)? {
+        budget.map { let usage = $0.usage; return (usage.used, usage.reserved, $0.watermarks.budget) }
+    }
+
+    /// Marks a blob as being read, so eviction leaves it alone; pair with `endRead`.
+    public func beginRead(_ digest: Digest) { budget?.beginRead(digest) }
+    public func endRead(_ digest: Digest) { budget?.endRead(digest) }
 
     public func client(for cloud: String) throws(CacheError) -> GlanceClient {
         guard let client = clouds[cloud] else { throw .unknownCloud(cloud) }
@@ -209,6 +228,11 @@ public final class ImageCache: Sendable {
         }
     }
 
+    /// Drops in-memory knowledge of an evicted blob (the Catalog rows are already gone).
+    func forgetBlob(_ digest: Digest) {
+        resolved.withLock { table in table = table.filter { $0.value != digest } }
+    }
+
     static func record(cloud: String, image: GlanceImage, digest: Digest) -> ImageRecord {
         ImageRecord(
             cloud: cloud, imageID: image.id, sha256: digest.hex, status: image.status, checksum: image.checksum,
@@ -219,6 +243,7 @@ public final class ImageCache: Sendable {
     /// Counts a hit on a blob (last access for LRU, hit count). Hits are kept in memory and
     /// written to the Catalog in one transaction a second later: a hit never waits on SQLite.
     public func touch(_ digest: Digest) {
+        budget?.touch(digest)
         let scheduleFlush = pendingHits.withLock { pending -> Bool in
             let first = pending.isEmpty
             pending[digest, default: (0, Date())].0 += 1
@@ -252,6 +277,10 @@ public final class ImageCache: Sendable {
         let client = try client(for: authorized.cloud)
         let key = "\(authorized.cloud)|\(image.id)"
         if let running = fills.withLock({ $0[key] }) { return (running, true) }
+        let reserved = image.size ?? 0
+        if let budget {
+            for evicted in try budget.reserve(reserved) { forgetBlob(evicted) }
+        }
         var expectation = BlobExpectation(size: image.size)
         if image.osHashAlgo == "sha512", let hex = image.osHashValue { expectation.sha512 = try? Digest(algorithm: .sha512, hex: hex) }
         if let hex = image.checksum { expectation.md5 = try? Digest(algorithm: .md5, hex: hex) }
@@ -259,9 +288,17 @@ public final class ImageCache: Sendable {
         do {
             writer = try store.makeWriter(expecting: expectation, alsoCompute: [.sha512, .md5])
         } catch {
+            budget?.settle(reserved: reserved, committed: nil)
             throw .fillFailed(imageID: image.id, reason: "\(error)")
         }
-        let fill = Fill(cloud: authorized.cloud, imageID: image.id, expectedSize: image.size ?? 0, temporaryPath: writer.temporaryPath)
+        let fill: Fill
+        do {
+            fill = try Fill(cloud: authorized.cloud, imageID: image.id, expectedSize: image.size ?? 0, temporaryPath: writer.temporaryPath)
+        } catch {
+            writer.abort()
+            budget?.settle(reserved: reserved, committed: nil)
+            throw error
+        }
         let winner = fills.withLock { table -> Fill in
             if let running = table[key] { return running }
             table[key] = fill
@@ -269,6 +306,7 @@ public final class ImageCache: Sendable {
         }
         guard winner === fill else {
             writer.abort()
+            budget?.settle(reserved: reserved, committed: nil)
             return (winner, true)
         }
         let box = WriterBox(writer)
@@ -290,12 +328,14 @@ public final class ImageCache: Sendable {
             try catalog.recordBlob(blob)
             try catalog.map(Self.record(cloud: fill.cloud, image: image, digest: blob.digest))
             resolved.withLock { $0["\(fill.cloud)|\(image.id)"] = blob.digest }
+            budget?.settle(reserved: fill.expectedSize, committed: blob)
             fill.finish(.committed(blob))
             logger.info(
                 "fill committed",
                 metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "blob": "\(blob.digest.hex)", "duration": "\(ContinuousClock.now - started)"])
         } catch {
             box.writer.abort()
+            budget?.settle(reserved: fill.expectedSize, committed: nil)
             fill.finish(.failed("\(error)"))
             logger.error("fill failed; nothing was committed", metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "error": "\(error)"])
         }

@@ -64,7 +64,8 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
               let hit = try? HitResponse(head: head, image: image, reader: reader, allocator: allocator)
         else { return nil }
         cache.touch(digest)
-        return ImmediateResponse(hit: hit)
+        cache.beginRead(digest)
+        return ImmediateResponse(hit: hit) { [cache] in cache.endRead(digest) }
     }
 
     public func handle(_ request: Request, _ response: ResponseWriter) async {

@@ -80,6 +80,8 @@ public protocol FastPathResponder: Sendable {
 /// A response the fast path writes at once.
 public struct ImmediateResponse {
     let hit: HitResponse
+    /// Runs once the last part is written (or the write failed).
+    let completion: @Sendable () -> Void
 }
 
 /// Sits between the HTTP codec and the async handler: takes the requests the fast path can
@@ -109,7 +111,11 @@ final class FastPathHandler: ChannelDuplexHandler {
                 let parts = response.hit.parts
                 for part in parts.dropLast() { context.write(wrapOutboundOut(part), promise: nil) }
                 let handle = response.hit.handle
-                context.writeAndFlush(wrapOutboundOut(parts.last!)).whenComplete { _ in try? handle?.close() }
+                let completion = response.completion
+                context.writeAndFlush(wrapOutboundOut(parts.last!)).whenComplete { _ in
+                    try? handle?.close()
+                    completion()
+                }
                 return
             }
             pending += 1

@@ -57,6 +57,8 @@ struct ImageFileResponder {
     // MARK: Hits
 
     func serveHit(_ request: Request, _ response: ResponseWriter, image: GlanceImage, reader: BlobReader) async {
+        cache.beginRead(reader.digest)
+        defer { cache.endRead(reader.digest) }
         do {
             try await response.send(try HitResponse(head: request.head, image: image, reader: reader, allocator: response.allocator))
         } catch {
@@ -193,6 +195,8 @@ struct ImageFileResponder {
             await response.sendError(.notFound, error.description)
         case .fillFailed:
             await response.sendError(.badGateway, error.description)
+        case .budgetExhausted:
+            await response.sendError(.insufficientStorage, error.description)
         }
     }
 }

@@ -3,6 +3,7 @@ import BlobStore
 import Cache
 import Catalog
 import DepotConfig
+import Eviction
 import Foundation
 import Glance
 import Logging
@@ -64,11 +65,6 @@ struct ServeCommand: AsyncParsableCommand {
         LogSettings.level.withLock { $0 = level }
         let logger = Logger(label: "depot")
 
-        if let size = settings.cacheSize {
-            // Said plainly rather than silently ignored: the LRU engine exists but does not
-            // yet evict from the running server.
-            logger.warning("cache.size is not enforced yet: blobs are kept until removed by hand", metadata: ["cache_size": "\(size)"])
-        }
         try checkWritable(settings.dataDirectory)
         let store = try BlobStore(dataDirectory: settings.dataDirectory)
         let catalog: Catalog
@@ -82,7 +78,8 @@ struct ServeCommand: AsyncParsableCommand {
         var cacheSettings = CacheSettings()
         cacheSettings.decisionTTL = settings.decisionTTL
         cacheSettings.offlineGrace = settings.offlineGrace
-        let cache = ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: settings.clouds[0].name, settings: cacheSettings)
+        cacheSettings.budget = settings.cacheSize.map { Watermarks(budget: $0) }
+        let cache = try ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: settings.clouds[0].name, settings: cacheSettings)
         let server = HTTPServer(host: settings.listenHost, port: settings.listenPort, handler: DepotHandler(cache: cache))
 
         for cloud in settings.clouds {

@@ -94,7 +94,7 @@ import Testing
         let arguments = ["--data-dir", data.path, "--glance-url", throttle.url, "--service-token", DepotHarness.serviceToken]
         let first = try await DepotProcess.start(arguments)
         let url = "\(first.url)/v2/images/\(image.id)/file"
-        let client = Task { _ = try? await curl(url) }
+        Task { _ = try? await curl(url) }
         // Wait until the fill has written part of the image, then kill without warning.
         var partial = 0
         for _ in 0..<500 where partial < 4 << 20 {

@@ -29,7 +29,7 @@ final class DepotHarness: @unchecked Sendable {
             configuration.maxRetries = 2
             clients[name] = GlanceClient(configuration: configuration)
         }
-        cache = ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: "default_RegionOne", settings: settings)
+        cache = try ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: "default_RegionOne", settings: settings)
         let server = HTTPServer(host: "127.0.0.1", port: 0, handler: DepotHandler(cache: cache), threads: 2)
         self.server = server
         let bound = AsyncStream<Int>.makeStream()

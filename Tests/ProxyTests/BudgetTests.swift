@@ -1,0 +1,76 @@
+import BlobStore
+import Cache
+import DepotTestSupport
+import Eviction
+import Foundation
+import Glance
+import Testing
+
+/// The cache budget in the running server, with a real Glance behind it.
+@Suite(.serialized) struct BudgetTests {
+    let glance: GlanceServer
+
+    init() async throws { glance = try await GlanceServer.shared() }
+
+    @Test func leastRecentlyUsedImagesMakeRoomAndTooLargeImagesGet507() async throws {
+        let mib = 1 << 20
+        let alice = glanceAsAlice(glance.url)
+        var images: [(GlanceImage, [UInt8])] = []
+        for n in 0..<4 {
+            let bytes = pseudoRandomBytes(count: 3 * mib, seed: UInt64(300 + n))
+            images.append((try await uploadImage(alice, bytes), bytes))
+        }
+        var settings = CacheSettings()
+        settings.budget = Watermarks(budget: UInt64(10 * mib))   // high 9.5 MiB, low 8.5 MiB
+        let depot = try await DepotHarness(glanceURL: glance.url, settings: settings)
+        defer { Task { await depot.stop() } }
+        func get(_ n: Int) async throws -> CurlResult { try await curl("\(depot.url)/v2/images/\(images[n].0.id)/file") }
+        func cached(_ n: Int) -> Bool { depot.store.contains(Digest.of(images[n].1, algorithm: .sha256)) }
+
+        for n in 0..<3 { #expect(try await get(n).body == images[n].1) }
+        #expect(try await get(0).header("x-depot-cache") == "hit")   // image 0 is now the most recent
+        // Image 3 crosses the high mark: the two least recently used (1, then 2) go.
+        #expect(try await get(3).body == images[3].1)
+        #expect(cached(0) && cached(3))
+        #expect(!cached(1) && !cached(2))
+        #expect(try depot.catalog.mapping(cloud: "default_RegionOne", imageID: images[1].0.id) == nil)
+        let usage = try #require(depot.cache.budgetUsage)
+        #expect(usage.used == UInt64(6 * mib) && usage.reserved == 0)
+        // An evicted image is simply a miss again.
+        let again = try await get(1)
+        #expect(again.header("x-depot-cache") == "miss")
+        #expect(again.body == images[1].1)
+
+        let huge = try await uploadImage(alice, pseudoRandomBytes(count: 11 * mib, seed: 399))
+        let refused = try await curl("\(depot.url)/v2/images/\(huge.id)/file")
+        #expect(refused.status == 507)
+        #expect(String(decoding: refused.body, as: UTF8.self).contains("cache budget"))
+        #expect(depot.cache.budgetUsage!.used + depot.cache.budgetUsage!.reserved <= UInt64(10 * mib))
+    }
+
+    @Test func theRecencyOrderSurvivesARestart() async throws {
+        let mib = 1 << 20
+        let alice = glanceAsAlice(glance.url)
+        var images: [(GlanceImage, [UInt8])] = []
+        for n in 0..<3 {
+            let bytes = pseudoRandomBytes(count: 3 * mib, seed: UInt64(400 + n))
+            images.append((try await uploadImage(alice, bytes), bytes))
+        }
+        var settings = CacheSettings()
+        settings.budget = Watermarks(budget: UInt64(8 * mib))
+        let depot = try await DepotHarness(glanceURL: glance.url, settings: settings)
+        for n in [0, 1] { _ = try await curl("\(depot.url)/v2/images/\(images[n].0.id)/file") }
+        try await Task.sleep(for: .milliseconds(50))
+        _ = try await curl("\(depot.url)/v2/images/\(images[0].0.id)/file")   // 0 is newer than 1 now
+        depot.cache.flushHits()
+        await depot.stop()
+        // Same data directory, a new process's view: image 2 must evict 1, not 0.
+        let cache = try ImageCache(store: depot.store, catalog: depot.catalog, clouds: depot.cache.clouds, defaultCloud: "default_RegionOne", settings: settings)
+        let authorized = try await cache.authorize(token: GlanceServer.alice, cloud: "default_RegionOne", imageID: images[2].0.id)
+        let (fill, _) = try cache.fill(authorized)
+        while fill.outcome == nil { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(depot.store.contains(Digest.of(images[0].1, algorithm: .sha256)))
+        #expect(!depot.store.contains(Digest.of(images[1].1, algorithm: .sha256)))
+        #expect(depot.store.contains(Digest.of(images[2].1, algorithm: .sha256)))
+    }
+}
