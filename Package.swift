@@ -94,7 +94,7 @@ let package = Package(
             ]
         ),
         // What tests share: a real Glance on loopback, a fault-injecting proxy, temp dirs.
-        .target(name: "DepotTestSupport"),
+        .target(name: "DepotTestSupport", dependencies: ["CFileIO"]),
         .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "DepotTestSupport"]),
         .testTarget(name: "GlanceTests", dependencies: ["Glance", "BlobStore", "DepotTestSupport"]),
         .testTarget(name: "EvictionTests", dependencies: ["Eviction", "BlobStore"]),

@@ -171,6 +171,20 @@ public final class BlobStore: Sendable {
         return report
     }
 
+    /// Checks that the store can create, sync and remove a file (for readiness probes).
+    public func checkWritable() throws(BlobStoreError) {
+        let probe = "\(tmpRoot)/.ready-\(UInt64.random(in: .min ... .max))"
+        let fd = try POSIX.open(probe, O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+        defer {
+            Glibc.close(fd)
+            Glibc.unlink(probe)
+        }
+        let written = [UInt8]("ok".utf8).withUnsafeBytes { bytes in
+            Result { () throws(BlobStoreError) in try POSIX.writeAll(fd, bytes, path: probe) }
+        }
+        try written.get()
+    }
+
     func requireBlobName(_ digest: Digest) throws(BlobStoreError) {
         guard digest.algorithm == .sha256 else { throw .notABlobName(digest) }
     }

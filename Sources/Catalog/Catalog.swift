@@ -55,6 +55,11 @@ public final class Catalog: Sendable {
         return migrator
     }
 
+    /// Checks that the database answers (for readiness probes).
+    public func ping() throws {
+        _ = try pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+    }
+
     // MARK: Blobs
 
     /// Records a committed blob (or refreshes its known digests).

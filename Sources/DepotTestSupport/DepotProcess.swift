@@ -1,3 +1,4 @@
+import CFileIO
 import Foundation
 
 /// The `depot` binary built next to the running test bundle.
@@ -27,6 +28,7 @@ public final class DepotProcess: @unchecked Sendable {
     init(_ arguments: [String]) throws {
         var outPipe: [Int32] = [0, 0]
         guard pipe(&outPipe) == 0 else { throw POSIXError(.EIO) }
+        for fd in outPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         logPath = NSTemporaryDirectory() + "depot-serve-\(UUID().uuidString).log"
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -36,6 +38,7 @@ public final class DepotProcess: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 2, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         posix_spawn_file_actions_addclose(&actions, outPipe[0])
         posix_spawn_file_actions_addclose(&actions, outPipe[1])
+        _ = depot_spawn_close_from(&actions, 3)
         let all = [depotExecutable, "serve", "--listen", "127.0.0.1:0"] + arguments
         let argv: [UnsafeMutablePointer<CChar>?] = all.map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }

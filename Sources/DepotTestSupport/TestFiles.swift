@@ -1,3 +1,4 @@
+import CFileIO
 import Foundation
 
 /// A fresh directory under the system temp dir, removed when the test ends.
@@ -61,6 +62,7 @@ public func run(_ executable: String, _ arguments: [String]) throws -> String {
 public func spawnAndWait(_ executable: String, _ arguments: [String], stdin: [UInt8]? = nil, stderrPath: String? = nil) throws -> (status: Int32, stdout: [UInt8]) {
     var outPipe: [Int32] = [0, 0], inPipe: [Int32] = [0, 0]
     guard pipe(&outPipe) == 0, pipe(&inPipe) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+    for fd in outPipe + inPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -68,6 +70,9 @@ public func spawnAndWait(_ executable: String, _ arguments: [String], stdin: [UI
     posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
     if let stderrPath { posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644) }
     for fd in [outPipe[0], outPipe[1], inPipe[0], inPipe[1]] { posix_spawn_file_actions_addclose(&actions, fd) }
+    // Nothing else leaks into the child: a server it starts would otherwise keep other
+    // children's pipes open, and their readers would never see the end of the output.
+    _ = depot_spawn_close_from(&actions, 3)
     let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
     var pid: pid_t = 0

@@ -23,6 +23,7 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         case imageFile(cloud: String, imageID: String, pathAndQuery: String)
         case forward(cloud: String, pathAndQuery: String)
         case health
+        case readiness
         case notFound(String)
     }
 
@@ -47,7 +48,8 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         if path == "/" || path == "/versions" || path == "/v2" || path == "/v2/" {
             return path.hasPrefix("/v2") ? .forward(cloud: cloud, pathAndQuery: String(uri)) : .versions(cloud: cloud, prefix: prefix)
         }
-        if prefix.isEmpty && (path == "/healthz") { return .health }
+        if prefix.isEmpty && path == "/healthz" { return .health }
+        if prefix.isEmpty && path == "/readyz" { return .readiness }
         guard path.hasPrefix("/v2/") else { return .notFound("no route for \(path); Depot serves the Glance v2 API under /v2/") }
         let segments = path.split(separator: "/", omittingEmptySubsequences: false)
         // ["", "v2", "images", ID, "file"]
@@ -72,6 +74,8 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         switch route(request) {
         case .health:
             await response.sendJSON(.ok, ["status": "ok"])
+        case .readiness:
+            await readiness(response)
         case let .notFound(message):
             await response.sendError(.notFound, message)
         case let .versions(cloud, prefix):
@@ -86,6 +90,42 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         case let .forward(cloud, pathAndQuery):
             await forward(request, response, cloud: cloud, pathAndQuery: pathAndQuery)
         }
+    }
+
+    // MARK: Readiness
+
+    /// Ready when the store is writable and the Catalog answers. Backends are reported per
+    /// cloud but do not make Depot unready: it serves cached images through an outage.
+    func readiness(_ response: ResponseWriter) async {
+        var report: [String: Any] = [:]
+        var ready = true
+        do {
+            try cache.store.checkWritable()
+            report["store"] = "writable"
+        } catch {
+            report["store"] = "\(error)"
+            ready = false
+        }
+        do {
+            try cache.catalog.ping()
+            report["catalog"] = "open"
+        } catch {
+            report["catalog"] = "\(error)"
+            ready = false
+        }
+        var clouds: [String: String] = [:]
+        for (name, client) in cache.clouds {
+            do {
+                let answer = try await client.forward(method: "GET", pathAndQuery: "/versions", headers: [], body: nil)
+                for try await _ in answer.body {}
+                clouds[name] = answer.head.status < 500 ? "reachable" : "answered \(answer.head.status)"
+            } catch {
+                clouds[name] = "unreachable: \(error)"
+            }
+        }
+        report["clouds"] = clouds
+        report["status"] = ready ? "ready" : "not ready"
+        await response.sendJSON(ready ? .ok : .serviceUnavailable, report)
     }
 
     // MARK: Versions

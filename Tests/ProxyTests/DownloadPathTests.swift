@@ -167,6 +167,21 @@ import Testing
         #expect(try await curl("\(depot.url)/v2/images/\(queued.id)/file").status == 204)
     }
 
+    @Test func healthAndReadiness() async throws {
+        let depot = try await DepotHarness(glanceURL: glance.url, clouds: ["edge_R2": "http://127.0.0.1:9"])
+        defer { Task { await depot.stop() } }
+        #expect(try await curl("\(depot.url)/healthz", token: nil).status == 200)
+        let ready = try await curl("\(depot.url)/readyz", token: nil)
+        #expect(ready.status == 200)
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(ready.body)) as? [String: Any])
+        #expect(report["store"] as? String == "writable")
+        #expect(report["catalog"] as? String == "open")
+        let clouds = try #require(report["clouds"] as? [String: String])
+        #expect(clouds["default_RegionOne"] == "reachable")
+        #expect(clouds["edge_R2"]?.hasPrefix("unreachable") == true, "a backend outage is reported, not fatal")
+        #expect(depot.dir.files(under: "tmp").isEmpty, "the write probe cleans up")
+    }
+
     @Test func everythingElseIsForwardedUnchanged() async throws {
         let depot = try await DepotHarness(glanceURL: glance.url)
         defer { Task { await depot.stop() } }
