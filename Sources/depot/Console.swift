@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 
 /// A failure the CLI reports as one plain line, without a stack trace.
@@ -50,4 +51,13 @@ final class ProgressLine {
     func finish() {
         if enabled && drawn { writeStderr("\r\u{1B}[K") }
     }
+}
+
+/// Parses a `--range START-END` option (inclusive, like an HTTP byte range).
+func parseInclusiveRange(_ text: String) throws -> ClosedRange<UInt64> {
+    let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+    guard parts.count == 2, let first = UInt64(parts[0]), let last = UInt64(parts[1]), first <= last else {
+        throw ValidationError("--range must look like START-END with START <= END, e.g. 0-1023")
+    }
+    return first...last
 }

@@ -54,14 +54,7 @@ struct GlanceCommand: AsyncParsableCommand {
         var range: String?
 
         func run() async throws {
-            var selected: ClosedRange<UInt64>?
-            if let range {
-                let parts = range.split(separator: "-", omittingEmptySubsequences: false)
-                guard parts.count == 2, let first = UInt64(parts[0]), let last = UInt64(parts[1]), first <= last else {
-                    throw ValidationError("--range must look like START-END with START <= END")
-                }
-                selected = first...last
-            }
+            let selected = try range.map(parseInclusiveRange)
             let fd: Int32 = output.map { open($0, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) } ?? STDOUT_FILENO
             guard fd >= 0 else { throw CLIError("cannot open \(output!): \(String(cString: strerror(errno)))") }
             defer { if fd != STDOUT_FILENO { close(fd) } }

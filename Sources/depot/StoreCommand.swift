@@ -87,14 +87,7 @@ struct StoreCommand: ParsableCommand {
         func run() throws {
             let store = try BlobStore(dataDirectory: dataDir.path)
             let reader = try store.open(try parseDigest(digest))
-            var selected: Range<UInt64>? = nil
-            if let range {
-                let parts = range.split(separator: "-", omittingEmptySubsequences: false)
-                guard parts.count == 2, let first = UInt64(parts[0]), let last = UInt64(parts[1]), first <= last else {
-                    throw ValidationError("--range must look like START-END with START <= END, e.g. 0-1023")
-                }
-                selected = first..<(last + 1)
-            }
+            let selected = try range.map(parseInclusiveRange).map { $0.lowerBound..<($0.upperBound + 1) }
             try reader.forEachChunk(of: selected) { (buffer) throws(BlobStoreError) in
                 var done = 0
                 while done < buffer.count {

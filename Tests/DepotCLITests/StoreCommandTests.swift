@@ -59,6 +59,9 @@ func depot(_ arguments: [String], stdin: Data? = nil) throws -> Outcome {
 
         let range = try depot(["store", "cat", digest, "--range", "100-3999", "--data-dir", dir])
         #expect(range.stdout == bytes[100...3999])
+        let inverted = try depot(["store", "cat", digest, "--range", "500-100", "--data-dir", dir])
+        #expect(inverted.status != 0)
+        #expect(inverted.stderr.contains("START-END"))
 
         let fromStdin = try depot(["store", "put", "-", "--all-digests", "--data-dir", dir], stdin: bytes)
         #expect(fromStdin.text.contains("sha512  " + Digest.of(Array(bytes), algorithm: .sha512).hex))
