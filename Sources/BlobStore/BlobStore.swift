@@ -261,6 +261,14 @@ public struct CommittedBlob: Sendable, Equatable {
     /// True when the store already held these bytes and the new copy was discarded.
     public let deduplicated: Bool
     public let path: String
+
+    public init(digest: Digest, size: UInt64, digests: [DigestAlgorithm: Digest], deduplicated: Bool, path: String) {
+        self.digest = digest
+        self.size = size
+        self.digests = digests
+        self.deduplicated = deduplicated
+        self.path = path
+    }
 }
 
 /// What opening the store cleaned up after a crash.

@@ -18,6 +18,8 @@ public enum BlobStoreError: Error, CustomStringConvertible, Equatable {
     case invalidRange(lowerBound: UInt64, upperBound: UInt64, size: UInt64)
     /// `write` or `commit` after the writer was committed or aborted.
     case writerClosed(path: String)
+    /// The bytes stopped coming (the sender went away); nothing was kept.
+    case aborted(reason: String)
 
     public var description: String {
         switch self {
@@ -37,6 +39,8 @@ public enum BlobStoreError: Error, CustomStringConvertible, Equatable {
             "byte range \(lower)..<\(upper) is empty or outside a blob of \(size) bytes"
         case let .writerClosed(path):
             "blob writer for \(path) was already committed or aborted"
+        case let .aborted(reason):
+            "the write was abandoned: \(reason)"
         }
     }
 

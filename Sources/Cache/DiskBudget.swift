@@ -22,6 +22,8 @@ final class DiskBudget: Sendable {
         var reserved: UInt64 = 0
         var readers: [Digest: Int] = [:]
         var pinned: Set<Digest> = []
+        /// Blobs a staged or pending push still needs: the only copy of acknowledged bytes.
+        var held: Set<Digest> = []
     }
 
     private let state = Mutex(State())
@@ -33,7 +35,9 @@ final class DiskBudget: Sendable {
         self.catalog = catalog
         self.logger = logger
         let blobs = try catalog.allBlobs()
+        let held = try catalog.heldDigests()
         state.withLock { state in
+            state.held = held
             for blob in blobs {
                 state.index.touch(blob.digest, size: UInt64(blob.size))
                 if blob.pinned { state.pinned.insert(blob.digest) }
@@ -58,6 +62,15 @@ final class DiskBudget: Sendable {
         }
     }
 
+    /// Keeps a blob until `release`: its push to a backend is pending.
+    func hold(_ digest: Digest) {
+        _ = state.withLock { $0.held.insert(digest) }
+    }
+
+    func release(_ digest: Digest) {
+        _ = state.withLock { $0.held.remove(digest) }
+    }
+
     /// Reserves room for `bytes`, evicting least recently used blobs when the high watermark
     /// would be crossed.
     ///
@@ -68,7 +81,7 @@ final class DiskBudget: Sendable {
         let budget = watermarks.budget
         let victims: [(digest: Digest, size: UInt64)]? = state.withLock { state in
             let used = state.index.totalBytes + state.reserved
-            let mustKeep = { (digest: Digest) in state.pinned.contains(digest) || state.readers[digest] != nil }
+            let mustKeep = { (digest: Digest) in state.pinned.contains(digest) || state.held.contains(digest) || state.readers[digest] != nil }
             // Down to the low watermark when the high one would be crossed; that is always at
             // least what fitting needs, so falling short of fitting means it cannot fit.
             let need = watermarks.bytesToFree(used: used, incoming: bytes)

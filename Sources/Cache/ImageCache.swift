@@ -56,6 +56,8 @@ public struct CacheSettings: Sendable {
     public var offlineGrace: Duration = .seconds(24 * 3600)
     /// The disk budget for blobs with its watermarks; nil keeps every blob.
     public var budget: Watermarks?
+    /// How uploads are pushed to the backends.
+    public var push = PushSettings()
 
     public init() {}
 }
@@ -81,9 +83,11 @@ public final class ImageCache: Sendable {
     private let pendingHits = Mutex<[Digest: (Int, Date)]>([:])
     /// Image → blob, as resolved; images are immutable once active, so this only changes when
     /// an image is forgotten or its blob goes.
-    private let resolved = Mutex<[String: Digest]>([:])
+    let resolved = Mutex<[String: Digest]>([:])
 
     let budget: DiskBudget?
+    /// The bytes Depot owes to backends.
+    public let pushes: PushQueue
 
     public init(
         store: BlobStore, catalog: Catalog, clouds: [String: GlanceClient], defaultCloud: String, settings: CacheSettings = .init(),
@@ -96,6 +100,8 @@ public final class ImageCache: Sendable {
         self.settings = settings
         self.logger = logger
         budget = try settings.budget.map { try DiskBudget(watermarks: $0, store: store, catalog: catalog, logger: logger) }
+        pushes = PushQueue(catalog: catalog, store: store, clouds: clouds, settings: settings.push, logger: logger)
+        pushes.onSettled { [unowned self] push in self.pushSettled(push) }
     }
 
     /// Bytes of committed blobs and of reservations for running fills (nil without a budget).
@@ -135,8 +141,9 @@ public final class ImageCache: Sendable {
             image = try await client.showImage(imageID, auth: .token(token))
         } catch {
             if let status = error.status, !error.isTransient {
+                // A 404 says the image is gone *or* hidden from this token, so the mapping
+                // stays: image ids are never reused, and other tokens may still read it.
                 decisions.withLock { $0[key] = nil }
-                if status == 404 || status == 410 { forget(cloud: cloud, imageID: imageID) }
                 throw .backendRefused(status: status, message: GlanceError.message(of: error))
             }
             if let cached, now - cached.decidedAt < settings.offlineGrace {
@@ -148,6 +155,11 @@ public final class ImageCache: Sendable {
         }
         noteRecovery(cloud: cloud)
         guard image.isActive else {
+            if let pending = pendingUpload(cloud: cloud, image: image) {
+                // Depot holds the bytes and owes them to Glance: serve them meanwhile.
+                decisions.withLock { $0[key] = Decision(image: pending, decidedAt: now) }
+                return AuthorizedImage(cloud: cloud, image: pending, fromOfflineGrace: false)
+            }
             decisions.withLock { $0[key] = nil }
             forget(cloud: cloud, imageID: imageID)
             throw .imageNotActive(imageID: imageID, status: image.status ?? "unknown")

@@ -52,6 +52,22 @@ public final class Catalog: Sendable {
                 t.primaryKey(["cloud", "imageID"])
             }
         }
+        migrator.registerMigration("v2-pushes") { db in
+            // One row per image whose bytes Depot took and owes to a backend.
+            try db.create(table: "push") { t in
+                t.column("cloud", .text).notNull()
+                t.column("imageID", .text).notNull()
+                t.column("sha256", .text).notNull().indexed().references("blob", onDelete: .cascade)
+                t.column("method", .text).notNull()
+                t.column("state", .text).notNull().indexed()
+                t.column("attempts", .integer).notNull().defaults(to: 0)
+                t.column("lastError", .text)
+                t.column("nextAttempt", .double).notNull()
+                t.column("createdAt", .double).notNull()
+                t.column("updatedAt", .double).notNull()
+                t.primaryKey(["cloud", "imageID"])
+            }
+        }
         return migrator
     }
 
@@ -64,17 +80,19 @@ public final class Catalog: Sendable {
 
     /// Records a committed blob (or refreshes its known digests).
     public func recordBlob(_ blob: CommittedBlob, at date: Date = Date()) throws {
+        try pool.write { db in try Self.upsert(blob, at: date, in: db) }
+    }
+
+    static func upsert(_ blob: CommittedBlob, at date: Date, in db: Database) throws {
         let record = BlobRecord(
             sha256: blob.digest.hex, size: Int64(blob.size), sha512: blob.digests[.sha512]?.hex, md5: blob.digests[.md5]?.hex,
             createdAt: date.timeIntervalSince1970, lastAccess: date.timeIntervalSince1970, hits: 0, pinned: false)
-        try pool.write { db in
-            if var existing = try BlobRecord.fetchOne(db, key: record.sha256) {
-                existing.sha512 = existing.sha512 ?? record.sha512
-                existing.md5 = existing.md5 ?? record.md5
-                try existing.update(db)
-            } else {
-                try record.insert(db)
-            }
+        if var existing = try BlobRecord.fetchOne(db, key: record.sha256) {
+            existing.sha512 = existing.sha512 ?? record.sha512
+            existing.md5 = existing.md5 ?? record.md5
+            try existing.update(db)
+        } else {
+            try record.insert(db)
         }
     }
 
@@ -137,6 +155,10 @@ public final class Catalog: Sendable {
         try pool.write { db in try ImageRecord.deleteOne(db, key: ["cloud": cloud, "imageID": imageID]) }
     }
 
+    public func allImages() throws -> [ImageRecord] {
+        try pool.read { db in try ImageRecord.order(Column("cloud"), Column("imageID")).fetchAll(db) }
+    }
+
     public func images(of digest: Digest) throws -> [ImageRecord] {
         try pool.read { db in try ImageRecord.filter(Column("sha256") == digest.hex).fetchAll(db) }
     }
@@ -156,6 +178,14 @@ public struct BlobRecord: Codable, Sendable, Equatable, FetchableRecord, Persist
     public var pinned: Bool
 
     public var digest: Digest { try! Digest.sha256(hex: sha256) }
+
+    /// The blob as a writer would have reported it, with the digests the Catalog knows.
+    public func committed(path: String) -> CommittedBlob {
+        var digests: [DigestAlgorithm: Digest] = [.sha256: digest]
+        if let sha512, let value = try? Digest(algorithm: .sha512, hex: sha512) { digests[.sha512] = value }
+        if let md5, let value = try? Digest(algorithm: .md5, hex: md5) { digests[.md5] = value }
+        return CommittedBlob(digest: digest, size: UInt64(size), digests: digests, deduplicated: true, path: path)
+    }
 }
 
 /// A row of the `image` table: one image of one cloud and the blob that holds its bytes.

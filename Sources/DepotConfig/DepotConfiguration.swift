@@ -13,6 +13,15 @@ public struct DepotConfiguration: Sendable, Equatable {
     public var decisionTTL: Duration = .seconds(60)
     public var offlineGrace: Duration = .seconds(24 * 3600)
     public var clouds: [CloudConfiguration] = []
+    /// `write-back` (acknowledge once durable locally) or `write-through` (once Glance has it).
+    public var uploadMode = "write-back"
+    /// The largest upload accepted; Glance's own `image_size_cap` default.
+    public var maxUploadSize: UInt64 = 1 << 40
+    /// Pushes to backends running at once.
+    public var pushConcurrency = 2
+    /// The first retry delay of a failed push (doubled per attempt, with jitter) and the cap.
+    public var pushInitialBackoff: Duration = .seconds(2)
+    public var pushMaximumBackoff: Duration = .seconds(300)
 
     public init() {}
 
@@ -88,6 +97,26 @@ public struct DepotConfiguration: Sendable, Equatable {
                     default: throw reader.unknown(sub, in: "auth", known: ["decision_ttl", "offline_grace"])
                     }
                 }
+            case "upload_mode":
+                let mode = try reader.string(entry)
+                guard mode == "write-back" || mode == "write-through" else {
+                    throw ConfigurationError(path: path, line: entry.line, message: "upload_mode must be write-back or write-through, got \(mode)")
+                }
+                config.uploadMode = mode
+            case "max_upload_size": config.maxUploadSize = try reader.size(entry)
+            case "push":
+                for sub in try reader.map(entry) {
+                    switch sub.key {
+                    case "concurrency":
+                        guard let value = Int(try reader.string(sub)), value > 0 else {
+                            throw ConfigurationError(path: path, line: sub.line, message: "push.concurrency must be a whole number above 0")
+                        }
+                        config.pushConcurrency = value
+                    case "initial_backoff": config.pushInitialBackoff = try reader.duration(sub)
+                    case "max_backoff": config.pushMaximumBackoff = try reader.duration(sub)
+                    default: throw reader.unknown(sub, in: "push", known: ["concurrency", "initial_backoff", "max_backoff"])
+                    }
+                }
             case "clouds":
                 guard case let .list(items) = entry.value else {
                     throw ConfigurationError(path: path, line: entry.line, message: "clouds: must be a list of clouds (- owner: ...)")
@@ -99,7 +128,7 @@ public struct DepotConfiguration: Sendable, Equatable {
                     config.clouds.append(try reader.cloud(fields))
                 }
             default:
-                throw reader.unknown(entry, in: nil, known: ["listen", "data_dir", "log_level", "admin_token", "cache", "auth", "clouds"])
+                throw reader.unknown(entry, in: nil, known: ["listen", "data_dir", "log_level", "admin_token", "cache", "auth", "upload_mode", "max_upload_size", "push", "clouds"])
             }
         }
         var seen: Set<String> = []

@@ -10,10 +10,12 @@ import NIOHTTP1
 /// version discovery, health; image data from the cache, everything else passed to Glance.
 public struct DepotHandler: RequestHandler, FastPathResponder {
     let cache: ImageCache
+    let uploads: UploadSettings
     let logger: Logger
 
-    public init(cache: ImageCache, logger: Logger = Logger(label: "depot.proxy")) {
+    public init(cache: ImageCache, uploads: UploadSettings = .init(), logger: Logger = Logger(label: "depot.proxy")) {
         self.cache = cache
+        self.uploads = uploads
         self.logger = logger
     }
 
@@ -21,6 +23,8 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
     enum Route: Equatable {
         case versions(cloud: String, prefix: String)
         case imageFile(cloud: String, imageID: String, pathAndQuery: String)
+        case imageStage(cloud: String, imageID: String, pathAndQuery: String)
+        case imageImport(cloud: String, imageID: String, pathAndQuery: String)
         case forward(cloud: String, pathAndQuery: String)
         case health
         case readiness
@@ -53,8 +57,14 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         guard path.hasPrefix("/v2/") else { return .notFound("no route for \(path); Depot serves the Glance v2 API under /v2/") }
         let segments = path.split(separator: "/", omittingEmptySubsequences: false)
         // ["", "v2", "images", ID, "file"]
-        if segments.count == 5, segments[2] == "images", segments[4] == "file" {
-            return .imageFile(cloud: cloud, imageID: String(segments[3]), pathAndQuery: String(uri))
+        if segments.count == 5, segments[2] == "images" {
+            let imageID = String(segments[3])
+            switch segments[4] {
+            case "file": return .imageFile(cloud: cloud, imageID: imageID, pathAndQuery: String(uri))
+            case "stage": return .imageStage(cloud: cloud, imageID: imageID, pathAndQuery: String(uri))
+            case "import": return .imageImport(cloud: cloud, imageID: imageID, pathAndQuery: String(uri))
+            default: break
+            }
         }
         return .forward(cloud: cloud, pathAndQuery: String(uri))
     }
@@ -84,9 +94,20 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
             switch request.method {
             case .GET, .HEAD:
                 await ImageFileResponder(cache: cache, logger: logger).respond(request, response, cloud: cloud, imageID: imageID)
+            case .PUT:
+                await UploadResponder(cache: cache, settings: uploads, logger: logger).respond(request, response, cloud: cloud, imageID: imageID, method: .upload)
             default:
                 await forward(request, response, cloud: cloud, pathAndQuery: pathAndQuery)
             }
+        case let .imageStage(cloud, imageID, pathAndQuery):
+            if request.method == .PUT {
+                await UploadResponder(cache: cache, settings: uploads, logger: logger).respond(
+                    request, response, cloud: cloud, imageID: imageID, method: .glanceDirect)
+            } else {
+                await forward(request, response, cloud: cloud, pathAndQuery: pathAndQuery)
+            }
+        case let .imageImport(cloud, imageID, pathAndQuery):
+            await importImage(request, response, cloud: cloud, imageID: imageID, pathAndQuery: pathAndQuery)
         case let .forward(cloud, pathAndQuery):
             await forward(request, response, cloud: cloud, pathAndQuery: pathAndQuery)
         }
@@ -159,19 +180,67 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         await response.sendJSON(status, document)
     }
 
+    // MARK: Import
+
+    /// `POST /v2/images/{id}/import`: data staged through Depot is pushed to Glance's staging
+    /// and imported there by the push queue; anything else goes to Glance as sent.
+    func importImage(_ request: Request, _ response: ResponseWriter, cloud: String, imageID: String, pathAndQuery: String) async {
+        var body: [UInt8] = []
+        do {
+            if request.head.expectsContinue { try await response.sendContinue() }
+            while let chunk = try await request.body.next() {
+                body += chunk.readableBytesView
+                guard body.count <= 1 << 20 else {
+                    await response.sendError(.payloadTooLarge, "an import request is a small JSON document", headers: ["connection": "close"])
+                    return
+                }
+            }
+        } catch {
+            response.abort()
+            return
+        }
+        let methodName = ((try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any])
+            .flatMap { $0["method"] as? [String: Any] }.flatMap { $0["name"] as? String }
+        if request.method == .POST, methodName == "glance-direct", (try? cache.catalog.push(cloud: cloud, imageID: imageID))??.state == .staged {
+            // The caller must be allowed to import: Glance decides, with the caller's token,
+            // on the same probe as uploads.
+            do {
+                _ = try await cache.authorizeImport(token: request.headers.first(name: "x-auth-token"), cloud: cloud, imageID: imageID)
+                _ = try cache.importStaged(cloud: cloud, imageID: imageID)
+                await response.send(.accepted, headers: ["content-type": "text/html; charset=UTF-8"], body: response.allocator.buffer(string: ""))
+            } catch let error as UploadError {
+                if case let .refused(status, message) = error { await response.sendError(HTTPResponseStatus(statusCode: status), message) }
+                else { await response.sendError(.badRequest, error.description) }
+            } catch {
+                await response.sendError(.serviceUnavailable, "\(error)")
+            }
+            return
+        }
+        await forward(request, response, cloud: cloud, pathAndQuery: pathAndQuery, bodyBytes: body)
+    }
+
     // MARK: Forwarding
 
     /// Passes a request to the backend unchanged (headers, token, body streamed) and its answer
     /// back unchanged. A delete or deactivation seen on the way drops the image from the cache.
-    func forward(_ request: Request, _ response: ResponseWriter, cloud: String, pathAndQuery: String) async {
+    func forward(_ request: Request, _ response: ResponseWriter, cloud: String, pathAndQuery: String, bodyBytes: [UInt8]? = nil) async {
         let client: GlanceClient
         do { client = try cache.client(for: cloud) } catch {
             await response.sendError(.notFound, "\(error)")
             return
         }
-        let headers = request.headers.map { ($0.name, $0.value) }
+        // libcurl negotiates its own 100-continue with the backend.
+        let headers = request.headers.filter { $0.name.lowercased() != "expect" }.map { ($0.name, $0.value) }
         var body: UploadSource?
-        if !request.body.isEmpty {
+        if let bodyBytes {
+            body = .bytes(bodyBytes)
+        } else if !request.body.isEmpty {
+            if request.head.expectsContinue {
+                do { try await response.sendContinue() } catch {
+                    response.abort()
+                    return
+                }
+            }
             let requestBody = request.body
             body = .producer(length: requestBody.declaredLength) { emit in
                 while let chunk = try await requestBody.next() {

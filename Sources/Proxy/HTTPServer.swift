@@ -146,8 +146,11 @@ public final class HTTPServer: Sendable {
                         writer.abort()
                         return
                     }
+                    // A client still waiting for 100 Continue will not send its body: the
+                    // connection cannot carry another request.
+                    if head.expectsContinue && !writer.continueSent && !body.isFinished { return }
                     // The next request starts after this one's body: skip what the handler left.
-                    guard try await body.drain(limit: 1 << 20), head.isKeepAlive, !writer.closesConnection else { return }
+                    guard head.isKeepAlive, !writer.closesConnection, try await body.drain(limit: 1 << 20) else { return }
                 }
             }
         } catch {
@@ -173,6 +176,13 @@ extension HTTPServer {
             return (.requestHeaderFieldsTooLarge, "the request headers are larger than \(maximumHeaderBytes) bytes")
         }
         return nil
+    }
+}
+
+extension HTTPRequestHead {
+    /// The client sent `Expect: 100-continue` and waits before sending its body.
+    public var expectsContinue: Bool {
+        headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
     }
 }
 
@@ -202,6 +212,11 @@ final class InboundParts: @unchecked Sendable {
     }
 }
 
+/// The connection ended in the middle of a request body.
+public struct RequestBodyTruncated: Error, CustomStringConvertible {
+    public var description: String { "the connection closed before the end of the request body" }
+}
+
 /// A request's body, read chunk by chunk as the handler asks for it.
 public final class RequestBody: @unchecked Sendable {
     private let parts: InboundParts
@@ -219,6 +234,9 @@ public final class RequestBody: @unchecked Sendable {
     /// Whether the request has a body at all.
     public var isEmpty: Bool { ended && declaredLength == nil }
 
+    /// Whether the whole body has been read.
+    public var isFinished: Bool { ended }
+
     /// The next chunk, or nil at the end of the body.
     public func next() async throws -> ByteBuffer? {
         guard !ended else { return nil }
@@ -232,8 +250,9 @@ public final class RequestBody: @unchecked Sendable {
                 throw HTTPParserError.invalidInternalState
             }
         }
+        // The connection closed before the body's end: never mistake that for a whole body.
         ended = true
-        return nil
+        throw RequestBodyTruncated()
     }
 
     /// Reads and discards the rest of the body, up to `limit` bytes; false when the body was

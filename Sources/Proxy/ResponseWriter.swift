@@ -42,6 +42,16 @@ public final class ResponseWriter: @unchecked Sendable {
         try await channel.writeAndFlush(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: status, headers: headers))).get()
     }
 
+    /// Whether a `100 Continue` went out (the client was told to send its body).
+    public private(set) var continueSent = false
+
+    /// Tells a client that sent `Expect: 100-continue` to send its body.
+    public func sendContinue() async throws {
+        guard !headSent, !continueSent else { return }
+        continueSent = true
+        try await channel.writeAndFlush(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: .continue))).get()
+    }
+
     /// Sends body bytes (not for HEAD requests, where bodies are skipped).
     public func body(_ buffer: ByteBuffer) async throws {
         guard !isHead, buffer.readableBytes > 0 else { return }

@@ -26,6 +26,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("cloud-region"), help: "Region of the cloud given by --glance-url (default: RegionOne).") var cloudRegion: String?
     @Option(name: .customLong("cache-size"), help: "Disk budget for blobs, e.g. 20GiB.") var cacheSize: String?
     @Option(name: .customLong("admin-token"), help: "Token for the admin APIs.") var adminToken: String?
+    @Option(name: .customLong("upload-mode"), help: "write-back (acknowledge once durable here) or write-through (once Glance has it).") var uploadMode: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.") var logLevel: String?
 
     /// The config file with the flags applied.
@@ -38,6 +39,10 @@ struct ServeCommand: AsyncParsableCommand {
         if let dataDir { settings.dataDirectory = dataDir }
         if let logLevel { settings.logLevel = logLevel }
         if let adminToken { settings.adminToken = adminToken }
+        if let uploadMode {
+            guard uploadMode == "write-back" || uploadMode == "write-through" else { throw ValidationError("--upload-mode must be write-back or write-through") }
+            settings.uploadMode = uploadMode
+        }
         if let cacheSize {
             guard let bytes = parseSize(cacheSize) else { throw ValidationError("--cache-size must be a size such as 20GiB or 500MB") }
             settings.cacheSize = bytes
@@ -79,8 +84,14 @@ struct ServeCommand: AsyncParsableCommand {
         cacheSettings.decisionTTL = settings.decisionTTL
         cacheSettings.offlineGrace = settings.offlineGrace
         cacheSettings.budget = settings.cacheSize.map { Watermarks(budget: $0) }
+        cacheSettings.push.concurrency = settings.pushConcurrency
+        cacheSettings.push.initialBackoff = settings.pushInitialBackoff
+        cacheSettings.push.maximumBackoff = settings.pushMaximumBackoff
         let cache = try ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: settings.clouds[0].name, settings: cacheSettings)
-        let server = HTTPServer(host: settings.listenHost, port: settings.listenPort, handler: DepotHandler(cache: cache))
+        var uploads = UploadSettings()
+        uploads.mode = UploadMode(rawValue: settings.uploadMode) ?? .writeBack
+        uploads.maximumSize = settings.maxUploadSize
+        let server = HTTPServer(host: settings.listenHost, port: settings.listenPort, handler: DepotHandler(cache: cache, uploads: uploads))
 
         for cloud in settings.clouds {
             let client = clients[cloud.name]!
@@ -93,7 +104,8 @@ struct ServeCommand: AsyncParsableCommand {
             }
         }
         let service = HTTPService(server: server)
-        var groupConfiguration = ServiceGroupConfiguration(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        let pushes = PushService(queue: cache.pushes)
+        var groupConfiguration = ServiceGroupConfiguration(services: [service, pushes], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // Transfers get this long to finish after SIGTERM/SIGINT; then connections are closed.
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(30)
         groupConfiguration.maximumCancellationDuration = .seconds(5)
@@ -161,6 +173,17 @@ struct HTTPService: Service {
             }
         } onGracefulShutdown: {
             server.shutdown()
+        }
+    }
+}
+
+/// Runs the push queue until shutdown; a push cut short resumes at the next start.
+struct PushService: Service {
+    let queue: PushQueue
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await queue.run()
         }
     }
 }

@@ -16,10 +16,15 @@ final class DepotHarness: @unchecked Sendable {
     let cache: ImageCache
     let server: HTTPServer
     let task: Task<Void, any Error>
+    private var pushTask: Task<Void, Never>?
     let port: Int
     var url: String { "http://127.0.0.1:\(port)" }
 
-    init(glanceURL: String, settings: CacheSettings = .init(), clouds extra: [String: String] = [:]) async throws {
+    /// - Parameter startPushes: run the push queue at once (else call `startPushes`).
+    init(
+        glanceURL: String, settings: CacheSettings = .testing, clouds extra: [String: String] = [:], uploads: UploadSettings = .init(),
+        startPushes: Bool = true
+    ) async throws {
         store = try BlobStore(dataDirectory: dir.path)
         catalog = try Catalog(path: dir.path + "/catalog.sqlite")
         var clients: [String: GlanceClient] = [:]
@@ -30,16 +35,35 @@ final class DepotHarness: @unchecked Sendable {
             clients[name] = GlanceClient(configuration: configuration)
         }
         cache = try ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: "default_RegionOne", settings: settings)
-        let server = HTTPServer(host: "127.0.0.1", port: 0, handler: DepotHandler(cache: cache), threads: 2)
+        let server = HTTPServer(host: "127.0.0.1", port: 0, handler: DepotHandler(cache: cache, uploads: uploads), threads: 2)
         self.server = server
         let bound = AsyncStream<Int>.makeStream()
         task = Task { try await server.run { bound.continuation.yield($0) } }
         var iterator = bound.stream.makeAsyncIterator()
         guard let port = await iterator.next() else { throw CommandFailed(command: "depot server did not bind", status: 1) }
         self.port = port
+        if startPushes { self.startPushes() }
+    }
+
+    func startPushes() {
+        guard pushTask == nil else { return }
+        let queue = cache.pushes
+        pushTask = Task { await queue.run() }
+    }
+
+    /// Waits until the image's push is no longer pending.
+    func settledPush(cloud: String = "default_RegionOne", _ imageID: String, timeout: Duration = .seconds(120)) async throws -> PushRecord {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let push = try catalog.push(cloud: cloud, imageID: imageID), push.state == .done || push.state == .failed { return push }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw CommandFailed(command: "push of \(imageID) did not settle within \(timeout)", status: 1)
     }
 
     func stop() async {
+        pushTask?.cancel()
+        _ = await pushTask?.value
         server.shutdown()
         task.cancel()
         _ = await task.result
@@ -91,4 +115,14 @@ func uploadImage(_ client: GlanceClient, _ bytes: [UInt8], visibility: String = 
     ])
     try await client.uploadImageData(image.id, from: .bytes(bytes))
     return try await client.showImage(image.id)
+}
+
+extension CacheSettings {
+    /// Quick retries, so tests of failing pushes take seconds.
+    static var testing: CacheSettings {
+        var settings = CacheSettings()
+        settings.push.initialBackoff = .milliseconds(100)
+        settings.push.maximumBackoff = .seconds(1)
+        return settings
+    }
 }

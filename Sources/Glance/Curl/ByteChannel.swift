@@ -6,7 +6,7 @@ import Glibc
 /// socket read and lets TCP push back on the server) and async code awaits `next`.
 /// Uploads: async code `send`s (suspending while full) and the transfer thread `take`s.
 /// Memory is bounded by `capacity` plus one chunk, whatever the image size.
-final class ByteChannel: @unchecked Sendable {
+public final class ByteChannel: @unchecked Sendable {
     private var mutex = pthread_mutex_t()
     private var condition = pthread_cond_t()
     private var chunks: [[UInt8]] = []
@@ -23,7 +23,7 @@ final class ByteChannel: @unchecked Sendable {
     private var pending: [UInt8] = []
     private var pendingOffset = 0
 
-    init(capacity: Int) {
+    public init(capacity: Int) {
         self.capacity = capacity
         pthread_mutex_init(&mutex, nil)
         pthread_cond_init(&condition, nil)
@@ -77,7 +77,7 @@ final class ByteChannel: @unchecked Sendable {
     }
 
     /// Ends the stream: the consumer sees the remaining chunks, then nil or `error`.
-    func finish(throwing error: (any Error)? = nil) {
+    public func finish(throwing error: (any Error)? = nil) {
         lock()
         if end == nil { end = error.map { .failure($0) } ?? .success(()) }
         let consumer = head < chunks.count ? nil : waitingConsumer
@@ -97,7 +97,7 @@ final class ByteChannel: @unchecked Sendable {
 
     /// The next chunk; nil at the end; throws the producer's error, or CancellationError when
     /// the awaiting task is cancelled.
-    func next() async throws -> [UInt8]? {
+    public func next() async throws -> [UInt8]? {
         try await withTaskCancellationHandler {
             lock()
             if let chunk = popChunk() {
@@ -124,7 +124,7 @@ final class ByteChannel: @unchecked Sendable {
     }
 
     /// The consumer stops reading: blocked producers wake up and give up.
-    func cancelConsumer() {
+    public func cancelConsumer() {
         lock()
         consumerGone = true
         let consumer = waitingConsumer
@@ -138,7 +138,7 @@ final class ByteChannel: @unchecked Sendable {
 
     /// Queues a chunk, suspending while the queue is full. Returns false when the consumer
     /// (the upload) has stopped.
-    func send(_ chunk: [UInt8]) async -> Bool {
+    public func send(_ chunk: [UInt8]) async -> Bool {
         lock()
         while buffered >= capacity && !consumerGone && end == nil {
             let proceed = await withCheckedContinuation { continuation in
@@ -161,7 +161,7 @@ final class ByteChannel: @unchecked Sendable {
 
     /// Copies up to `buffer.count` queued bytes, blocking until some arrive. Returns 0 at the
     /// end of the stream; throws the producer's error.
-    func take(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+    public func take(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         lock()
         defer { unlock() }
         while pendingOffset >= pending.count {

@@ -1,0 +1,80 @@
+import BlobStore
+import Foundation
+import Glance
+
+/// Streams bytes that arrive in async code (an upload's body) into a new blob, writing and
+/// hashing on a thread of its own so the cooperative pool never blocks on the disk.
+///
+/// Memory is bounded by the channel's capacity plus one batch, whatever the body's size.
+public final class BlobIngest: Sendable {
+    private let channel = ByteChannel(capacity: 8 << 20)
+    private let outcome: Task<Result<CommittedBlob, BlobStoreError>, Never>
+
+    /// Bytes per write: large enough that the writer hashes its digests in parallel lanes.
+    static let batchSize = 4 << 20
+
+    /// Opens a writer and starts its thread.
+    public init(store: BlobStore, expecting expectation: BlobExpectation, alsoCompute: Set<DigestAlgorithm>) throws(BlobStoreError) {
+        let writer = WriterBox(try store.makeWriter(expecting: expectation, alsoCompute: alsoCompute))
+        let channel = self.channel
+        outcome = Task {
+            await TransferThreads.run { _ in Self.drain(channel, into: writer.writer) }
+        }
+    }
+
+    private static func drain(_ channel: ByteChannel, into writer: BlobWriter) -> Result<CommittedBlob, BlobStoreError> {
+        let batch = UnsafeMutableRawBufferPointer.allocate(byteCount: batchSize, alignment: 64)
+        defer { batch.deallocate() }
+        do {
+            while true {
+                // Fill a whole batch when bytes are queued; write what there is at the end.
+                var filled = 0
+                var ended = false
+                repeat {
+                    let n = try channel.take(into: UnsafeMutableRawBufferPointer(rebasing: batch[filled...]))
+                    if n == 0 { ended = true } else { filled += n }
+                } while !ended && filled < batchSize
+                if filled > 0 {
+                    let result = Result { () throws(BlobStoreError) in try writer.write(UnsafeRawBufferPointer(rebasing: batch[..<filled])) }
+                    if case let .failure(error) = result {
+                        channel.cancelConsumer()
+                        return .failure(error)
+                    }
+                }
+                if ended { return Result { () throws(BlobStoreError) in try writer.commit() } }
+            }
+        } catch {
+            // The sender gave up (client gone, bad body): nothing is kept.
+            writer.abort()
+            return .failure(.aborted(reason: "\(error)"))
+        }
+    }
+
+    /// Queues a chunk; suspends while the writer is behind. False once the writer has failed.
+    public func send(_ chunk: [UInt8]) async -> Bool {
+        await channel.send(chunk)
+    }
+
+    /// Ends the body and waits for the blob to be durable and in place.
+    public func finish() async throws(BlobStoreError) -> CommittedBlob {
+        channel.finish()
+        return try await outcome.value.get()
+    }
+
+    /// Abandons the body: the temporary file is removed, nothing is committed.
+    public func abort(_ reason: String) async {
+        channel.finish(throwing: IngestAborted(reason: reason))
+        _ = await outcome.value
+    }
+
+    /// The writer's failure, if it already failed (so the sender can stop early).
+    public func failure() async -> BlobStoreError? {
+        if case let .failure(error) = await outcome.value { return error }
+        return nil
+    }
+}
+
+struct IngestAborted: Error, CustomStringConvertible {
+    let reason: String
+    var description: String { reason }
+}

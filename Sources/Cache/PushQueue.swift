@@ -1,0 +1,299 @@
+import BlobStore
+import Catalog
+import Foundation
+import Glance
+import Logging
+import Synchronization
+
+/// How pushes to the backends run.
+public struct PushSettings: Sendable {
+    /// Pushes running at once, over all clouds.
+    public var concurrency = 2
+    /// The wait before the second attempt; doubled per attempt, with jitter.
+    public var initialBackoff: Duration = .seconds(2)
+    /// The longest wait between attempts.
+    public var maximumBackoff: Duration = .seconds(300)
+    /// How long one attempt waits for a glance-direct import to become active.
+    public var importWait: Duration = .seconds(120)
+
+    public init() {}
+}
+
+/// The durable queue of bytes Depot owes to backends: uploads acknowledged before Glance had
+/// them, and staged data waiting for (or past) its import call.
+///
+/// Every push is a row in the Catalog, so a restart resumes where the last run stopped. Pushes
+/// run with Depot's service credentials, a bounded number at a time; transient failures are
+/// retried with exponential backoff and jitter, permanent ones (image deleted, data already
+/// there, too large…) stop the push and keep the reason. A push is done only when Glance
+/// reports the blob's size and SHA-512.
+public final class PushQueue: Sendable {
+    let catalog: Catalog
+    let store: BlobStore
+    let clouds: [String: GlanceClient]
+    public let settings: PushSettings
+    let logger: Logger
+    /// Told when a push stops being pending (done or failed).
+    private let settledHandler = Mutex<(@Sendable (PushRecord) -> Void)?>(nil)
+
+    private let running = Mutex<Set<String>>([])
+    private let wakeup = Wakeup()
+
+    init(catalog: Catalog, store: BlobStore, clouds: [String: GlanceClient], settings: PushSettings, logger: Logger) {
+        self.catalog = catalog
+        self.store = store
+        self.clouds = clouds
+        self.settings = settings
+        self.logger = logger
+    }
+
+    func onSettled(_ handler: @escaping @Sendable (PushRecord) -> Void) {
+        settledHandler.withLock { $0 = handler }
+    }
+
+    static func key(_ cloud: String, _ imageID: String) -> String { "\(cloud)|\(imageID)" }
+
+    /// Pushes currently transferring.
+    public var inFlight: Int { running.withLock { $0.count } }
+
+    /// Looks at the queue now instead of at the next timer.
+    public func wake() { wakeup.signal() }
+
+    /// Marks a push as taken by its caller (write-through), so the queue leaves it alone.
+    func claim(cloud: String, imageID: String) -> Bool {
+        running.withLock { $0.insert(Self.key(cloud, imageID)).inserted }
+    }
+
+    func unclaim(cloud: String, imageID: String) {
+        _ = running.withLock { $0.remove(Self.key(cloud, imageID)) }
+    }
+
+    /// Runs due pushes until cancelled.
+    public func run() async {
+        logger.info("push queue started", metadata: ["concurrency": "\(settings.concurrency)"])
+        await withDiscardingTaskGroup { group in
+            while !Task.isCancelled {
+                let now = Date().timeIntervalSince1970
+                var nextDue = now + 30
+                do {
+                    let pending = try catalog.pushes(in: [.pending])
+                    for push in pending {
+                        let key = Self.key(push.cloud, push.imageID)
+                        guard push.nextAttempt <= now else {
+                            nextDue = min(nextDue, push.nextAttempt)
+                            continue
+                        }
+                        let started = running.withLock { running -> Bool in
+                            guard running.count < settings.concurrency, !running.contains(key) else { return false }
+                            running.insert(key)
+                            return true
+                        }
+                        guard started else { continue }
+                        // The list may predate an attempt that just ended: start only from
+                        // the row as it is now.
+                        guard let current = try? catalog.push(cloud: push.cloud, imageID: push.imageID), current.state == .pending,
+                              current.nextAttempt <= now
+                        else {
+                            running.withLock { _ = $0.remove(key) }
+                            continue
+                        }
+                        group.addTask {
+                            _ = await self.attempt(current, auth: .service)
+                            self.running.withLock { _ = $0.remove(key) }
+                            self.wake()
+                        }
+                    }
+                } catch {
+                    logger.error("cannot read the push queue; retrying", metadata: ["error": "\(error)"])
+                }
+                await wakeup.wait(atMost: .seconds(max(0.05, min(nextDue - now, 30))))
+            }
+        }
+    }
+
+    /// One attempt at a push; saves and returns its new state.
+    ///
+    /// - Parameter auth: the service credentials, or the caller's token for a write-through
+    ///   upload (so Glance itself decides whether the caller may upload).
+    /// - Returns: the push's new state, and the backend's HTTP status when it refused.
+    @discardableResult
+    func attempt(_ original: PushRecord, auth: RequestAuth) async -> (push: PushRecord, status: Int?) {
+        var push = original
+        push.attempts += 1
+        let started = ContinuousClock.now
+        let metadata: Logger.Metadata = ["cloud": "\(push.cloud)", "image": "\(push.imageID)", "blob": "\(push.sha256)", "attempt": "\(push.attempts)"]
+        let outcome = await transfer(push, auth: auth)
+        switch outcome {
+        case .done:
+            push.state = .done
+            push.lastError = nil
+            logger.info("push done", metadata: metadata.merging(["duration": "\(ContinuousClock.now - started)"]) { $1 })
+        case let .permanent(reason, _):
+            push.state = .failed
+            push.lastError = reason
+            logger.error("push failed for good", metadata: metadata.merging(["reason": "\(reason)"]) { $1 })
+        case let .retry(reason, after, _):
+            push.lastError = reason
+            let wait = after ?? backoff(afterAttempt: push.attempts)
+            push.nextAttempt = Date().timeIntervalSince1970 + wait
+            logger.warning("push will be retried", metadata: metadata.merging(["reason": "\(reason)", "in": "\(String(format: "%.1f", wait)) s"]) { $1 })
+        }
+        do {
+            try catalog.update(push)
+        } catch {
+            logger.error("cannot record the push's state", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+        }
+        if push.state != .pending, let handler = settledHandler.withLock({ $0 }) { handler(push) }
+        return (push, outcome.status)
+    }
+
+    /// Seconds to wait after `attempts` failed attempts: exponential, capped, with jitter so
+    /// that many pushes failing together do not retry together.
+    func backoff(afterAttempt attempts: Int) -> Double {
+        let base = Self.seconds(settings.initialBackoff) * pow(2, Double(max(0, attempts - 1)))
+        let capped = min(base, Self.seconds(settings.maximumBackoff))
+        return capped * Double.random(in: 0.5...1.0)
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    enum Outcome {
+        case done
+        case permanent(String, status: Int? = nil)
+        case retry(String, after: Double?, status: Int? = nil)
+
+        var status: Int? {
+            switch self {
+            case .done: nil
+            case let .permanent(_, status), let .retry(_, _, status): status
+            }
+        }
+    }
+
+    private func transfer(_ push: PushRecord, auth: RequestAuth) async -> Outcome {
+        guard let client = clouds[push.cloud] else { return .permanent("cloud \(push.cloud) is no longer configured") }
+        let blob: BlobRecord
+        do {
+            guard let record = try catalog.blob(push.digest), store.contains(push.digest) else {
+                return .permanent("blob \(push.sha256) is no longer in the store")
+            }
+            blob = record
+        } catch {
+            return .retry("catalog: \(error)", after: nil)
+        }
+        do {
+            var image = try await client.showImage(push.imageID, auth: auth)
+            switch (image.status ?? "", push.method) {
+            case ("active", _):
+                // An earlier attempt got through before Depot could record it, or someone
+                // else uploaded: the hashes tell which.
+                return verify(image, blob: blob)
+            case ("queued", .upload):
+                try await client.uploadImageData(push.imageID, from: .file(path: store.path(for: push.digest)), auth: auth)
+            case ("queued", .glanceDirect):
+                try await client.stageImageData(push.imageID, from: .file(path: store.path(for: push.digest)), auth: auth)
+                try await client.importImage(push.imageID, method: "glance-direct", auth: auth)
+            case ("uploading", .glanceDirect):
+                // Staged in Glance by an earlier attempt that stopped before the import call.
+                try await client.importImage(push.imageID, method: "glance-direct", auth: auth)
+            case ("saving", _), ("importing", _), ("uploading", _):
+                return .retry("image is \(image.status!) in the backend: an earlier transfer is still running there", after: nil)
+            case let (status, _):
+                return .permanent("image is \(status) in the backend; it cannot take data")
+            }
+            image = try await client.showImage(push.imageID, auth: .service)
+            if push.method == .glanceDirect {
+                let deadline = ContinuousClock.now + settings.importWait
+                while image.status == "importing" || image.status == "uploading", ContinuousClock.now < deadline {
+                    try? await Task.sleep(for: .milliseconds(500))
+                    image = try await client.showImage(push.imageID, auth: .service)
+                }
+                if image.status == "importing" { return .retry("the backend is still importing", after: 5) }
+            }
+            return verify(image, blob: blob)
+        } catch {
+            return classify(error)
+        }
+    }
+
+    /// Done only when Glance reports the blob's own size and hash.
+    func verify(_ image: GlanceImage, blob: BlobRecord) -> Outcome {
+        guard image.isActive else {
+            return .permanent("the backend left the image \(image.status ?? "without a status") after the upload")
+        }
+        if let size = image.size, size != UInt64(blob.size) {
+            return .permanent("the backend holds \(size) bytes for this image, Depot pushed \(blob.size)")
+        }
+        if image.osHashAlgo == "sha512", let value = image.osHashValue, let expected = blob.sha512, value.lowercased() != expected {
+            return .permanent("the backend's os_hash_value \(value) differs from the pushed bytes' SHA-512 \(expected)")
+        }
+        if image.osHashAlgo == nil, let checksum = image.checksum, let md5 = blob.md5, checksum.lowercased() != md5 {
+            return .permanent("the backend's checksum \(checksum) differs from the pushed bytes' MD5 \(md5)")
+        }
+        return .done
+    }
+
+    func classify(_ error: GlanceError) -> Outcome {
+        let status = error.status
+        if error.isTransient || error.isUnauthorized { return .retry("\(error)", after: nil, status: status) }
+        switch status {
+        case 404?, 410?: return .permanent("the image was deleted in the backend (\(error))", status: status)
+        case 409?: return .permanent("the backend refused the data as a conflict, usually because the image already has data (\(error))", status: status)
+        case 413?: return .permanent("the backend refused the data as too large (\(error))", status: status)
+        case 415?: return .permanent("the backend refused the data's media type (\(error))", status: status)
+        case let status? where (400..<500).contains(status): return .permanent("\(error)", status: status)
+        default: return .retry("\(error)", after: nil, status: status)
+        }
+    }
+}
+
+/// Wakes one waiter early; a signal with no waiter is kept for the next wait.
+final class Wakeup: Sendable {
+    private struct State {
+        var signalled = false
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+
+    private let state = Mutex(State())
+
+    func signal() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            if let waiter = state.waiter {
+                state.waiter = nil
+                return waiter
+            }
+            state.signalled = true
+            return nil
+        }
+        waiter?.resume()
+    }
+
+    /// Returns at the next signal, after `atMost`, or when the task is cancelled.
+    func wait(atMost timeout: Duration) async {
+        let timer = Task { [self] in
+            // A cancelled timer must not signal: that would end the next wait at once.
+            do {
+                try await Task.sleep(for: timeout)
+                signal()
+            } catch {}
+        }
+        defer { timer.cancel() }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let now = state.withLock { state -> Bool in
+                    if state.signalled {
+                        state.signalled = false
+                        return true
+                    }
+                    state.waiter = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            signal()
+        }
+    }
+}

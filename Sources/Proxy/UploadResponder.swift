@@ -1,0 +1,256 @@
+import BlobStore
+import Cache
+import Catalog
+import Foundation
+import Glance
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// When an upload is acknowledged.
+public enum UploadMode: String, Sendable {
+    /// 204 once the bytes are durable on Depot's disk; Glance gets them in the background.
+    case writeBack = "write-back"
+    /// 204 only once Glance accepted the bytes (pushed with the caller's token).
+    case writeThrough = "write-through"
+}
+
+/// How Depot takes uploads.
+public struct UploadSettings: Sendable {
+    public var mode: UploadMode = .writeBack
+    /// The largest upload accepted (413 beyond); Glance's own `image_size_cap` default.
+    public var maximumSize: UInt64 = 1 << 40
+
+    public init() {}
+}
+
+/// Answers `PUT /v2/images/{id}/file` and `PUT /v2/images/{id}/stage`: authorize with the
+/// backend, store the body once (SHA-256, SHA-512 and MD5 in one pass, fsync), acknowledge,
+/// and owe the bytes to Glance through the push queue.
+struct UploadResponder {
+    let cache: ImageCache
+    let settings: UploadSettings
+    let logger: Logger
+
+    /// Bytes reserved at a time for a body of unknown length.
+    static let reservationStep: UInt64 = 64 << 20
+
+    func respond(_ request: Request, _ response: ResponseWriter, cloud: String, imageID: String, method: PushRecord.Method) async {
+        guard ImageFileResponder.isPlausibleImageID(imageID) else {
+            await refuse(response, .notFound, "No image found with ID \(imageID); image ids are UUIDs")
+            return
+        }
+        let token = request.headers.first(name: "x-auth-token")
+        let declaredLength = request.body.declaredLength
+        if let declaredLength, declaredLength > settings.maximumSize {
+            await refuse(response, .payloadTooLarge, UploadError.tooLarge(size: declaredLength, limit: settings.maximumSize).description)
+            return
+        }
+        let declaredDigest: Digest?
+        do {
+            declaredDigest = try Self.declaredSHA256(request.headers)
+        } catch {
+            await refuse(response, .badRequest, "\(error)")
+            return
+        }
+        let target: UploadTarget
+        do {
+            target = try await cache.authorizeUpload(token: token, cloud: cloud, imageID: imageID, method: method)
+        } catch {
+            await refuse(response, error)
+            return
+        }
+        if let declaredDigest, request.head.expectsContinue, let token,
+           let blob = try? cache.catalog.blob(declaredDigest), cache.store.contains(declaredDigest),
+           await cache.callerMayRead(declaredDigest, token: token) {
+            if let declaredLength, declaredLength != UInt64(blob.size) {
+                await refuse(response, .badRequest, "Content-Length says \(declaredLength) bytes but the declared digest names \(blob.size) bytes")
+                return
+            }
+            // The caller may already read these bytes: the body need not travel.
+            logger.info("instant upload: body skipped", metadata: ["cloud": "\(cloud)", "image": "\(imageID)", "blob": "\(blob.sha256)"])
+            await finish(request, response, blob: blob.committed(path: cache.store.path(for: blob.digest)), target: target, token: token, instant: true)
+            return
+        }
+        do {
+            if request.head.expectsContinue { try await response.sendContinue() }
+        } catch {
+            response.abort()
+            return
+        }
+        await ingest(request, response, target: target, token: token, declaredLength: declaredLength, declaredDigest: declaredDigest)
+    }
+
+    // MARK: Receiving the body
+
+    private func ingest(
+        _ request: Request, _ response: ResponseWriter, target: UploadTarget, token: String?, declaredLength: UInt64?, declaredDigest: Digest?
+    ) async {
+        var reserved = declaredLength ?? Self.reservationStep
+        do {
+            try cache.reserve(reserved)
+        } catch {
+            await refuse(response, .insufficientStorage, "\(error)")
+            return
+        }
+        let ingest: BlobIngest
+        do {
+            ingest = try BlobIngest(
+                store: cache.store, expecting: BlobExpectation(size: declaredLength, sha256: declaredDigest), alsoCompute: [.sha512, .md5])
+        } catch {
+            cache.settle(reserved: reserved, committed: nil)
+            await refuse(response, error)
+            return
+        }
+        var received: UInt64 = 0
+        var refusal: (HTTPResponseStatus, String)?
+        do {
+            while let chunk = try await request.body.next() {
+                received += UInt64(chunk.readableBytes)
+                if received > settings.maximumSize {
+                    refusal = (.payloadTooLarge, UploadError.tooLarge(size: received, limit: settings.maximumSize).description)
+                    break
+                }
+                while received > reserved {
+                    try cache.reserve(Self.reservationStep)
+                    reserved += Self.reservationStep
+                }
+                guard await ingest.send(Array(chunk.readableBytesView)) else { break }
+            }
+        } catch let error as CacheError {
+            refusal = (.insufficientStorage, error.description)
+        } catch {
+            // The client went away or sent a broken body: there is no one to answer.
+            await ingest.abort("the client stopped after \(received) bytes: \(error)")
+            cache.settle(reserved: reserved, committed: nil)
+            logger.warning("upload abandoned; nothing was kept", metadata: ["image": "\(target.image.id)", "received": "\(received)", "error": "\(error)"])
+            response.abort()
+            return
+        }
+        if let refusal {
+            await ingest.abort(refusal.1)
+            cache.settle(reserved: reserved, committed: nil)
+            await refuse(response, refusal.0, refusal.1)
+            return
+        }
+        let blob: CommittedBlob
+        do {
+            blob = try await ingest.finish()
+        } catch {
+            cache.settle(reserved: reserved, committed: nil)
+            await refuse(response, error)
+            return
+        }
+        cache.settle(reserved: reserved, committed: blob)
+        logger.info(
+            "upload stored", metadata: ["image": "\(target.image.id)", "blob": "\(blob.digest.hex)", "size": "\(blob.size)", "deduplicated": "\(blob.deduplicated)"])
+        await finish(request, response, blob: blob, target: target, token: token, instant: false)
+    }
+
+    // MARK: Acknowledging
+
+    private func finish(_ request: Request, _ response: ResponseWriter, blob: CommittedBlob, target: UploadTarget, token: String?, instant: Bool) async {
+        let staged = target.method == .glanceDirect
+        let writeThrough = settings.mode == .writeThrough && !staged
+        var headers: HTTPHeaders = ["x-depot-blob": blob.digest.hex]
+        // A skipped body was never sent: the connection cannot carry another request.
+        if instant { headers.add(name: "connection", value: "close") }
+        let push: PushRecord
+        do {
+            push = try cache.accept(blob, for: target, staged: staged, claimed: writeThrough)
+        } catch {
+            logger.error("cannot record the upload", metadata: ["image": "\(target.image.id)", "error": "\(error)"])
+            await refuse(response, .internalServerError, "Depot stored the bytes but could not record the upload (\(error)); retry the upload")
+            return
+        }
+        guard writeThrough, let token else {
+            headers.add(name: "x-depot-push", value: push.state.rawValue)
+            await response.send(.noContent, headers: headers)
+            return
+        }
+        let (result, status) = await cache.pushNow(push, token: token)
+        headers.add(name: "x-depot-push", value: result.state.rawValue)
+        if result.state == .done {
+            await response.send(.noContent, headers: headers)
+        } else {
+            let code = status.map { HTTPResponseStatus(statusCode: $0) } ?? .badGateway
+            await response.sendError(code, "the image service did not take the data: \(result.lastError ?? "unknown error")", headers: headers)
+        }
+    }
+
+    // MARK: Errors
+
+    /// An error answer; the connection closes when the body was not read (it may be huge, or
+    /// the client may be waiting for 100 Continue).
+    private func refuse(_ response: ResponseWriter, _ status: HTTPResponseStatus, _ message: String) async {
+        await response.sendError(status, message, headers: ["connection": "close"])
+    }
+
+    private func refuse(_ response: ResponseWriter, _ error: any Error) async {
+        switch error {
+        case let error as UploadError:
+            switch error {
+            case let .refused(status, message): await refuse(response, HTTPResponseStatus(statusCode: status), message)
+            case .tooLarge: await refuse(response, .payloadTooLarge, error.description)
+            }
+        case let error as CacheError:
+            switch error {
+            case .budgetExhausted: await refuse(response, .insufficientStorage, error.description)
+            case .unknownCloud: await refuse(response, .notFound, error.description)
+            case .backendUnavailable: await refuse(response, .serviceUnavailable, error.description)
+            default: await refuse(response, .badGateway, error.description)
+            }
+        case let error as BlobStoreError:
+            switch error {
+            case .diskFull:
+                await refuse(response, .insufficientStorage, "Depot's disk is full; nothing was kept. Free space in its data directory or retry later")
+            case let .digestMismatch(expected, actual):
+                await refuse(
+                    response, .unprocessableEntity,
+                    "the body's \(expected.algorithm.rawValue) is \(actual.hex) but the request declared \(expected.hex); nothing was kept. Check the file and the digest header")
+            case let .sizeMismatch(expected, actual):
+                await refuse(response, .badRequest, "Content-Length said \(expected) bytes but the body had \(actual); nothing was kept")
+            default:
+                await refuse(response, .internalServerError, "Depot could not store the upload: \(error)")
+            }
+        default:
+            await refuse(response, .internalServerError, "\(error)")
+        }
+    }
+
+    // MARK: Declared digests
+
+    /// The SHA-256 a request declares for its body: `Repr-Digest` or `Content-Digest`
+    /// (RFC 9530, `sha-256=:BASE64:`) or `X-Image-Sha256: HEX`. Nil when none is declared.
+    static func declaredSHA256(_ headers: HTTPHeaders) throws -> Digest? {
+        if let hex = headers.first(name: "x-image-sha256") {
+            do {
+                return try Digest.sha256(hex: hex.trimmingCharacters(in: .whitespaces))
+            } catch {
+                throw DeclaredDigestError(message: "X-Image-Sha256 must be 64 hex digits, got \(hex.prefix(80))")
+            }
+        }
+        for name in ["repr-digest", "content-digest"] {
+            for field in headers[canonicalForm: name] {
+                // A dictionary of algorithm=:base64: members; other algorithms are ignored.
+                for member in field.split(separator: ",") {
+                    let parts = member.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+                    guard parts.count == 2, parts[0].lowercased() == "sha-256" else { continue }
+                    let value = parts[1]
+                    guard value.count >= 2, value.hasPrefix(":"), value.hasSuffix(":"),
+                          let bytes = Data(base64Encoded: String(value.dropFirst().dropLast())), bytes.count == 32
+                    else {
+                        throw DeclaredDigestError(message: "\(name) sha-256 must be :BASE64: of 32 bytes (RFC 9530), got \(value.prefix(80))")
+                    }
+                    return Digest(algorithm: .sha256, bytes: Array(bytes))
+                }
+            }
+        }
+        return nil
+    }
+}
+
+struct DeclaredDigestError: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
+}

@@ -1,0 +1,307 @@
+import BlobStore
+import Cache
+import Catalog
+import DepotTestSupport
+import Foundation
+import Glance
+import Proxy
+import Testing
+
+/// The upload path with a real Glance behind Depot and curl in front.
+@Suite(.serialized) struct UploadPathTests {
+    let glance: GlanceServer
+
+    init() async throws { glance = try await GlanceServer.shared() }
+
+    @Test func writeBackUploadIsServedAtOnceAndPushedToGlance() async throws {
+        let depot = try await DepotHarness(glanceURL: glance.url)
+        defer { Task { await depot.stop() } }
+        let file = try TestImageFile(megabytes: 256, seed: 51)
+        let image = try await createImage(depot.url)
+
+        let started = ContinuousClock.now
+        let put = try await curl("\(depot.url)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", file.path])
+        let acknowledged = ContinuousClock.now - started
+        #expect(put.status == 204)
+        #expect(put.header("x-depot-blob") == file.sha256)
+        #expect(put.header("x-depot-push") == "pending")
+        #expect(depot.store.contains(try Digest.sha256(hex: file.sha256)))
+
+        // Served from Depot's copy at once, whatever the push is doing.
+        let early = try await download("\(depot.url)/v2/images/\(image.id)/file")
+        #expect(early.status == 200)
+        #expect(early.sha256 == file.sha256)
+
+        let push = try await depot.settledPush(image.id)
+        #expect(push.state == .done, "\(push.lastError ?? "")")
+        let inGlance = try await glanceAsAlice(glance.url).showImage(image.id)
+        #expect(inGlance.status == "active")
+        #expect(inGlance.size == file.size)
+        #expect(inGlance.osHashValue == file.sha512)
+        #expect(inGlance.checksum == file.md5)
+
+        let late = try await download("\(depot.url)/v2/images/\(image.id)/file")
+        #expect(late.status == 200)
+        #expect(late.sha256 == file.sha256)
+        #expect(late.cache == "hit")
+        #expect(depot.dir.files(under: "tmp").isEmpty)
+        print("256 MiB write-back upload acknowledged in \(acknowledged)")
+    }
+
+    @Test func sameBytesToAnotherImageAndAnotherCloudStoreOneBlobAndPushTwice() async throws {
+        let second = try await GlanceServer.shared("UploadPathTests-second-cloud")
+        let depot = try await DepotHarness(glanceURL: glance.url, clouds: ["edge_RegionTwo": second.url])
+        defer { Task { await depot.stop() } }
+        let file = try TestImageFile(megabytes: 8, seed: 52)
+        let first = try await createImage(depot.url)
+        let other = try await createImage(depot.url)
+        let remote = try await createImage(depot.url + "/clouds/edge_RegionTwo")
+
+        for (prefix, image) in [("", first), ("", other), ("/clouds/edge_RegionTwo", remote)] {
+            let put = try await curl("\(depot.url)\(prefix)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", file.path])
+            #expect(put.status == 204)
+        }
+        #expect(try depot.store.allDigests().count == 1)
+        #expect(try depot.catalog.allBlobs().count == 1)
+        #expect(try await depot.settledPush(first.id).state == .done)
+        #expect(try await depot.settledPush(other.id).state == .done)
+        #expect(try await depot.settledPush(cloud: "edge_RegionTwo", remote.id).state == .done)
+        for (url, id) in [(glance.url, first.id), (glance.url, other.id), (second.url, remote.id)] {
+            let image = try await glanceAsAlice(url).showImage(id)
+            #expect(image.status == "active")
+            #expect(image.osHashValue == file.sha512)
+        }
+        let viaSecond = try await download("\(depot.url)/clouds/edge_RegionTwo/v2/images/\(remote.id)/file")
+        #expect(viaSecond.sha256 == file.sha256)
+    }
+
+    @Test func instantUploadSendsNoBodyButOnlyForCallersWhoMayReadTheBytes() async throws {
+        let depot = try await DepotHarness(glanceURL: glance.url)
+        defer { Task { await depot.stop() } }
+        let counter = try FaultProxy(upstreamPort: depot.port)
+        defer { counter.stop() }
+        let file = try TestImageFile(megabytes: 32, seed: 53)
+        let original = try await createImage(depot.url)
+        #expect(try await curl("\(depot.url)/v2/images/\(original.id)/file", ["-X", "PUT", "-T", file.path]).status == 204)
+
+        // Alice may read the original: her second upload of the same bytes travels without its body.
+        let copy = try await createImage(depot.url)
+        counter.resetCounters()
+        let instant = try await curl(
+            "\(counter.url)/v2/images/\(copy.id)/file",
+            ["-X", "PUT", "-T", file.path, "-H", "Expect: 100-continue", "-H", "X-Image-Sha256: \(file.sha256)"])
+        #expect(instant.status == 204)
+        #expect(counter.bytesToServer < 64 << 10, "sent \(counter.bytesToServer) bytes")
+        #expect(try await depot.settledPush(copy.id).state == .done)
+        #expect(try await glanceAsAlice(glance.url).showImage(copy.id).osHashValue == file.sha512)
+
+        // Bob cannot read Alice's image: knowing the digest is not enough, he must send a body,
+        // and a body that is not those bytes is refused.
+        let bobs = try await createImage(depot.url, token: GlanceServer.bob)
+        let zeros = try TestImageFile(megabytes: 32, zeros: true)
+        let reprDigest = "sha-256=:\(Data(try Digest.sha256(hex: file.sha256).bytes).base64EncodedString()):"
+        counter.resetCounters()
+        let claim = try await curl(
+            "\(counter.url)/v2/images/\(bobs.id)/file",
+            token: GlanceServer.bob, ["-X", "PUT", "-T", zeros.path, "-H", "Expect: 100-continue", "-H", "Repr-Digest: \(reprDigest)"])
+        #expect(claim.status == 422)
+        #expect(counter.bytesToServer > 32 << 20)
+        #expect(try depot.catalog.push(cloud: "default_RegionOne", imageID: bobs.id) == nil)
+        #expect(try await GlanceClient(configuration: .init(endpoint: glance.url, credentials: .token(GlanceServer.bob))).showImage(bobs.id).status == "queued")
+        #expect(try await download("\(depot.url)/v2/images/\(bobs.id)/file", token: GlanceServer.bob).status == 204)
+        #expect(depot.dir.files(under: "tmp").isEmpty)
+
+        // With the real bytes he proves he has them: accepted, stored once.
+        let proof = try await curl(
+            "\(depot.url)/v2/images/\(bobs.id)/file",
+            token: GlanceServer.bob, ["-X", "PUT", "-T", file.path, "-H", "Expect: 100-continue", "-H", "Repr-Digest: \(reprDigest)"])
+        #expect(proof.status == 204)
+        #expect(try depot.store.allDigests().count == 1)
+    }
+
+    @Test func badUploadsAreRefusedAndLeaveNothingBehind() async throws {
+        var uploads = UploadSettings()
+        uploads.maximumSize = 4 << 20
+        let depot = try await DepotHarness(glanceURL: glance.url, uploads: uploads)
+        defer { Task { await depot.stop() } }
+        let file = try TestImageFile(megabytes: 2, seed: 54)
+        let large = try TestImageFile(megabytes: 5, seed: 55)
+        let image = try await createImage(depot.url)
+        let url = "\(depot.url)/v2/images/\(image.id)/file"
+        let put = ["-X", "PUT", "-T", file.path]
+
+        #expect(try await curl("\(depot.url)/v2/images/\(UUID().uuidString.lowercased())/file", put).status == 404)
+        #expect(try await curl(url, token: GlanceServer.bob, put).status == 404)
+        let reader = try await curl(url, token: "alice:projA:reader", put)
+        #expect(reader.status == 403)
+        #expect(errorMessage(reader).contains("upload_image"))
+        #expect(try await curl(url, token: nil, put).status == 401)
+        let tooLarge = try await curl(url, ["-X", "PUT", "-T", large.path])
+        #expect(tooLarge.status == 413)
+        #expect(errorMessage(tooLarge).contains("max_upload_size"))
+        let chunkedTooLarge = try await curl(url, ["-X", "PUT", "-T", large.path, "-H", "Transfer-Encoding: chunked"])
+        #expect(chunkedTooLarge.status == 413)
+        let wrongDigest = try await curl(url, put + ["-H", "X-Image-Sha256: \(String(repeating: "ab", count: 32))"])
+        #expect(wrongDigest.status == 422)
+        #expect(try await curl(url, put + ["-H", "X-Image-Sha256: nothex"]).status == 400)
+        try await sendTruncatedBody(port: depot.port, path: "/v2/images/\(image.id)/file", declared: 1 << 20, sent: 300_000)
+
+        // Nothing stored, nothing queued, Glance untouched.
+        #expect(try depot.store.allDigests().isEmpty)
+        #expect(try depot.catalog.pushes().isEmpty)
+        #expect(depot.dir.files(under: "tmp").isEmpty)
+        #expect(try await glanceAsAlice(glance.url).showImage(image.id).status == "queued")
+
+        // An image that already has data.
+        #expect(try await curl(url, put).status == 204)
+        let again = try await curl(url, put)
+        #expect(again.status == 409)
+        let active = try await uploadImage(glanceAsAlice(glance.url), [1, 2, 3])
+        #expect(try await curl("\(depot.url)/v2/images/\(active.id)/file", put).status == 409)
+    }
+
+    @Test func writeThroughAnswersOnceGlanceHasTheDataOrWithItsRefusal() async throws {
+        var uploads = UploadSettings()
+        uploads.mode = .writeThrough
+        let depot = try await DepotHarness(glanceURL: glance.url, uploads: uploads)
+        defer { Task { await depot.stop() } }
+        let file = try TestImageFile(megabytes: 16, seed: 56)
+        let image = try await createImage(depot.url)
+        let put = try await curl("\(depot.url)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", file.path])
+        #expect(put.status == 204)
+        #expect(put.header("x-depot-push") == "done")
+        // No waiting: Glance has it when the answer comes.
+        let inGlance = try await glanceAsAlice(glance.url).showImage(image.id)
+        #expect(inGlance.status == "active")
+        #expect(inGlance.osHashValue == file.sha512)
+
+        // Glance inspects the bytes and refuses raw data declared as qcow2: its status comes back.
+        let qcow = try await createImage(depot.url, diskFormat: "qcow2")
+        let refused = try await curl("\(depot.url)/v2/images/\(qcow.id)/file", ["-X", "PUT", "-T", file.path])
+        #expect(refused.status == 415)
+        #expect(errorMessage(refused).contains("does not match"))
+        #expect(try depot.catalog.push(cloud: "default_RegionOne", imageID: qcow.id)?.state == .failed)
+        #expect(try await curl("\(depot.url)/v2/images/\(qcow.id)/file").status == 204)
+    }
+
+    @Test func pushesRetryWhileGlanceIsDownAndFinishWhenItIsBack() async throws {
+        let proxy = try FaultProxy(upstreamPort: glance.port)
+        defer { proxy.stop() }
+        let depot = try await DepotHarness(glanceURL: proxy.url, startPushes: false)
+        defer { Task { await depot.stop() } }
+        let file = try TestImageFile(megabytes: 8, seed: 57)
+        let image = try await createImage(depot.url)
+        #expect(try await curl("\(depot.url)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", file.path]).status == 204)
+
+        proxy.setFaults { $0.serviceUnavailableCount = 12 }
+        depot.startPushes()
+        let push = try await depot.settledPush(image.id, timeout: .seconds(60))
+        #expect(push.state == .done, "\(push.lastError ?? "")")
+        #expect(push.attempts > 1)
+        #expect(proxy.injected503Count == 12)
+        #expect(try await glanceAsAlice(glance.url).showImage(image.id).osHashValue == file.sha512)
+    }
+
+    @Test func aPendingPushSurvivesKill9AndCompletesAfterRestart() async throws {
+        let proxy = try FaultProxy(upstreamPort: glance.port)
+        defer { proxy.stop() }
+        let data = TemporaryDirectory("depot-kill")
+        let arguments = [
+            "--listen", "127.0.0.1:0", "--data-dir", data.path, "--glance-url", proxy.url,
+            "--service-token", DepotHarness.serviceToken, "--log-level", "debug",
+        ]
+        let file = try TestImageFile(megabytes: 24, seed: 58)
+        let first = try await DepotProcess.start(arguments)
+        let image = try await createImage(first.url)
+        // Every read towards Glance waits 200 ms: the push of 24 MiB (384 reads of 64 KiB)
+        // cannot finish before the kill, while the caller's few small calls still pass.
+        proxy.setFaults { $0.latency = .milliseconds(200) }
+        let put = try await curl("\(first.url)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", file.path])
+        #expect(put.status == 204)
+        try await Task.sleep(for: .seconds(1))
+        _ = await first.stop(signal: SIGKILL)
+        #expect(try await glanceAsAlice(glance.url).showImage(image.id).status != "active")
+
+        proxy.setFaults { $0.latency = nil }
+        let second = try await DepotProcess.start(arguments)
+        defer { _ = second.stopBlocking() }
+        let deadline = ContinuousClock.now + .seconds(60)
+        var inGlance = try await glanceAsAlice(glance.url).showImage(image.id)
+        while inGlance.status != "active", ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(200))
+            inGlance = try await glanceAsAlice(glance.url).showImage(image.id)
+        }
+        #expect(inGlance.status == "active")
+        #expect(inGlance.osHashValue == file.sha512)
+        let served = try await download("\(second.url)/v2/images/\(image.id)/file")
+        #expect(served.sha256 == file.sha256)
+    }
+}
+
+// MARK: Helpers
+
+/// A file of pseudo-random (or zero) bytes on disk, with its digests.
+struct TestImageFile {
+    let dir = TemporaryDirectory("depot-upload")
+    let path: String
+    let size: UInt64
+    let sha256: String
+    let sha512: String
+    let md5: String
+
+    init(megabytes: Int, seed: UInt64 = 0, zeros: Bool = false) throws {
+        let bytes = zeros ? [UInt8](repeating: 0, count: megabytes << 20) : pseudoRandomBytes(count: megabytes << 20, seed: seed)
+        path = dir.path + "/image.raw"
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        size = UInt64(bytes.count)
+        sha256 = Digest.of(bytes, algorithm: .sha256).hex
+        sha512 = Digest.of(bytes, algorithm: .sha512).hex
+        md5 = Digest.of(bytes, algorithm: .md5).hex
+    }
+}
+
+/// Creates a queued image through `endpoint` (Depot forwards the call to Glance).
+func createImage(_ endpoint: String, token: String = GlanceServer.alice, diskFormat: String = "raw") async throws -> GlanceImage {
+    try await GlanceClient(configuration: .init(endpoint: endpoint, credentials: .token(token))).createImage([
+        "name": .string("upload-test"), "disk_format": .string(diskFormat), "container_format": .string("bare"),
+    ])
+}
+
+/// Downloads to a file and returns the status and the body's SHA-256.
+func download(_ url: String, token: String = GlanceServer.alice) async throws -> (status: Int, sha256: String, cache: String?) {
+    let result = try await curl(url, token: token)
+    return (result.status, Digest.of(result.body, algorithm: .sha256).hex, result.header("x-depot-cache"))
+}
+
+func errorMessage(_ result: CurlResult) -> String {
+    let json = try? JSONSerialization.jsonObject(with: Data(result.body)) as? [String: Any]
+    return ((json?["error"] as? [String: Any])?["message"] as? String) ?? String(decoding: result.body, as: UTF8.self)
+}
+
+/// Sends a request whose body stops short of its Content-Length, then closes the socket.
+func sendTruncatedBody(port: Int, path: String, declared: Int, sent: Int) async throws {
+    try await offThePool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw CommandFailed(command: "connect to \(port)", status: errno) }
+        let head = "PUT \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Auth-Token: \(GlanceServer.alice)\r\nContent-Type: application/octet-stream\r\nContent-Length: \(declared)\r\n\r\n"
+        let payload = Array(head.utf8) + pseudoRandomBytes(count: sent, seed: 99)
+        var offset = 0
+        while offset < payload.count {
+            let n = payload[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { break }
+            offset += n
+        }
+        // Give Depot a moment to authorize and start reading before the line goes dead.
+        usleep(300_000)
+    }
+    // The server notices the closed connection and drops the partial blob.
+    try await Task.sleep(for: .milliseconds(300))
+}
