@@ -373,7 +373,7 @@ final class WriterBox: @unchecked Sendable {
 
 extension GlanceError {
     /// The backend's own message, or the error's description when it had none.
-    static func message(of error: GlanceError) -> String {
+    public static func message(of error: GlanceError) -> String {
         if case let .http(_, message, _, _) = error, !message.isEmpty { return message }
         return error.description
     }

@@ -24,6 +24,12 @@ public struct UploadTarget: Sendable {
     public let cloud: String
     public let image: GlanceImage
     public let method: PushRecord.Method
+
+    public init(cloud: String, image: GlanceImage, method: PushRecord.Method) {
+        self.cloud = cloud
+        self.image = image
+        self.method = method
+    }
 }
 
 extension ImageCache {
@@ -106,6 +112,19 @@ extension ImageCache {
     /// Returns a reservation; a committed blob takes its place.
     public func settle(reserved bytes: UInt64, committed blob: CommittedBlob?) {
         budget?.settle(reserved: bytes, committed: blob)
+    }
+
+    /// Keeps a committed blob that no image took as an ordinary cache entry: counted in the
+    /// budget and evictable like any other.
+    public func keepUnreferenced(_ blob: CommittedBlob, reserved: UInt64) {
+        do {
+            try catalog.recordBlob(blob)
+            budget?.settle(reserved: reserved, committed: blob)
+        } catch {
+            // Unrecorded, the file would be a stray that fsync reports: remove it instead.
+            budget?.settle(reserved: reserved, committed: nil)
+            if !blob.deduplicated { try? store.remove(blob.digest) }
+        }
     }
 
     /// Records bytes accepted for an image: the blob, the image's mapping to it and the push

@@ -26,6 +26,7 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         case imageStage(cloud: String, imageID: String, pathAndQuery: String)
         case imageImport(cloud: String, imageID: String, pathAndQuery: String)
         case forward(cloud: String, pathAndQuery: String)
+        case multicloud(MulticloudResponder.Route)
         case health
         case readiness
         case notFound(String)
@@ -35,6 +36,13 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
 
     func route(uri fullURI: String) -> Route {
         var uri = Substring(fullURI)
+        if uri.hasPrefix(MulticloudResponder.prefix) {
+            let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+            guard let route = MulticloudResponder.route(path: path) else {
+                return .notFound("no route for \(path); the Multicloud API has images/file, images/file/{id} and images/{id}")
+            }
+            return .multicloud(route)
+        }
         var cloud = cache.defaultCloud
         var prefix = ""
         if uri.hasPrefix("/clouds/") {
@@ -82,6 +90,8 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
 
     public func handle(_ request: Request, _ response: ResponseWriter) async {
         switch route(request) {
+        case let .multicloud(route):
+            await MulticloudResponder(cache: cache, uploads: uploads, logger: logger).respond(request, response, route: route)
         case .health:
             await response.sendJSON(.ok, ["status": "ok"])
         case .readiness:

@@ -1,0 +1,322 @@
+import BlobStore
+import Cache
+import Catalog
+import Foundation
+import Glance
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// The seed's Multicloud API under `/api/multicloud/v1/{cloud_owner}/{cloud_region}/`:
+/// create-and-upload in one multipart request, download, and metadata with Depot's view.
+struct MulticloudResponder {
+    let cache: ImageCache
+    let uploads: UploadSettings
+    let logger: Logger
+
+    /// Where a Multicloud request goes.
+    enum Route: Equatable {
+        case upload(cloud: String)
+        case file(cloud: String, imageID: String)
+        case metadata(cloud: String, imageID: String)
+    }
+
+    static let prefix = "/api/multicloud/v1/"
+
+    /// The route of a path under `/api/multicloud/v1/`, or nil.
+    static func route(path: Substring) -> Route? {
+        guard path.hasPrefix(prefix) else { return nil }
+        let segments = path.dropFirst(prefix.count).split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard segments.count >= 3, !segments[0].isEmpty, !segments[1].isEmpty, segments[2] == "images" else { return nil }
+        let cloud = "\(segments[0])_\(segments[1])"
+        switch segments.count {
+        case 4 where segments[3] == "file": return .upload(cloud: cloud)
+        case 5 where segments[3] == "file": return .file(cloud: cloud, imageID: segments[4])
+        case 4: return .metadata(cloud: cloud, imageID: segments[3])
+        default: return nil
+        }
+    }
+
+    func respond(_ request: Request, _ response: ResponseWriter, route: Route) async {
+        let cloud: String
+        switch route {
+        case let .upload(name), let .file(name, _), let .metadata(name, _): cloud = name
+        }
+        guard cache.clouds[cloud] != nil else {
+            await response.sendError(
+                .notFound, "no cloud \(cloud) here; clouds are named by cloud_owner/cloud_region, one of: \(cache.clouds.keys.sorted().joined(separator: ", "))",
+                headers: ["connection": "close"])
+            return
+        }
+        switch (route, request.method) {
+        case (.upload, .POST):
+            await upload(request, response, cloud: cloud)
+        case let (.file(_, imageID), .GET), let (.file(_, imageID), .HEAD):
+            await ImageFileResponder(cache: cache, logger: logger).respond(request, response, cloud: cloud, imageID: imageID)
+        case let (.metadata(_, imageID), .GET):
+            await metadata(request, response, cloud: cloud, imageID: imageID)
+        default:
+            await response.sendError(.methodNotAllowed, "\(request.method.rawValue) is not allowed here; see the Multicloud API in the README", headers: ["connection": "close"])
+        }
+    }
+
+    // MARK: Metadata
+
+    /// Glance's record of the image (as the caller may see it) with Depot's view of it.
+    func metadata(_ request: Request, _ response: ResponseWriter, cloud: String, imageID: String) async {
+        let token = request.headers.first(name: "x-auth-token")
+        guard let token, !token.isEmpty else {
+            await response.sendError(.unauthorized, "send an X-Auth-Token")
+            return
+        }
+        let image: GlanceImage
+        do {
+            image = try await cache.client(for: cloud).showImage(imageID, auth: .token(token))
+        } catch let error as GlanceError {
+            if let status = error.status, !error.isTransient {
+                await response.sendError(HTTPResponseStatus(statusCode: status), GlanceError.message(of: error))
+            } else {
+                await response.sendError(.serviceUnavailable, "the image service of cloud \(cloud) is unreachable (\(error)); retry later")
+            }
+            return
+        } catch {
+            await response.sendError(.notFound, "\(error)")
+            return
+        }
+        var document = (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(image))) as? [String: Any] ?? [:]
+        document["depot"] = depotView(cloud: cloud, imageID: imageID)
+        await response.sendJSON(.ok, document)
+    }
+
+    func depotView(cloud: String, imageID: String) -> [String: Any] {
+        var view: [String: Any] = ["cloud": cloud, "cached": false]
+        if let mapping = try? cache.catalog.mapping(cloud: cloud, imageID: imageID), cache.store.contains(mapping.digest) {
+            view["cached"] = true
+            view["sha256"] = mapping.sha256
+            if let blob = try? cache.catalog.blob(mapping.digest) {
+                view["size"] = blob.size
+                view["hits"] = blob.hits
+                view["last_access"] = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: blob.lastAccess))
+                view["pinned"] = blob.pinned
+            }
+        }
+        if let push = try? cache.catalog.push(cloud: cloud, imageID: imageID) {
+            view["push"] = Self.pushView(push)
+        }
+        return view
+    }
+
+    static func pushView(_ push: PushRecord) -> [String: Any] {
+        ["state": push.state.rawValue, "attempts": push.attempts, "last_error": push.lastError ?? NSNull()]
+    }
+
+    // MARK: Upload
+
+    /// Fields of the form other than the file.
+    static let fieldNames: Set<String> = ["name", "disk_format", "container_format", "visibility", "properties"]
+
+    /// `POST …/images/file`: the file part is stored once while it arrives; then the image is
+    /// created in the cloud with the caller's token and the bytes are owed to it.
+    func upload(_ request: Request, _ response: ResponseWriter, cloud: String) async {
+        guard let token = request.headers.first(name: "x-auth-token"), !token.isEmpty else {
+            await response.sendError(.unauthorized, "send an X-Auth-Token of the cloud \(cloud)", headers: ["connection": "close"])
+            return
+        }
+        guard let boundary = request.headers.first(name: "content-type").flatMap(MultipartParser.boundary(contentType:)) else {
+            await response.sendError(
+                .unsupportedMediaType, "send multipart/form-data with a file part and the fields name, disk_format, container_format, visibility, properties",
+                headers: ["connection": "close"])
+            return
+        }
+        if let length = request.body.declaredLength, length > uploads.maximumSize + 1 << 20 {
+            await response.sendError(.payloadTooLarge, UploadError.tooLarge(size: length, limit: uploads.maximumSize).description, headers: ["connection": "close"])
+            return
+        }
+        do {
+            if request.head.expectsContinue { try await response.sendContinue() }
+        } catch {
+            response.abort()
+            return
+        }
+        let received: ReceivedForm
+        do {
+            received = try await receive(request, boundary: boundary)
+        } catch let failure as FormFailure {
+            await response.sendError(failure.status, failure.message, headers: ["connection": "close"])
+            return
+        } catch {
+            response.abort()
+            return
+        }
+        var blobKept = false
+        defer {
+            // No image took the bytes: they stay an ordinary, evictable cache entry that no
+            // one can read (no image maps to them).
+            if !blobKept { cache.keepUnreferenced(received.blob, reserved: received.reserved) }
+        }
+        var properties: [String: JSONValue] = [
+            "name": .string(received.fields["name"] ?? "image"),
+            "disk_format": .string(received.fields["disk_format"] ?? "raw"),
+            "container_format": .string(received.fields["container_format"] ?? "bare"),
+            "visibility": .string(received.fields["visibility"] ?? "private"),
+        ]
+        if let text = received.fields["properties"], !text.isEmpty {
+            guard let extra = try? JSONDecoder().decode([String: JSONValue].self, from: Data(text.utf8)) else {
+                await response.sendError(.badRequest, "properties must be a JSON object, e.g. {\"os_distro\": \"ubuntu\"}")
+                return
+            }
+            for (key, value) in extra where properties[key] == nil { properties[key] = value }
+        }
+        let image: GlanceImage
+        do {
+            image = try await cache.client(for: cloud).createImage(properties, auth: .token(token))
+        } catch let error as GlanceError {
+            let status = error.status.flatMap { error.isTransient ? nil : $0 } ?? 503
+            await response.sendError(HTTPResponseStatus(statusCode: status), "the image service of cloud \(cloud) did not create the image: \(GlanceError.message(of: error))")
+            return
+        } catch {
+            await response.sendError(.notFound, "\(error)")
+            return
+        }
+        cache.settle(reserved: received.reserved, committed: received.blob)
+        blobKept = true
+        let target = UploadTarget(cloud: cloud, image: image, method: .upload)
+        let writeThrough = uploads.mode == .writeThrough
+        var push: PushRecord
+        do {
+            push = try cache.accept(received.blob, for: target, staged: false, claimed: writeThrough)
+        } catch {
+            await response.sendError(.internalServerError, "Depot stored the bytes but could not record the upload (\(error)); retry")
+            return
+        }
+        var status = HTTPResponseStatus.created
+        if writeThrough {
+            let (result, backendStatus) = await cache.pushNow(push, token: token)
+            push = result
+            if result.state != .done { status = backendStatus.map { HTTPResponseStatus(statusCode: $0) } ?? .badGateway }
+        }
+        let blob = received.blob
+        let document: [String: Any] = [
+            "id": image.id, "name": image.name ?? NSNull(), "status": image.status ?? NSNull(), "size": blob.size,
+            "sha256": blob.digest.hex, "checksum": blob.digests[.md5]?.hex ?? NSNull(), "os_hash_algo": "sha512",
+            "os_hash_value": blob.digests[.sha512]?.hex ?? NSNull(), "push": Self.pushView(push),
+        ]
+        await response.sendJSON(status, document, headers: ["location": "\(Self.prefix)\(cloud.replacingOccurrences(of: "_", with: "/"))/images/\(image.id)"])
+    }
+
+    struct ReceivedForm {
+        var fields: [String: String]
+        var blob: CommittedBlob
+        var reserved: UInt64
+    }
+
+    struct FormFailure: Error {
+        let status: HTTPResponseStatus
+        let message: String
+    }
+
+    /// Reads the whole form: fields into memory (small), the file part into a new blob.
+    private func receive(_ request: Request, boundary: String) async throws -> ReceivedForm {
+        var parser: MultipartParser
+        do { parser = try MultipartParser(boundary: boundary) } catch {
+            throw FormFailure(status: .badRequest, message: error.description)
+        }
+        // The whole request bounds the file: reserve that, or grow the reservation as it comes.
+        var reserved = request.body.declaredLength ?? UploadResponder.reservationStep
+        do { try cache.reserve(reserved) } catch {
+            throw FormFailure(status: .insufficientStorage, message: error.description)
+        }
+        var fields: [String: String] = [:]
+        var ingest: BlobIngest?
+        var current: (name: String?, isFile: Bool, value: [UInt8])?
+        var fileBytes: UInt64 = 0
+        var blob: CommittedBlob?
+        func fail(_ status: HTTPResponseStatus, _ message: String) async -> FormFailure {
+            await ingest?.abort(message)
+            cache.settle(reserved: reserved, committed: nil)
+            return FormFailure(status: status, message: message)
+        }
+        do {
+            var ended = false
+            while let chunk = try await request.body.next() {
+                let events: [MultipartParser.Event]
+                do { events = try parser.feed(chunk.readableBytesView) } catch {
+                    throw await fail(.badRequest, "the multipart body is malformed: \(error); nothing was kept")
+                }
+                for event in events {
+                    switch event {
+                    case let .partStart(headers):
+                        let (name, filename) = MultipartParser.Event.disposition(headers)
+                        let isFile = name == "file" || filename != nil
+                        if isFile {
+                            guard ingest == nil, blob == nil else { throw await fail(.badRequest, "send one file part") }
+                            do {
+                                ingest = try BlobIngest(store: cache.store, expecting: .init(), alsoCompute: [.sha512, .md5])
+                            } catch {
+                                throw await fail(.insufficientStorage, "\(error)")
+                            }
+                        }
+                        current = (name, isFile, [])
+                    case let .partData(bytes):
+                        guard var part = current else { continue }
+                        if part.isFile {
+                            fileBytes += UInt64(bytes.count)
+                            if fileBytes > uploads.maximumSize {
+                                throw await fail(.payloadTooLarge, UploadError.tooLarge(size: fileBytes, limit: uploads.maximumSize).description)
+                            }
+                            while fileBytes > reserved {
+                                do { try cache.reserve(UploadResponder.reservationStep) } catch {
+                                    throw await fail(.insufficientStorage, "\(error)")
+                                }
+                                reserved += UploadResponder.reservationStep
+                            }
+                            guard await ingest!.send(bytes) else {
+                                let reason = await ingest!.failure().map { "\($0)" } ?? "the write failed"
+                                throw await fail(.insufficientStorage, reason)
+                            }
+                        } else {
+                            part.value += bytes
+                            guard part.value.count <= 64 << 10 else { throw await fail(.badRequest, "form field \(part.name ?? "?") is larger than 64 KiB") }
+                            current = part
+                        }
+                    case .partEnd:
+                        guard let part = current else { continue }
+                        if part.isFile {
+                            do { blob = try await ingest!.finish() } catch {
+                                ingest = nil
+                                if case .diskFull = error {
+                                    throw await fail(.insufficientStorage, "Depot's disk is full; nothing was kept. Free space in its data directory or retry later")
+                                }
+                                throw await fail(.internalServerError, "Depot could not store the file: \(error)")
+                            }
+                            ingest = nil
+                        } else if let name = part.name {
+                            guard Self.fieldNames.contains(name) else {
+                                throw await fail(.badRequest, "unknown form field \(name); the fields are file, \(Self.fieldNames.sorted().joined(separator: ", "))")
+                            }
+                            fields[name] = String(decoding: part.value, as: UTF8.self)
+                        }
+                        current = nil
+                    case .end:
+                        ended = true
+                    }
+                }
+            }
+            guard ended else { throw await fail(.badRequest, "the multipart body ended before its closing boundary; nothing was kept") }
+        } catch let failure as FormFailure {
+            if let blob { cache.keepUnreferenced(blob, reserved: 0) }
+            throw failure
+        } catch {
+            // The client went away mid-body.
+            _ = await fail(.badRequest, "\(error)")
+            if let blob { cache.keepUnreferenced(blob, reserved: 0) }
+            throw error
+        }
+        guard let blob else {
+            cache.settle(reserved: reserved, committed: nil)
+            throw FormFailure(status: .badRequest, message: "the form has no file part; send the image as a part named file")
+        }
+        return ReceivedForm(fields: fields, blob: blob, reserved: reserved)
+    }
+}
+
