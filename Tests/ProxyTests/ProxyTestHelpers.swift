@@ -10,7 +10,7 @@ import Proxy
 final class DepotHarness: @unchecked Sendable {
     static let serviceToken = "depot:service:admin,member,reader"
 
-    let dir = TemporaryDirectory("depot-proxy")
+    let dir: TemporaryDirectory
     let store: BlobStore
     let catalog: Catalog
     let cache: ImageCache
@@ -23,8 +23,9 @@ final class DepotHarness: @unchecked Sendable {
     /// - Parameter startPushes: run the push queue at once (else call `startPushes`).
     init(
         glanceURL: String, settings: CacheSettings = .testing, clouds extra: [String: String] = [:], uploads: UploadSettings = .init(),
-        startPushes: Bool = true
+        startPushes: Bool = true, directory: TemporaryDirectory = TemporaryDirectory("depot-proxy")
     ) async throws {
+        dir = directory
         store = try BlobStore(dataDirectory: dir.path)
         catalog = try Catalog(path: dir.path + "/catalog.sqlite")
         var clients: [String: GlanceClient] = [:]

@@ -5,6 +5,7 @@ import DepotTestSupport
 import Foundation
 import Glance
 import Proxy
+import Eviction
 import Testing
 
 /// The upload path with a real Glance behind Depot and curl in front.
@@ -304,4 +305,76 @@ func sendTruncatedBody(port: Int, path: String, declared: Int, sent: Int) async 
     }
     // The server notices the closed connection and drops the partial blob.
     try await Task.sleep(for: .milliseconds(300))
+}
+
+/// Uploads against the cache budget and a real full disk.
+@Suite(.serialized) struct UploadStorageTests {
+    let glance: GlanceServer
+
+    init() async throws { glance = try await GlanceServer.shared("UploadStorageTests") }
+
+    @Test func aPendingPushKeepsItsBlobUnderBudgetPressure() async throws {
+        let mib = 1 << 20
+        var settings = CacheSettings.testing
+        settings.budget = Watermarks(budget: UInt64(10 * mib))   // high 9.5 MiB, low 8.5 MiB
+        let depot = try await DepotHarness(glanceURL: glance.url, settings: settings, startPushes: false)
+        defer { Task { await depot.stop() } }
+        let upload = try TestImageFile(megabytes: 4, seed: 71)
+        let uploaded = try await createImage(depot.url)
+        #expect(try await curl("\(depot.url)/v2/images/\(uploaded.id)/file", ["-X", "PUT", "-T", upload.path]).status == 204)
+        let uploadDigest = try Digest.sha256(hex: upload.sha256)
+
+        var cached: [(GlanceImage, Digest)] = []
+        for n in 0..<3 {
+            let bytes = pseudoRandomBytes(count: 3 * mib, seed: UInt64(720 + n))
+            let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+            cached.append((image, Digest.of(bytes, algorithm: .sha256)))
+        }
+        #expect(try await curl("\(depot.url)/v2/images/\(cached[0].0.id)/file").status == 200)
+        // 4 + 3 + 3 crosses the high mark; the upload is the least recently used blob but its
+        // push is pending, so the download before it goes instead.
+        #expect(try await curl("\(depot.url)/v2/images/\(cached[1].0.id)/file").status == 200)
+        #expect(depot.store.contains(uploadDigest))
+        #expect(!depot.store.contains(cached[0].1))
+        #expect(try await download("\(depot.url)/v2/images/\(uploaded.id)/file").sha256 == upload.sha256)
+
+        // Once pushed, the upload is an ordinary cache entry again.
+        depot.startPushes()
+        #expect(try await depot.settledPush(uploaded.id).state == .done)
+        try await Task.sleep(for: .milliseconds(1100))   // the hit above is older than the next download
+        #expect(try await curl("\(depot.url)/v2/images/\(cached[1].0.id)/file").status == 200)
+        #expect(try await curl("\(depot.url)/v2/images/\(cached[2].0.id)/file").status == 200)
+        #expect(!depot.store.contains(uploadDigest))
+        let usage = try #require(depot.cache.budgetUsage)
+        #expect(usage.used + usage.reserved <= UInt64(10 * mib))
+    }
+
+    @Test(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root"))
+    func uploadsThatHitAFullDiskGet507AndLeaveNothing() async throws {
+        let disk = TemporaryDirectory("depot-upload-enospc")
+        try run("/bin/mount", ["-t", "tmpfs", "-o", "size=8m", "tmpfs", disk.path])
+        defer { _ = try? run("/bin/umount", ["-l", disk.path]) }
+        let depot = try await DepotHarness(glanceURL: glance.url, directory: disk)
+        defer { Task { await depot.stop() } }
+        let large = try TestImageFile(megabytes: 12, seed: 73)
+        let image = try await createImage(depot.url)
+        let url = "\(depot.url)/v2/images/\(image.id)/file"
+
+        // Known length: refused before a byte is written.
+        let sized = try await curl(url, ["-X", "PUT", "-T", large.path])
+        #expect(sized.status == 507)
+        #expect(errorMessage(sized).contains("disk is full"))
+        // Unknown length: the disk fills mid-body.
+        let chunked = try await curl(url, ["-X", "PUT", "-T", large.path, "-H", "Transfer-Encoding: chunked"])
+        #expect(chunked.status == 507)
+        #expect(depot.dir.files(under: "tmp").isEmpty)
+        #expect(try depot.store.allDigests().isEmpty)
+        #expect(try depot.catalog.pushes().isEmpty)
+
+        // What fits still works, and is served.
+        let small = try TestImageFile(megabytes: 2, seed: 74)
+        #expect(try await curl(url, ["-X", "PUT", "-T", small.path]).status == 204)
+        #expect(try await download(url).sha256 == small.sha256)
+        #expect(try await depot.settledPush(image.id).state == .done)
+    }
 }
