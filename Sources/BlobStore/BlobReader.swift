@@ -1,3 +1,4 @@
+import CFileIO
 import Glibc
 
 /// An open, committed blob: its size, byte-range reads, and the descriptor for zero-copy sends.
@@ -73,6 +74,14 @@ public final class BlobReader: Sendable {
             try body(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
             offset += UInt64(n)
         }
+    }
+
+    /// Hashes the whole blob with one algorithm on a thread that yields to all other work
+    /// (nice 10), for digests that nobody waits on.
+    public func computeDigestInBackground(_ algorithm: DigestAlgorithm) throws(BlobStoreError) -> Digest {
+        _ = depot_set_thread_nice(10)
+        defer { _ = depot_set_thread_nice(0) }
+        return try computeDigest(algorithm)
     }
 
     /// Hashes the whole blob with one algorithm.

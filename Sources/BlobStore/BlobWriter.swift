@@ -158,7 +158,7 @@ public final class BlobWriter {
 }
 
 /// Carries values into `concurrentPerform` lanes that only run while the caller waits.
-private struct UnsafeSendable<Value>: @unchecked Sendable {
+struct UnsafeSendable<Value>: @unchecked Sendable {
     let value: Value
     init(_ value: Value) { self.value = value }
 }

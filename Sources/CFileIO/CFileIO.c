@@ -21,3 +21,15 @@ int depot_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest) {
     return ENOSYS;
 #endif
 }
+
+#if defined(__linux__)
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+int depot_set_thread_nice(int nice) {
+    return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice);
+}
+#else
+int depot_set_thread_nice(int nice) { (void)nice; return 0; }
+#endif

@@ -84,6 +84,8 @@ public final class ImageCache: Sendable {
     /// Image → blob, as resolved; images are immutable once active, so this only changes when
     /// an image is forgotten or its blob goes.
     let resolved = Mutex<[String: Digest]>([:])
+    /// Running passes that compute an uploaded blob's SHA-512 and MD5.
+    let digestJobs = Mutex<[Digest: Task<BlobRecord, any Error>]>([:])
 
     let budget: DiskBudget?
     /// The bytes Depot owes to backends.
@@ -102,6 +104,7 @@ public final class ImageCache: Sendable {
         budget = try settings.budget.map { try DiskBudget(watermarks: $0, store: store, catalog: catalog, logger: logger) }
         pushes = PushQueue(catalog: catalog, store: store, clouds: clouds, settings: settings.push, logger: logger)
         pushes.onSettled { [unowned self] push in self.pushSettled(push) }
+        pushes.digests { [unowned self] digest in try await self.completeDigests(digest) }
     }
 
     /// Bytes of committed blobs and of reservations for running fills (nil without a budget).

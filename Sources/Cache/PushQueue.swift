@@ -36,6 +36,9 @@ public final class PushQueue: Sendable {
     /// Told when a push stops being pending (done or failed).
     private let settledHandler = Mutex<(@Sendable (PushRecord) -> Void)?>(nil)
 
+    /// Supplies a blob's record with its SHA-512 and MD5, computing them if an upload
+    /// deferred them.
+    private let digestProvider = Mutex<(@Sendable (Digest) async throws -> BlobRecord)?>(nil)
     private let running = Mutex<Set<String>>([])
     private let wakeup = Wakeup()
 
@@ -45,6 +48,10 @@ public final class PushQueue: Sendable {
         self.clouds = clouds
         self.settings = settings
         self.logger = logger
+    }
+
+    func digests(_ provider: @escaping @Sendable (Digest) async throws -> BlobRecord) {
+        digestProvider.withLock { $0 = provider }
     }
 
     func onSettled(_ handler: @escaping @Sendable (PushRecord) -> Void) {
@@ -174,22 +181,28 @@ public final class PushQueue: Sendable {
 
     private func transfer(_ push: PushRecord, auth: RequestAuth) async -> Outcome {
         guard let client = clouds[push.cloud] else { return .permanent("cloud \(push.cloud) is no longer configured") }
-        let blob: BlobRecord
         do {
-            guard let record = try catalog.blob(push.digest), store.contains(push.digest) else {
+            guard try catalog.blob(push.digest) != nil, store.contains(push.digest) else {
                 return .permanent("blob \(push.sha256) is no longer in the store")
             }
-            blob = record
         } catch {
             return .retry("catalog: \(error)", after: nil)
         }
+        // The SHA-512 that proves the push is computed while the bytes travel.
+        let provider = digestProvider.withLock { $0 }
+        let digests = Task { [catalog] () throws -> BlobRecord in
+            if let provider { return try await provider(push.digest) }
+            guard let record = try catalog.blob(push.digest) else { throw BlobStoreError.notFound(push.digest) }
+            return record
+        }
+        defer { digests.cancel() }
         do {
             var image = try await client.showImage(push.imageID, auth: auth)
             switch (image.status ?? "", push.method) {
             case ("active", _):
                 // An earlier attempt got through before Depot could record it, or someone
                 // else uploaded: the hashes tell which.
-                return verify(image, blob: blob)
+                return try await verify(image, blob: digests.value)
             case ("queued", .upload):
                 try await client.uploadImageData(push.imageID, from: .file(path: store.path(for: push.digest)), auth: auth)
             case ("queued", .glanceDirect):
@@ -212,9 +225,11 @@ public final class PushQueue: Sendable {
                 }
                 if image.status == "importing" { return .retry("the backend is still importing", after: 5) }
             }
-            return verify(image, blob: blob)
-        } catch {
+            return try await verify(image, blob: digests.value)
+        } catch let error as GlanceError {
             return classify(error)
+        } catch {
+            return .retry("cannot read the blob's digests: \(error)", after: nil)
         }
     }
 

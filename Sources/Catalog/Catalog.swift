@@ -96,6 +96,17 @@ public final class Catalog: Sendable {
         }
     }
 
+    /// Records digests computed after the blob was committed (uploads hash SHA-512 and MD5
+    /// after they are acknowledged), on the blob and on the images that map to it.
+    public func recordDigests(of digest: Digest, sha512: String, md5: String) throws {
+        try pool.write { db in
+            try db.execute(sql: "UPDATE blob SET sha512 = ?, md5 = ? WHERE sha256 = ?", arguments: [sha512, md5, digest.hex])
+            try db.execute(
+                sql: "UPDATE image SET osHashAlgo = 'sha512', osHashValue = ?, checksum = ? WHERE sha256 = ? AND osHashValue IS NULL",
+                arguments: [sha512, md5, digest.hex])
+        }
+    }
+
     public func blob(_ digest: Digest) throws -> BlobRecord? {
         try pool.read { db in try BlobRecord.fetchOne(db, key: digest.hex) }
     }

@@ -196,10 +196,12 @@ struct MulticloudResponder {
             if result.state != .done { status = backendStatus.map { HTTPResponseStatus(statusCode: $0) } ?? .badGateway }
         }
         let blob = received.blob
+        // The answer carries Glance's checksums of the bytes: computed now if not yet known.
+        let record = try? await cache.completeDigests(blob.digest)
         let document: [String: Any] = [
             "id": image.id, "name": image.name ?? NSNull(), "status": image.status ?? NSNull(), "size": blob.size,
-            "sha256": blob.digest.hex, "checksum": blob.digests[.md5]?.hex ?? NSNull(), "os_hash_algo": "sha512",
-            "os_hash_value": blob.digests[.sha512]?.hex ?? NSNull(), "push": Self.pushView(push),
+            "sha256": blob.digest.hex, "checksum": record?.md5 ?? NSNull(), "os_hash_algo": "sha512",
+            "os_hash_value": record?.sha512 ?? NSNull(), "push": Self.pushView(push),
         ]
         await response.sendJSON(status, document, headers: ["location": "\(Self.prefix)\(cloud.replacingOccurrences(of: "_", with: "/"))/images/\(image.id)"])
     }
@@ -251,7 +253,7 @@ struct MulticloudResponder {
                         if isFile {
                             guard ingest == nil, blob == nil else { throw await fail(.badRequest, "send one file part") }
                             do {
-                                ingest = try BlobIngest(store: cache.store, expecting: .init(), alsoCompute: [.sha512, .md5])
+                                ingest = try BlobIngest(store: cache.store, expecting: .init(), alsoCompute: [])
                             } catch {
                                 throw await fail(.insufficientStorage, "\(error)")
                             }

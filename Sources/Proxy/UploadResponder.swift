@@ -25,8 +25,9 @@ public struct UploadSettings: Sendable {
 }
 
 /// Answers `PUT /v2/images/{id}/file` and `PUT /v2/images/{id}/stage`: authorize with the
-/// backend, store the body once (SHA-256, SHA-512 and MD5 in one pass, fsync), acknowledge,
-/// and owe the bytes to Glance through the push queue.
+/// backend, store the body once (SHA-256 while it arrives, fsync), acknowledge, and owe the
+/// bytes to Glance through the push queue. SHA-512 and MD5 follow in the background
+/// (`ImageCache.completeDigests`), so the acknowledgement runs at disk speed.
 struct UploadResponder {
     let cache: ImageCache
     let settings: UploadSettings
@@ -96,7 +97,7 @@ struct UploadResponder {
         let ingest: BlobIngest
         do {
             ingest = try BlobIngest(
-                store: cache.store, expecting: BlobExpectation(size: declaredLength, sha256: declaredDigest), alsoCompute: [.sha512, .md5])
+                store: cache.store, expecting: BlobExpectation(size: declaredLength, sha256: declaredDigest), alsoCompute: [])
         } catch {
             cache.settle(reserved: reserved, committed: nil)
             await refuse(response, error)
@@ -163,6 +164,7 @@ struct UploadResponder {
             await refuse(response, .internalServerError, "Depot stored the bytes but could not record the upload (\(error)); retry the upload")
             return
         }
+        Task { [cache] in _ = try? await cache.completeDigests(blob.digest) }
         guard writeThrough, let token else {
             headers.add(name: "x-depot-push", value: push.state.rawValue)
             await response.send(.noContent, headers: headers)

@@ -13,6 +13,11 @@ import Testing
         #expect(config.cacheSize == 20 << 30)
         #expect(config.decisionTTL == .seconds(60))
         #expect(config.offlineGrace == .seconds(86400))
+        #expect(config.uploadMode == "write-back")
+        #expect(config.maxUploadSize == 1 << 40)
+        #expect(config.pushConcurrency == 2)
+        #expect(config.pushInitialBackoff == .seconds(2))
+        #expect(config.pushMaximumBackoff == .seconds(300))
         #expect(config.clouds.count == 1)
         let cloud = try #require(config.clouds.first)
         #expect(cloud.name == "default_RegionOne")
@@ -20,6 +25,22 @@ import Testing
         #expect(cloud.keystone?.username == "depot")
         #expect(cloud.keystone?.interface == "public")
         try config.validate()
+    }
+
+    @Test func uploadKeysAreChecked() throws {
+        let config = try DepotConfiguration.parse("""
+            upload_mode: write-through
+            max_upload_size: 40GiB
+            push:
+              concurrency: 8
+            """, path: "depot.yaml")
+        #expect(config.uploadMode == "write-through")
+        #expect(config.maxUploadSize == 40 << 30)
+        #expect(config.pushConcurrency == 8)
+        let badMode = #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("upload_mode: write-around", path: "depot.yaml") }
+        #expect(badMode?.description.contains("write-back or write-through") == true)
+        #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("push:\n  concurrency: 0", path: "depot.yaml") }
+        #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("push:\n  speed: 3", path: "depot.yaml") }
     }
 
     @Test func severalCloudsAndQuoting() throws {

@@ -15,4 +15,8 @@ int depot_start_writeback(int fd, int64_t offset, int64_t length);
 /// Returns 0 or an errno value.
 int depot_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest);
 
+/// Lowers the calling thread's scheduling priority to `nice` (Linux: per thread), so
+/// background hashing yields the cores to request work. Returns 0 or -1 with errno set.
+int depot_set_thread_nice(int nice);
+
 #endif
