@@ -100,6 +100,7 @@ let package = Package(
         .testTarget(name: "EvictionTests", dependencies: ["Eviction", "BlobStore"]),
         .testTarget(name: "DepotConfigTests", dependencies: ["DepotConfig"]),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog", "DepotTestSupport"]),
+        .testTarget(name: "CacheTests", dependencies: ["Cache", "Catalog", "BlobStore", "DepotTestSupport"]),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Cache", "Catalog", "BlobStore", "Glance", "DepotTestSupport", "depot"]),
         .testTarget(name: "DepotCLITests", dependencies: ["BlobStore", "DepotTestSupport", "depot"]),
     ],

@@ -15,6 +15,9 @@ public struct PushSettings: Sendable {
     public var maximumBackoff: Duration = .seconds(300)
     /// How long one attempt waits for a glance-direct import to become active.
     public var importWait: Duration = .seconds(120)
+    /// An image left `saving` (or `importing`) this long without an update will not recover
+    /// by itself (Glance leaves it so after some internal errors): the push stops.
+    public var stuckAfter: Duration = .seconds(600)
 
     public init() {}
 }
@@ -212,6 +215,10 @@ public final class PushQueue: Sendable {
                 // Staged in Glance by an earlier attempt that stopped before the import call.
                 try await client.importImage(push.imageID, method: "glance-direct", auth: auth)
             case ("saving", _), ("importing", _), ("uploading", _):
+                if let updated = image.updatedAt, Date().timeIntervalSince(updated) > Self.seconds(settings.stuckAfter) {
+                    return .permanent(
+                        "image has been \(image.status!) in the backend since \(image["updated_at"]?.stringValue ?? "?") and will not take data; delete it and upload again")
+                }
                 return .retry("image is \(image.status!) in the backend: an earlier transfer is still running there", after: nil)
             case let (status, _):
                 return .permanent("image is \(status) in the backend; it cannot take data")

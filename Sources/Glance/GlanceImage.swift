@@ -34,6 +34,11 @@ public struct GlanceImage: Sendable, Hashable, Codable {
     public var visibility: String? { properties["visibility"]?.stringValue }
     public var diskFormat: String? { properties["disk_format"]?.stringValue }
     public var containerFormat: String? { properties["container_format"]?.stringValue }
+    /// When Glance last changed the record (`updated_at`, UTC).
+    public var updatedAt: Date? {
+        guard let text = properties["updated_at"]?.stringValue else { return nil }
+        return ISO8601DateFormatter().date(from: text.hasSuffix("Z") ? text : text + "Z")
+    }
     public var tags: [String] { properties["tags"]?.arrayValue?.compactMap(\.stringValue) ?? [] }
 }
 

@@ -167,6 +167,12 @@ struct MulticloudResponder {
             }
             for (key, value) in extra where properties[key] == nil { properties[key] = value }
         }
+        do {
+            try FormatInspection.check(header: received.header, diskFormat: properties["disk_format"]?.stringValue, containerFormat: properties["container_format"]?.stringValue)
+        } catch {
+            await response.sendError(HTTPResponseStatus(statusCode: error.status), error.description)
+            return
+        }
         let image: GlanceImage
         do {
             image = try await cache.client(for: cloud).createImage(properties, auth: .token(token))
@@ -210,6 +216,8 @@ struct MulticloudResponder {
         var fields: [String: String]
         var blob: CommittedBlob
         var reserved: UInt64
+        /// The file's first bytes, for the format check.
+        var header: [UInt8]
     }
 
     struct FormFailure: Error {
@@ -232,6 +240,7 @@ struct MulticloudResponder {
         var ingest: BlobIngest?
         var current: (name: String?, isFile: Bool, value: [UInt8])?
         var fileBytes: UInt64 = 0
+        var header: [UInt8] = []
         var blob: CommittedBlob?
         func fail(_ status: HTTPResponseStatus, _ message: String) async -> FormFailure {
             await ingest?.abort(message)
@@ -262,6 +271,7 @@ struct MulticloudResponder {
                     case let .partData(bytes):
                         guard var part = current else { continue }
                         if part.isFile {
+                            if header.count < FormatInspection.headerLength { header += bytes.prefix(FormatInspection.headerLength - header.count) }
                             fileBytes += UInt64(bytes.count)
                             if fileBytes > uploads.maximumSize {
                                 throw await fail(.payloadTooLarge, UploadError.tooLarge(size: fileBytes, limit: uploads.maximumSize).description)
@@ -318,7 +328,7 @@ struct MulticloudResponder {
             cache.settle(reserved: reserved, committed: nil)
             throw FormFailure(status: .badRequest, message: "the form has no file part; send the image as a part named file")
         }
-        return ReceivedForm(fields: fields, blob: blob, reserved: reserved)
+        return ReceivedForm(fields: fields, blob: blob, reserved: reserved, header: header)
     }
 }
 

@@ -105,8 +105,28 @@ struct UploadResponder {
         }
         var received: UInt64 = 0
         var refusal: (HTTPResponseStatus, String)?
+        // The first bytes decide whether Glance will take the format at all.
+        var header: [UInt8]? = []
+        func inspect() -> (HTTPResponseStatus, String)? {
+            guard let bytes = header else { return nil }
+            header = nil
+            do {
+                try FormatInspection.check(header: bytes, diskFormat: target.image.diskFormat, containerFormat: target.image.containerFormat)
+                return nil
+            } catch {
+                return (HTTPResponseStatus(statusCode: error.status), error.description)
+            }
+        }
         do {
             while let chunk = try await request.body.next() {
+                if var bytes = header {
+                    bytes += chunk.readableBytesView.prefix(FormatInspection.headerLength - bytes.count)
+                    header = bytes
+                    if bytes.count >= FormatInspection.headerLength, let refused = inspect() {
+                        refusal = refused
+                        break
+                    }
+                }
                 received += UInt64(chunk.readableBytes)
                 if received > settings.maximumSize {
                     refusal = (.payloadTooLarge, UploadError.tooLarge(size: received, limit: settings.maximumSize).description)
@@ -128,6 +148,7 @@ struct UploadResponder {
             response.abort()
             return
         }
+        if refusal == nil { refusal = inspect() }
         if let refusal {
             await ingest.abort(refusal.1)
             cache.settle(reserved: reserved, committed: nil)

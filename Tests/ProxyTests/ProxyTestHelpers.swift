@@ -124,6 +124,9 @@ extension CacheSettings {
         var settings = CacheSettings()
         settings.push.initialBackoff = .milliseconds(100)
         settings.push.maximumBackoff = .seconds(1)
+        // Glance's SQLite answers concurrent writers with 500s now and then (real clouds run
+        // MySQL): one push at a time per test Depot.
+        settings.push.concurrency = 1
         return settings
     }
 }
