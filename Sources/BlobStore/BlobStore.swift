@@ -185,6 +185,11 @@ public final class BlobStore: Sendable {
         try written.get()
     }
 
+    /// Removes temporary files no live writer holds (what a crash left), as at start-up.
+    public func cleanTemporaryFiles() throws(BlobStoreError) -> RecoveryReport {
+        try Self.recover(tmpRoot: tmpRoot, blobsRoot: blobsRoot)
+    }
+
     func requireBlobName(_ digest: Digest) throws(BlobStoreError) {
         guard digest.algorithm == .sha256 else { throw .notABlobName(digest) }
     }

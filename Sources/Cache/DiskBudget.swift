@@ -3,16 +3,40 @@ import Catalog
 import Eviction
 import Foundation
 import Logging
+import Metrics
 import Synchronization
 
-/// The byte budget of the blob store: which blobs to evict, and room reserved for fills.
+/// Why the operator's eviction request cannot be carried out.
+public enum EvictionRefusal: Error, CustomStringConvertible, Sendable {
+    case pinned(Digest)
+    case pushPending(Digest)
+    case beingRead(Digest)
+    case notCached(String)
+
+    public var description: String {
+        switch self {
+        case let .pinned(digest): "blob \(digest.hex) is pinned; unpin it first"
+        case let .pushPending(digest): "blob \(digest.hex) holds an upload whose push to a backend is pending; it is kept until the push ends"
+        case let .beingRead(digest): "blob \(digest.hex) is being read; retry when the downloads end"
+        case let .notCached(what): "\(what) is not cached here"
+        }
+    }
+}
+
+/// The blobs on disk as the eviction engine sees them: recency, size, what must stay, and
+/// room reserved for fills and uploads.
 ///
 /// A fill reserves its image's size before it starts; when the reservation would cross the
 /// high watermark, least recently used blobs are evicted down to the low one. Blobs that are
-/// pinned or being read are never chosen. Only Depot's own bytes count. Used bytes plus
-/// reservations never exceed the budget.
+/// pinned, being read, or waiting for their push are never chosen. Only Depot's own bytes
+/// count; `minimumFreeBytes` guards the filesystem as a whole. Used bytes plus reservations
+/// never exceed the budget.
 final class DiskBudget: Sendable {
-    let watermarks: Watermarks
+    /// The byte budget; nil keeps every blob (eviction only on the operator's request or to
+    /// keep `minimumFreeBytes` free).
+    let watermarks: Watermarks?
+    /// Free space the filesystem of the data directory must keep.
+    let minimumFreeBytes: UInt64?
     private let store: BlobStore
     private let catalog: Catalog
     private let logger: Logger
@@ -24,13 +48,20 @@ final class DiskBudget: Sendable {
         var pinned: Set<Digest> = []
         /// Blobs a staged or pending push still needs: the only copy of acknowledged bytes.
         var held: Set<Digest> = []
+        var evictions = 0
+        var evictedBytes: UInt64 = 0
+
+        func mustKeep(_ digest: Digest) -> Bool {
+            pinned.contains(digest) || held.contains(digest) || readers[digest] != nil
+        }
     }
 
     private let state = Mutex(State())
 
     /// Loads the recency order from the Catalog (oldest access first).
-    init(watermarks: Watermarks, store: BlobStore, catalog: Catalog, logger: Logger) throws {
+    init(watermarks: Watermarks?, minimumFreeBytes: UInt64? = nil, store: BlobStore, catalog: Catalog, logger: Logger) throws {
         self.watermarks = watermarks
+        self.minimumFreeBytes = minimumFreeBytes
         self.store = store
         self.catalog = catalog
         self.logger = logger
@@ -47,6 +78,16 @@ final class DiskBudget: Sendable {
 
     /// Bytes held by committed blobs, and reserved by running fills.
     var usage: (used: UInt64, reserved: UInt64) { state.withLock { ($0.index.totalBytes, $0.reserved) } }
+
+    /// What the engine holds, for stats.
+    var counts: (blobs: Int, pinned: Int, held: Int, evictions: Int, evictedBytes: UInt64) {
+        state.withLock { ($0.index.count, $0.pinned.count, $0.held.count, $0.evictions, $0.evictedBytes) }
+    }
+
+    /// Blobs from least to most recently used.
+    var recencyOrder: [Digest] { state.withLock { $0.index.order } }
+
+    func isPinned(_ digest: Digest) -> Bool { state.withLock { $0.pinned.contains(digest) } }
 
     func touch(_ digest: Digest) {
         state.withLock { _ = $0.index.touch(digest) }
@@ -71,30 +112,55 @@ final class DiskBudget: Sendable {
         _ = state.withLock { $0.held.remove(digest) }
     }
 
+    /// Pins or unpins a blob (recorded in the Catalog, so it lasts across restarts).
+    func setPinned(_ digest: Digest, _ pinned: Bool) throws {
+        try catalog.setPinned(digest, pinned)
+        state.withLock { state in
+            if pinned { state.pinned.insert(digest) } else { state.pinned.remove(digest) }
+        }
+    }
+
+    /// Free bytes of the data directory's filesystem.
+    private func freeDiskBytes() -> UInt64? {
+        var info = statvfs()
+        guard statvfs(store.root, &info) == 0 else { return nil }
+        return UInt64(info.f_bavail) * UInt64(info.f_frsize)
+    }
+
     /// Reserves room for `bytes`, evicting least recently used blobs when the high watermark
-    /// would be crossed.
+    /// (or the free-space floor) would be crossed.
     ///
     /// - Returns: the evicted blobs' digests (so callers can forget them).
     /// - Throws: `CacheError.budgetExhausted` when the bytes cannot fit even after evicting
     ///   everything that may go.
     func reserve(_ bytes: UInt64) throws(CacheError) -> [Digest] {
-        let budget = watermarks.budget
+        let freeNow = minimumFreeBytes == nil ? nil : freeDiskBytes()
         let victims: [(digest: Digest, size: UInt64)]? = state.withLock { state in
             let used = state.index.totalBytes + state.reserved
-            let mustKeep = { (digest: Digest) in state.pinned.contains(digest) || state.held.contains(digest) || state.readers[digest] != nil }
             // Down to the low watermark when the high one would be crossed; that is always at
             // least what fitting needs, so falling short of fitting means it cannot fit.
-            let need = watermarks.bytesToFree(used: used, incoming: bytes)
-            let chosen = need > 0 ? state.index.victims(toFree: need, mustKeep: mustKeep) : []
+            var need = watermarks?.bytesToFree(used: used, incoming: bytes) ?? 0
+            var floorNeed: UInt64 = 0
+            if let minimum = minimumFreeBytes, let free = freeNow {
+                // Reserved bytes are not on disk yet; they will be.
+                let after = Int64(free) - Int64(state.reserved) - Int64(bytes)
+                if after < Int64(minimum) { floorNeed = UInt64(Int64(minimum) - after) }
+                need = max(need, floorNeed)
+            }
+            let chosen = need > 0 ? state.index.victims(toFree: need, mustKeep: state.mustKeep) : []
             let freed = chosen.reduce(0) { $0 + $1.size }
-            guard used + bytes <= budget + freed else { return nil }
+            if let budget = watermarks?.budget, used + bytes > budget + freed { return nil }
+            if freed < floorNeed { return nil }
             for victim in chosen { state.index.remove(victim.digest) }
             state.reserved += bytes
             return chosen
         }
         guard let victims else {
             let (used, reserved) = usage
-            throw .budgetExhausted(needed: bytes, budget: budget, used: used + reserved)
+            if let budget = watermarks?.budget, used + reserved + bytes > budget {
+                throw .budgetExhausted(needed: bytes, budget: budget, used: used + reserved)
+            }
+            throw .diskFloor(needed: bytes, minimumFree: minimumFreeBytes ?? 0)
         }
         for victim in victims { evict(victim.digest, size: victim.size) }
         return victims.map(\.digest)
@@ -102,10 +168,47 @@ final class DiskBudget: Sendable {
 
     /// A fill ended: its reservation becomes the blob (or is returned, on failure).
     func settle(reserved bytes: UInt64, committed blob: CommittedBlob?) {
-        state.withLock { state in
+        let used = state.withLock { state in
             state.reserved -= min(bytes, state.reserved)
             if let blob { state.index.touch(blob.digest, size: blob.size) }
+            return state.index.totalBytes
         }
+        Gauge(label: "depot_cache_used_bytes").record(Double(used))
+    }
+
+    /// Evicts one blob now, on the operator's request.
+    func evictNow(_ digest: Digest) throws(EvictionRefusal) -> UInt64 {
+        let size: UInt64? = try state.withLock { state throws(EvictionRefusal) -> UInt64? in
+            if state.pinned.contains(digest) { throw .pinned(digest) }
+            if state.held.contains(digest) { throw .pushPending(digest) }
+            if state.readers[digest] != nil { throw .beingRead(digest) }
+            return state.index.remove(digest)
+        }
+        guard let size else { throw .notCached(digest.hex) }
+        evict(digest, size: size)
+        return size
+    }
+
+    /// Evicts least recently used blobs: down to the low watermark (`toLowWatermark`), or
+    /// every blob that may go.
+    func prune(everything: Bool) -> [(digest: Digest, size: UInt64)] {
+        let victims = state.withLock { state -> [(digest: Digest, size: UInt64)] in
+            let target: UInt64
+            if everything {
+                target = state.index.totalBytes
+            } else if let watermarks {
+                let low = UInt64(Double(watermarks.budget) * watermarks.low)
+                target = state.index.totalBytes + state.reserved > low ? state.index.totalBytes + state.reserved - low : 0
+            } else {
+                target = 0
+            }
+            guard target > 0 else { return [] }
+            let chosen = state.index.victims(toFree: target, mustKeep: state.mustKeep)
+            for victim in chosen { state.index.remove(victim.digest) }
+            return chosen
+        }
+        for victim in victims { evict(victim.digest, size: victim.size) }
+        return victims
     }
 
     /// Removes a blob: first its Catalog rows, so no request resolves to it any more, then
@@ -115,6 +218,14 @@ final class DiskBudget: Sendable {
         do {
             try catalog.removeBlob(digest)
             try store.remove(digest)
+            let used = state.withLock { state in
+                state.evictions += 1
+                state.evictedBytes += size
+                return state.index.totalBytes
+            }
+            Counter(label: "depot_evictions_total").increment()
+            Counter(label: "depot_evicted_bytes_total").increment(by: Int(size))
+            Gauge(label: "depot_cache_used_bytes").record(Double(used))
             logger.info("evicted", metadata: ["blob": "\(digest.hex)", "size": "\(size)"])
         } catch {
             logger.error("eviction failed", metadata: ["blob": "\(digest.hex)", "error": "\(error)"])

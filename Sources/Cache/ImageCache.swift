@@ -4,6 +4,7 @@ import Eviction
 import Foundation
 import Glance
 import Logging
+import Metrics
 import Synchronization
 
 /// Why the cache cannot serve a request; each case maps to one HTTP answer.
@@ -20,6 +21,9 @@ public enum CacheError: Error, CustomStringConvertible, Sendable {
     case fillFailed(imageID: String, reason: String)
     /// The image does not fit in the cache budget, even after evicting all that may go.
     case budgetExhausted(needed: UInt64, budget: UInt64, used: UInt64)
+    /// Writing the image would leave less than `min_free_disk` free on the data directory's
+    /// filesystem, even after evicting all that may go.
+    case diskFloor(needed: UInt64, minimumFree: UInt64)
 
     public var description: String {
         switch self {
@@ -29,7 +33,9 @@ public enum CacheError: Error, CustomStringConvertible, Sendable {
         case let .unknownCloud(name): "no cloud named \(name) is configured"
         case let .fillFailed(id, reason): "fetching image \(id) from the image service failed: \(reason)"
         case let .budgetExhausted(needed, budget, used):
-            "the image needs \(needed) bytes but the cache budget of \(budget) bytes holds \(used) bytes that are pinned, being read or being filled; retry later or raise cache.size"
+            "the image needs \(needed) bytes but the cache budget of \(budget) bytes holds \(used) bytes that are pinned, being read, being filled or waiting for their push; retry later or raise cache.size"
+        case let .diskFloor(needed, minimum):
+            "the image needs \(needed) bytes and the data directory's filesystem must keep \(minimum) bytes free (cache.min_free_disk); free space on it or lower the limit"
         }
     }
 }
@@ -56,6 +62,8 @@ public struct CacheSettings: Sendable {
     public var offlineGrace: Duration = .seconds(24 * 3600)
     /// The disk budget for blobs with its watermarks; nil keeps every blob.
     public var budget: Watermarks?
+    /// Free space the data directory's filesystem must keep; blobs are evicted to keep it.
+    public var minimumFreeDisk: UInt64?
     /// How uploads are pushed to the backends.
     public var push = PushSettings()
 
@@ -87,9 +95,11 @@ public final class ImageCache: Sendable {
     /// Running passes that compute an uploaded blob's SHA-512 and MD5.
     let digestJobs = Mutex<[Digest: Task<BlobRecord, any Error>]>([:])
 
-    let budget: DiskBudget?
+    let budget: DiskBudget
     /// The bytes Depot owes to backends.
     public let pushes: PushQueue
+    /// What was served from where.
+    public let statistics = CacheStatistics()
 
     public init(
         store: BlobStore, catalog: Catalog, clouds: [String: GlanceClient], defaultCloud: String, settings: CacheSettings = .init(),
@@ -101,7 +111,7 @@ public final class ImageCache: Sendable {
         self.defaultCloud = defaultCloud
         self.settings = settings
         self.logger = logger
-        budget = try settings.budget.map { try DiskBudget(watermarks: $0, store: store, catalog: catalog, logger: logger) }
+        budget = try DiskBudget(watermarks: settings.budget, minimumFreeBytes: settings.minimumFreeDisk, store: store, catalog: catalog, logger: logger)
         pushes = PushQueue(catalog: catalog, store: store, clouds: clouds, settings: settings.push, logger: logger)
         pushes.onSettled { [unowned self] push in self.pushSettled(push) }
         pushes.digests { [unowned self] digest in try await self.completeDigests(digest) }
@@ -109,12 +119,14 @@ public final class ImageCache: Sendable {
 
     /// Bytes of committed blobs and of reservations for running fills (nil without a budget).
     public var budgetUsage: (used: UInt64, reserved: UInt64, budget: UInt64)? {
-        budget.map { let usage = $0.usage; return (usage.used, usage.reserved, $0.watermarks.budget) }
+        guard let limit = budget.watermarks?.budget else { return nil }
+        let usage = budget.usage
+        return (usage.used, usage.reserved, limit)
     }
 
     /// Marks a blob as being read, so eviction leaves it alone; pair with `endRead`.
-    public func beginRead(_ digest: Digest) { budget?.beginRead(digest) }
-    public func endRead(_ digest: Digest) { budget?.endRead(digest) }
+    public func beginRead(_ digest: Digest) { budget.beginRead(digest) }
+    public func endRead(_ digest: Digest) { budget.endRead(digest) }
 
     public func client(for cloud: String) throws(CacheError) -> GlanceClient {
         guard let client = clouds[cloud] else { throw .unknownCloud(cloud) }
@@ -258,7 +270,7 @@ public final class ImageCache: Sendable {
     /// Counts a hit on a blob (last access for LRU, hit count). Hits are kept in memory and
     /// written to the Catalog in one transaction a second later: a hit never waits on SQLite.
     public func touch(_ digest: Digest) {
-        budget?.touch(digest)
+        budget.touch(digest)
         let scheduleFlush = pendingHits.withLock { pending -> Bool in
             let first = pending.isEmpty
             pending[digest, default: (0, Date())].0 += 1
@@ -293,9 +305,7 @@ public final class ImageCache: Sendable {
         let key = "\(authorized.cloud)|\(image.id)"
         if let running = fills.withLock({ $0[key] }) { return (running, true) }
         let reserved = image.size ?? 0
-        if let budget {
-            for evicted in try budget.reserve(reserved) { forgetBlob(evicted) }
-        }
+        for evicted in try budget.reserve(reserved) { forgetBlob(evicted) }
         var expectation = BlobExpectation(size: image.size)
         if image.osHashAlgo == "sha512", let hex = image.osHashValue { expectation.sha512 = try? Digest(algorithm: .sha512, hex: hex) }
         if let hex = image.checksum { expectation.md5 = try? Digest(algorithm: .md5, hex: hex) }
@@ -303,7 +313,7 @@ public final class ImageCache: Sendable {
         do {
             writer = try store.makeWriter(expecting: expectation, alsoCompute: [.sha512, .md5])
         } catch {
-            budget?.settle(reserved: reserved, committed: nil)
+            budget.settle(reserved: reserved, committed: nil)
             throw .fillFailed(imageID: image.id, reason: "\(error)")
         }
         let fill: Fill
@@ -311,7 +321,7 @@ public final class ImageCache: Sendable {
             fill = try Fill(cloud: authorized.cloud, imageID: image.id, expectedSize: image.size ?? 0, temporaryPath: writer.temporaryPath)
         } catch {
             writer.abort()
-            budget?.settle(reserved: reserved, committed: nil)
+            budget.settle(reserved: reserved, committed: nil)
             throw error
         }
         let winner = fills.withLock { table -> Fill in
@@ -321,7 +331,7 @@ public final class ImageCache: Sendable {
         }
         guard winner === fill else {
             writer.abort()
-            budget?.settle(reserved: reserved, committed: nil)
+            budget.settle(reserved: reserved, committed: nil)
             return (winner, true)
         }
         let box = WriterBox(writer)
@@ -343,19 +353,26 @@ public final class ImageCache: Sendable {
             try catalog.recordBlob(blob)
             try catalog.map(Self.record(cloud: fill.cloud, image: image, digest: blob.digest))
             resolved.withLock { $0["\(fill.cloud)|\(image.id)"] = blob.digest }
-            budget?.settle(reserved: fill.expectedSize, committed: blob)
+            budget.settle(reserved: fill.expectedSize, committed: blob)
             fill.finish(.committed(blob))
+            Counter(label: "depot_fills_total", dimensions: [("outcome", "committed")]).increment()
+            Timer(label: "depot_fill_duration_seconds").record(duration: ContinuousClock.now - started)
             logger.info(
                 "fill committed",
                 metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "blob": "\(blob.digest.hex)", "duration": "\(ContinuousClock.now - started)"])
         } catch {
             box.writer.abort()
-            budget?.settle(reserved: fill.expectedSize, committed: nil)
+            budget.settle(reserved: fill.expectedSize, committed: nil)
             fill.finish(.failed("\(error)"))
+            Counter(label: "depot_fills_total", dimensions: [("outcome", "failed")]).increment()
+            Counter(label: "depot_backend_errors_total", dimensions: [("operation", "fill")]).increment()
             logger.error("fill failed; nothing was committed", metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "error": "\(error)"])
         }
         fills.withLock { _ = $0.removeValue(forKey: key) }
     }
+
+    /// Keys (`cloud|image`) of the running fills.
+    func fillKeys() -> [String] { fills.withLock { Array($0.keys) } }
 
     /// The fill running for an image, if any.
     public func runningFill(cloud: String, imageID: String) -> Fill? {

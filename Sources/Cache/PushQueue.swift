@@ -3,6 +3,7 @@ import Catalog
 import Foundation
 import Glance
 import Logging
+import Metrics
 import Synchronization
 
 /// How pushes to the backends run.
@@ -153,6 +154,9 @@ public final class PushQueue: Sendable {
         } catch {
             logger.error("cannot record the push's state", metadata: metadata.merging(["error": "\(error)"]) { $1 })
         }
+        let label = push.state == .done ? "done" : push.state == .failed ? "failed" : "retry"
+        Counter(label: "depot_push_attempts_total", dimensions: [("outcome", label)]).increment()
+        Timer(label: "depot_push_duration_seconds", dimensions: [("outcome", label)]).record(duration: ContinuousClock.now - started)
         if push.state != .pending, let handler = settledHandler.withLock({ $0 }) { handler(push) }
         return (push, outcome.status)
     }

@@ -105,13 +105,12 @@ extension ImageCache {
 
     /// Reserves budget room for upload bytes (evicting least recently used blobs if needed).
     public func reserve(_ bytes: UInt64) throws(CacheError) {
-        guard let budget else { return }
         for evicted in try budget.reserve(bytes) { forgetBlob(evicted) }
     }
 
     /// Returns a reservation; a committed blob takes its place.
     public func settle(reserved bytes: UInt64, committed blob: CommittedBlob?) {
-        budget?.settle(reserved: bytes, committed: blob)
+        budget.settle(reserved: bytes, committed: blob)
     }
 
     /// The blob's record with its SHA-512 and MD5, computed now if the upload deferred them.
@@ -153,10 +152,10 @@ extension ImageCache {
     public func keepUnreferenced(_ blob: CommittedBlob, reserved: UInt64) {
         do {
             try catalog.recordBlob(blob)
-            budget?.settle(reserved: reserved, committed: blob)
+            budget.settle(reserved: reserved, committed: blob)
         } catch {
             // Unrecorded, the file would be a stray that fsync reports: remove it instead.
-            budget?.settle(reserved: reserved, committed: nil)
+            budget.settle(reserved: reserved, committed: nil)
             if !blob.deduplicated { try? store.remove(blob.digest) }
         }
     }
@@ -176,12 +175,12 @@ extension ImageCache {
         record.checksum = blob.digests[.md5]?.hex ?? known?.md5
         record.osHashValue = blob.digests[.sha512]?.hex ?? known?.sha512
         record.osHashAlgo = record.osHashValue == nil ? nil : "sha512"
-        budget?.hold(blob.digest)
+        budget.hold(blob.digest)
         if claimed { _ = pushes.claim(cloud: target.cloud, imageID: target.image.id) }
         do {
             try catalog.recordUpload(blob, image: record, push: push)
         } catch {
-            budget?.release(blob.digest)
+            budget.release(blob.digest)
             if claimed { pushes.unclaim(cloud: target.cloud, imageID: target.image.id) }
             throw error
         }
@@ -222,7 +221,7 @@ extension ImageCache {
     /// image no longer maps to it (Glance may hold other bytes under that id).
     func pushSettled(_ push: PushRecord) {
         let stillNeeded = (try? catalog.heldDigests().contains(push.digest)) ?? true
-        if !stillNeeded { budget?.release(push.digest) }
+        if !stillNeeded { budget.release(push.digest) }
         switch push.state {
         case .done:
             if var record = try? catalog.mapping(cloud: push.cloud, imageID: push.imageID) {

@@ -143,6 +143,13 @@ public final class Catalog: Sendable {
         }
     }
 
+    /// Pins a blob (never evicted) or unpins it.
+    public func setPinned(_ digest: Digest, _ pinned: Bool) throws {
+        try pool.write { db in
+            try db.execute(sql: "UPDATE blob SET pinned = ? WHERE sha256 = ?", arguments: [pinned, digest.hex])
+        }
+    }
+
     /// Forgets a blob and every image mapped to it.
     public func removeBlob(_ digest: Digest) throws {
         _ = try pool.write { db in try BlobRecord.deleteOne(db, key: digest.hex) }

@@ -9,6 +9,11 @@ public struct DepotConfiguration: Sendable, Equatable {
     public var logLevel = "info"
     /// The disk budget for blobs, in bytes; nil means no limit.
     public var cacheSize: UInt64?
+    /// Eviction starts above this fraction of `cacheSize` and goes down to the low one.
+    public var highWatermark = 0.95
+    public var lowWatermark = 0.85
+    /// Free space the data directory's filesystem must keep.
+    public var minimumFreeDisk: UInt64?
     public var adminToken: String?
     public var decisionTTL: Duration = .seconds(60)
     public var offlineGrace: Duration = .seconds(24 * 3600)
@@ -86,7 +91,10 @@ public struct DepotConfiguration: Sendable, Equatable {
                 for sub in try reader.map(entry) {
                     switch sub.key {
                     case "size": config.cacheSize = try reader.size(sub)
-                    default: throw reader.unknown(sub, in: "cache", known: ["size"])
+                    case "high_watermark": config.highWatermark = try reader.fraction(sub)
+                    case "low_watermark": config.lowWatermark = try reader.fraction(sub)
+                    case "min_free_disk": config.minimumFreeDisk = try reader.size(sub)
+                    default: throw reader.unknown(sub, in: "cache", known: ["size", "high_watermark", "low_watermark", "min_free_disk"])
                     }
                 }
             case "auth":
@@ -130,6 +138,9 @@ public struct DepotConfiguration: Sendable, Equatable {
             default:
                 throw reader.unknown(entry, in: nil, known: ["listen", "data_dir", "log_level", "admin_token", "cache", "auth", "upload_mode", "max_upload_size", "push", "clouds"])
             }
+        }
+        guard config.lowWatermark <= config.highWatermark else {
+            throw ConfigurationError(path: path, line: nil, message: "cache.low_watermark (\(config.lowWatermark)) must not be above cache.high_watermark (\(config.highWatermark))")
         }
         var seen: Set<String> = []
         for cloud in config.clouds where !seen.insert(cloud.name).inserted {
@@ -212,6 +223,19 @@ struct Reader {
             throw error(entry, "expected one of trace, debug, info, notice, warning, error, critical")
         }
         return value
+    }
+
+    func fraction(_ entry: Entry) throws(ConfigurationError) -> Double {
+        var text = try string(entry)
+        var scale = 1.0
+        if text.hasSuffix("%") {
+            text.removeLast()
+            scale = 100
+        }
+        guard let value = Double(text), value / scale > 0, value / scale <= 1 else {
+            throw error(entry, "expected a fraction such as 0.95 or 95%")
+        }
+        return value / scale
     }
 
     func size(_ entry: Entry) throws(ConfigurationError) -> UInt64 {

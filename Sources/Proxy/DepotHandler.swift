@@ -3,6 +3,7 @@ import Cache
 import Foundation
 import Glance
 import Logging
+import Metrics
 import NIOCore
 import NIOHTTP1
 
@@ -11,12 +12,22 @@ import NIOHTTP1
 public struct DepotHandler: RequestHandler, FastPathResponder {
     let cache: ImageCache
     let uploads: UploadSettings
+    let admin: AdminAccess
+    /// Renders `/metrics` (Prometheus text); nil answers 404.
+    let metrics: (@Sendable () -> [UInt8])?
     let logger: Logger
+    let accessLogger: Logger
 
-    public init(cache: ImageCache, uploads: UploadSettings = .init(), logger: Logger = Logger(label: "depot.proxy")) {
+    public init(
+        cache: ImageCache, uploads: UploadSettings = .init(), admin: AdminAccess = .init(), metrics: (@Sendable () -> [UInt8])? = nil,
+        logger: Logger = Logger(label: "depot.proxy")
+    ) {
         self.cache = cache
         self.uploads = uploads
+        self.admin = admin
+        self.metrics = metrics
         self.logger = logger
+        self.accessLogger = Logger(label: "depot.access")
     }
 
     /// Where a request goes.
@@ -27,6 +38,8 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         case imageImport(cloud: String, imageID: String, pathAndQuery: String)
         case forward(cloud: String, pathAndQuery: String)
         case multicloud(MulticloudResponder.Route)
+        case admin(AdminResponder.Route)
+        case metrics
         case health
         case readiness
         case notFound(String)
@@ -36,6 +49,11 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
 
     func route(uri fullURI: String) -> Route {
         var uri = Substring(fullURI)
+        if uri.hasPrefix("/depot/v1/") || uri == "/depot/v1" {
+            let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+            return .admin(.depot(rest: path.dropFirst("/depot/v1".count).split(separator: "/").map(String.init)))
+        }
+        if uri == "/metrics" { return .metrics }
         if uri.hasPrefix(MulticloudResponder.prefix) {
             let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
             guard let route = MulticloudResponder.route(path: path) else {
@@ -64,6 +82,9 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         if prefix.isEmpty && path == "/readyz" { return .readiness }
         guard path.hasPrefix("/v2/") else { return .notFound("no route for \(path); Depot serves the Glance v2 API under /v2/") }
         let segments = path.split(separator: "/", omittingEmptySubsequences: false)
+        if segments.count >= 3, segments[2] == "cache" {
+            return .admin(.glanceCache(cloud: cloud, rest: segments.dropFirst(3).filter { !$0.isEmpty }.map(String.init)))
+        }
         // ["", "v2", "images", ID, "file"]
         if segments.count == 5, segments[2] == "images" {
             let imageID = String(segments[3])
@@ -85,13 +106,76 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         else { return nil }
         cache.touch(digest)
         cache.beginRead(digest)
-        return ImmediateResponse(hit: hit) { [cache] in cache.endRead(digest) }
+        let started = ContinuousClock.now
+        return ImmediateResponse(hit: hit) { [cache, accessLogger] in
+            cache.endRead(digest)
+            // The event-loop path has no Request: log and count it here.
+            cache.statistics.record(.hit, bytes: hit.bodyBytes)
+            Counter(label: "depot_http_requests_total", dimensions: [("route", "image_file"), ("status", String(hit.status.code))]).increment()
+            accessLogger.info(
+                "\(head.method.rawValue) \(head.uri.split(separator: "?").first ?? "") \(hit.status.code)",
+                metadata: ["bytes": "\(hit.bodyBytes)", "duration_ms": "\(Self.milliseconds(ContinuousClock.now - started))", "cache": "hit", "path": "fast"])
+        }
+    }
+
+    /// The handler's logger with the request's id on every line.
+    func requestLogger(_ request: Request) -> Logger {
+        var logger = logger
+        logger[metadataKey: "request"] = "\(request.id)"
+        return logger
+    }
+
+    /// The route's name for metrics (bounded: no ids).
+    func routeLabel(_ request: Request) -> String {
+        switch route(request) {
+        case .versions: "versions"
+        case .imageFile: "image_file"
+        case .imageStage: "image_stage"
+        case .imageImport: "image_import"
+        case .forward: "forward"
+        case .multicloud: "multicloud"
+        case .admin: "admin"
+        case .metrics: "metrics"
+        case .health: "health"
+        case .readiness: "readiness"
+        case .notFound: "not_found"
+        }
+    }
+
+    /// One access-log line per request, the request metrics, and the cache statistics.
+    public func responded(_ request: Request, _ response: ResponseWriter, duration: Duration) {
+        let status = response.status.map { Int($0.code) } ?? 0
+        let route = routeLabel(request)
+        if request.method == .GET || request.method == .HEAD, route == "image_file" || route == "multicloud",
+           let result = response.cacheResult.flatMap(CacheStatistics.Result.init(rawValue:)), (200..<300).contains(status) {
+            cache.statistics.record(result, bytes: Int(response.bytesWritten))
+        }
+        Counter(label: "depot_http_requests_total", dimensions: [("route", route), ("status", String(status))]).increment()
+        Timer(label: "depot_http_request_duration_seconds", dimensions: [("route", route)]).record(duration: duration)
+        accessLogger.info(
+            "\(request.method.rawValue) \(request.path) \(status)",
+            metadata: [
+                "request": "\(request.id)", "bytes": "\(response.bytesWritten)", "duration_ms": "\(Self.milliseconds(duration))",
+                "cache": "\(response.cacheResult ?? "-")",
+            ])
+    }
+
+    static func milliseconds(_ duration: Duration) -> String {
+        String(format: "%.1f", Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15)
     }
 
     public func handle(_ request: Request, _ response: ResponseWriter) async {
         switch route(request) {
+        case let .admin(route):
+            await AdminResponder(cache: cache, access: admin, logger: requestLogger(request)).respond(request, response, route: route)
+        case .metrics:
+            if let metrics {
+                await response.send(.ok, headers: ["content-type": "text/plain; version=0.0.4"], body: response.allocator.buffer(bytes: metrics()))
+            } else {
+                await response.sendError(.notFound, "metrics are not enabled in this process")
+            }
         case let .multicloud(route):
-            await MulticloudResponder(cache: cache, uploads: uploads, logger: logger).respond(request, response, route: route)
+            await MulticloudResponder(cache: cache, uploads: uploads, logger: requestLogger(request)).respond(request, response, route: route)
         case .health:
             await response.sendJSON(.ok, ["status": "ok"])
         case .readiness:
@@ -103,9 +187,9 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         case let .imageFile(cloud, imageID, pathAndQuery):
             switch request.method {
             case .GET, .HEAD:
-                await ImageFileResponder(cache: cache, logger: logger).respond(request, response, cloud: cloud, imageID: imageID)
+                await ImageFileResponder(cache: cache, logger: requestLogger(request)).respond(request, response, cloud: cloud, imageID: imageID)
             case .PUT:
-                await UploadResponder(cache: cache, settings: uploads, logger: logger).respond(request, response, cloud: cloud, imageID: imageID, method: .upload)
+                await UploadResponder(cache: cache, settings: uploads, logger: requestLogger(request)).respond(request, response, cloud: cloud, imageID: imageID, method: .upload)
             default:
                 await forward(request, response, cloud: cloud, pathAndQuery: pathAndQuery)
             }
@@ -178,6 +262,12 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
             document = ["versions": [["id": "v2.0", "status": "CURRENT", "links": [["rel": "self", "href": "\(base)/v2/"]]]]]
         }
         if var list = document["versions"] as? [[String: Any]] {
+            // Depot serves Glance's cache API (v2.14: list/queue/delete/clear, v2.16: nodes,
+            // v2.18: clean/prune) whether or not the backend has a cache; clients look for them.
+            let known = Set(list.compactMap { $0["id"] as? String })
+            for id in ["v2.14", "v2.16", "v2.18"] where !known.contains(id) {
+                list.append(["id": id, "status": "SUPPORTED"])
+            }
             for index in list.indices {
                 let id = (list[index]["id"] as? String) ?? "v2"
                 let major = id.split(separator: ".").first.map(String.init) ?? "v2"

@@ -25,6 +25,8 @@ public enum HTTPServerError: Error, CustomStringConvertible {
 public struct Request: Sendable {
     public let head: HTTPRequestHead
     public let body: RequestBody
+    /// Names this request in every log line about it.
+    public let id: String
 
     public var method: HTTPMethod { head.method }
     public var uri: String { head.uri }
@@ -36,6 +38,23 @@ public struct Request: Sendable {
 /// Handles one request; writes its answer through the `ResponseWriter`.
 public protocol RequestHandler: Sendable {
     func handle(_ request: Request, _ response: ResponseWriter) async
+    /// Called once the answer is written (or abandoned), for access logs and metrics.
+    func responded(_ request: Request, _ response: ResponseWriter, duration: Duration)
+}
+
+extension RequestHandler {
+    public func responded(_ request: Request, _ response: ResponseWriter, duration: Duration) {}
+}
+
+/// A short random id for a request (16 hex digits).
+func makeRequestID() -> String {
+    String(UInt64.random(in: 0...UInt64.max), radix: 16).leftPadded(to: 16)
+}
+
+extension String {
+    func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
 }
 
 /// A SwiftNIO HTTP/1.1 server: one task per connection, requests handled in order.
@@ -135,12 +154,16 @@ public final class HTTPServer: Sendable {
                 while let part = try await parts.next() {
                     guard case let .head(head) = part else { continue }
                     let body = RequestBody(parts: parts, head: head)
-                    let writer = ResponseWriter(channel: connection.channel, version: head.version, method: head.method)
+                    let request = Request(head: head, body: body, id: makeRequestID())
+                    let writer = ResponseWriter(channel: connection.channel, version: head.version, method: head.method, requestID: request.id)
+                    let started = ContinuousClock.now
                     if let (status, message) = Self.limitViolation(head) {
                         await writer.sendError(status, message, headers: ["connection": "close"])
+                        handler.responded(request, writer, duration: ContinuousClock.now - started)
                         return
                     }
-                    await handler.handle(Request(head: head, body: body), writer)
+                    await handler.handle(request, writer)
+                    handler.responded(request, writer, duration: ContinuousClock.now - started)
                     if !writer.isComplete {
                         // A handler that returned without finishing leaves a broken exchange.
                         writer.abort()

@@ -11,6 +11,20 @@ import NIOHTTP1
 /// handler. Everything is decided before the first byte is written.
 struct HitResponse {
     let parts: [HTTPServerResponsePart]
+
+    /// The status of the planned head.
+    var status: HTTPResponseStatus {
+        if case let .head(head) = parts.first { return head.status }
+        return .ok
+    }
+
+    /// Body bytes the parts send.
+    var bodyBytes: Int {
+        parts.reduce(0) { total, part in
+            guard case let .body(data) = part else { return total }
+            return total + data.readableBytes
+        }
+    }
     /// The descriptor the file regions read from; close it once the last part is written.
     let handle: NIOFileHandle?
 

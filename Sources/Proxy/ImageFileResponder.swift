@@ -195,7 +195,7 @@ struct ImageFileResponder {
             await response.sendError(.notFound, error.description)
         case .fillFailed:
             await response.sendError(.badGateway, error.description)
-        case .budgetExhausted:
+        case .budgetExhausted, .diskFloor:
             await response.sendError(.insufficientStorage, error.description)
         }
     }

@@ -19,10 +19,16 @@ public final class ResponseWriter: @unchecked Sendable {
     public private(set) var bytesWritten: UInt64 = 0
     public private(set) var status: HTTPResponseStatus?
 
-    init(channel: Channel, version: HTTPVersion, method: HTTPMethod) {
+    /// The request's id, sent back as `x-depot-request-id`.
+    public let requestID: String
+    /// Where the body came from (`x-depot-cache` of the head), for stats and the access log.
+    public private(set) var cacheResult: String?
+
+    init(channel: Channel, version: HTTPVersion, method: HTTPMethod, requestID: String = makeRequestID()) {
         self.channel = channel
         self.version = version
         self.isHead = method == .HEAD
+        self.requestID = requestID
     }
 
     public var allocator: ByteBufferAllocator { channel.allocator }
@@ -33,6 +39,8 @@ public final class ResponseWriter: @unchecked Sendable {
         headSent = true
         self.status = status
         var headers = headers
+        headers.replaceOrAdd(name: "x-depot-request-id", value: requestID)
+        cacheResult = headers.first(name: "x-depot-cache")
         if headers.first(name: "connection")?.lowercased() == "close" { closesConnection = true }
         if version.major == 1 && version.minor == 0 && !headers.contains(name: "content-length") {
             // HTTP/1.0 has no chunked encoding: the end of the body is the end of the connection.
@@ -65,6 +73,9 @@ public final class ResponseWriter: @unchecked Sendable {
         precondition(!headSent, "response head sent twice")
         headSent = true
         isComplete = true
+        status = hit.status
+        cacheResult = "hit"
+        bytesWritten += UInt64(hit.bodyBytes)
         for part in hit.parts.dropLast() { channel.write(part, promise: nil) }
         defer { try? hit.handle?.close() }
         try await channel.writeAndFlush(hit.parts.last!).get()

@@ -218,7 +218,7 @@ struct UploadResponder {
             }
         case let error as CacheError:
             switch error {
-            case .budgetExhausted: await refuse(response, .insufficientStorage, error.description)
+            case .budgetExhausted, .diskFloor: await refuse(response, .insufficientStorage, error.description)
             case .unknownCloud: await refuse(response, .notFound, error.description)
             case .backendUnavailable: await refuse(response, .serviceUnavailable, error.description)
             default: await refuse(response, .badGateway, error.description)

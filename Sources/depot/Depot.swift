@@ -10,7 +10,7 @@ struct Depot: AsyncParsableCommand {
         commandName: "depot",
         abstract: "A content-addressed image cache and proxy for OpenStack Glance.",
         version: DepotVersion.current,
-        subcommands: [ServeCommand.self, StoreCommand.self, GlanceCommand.self]
+        subcommands: [ServeCommand.self, StoreCommand.self, GlanceCommand.self, CacheCommand.self, PushesCommand.self, FsckCommand.self]
     )
 
     static func main() async {

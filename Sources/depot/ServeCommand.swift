@@ -7,6 +7,8 @@ import Eviction
 import Foundation
 import Glance
 import Logging
+import Metrics
+import Prometheus
 import Proxy
 import ServiceLifecycle
 
@@ -83,7 +85,8 @@ struct ServeCommand: AsyncParsableCommand {
         var cacheSettings = CacheSettings()
         cacheSettings.decisionTTL = settings.decisionTTL
         cacheSettings.offlineGrace = settings.offlineGrace
-        cacheSettings.budget = settings.cacheSize.map { Watermarks(budget: $0) }
+        cacheSettings.budget = settings.cacheSize.map { Watermarks(budget: $0, high: settings.highWatermark, low: settings.lowWatermark) }
+        cacheSettings.minimumFreeDisk = settings.minimumFreeDisk
         cacheSettings.push.concurrency = settings.pushConcurrency
         cacheSettings.push.initialBackoff = settings.pushInitialBackoff
         cacheSettings.push.maximumBackoff = settings.pushMaximumBackoff
@@ -91,7 +94,12 @@ struct ServeCommand: AsyncParsableCommand {
         var uploads = UploadSettings()
         uploads.mode = UploadMode(rawValue: settings.uploadMode) ?? .writeBack
         uploads.maximumSize = settings.maxUploadSize
-        let server = HTTPServer(host: settings.listenHost, port: settings.listenPort, handler: DepotHandler(cache: cache, uploads: uploads))
+        // Metrics go to a Prometheus registry that /metrics renders.
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let handler = DepotHandler(
+            cache: cache, uploads: uploads, admin: AdminAccess(token: settings.adminToken), metrics: { registry.emitToBuffer() })
+        let server = HTTPServer(host: settings.listenHost, port: settings.listenPort, handler: handler)
 
         for cloud in settings.clouds {
             let client = clients[cloud.name]!

@@ -9,6 +9,7 @@ import Proxy
 /// Depot's server in this process, in front of `glanceURL`, with its own data directory.
 final class DepotHarness: @unchecked Sendable {
     static let serviceToken = "depot:service:admin,member,reader"
+    static let adminToken = "depot-test-admin-token"
 
     let dir: TemporaryDirectory
     let store: BlobStore
@@ -36,7 +37,8 @@ final class DepotHarness: @unchecked Sendable {
             clients[name] = GlanceClient(configuration: configuration)
         }
         cache = try ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: "default_RegionOne", settings: settings)
-        let server = HTTPServer(host: "127.0.0.1", port: 0, handler: DepotHandler(cache: cache, uploads: uploads), threads: 2)
+        let handler = DepotHandler(cache: cache, uploads: uploads, admin: AdminAccess(token: Self.adminToken))
+        let server = HTTPServer(host: "127.0.0.1", port: 0, handler: handler, threads: 2)
         self.server = server
         let bound = AsyncStream<Int>.makeStream()
         task = Task { try await server.run { bound.continuation.yield($0) } }

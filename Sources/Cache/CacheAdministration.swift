@@ -1,0 +1,150 @@
+import BlobStore
+import Catalog
+import Foundation
+import Glance
+import Metrics
+
+/// One blob as the operator sees it.
+public struct BlobInventory: Sendable {
+    public let blob: BlobRecord
+    public let images: [ImageRecord]
+    public let pushes: [PushRecord]
+    public let pinned: Bool
+
+    public var json: [String: Any] {
+        [
+            "sha256": blob.sha256, "size": blob.size, "sha512": blob.sha512 ?? NSNull(), "md5": blob.md5 ?? NSNull(),
+            "hits": blob.hits, "last_access": blob.lastAccess, "created_at": blob.createdAt, "pinned": pinned,
+            "images": images.map { image -> [String: Any] in
+                ["cloud": image.cloud, "image_id": image.imageID, "name": image.name ?? NSNull(), "status": image.status ?? NSNull()]
+            },
+            "pushes": pushes.map(\.json),
+        ]
+    }
+}
+
+extension PushRecord {
+    public var json: [String: Any] {
+        [
+            "cloud": cloud, "image_id": imageID, "sha256": sha256, "method": method.rawValue, "state": state.rawValue,
+            "attempts": attempts, "last_error": lastError ?? NSNull(), "next_attempt": nextAttempt, "created_at": createdAt,
+            "updated_at": updatedAt,
+        ]
+    }
+}
+
+/// The operator's view and levers: inventory, stats, pins, evictions, prefetch, pushes.
+extension ImageCache {
+    /// Every blob with the images that map to it and their pushes, least recently used first.
+    public func inventory() throws -> [BlobInventory] {
+        let images = Dictionary(grouping: try catalog.allImages(), by: \.sha256)
+        let pushes = Dictionary(grouping: try catalog.pushes(), by: \.sha256)
+        return try catalog.allBlobs().map { blob in
+            BlobInventory(blob: blob, images: images[blob.sha256] ?? [], pushes: pushes[blob.sha256] ?? [], pinned: blob.pinned)
+        }
+    }
+
+    public func inventory(of digest: Digest) throws -> BlobInventory? {
+        guard let blob = try catalog.blob(digest) else { return nil }
+        return BlobInventory(
+            blob: blob, images: try catalog.images(of: digest), pushes: try catalog.pushes().filter { $0.sha256 == digest.hex }, pinned: blob.pinned)
+    }
+
+    /// Budget, use, hit ratio, bytes by source, evictions, pushes.
+    public func stats() throws -> [String: Any] {
+        let usage = budget.usage
+        let counts = budget.counts
+        var free: UInt64?
+        var info = statvfs()
+        if statvfs(store.root, &info) == 0 { free = UInt64(info.f_bavail) * UInt64(info.f_frsize) }
+        let pushes = try catalog.pushes()
+        var byState: [String: Int] = [:]
+        for push in pushes { byState[push.state.rawValue, default: 0] += 1 }
+        var result: [String: Any] = [
+            "budget_bytes": budget.watermarks?.budget ?? NSNull(),
+            "high_watermark": budget.watermarks?.high ?? NSNull(),
+            "low_watermark": budget.watermarks?.low ?? NSNull(),
+            "min_free_disk_bytes": budget.minimumFreeBytes ?? NSNull(),
+            "used_bytes": usage.used, "reserved_bytes": usage.reserved,
+            "free_disk_bytes": free ?? NSNull(),
+            "blobs": counts.blobs, "pinned_blobs": counts.pinned, "blobs_waiting_for_push": counts.held,
+            "evictions": counts.evictions, "evicted_bytes": counts.evictedBytes,
+            "fills_running": runningFills().count, "pushes_running": self.pushes.inFlight,
+            "pushes": byState,
+        ]
+        for (key, value) in statistics.snapshot { result[key] = value }
+        return result
+    }
+
+    /// Images whose fill is running (Glance's "queued images").
+    public func runningFills() -> [(cloud: String, imageID: String)] {
+        fillKeys().compactMap { key in
+            let parts = key.split(separator: "|", maxSplits: 1).map(String.init)
+            return parts.count == 2 ? (parts[0], parts[1]) : nil
+        }
+    }
+
+    /// Pins (or unpins) a blob: a pinned blob survives any budget pressure.
+    public func setPinned(_ digest: Digest, _ pinned: Bool) throws {
+        guard try catalog.blob(digest) != nil else { throw EvictionRefusal.notCached(digest.hex) }
+        try budget.setPinned(digest, pinned)
+    }
+
+    /// The blob an image of a cloud is cached in.
+    public func cachedBlob(cloud: String, imageID: String) throws -> Digest? {
+        guard let mapping = try catalog.mapping(cloud: cloud, imageID: imageID), store.contains(mapping.digest) else { return nil }
+        return mapping.digest
+    }
+
+    /// Evicts a blob now (refused for pinned, pending-push and in-use blobs).
+    @discardableResult
+    public func evict(_ digest: Digest) throws -> UInt64 {
+        let size = try budget.evictNow(digest)
+        forgetBlob(digest)
+        return size
+    }
+
+    /// Evicts least recently used blobs: down to the low watermark, or (`everything`) all
+    /// that may go. Returns how many blobs and bytes went.
+    public func prune(everything: Bool = false) -> (blobs: Int, bytes: UInt64) {
+        let victims = budget.prune(everything: everything)
+        for victim in victims { forgetBlob(victim.digest) }
+        return (victims.count, victims.reduce(0) { $0 + $1.size })
+    }
+
+    /// Starts caching an image with Depot's service credentials (Glance's cache queue).
+    ///
+    /// - Returns: the fill, or nil when the image is already cached.
+    public func prefetch(cloud: String, imageID: String) async throws -> Fill? {
+        let client = try client(for: cloud)
+        let image: GlanceImage
+        do {
+            image = try await client.showImage(imageID, auth: .service)
+        } catch {
+            if let status = error.status, !error.isTransient { throw CacheError.backendRefused(status: status, message: GlanceError.message(of: error)) }
+            throw CacheError.backendUnavailable(cloud: cloud, reason: "\(error)")
+        }
+        guard image.isActive else { throw CacheError.imageNotActive(imageID: imageID, status: image.status ?? "unknown") }
+        let authorized = AuthorizedImage(cloud: cloud, image: image, fromOfflineGrace: false)
+        if try resolve(authorized) != nil { return nil }
+        return try fill(authorized).fill
+    }
+
+    /// Makes a failed push pending again, with its attempts reset.
+    public func retryPush(cloud: String, imageID: String) throws -> PushRecord? {
+        guard var push = try catalog.push(cloud: cloud, imageID: imageID), push.state == .failed else { return nil }
+        guard store.contains(push.digest) else { throw EvictionRefusal.notCached(push.sha256) }
+        push.state = .pending
+        push.attempts = 0
+        push.lastError = nil
+        push.nextAttempt = Date().timeIntervalSince1970
+        budget.hold(push.digest)
+        try catalog.update(push)
+        // The failure unmapped the image; while the push is pending it is served from here.
+        if try catalog.mapping(cloud: cloud, imageID: imageID) == nil {
+            try catalog.map(ImageRecord(cloud: cloud, imageID: imageID, sha256: push.sha256, status: "queued"))
+        }
+        pushes.wake()
+        return push
+    }
+}

@@ -1,0 +1,47 @@
+import Foundation
+import Metrics
+import Synchronization
+
+/// Counts of what the cache served, for the stats API; the same events go to swift-metrics
+/// (and so to `/metrics` when a Prometheus factory is bootstrapped).
+public final class CacheStatistics: Sendable {
+    public enum Result: String, Sendable, CaseIterable {
+        /// Served from a committed blob.
+        case hit
+        /// Started a backend fill.
+        case miss
+        /// Joined a fill another request started.
+        case shared
+    }
+
+    private let hits = Atomic<Int>(0)
+    private let misses = Atomic<Int>(0)
+    private let shared = Atomic<Int>(0)
+    private let bytesFromCache = Atomic<Int>(0)
+    private let bytesFromBackend = Atomic<Int>(0)
+
+    public init() {}
+
+    /// Records one image-data response and the body bytes it sent.
+    public func record(_ result: Result, bytes: Int) {
+        switch result {
+        case .hit: hits.add(1, ordering: .relaxed)
+        case .miss: misses.add(1, ordering: .relaxed)
+        case .shared: shared.add(1, ordering: .relaxed)
+        }
+        if result == .hit { bytesFromCache.add(bytes, ordering: .relaxed) } else { bytesFromBackend.add(bytes, ordering: .relaxed) }
+        Counter(label: "depot_cache_requests_total", dimensions: [("result", result.rawValue)]).increment()
+        Counter(label: "depot_bytes_served_total", dimensions: [("source", result == .hit ? "cache" : "backend")]).increment(by: bytes)
+    }
+
+    public var snapshot: [String: Any] {
+        let h = hits.load(ordering: .relaxed), m = misses.load(ordering: .relaxed), s = shared.load(ordering: .relaxed)
+        let total = h + m + s
+        return [
+            "hits": h, "misses": m, "shared_fills": s,
+            "hit_ratio": total == 0 ? 0.0 : Double(h) / Double(total),
+            "bytes_served_from_cache": bytesFromCache.load(ordering: .relaxed),
+            "bytes_served_from_backend": bytesFromBackend.load(ordering: .relaxed),
+        ]
+    }
+}
