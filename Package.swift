@@ -99,6 +99,8 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
+        // The engine's micro-benchmarks (LRU, range parsing, hashing); benchmarks/engine runs it.
+        .executableTarget(name: "depot-engine-bench", dependencies: ["BlobStore", "Eviction", "Proxy"]),
         // What tests share: a real Glance on loopback, a fault-injecting proxy, temp dirs.
         .target(name: "DepotTestSupport", dependencies: ["CFileIO"]),
         .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "DepotTestSupport"]),
