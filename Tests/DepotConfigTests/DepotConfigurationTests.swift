@@ -11,6 +11,9 @@ import Testing
         #expect(config.dataDirectory == "/var/lib/depot")
         #expect(config.logLevel == "info")
         #expect(config.cacheSize == 20 << 30)
+        #expect(config.highWatermark == 0.95)
+        #expect(config.lowWatermark == 0.85)
+        #expect(config.minimumFreeDisk == 2 << 30)
         #expect(config.decisionTTL == .seconds(60))
         #expect(config.offlineGrace == .seconds(86400))
         #expect(config.uploadMode == "write-back")
@@ -25,6 +28,16 @@ import Testing
         #expect(cloud.keystone?.username == "depot")
         #expect(cloud.keystone?.interface == "public")
         try config.validate()
+    }
+
+    @Test func watermarksAreFractionsOrPercentages() throws {
+        let config = try DepotConfiguration.parse("cache:\n  size: 1GiB\n  high_watermark: 90%\n  low_watermark: 0.5", path: "depot.yaml")
+        #expect(config.highWatermark == 0.9)
+        #expect(config.lowWatermark == 0.5)
+        #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("cache:\n  high_watermark: 1.5", path: "depot.yaml") }
+        #expect(throws: ConfigurationError.self) {
+            try DepotConfiguration.parse("cache:\n  high_watermark: 0.6\n  low_watermark: 0.8", path: "depot.yaml")
+        }
     }
 
     @Test func uploadKeysAreChecked() throws {
