@@ -65,6 +65,23 @@ import Testing
         try await alice.deleteImage(image.id)
     }
 
+    @Test func userTokensAreValidatedWithTheirRoles() async throws {
+        // Depot's admin check: a user's token, validated with Depot's own service token.
+        let depot = try passwordClient("depot")
+        let admin = try passwordClient("admin")
+        let alice = try passwordClient("alice")
+        let adminToken = try await admin.keystone!.current(using: admin).token
+        let aliceToken = try await alice.keystone!.current(using: alice).token
+        #expect(try await depot.tokenRoles(adminToken)?.contains("admin") == true)
+        let aliceRoles = try await depot.tokenRoles(aliceToken)
+        #expect(aliceRoles?.contains("member") == true)
+        #expect(aliceRoles?.contains("admin") == false)
+        #expect(try await depot.tokenRoles("not-a-token") == [])
+        // A cloud without Keystone cannot tell: no roles at all, not an empty set.
+        let staticToken = GlanceClient(configuration: GlanceClientConfiguration(endpoint: keystone.glanceURL, credentials: .token(adminToken)))
+        #expect(try await staticToken.tokenRoles(aliceToken) == nil)
+    }
+
     @Test func aRevokedServiceTokenIsReplacedOnThe401() async throws {
         let client = try passwordClient("depot")
         _ = try await client.listImages()
