@@ -46,7 +46,10 @@ async def handle(client_reader, client_writer):
     except OSError:
         client_writer.close()
         return
-    await asyncio.gather(pipe(client_reader, upstream_writer, False), pipe(upstream_reader, client_writer, True))
+    try:
+        await asyncio.gather(pipe(client_reader, upstream_writer, False), pipe(upstream_reader, client_writer, True))
+    except asyncio.CancelledError:
+        pass
 
 
 async def tick():

@@ -308,10 +308,12 @@ public final class ImageCache: Sendable {
         for evicted in try budget.reserve(reserved) { forgetBlob(evicted) }
         var expectation = BlobExpectation(size: image.size)
         if image.osHashAlgo == "sha512", let hex = image.osHashValue { expectation.sha512 = try? Digest(algorithm: .sha512, hex: hex) }
-        if let hex = image.checksum { expectation.md5 = try? Digest(algorithm: .md5, hex: hex) }
+        // One of Glance's hashes proves the bytes: SHA-512 when Glance has it (MD5 is then
+        // computed after the commit, off the fill's path), else MD5.
+        if expectation.sha512 == nil, let hex = image.checksum { expectation.md5 = try? Digest(algorithm: .md5, hex: hex) }
         let writer: BlobWriter
         do {
-            writer = try store.makeWriter(expecting: expectation, alsoCompute: [.sha512, .md5])
+            writer = try store.makeWriter(expecting: expectation, alsoCompute: expectation.sha512 == nil ? [.sha512, .md5] : [])
         } catch {
             budget.settle(reserved: reserved, committed: nil)
             throw .fillFailed(imageID: image.id, reason: "\(error)")
@@ -343,18 +345,27 @@ public final class ImageCache: Sendable {
         let started = ContinuousClock.now
         logger.info("fill started", metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "size": "\(fill.expectedSize)"])
         do {
+            // libcurl hands over tens of KiB at a time; whole batches let the writer hash its
+            // digests in parallel lanes instead of one after the other.
+            let batch = WriteBatch(capacity: Self.fillBatchBytes)
             _ = try await client.download(imageID: image.id, auth: .service) { buffer in
-                try box.writer.write(buffer)
-                fill.advance(to: box.writer.bytesWritten)
+                if try batch.append(buffer, to: box.writer) { fill.advance(to: box.writer.bytesWritten) }
             }
             // fsync can take seconds for a large image: keep it off the cooperative pool.
-            let result = await TransferThreads.run { _ in Result { () throws(BlobStoreError) in try box.writer.commit() } }
+            let result = await TransferThreads.run { _ in
+                Result { () throws(BlobStoreError) in
+                    try batch.flush(to: box.writer)
+                    fill.advance(to: box.writer.bytesWritten)
+                    return try box.writer.commit()
+                }
+            }
             let blob = try result.get()
             try catalog.recordBlob(blob)
             try catalog.map(Self.record(cloud: fill.cloud, image: image, digest: blob.digest))
             resolved.withLock { $0["\(fill.cloud)|\(image.id)"] = blob.digest }
             budget.settle(reserved: fill.expectedSize, committed: blob)
             fill.finish(.committed(blob))
+            if blob.digests[.md5] == nil { Task { _ = try? await self.completeDigests(blob.digest) } }
             Counter(label: "depot_fills_total", dimensions: [("outcome", "committed")]).increment()
             Timer(label: "depot_fill_duration_seconds").record(duration: ContinuousClock.now - started)
             logger.info(
@@ -382,6 +393,46 @@ public final class ImageCache: Sendable {
     /// Streams a byte range straight from the backend (for a cold range far ahead of a fill).
     public func backendRange(cloud: String, imageID: String, range: ClosedRange<UInt64>) async throws -> ImageDownload {
         try await client(for: cloud).openDownload(imageID: imageID, range: range, auth: .service)
+    }
+}
+
+/// Bytes a fill collects before writing them.
+extension ImageCache {
+    static let fillBatchBytes = 1 << 20
+}
+
+/// Collects a download's small pieces into whole batches for the writer; used by one thread.
+final class WriteBatch: @unchecked Sendable {
+    private let buffer: UnsafeMutableRawBufferPointer
+    private var count = 0
+
+    init(capacity: Int) { buffer = .allocate(byteCount: capacity, alignment: 64) }
+    deinit { buffer.deallocate() }
+
+    /// Adds bytes; writes the batch once full. Returns true when it wrote.
+    func append(_ bytes: UnsafeRawBufferPointer, to writer: BlobWriter) throws(BlobStoreError) -> Bool {
+        if count + bytes.count > buffer.count {
+            try flush(to: writer)
+            if bytes.count >= buffer.count {
+                try writer.write(bytes)
+                return true
+            }
+        }
+        if bytes.count > 0 {
+            UnsafeMutableRawBufferPointer(rebasing: buffer[count...]).copyMemory(from: bytes)
+            count += bytes.count
+        }
+        if count == buffer.count {
+            try flush(to: writer)
+            return true
+        }
+        return false
+    }
+
+    func flush(to writer: BlobWriter) throws(BlobStoreError) {
+        guard count > 0 else { return }
+        try writer.write(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+        count = 0
     }
 }
 

@@ -125,10 +125,12 @@ extension ImageCache {
             if let running = jobs[digest] { return running }
             let job = Task { [store, catalog, logger] () throws -> BlobRecord in
                 let started = ContinuousClock.now
-                async let sha512 = Self.hashInBackground(store: store, digest: digest, algorithm: .sha512)
-                async let md5 = Self.hashInBackground(store: store, digest: digest, algorithm: .md5)
+                // Only what is missing (a fill verified by SHA-512 lacks only MD5).
+                let known = try catalog.blob(digest)
+                async let sha512 = known?.sha512 != nil ? nil : Self.hashInBackground(store: store, digest: digest, algorithm: .sha512)
+                async let md5 = known?.md5 != nil ? nil : Self.hashInBackground(store: store, digest: digest, algorithm: .md5)
                 let (sha512Value, md5Value) = try await (sha512, md5)
-                try catalog.recordDigests(of: digest, sha512: sha512Value.hex, md5: md5Value.hex)
+                try catalog.recordDigests(of: digest, sha512: sha512Value?.hex ?? known?.sha512 ?? "", md5: md5Value?.hex ?? known?.md5 ?? "")
                 logger.debug("digests computed", metadata: ["blob": "\(digest.hex)", "duration": "\(ContinuousClock.now - started)"])
                 guard let record = try catalog.blob(digest) else { throw BlobStoreError.notFound(digest) }
                 return record

@@ -286,8 +286,8 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
     /// and imported there by the push queue; anything else goes to Glance as sent.
     func importImage(_ request: Request, _ response: ResponseWriter, cloud: String, imageID: String, pathAndQuery: String) async {
         var body: [UInt8] = []
+        guard await response.continueIfExpected(request) else { return }
         do {
-            if request.head.expectsContinue { try await response.sendContinue() }
             while let chunk = try await request.body.next() {
                 body += chunk.readableBytesView
                 guard body.count <= 1 << 20 else {
@@ -335,12 +335,7 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         if let bodyBytes {
             body = .bytes(bodyBytes)
         } else if !request.body.isEmpty {
-            if request.head.expectsContinue {
-                do { try await response.sendContinue() } catch {
-                    response.abort()
-                    return
-                }
-            }
+            guard await response.continueIfExpected(request) else { return }
             let requestBody = request.body
             body = .producer(length: requestBody.declaredLength) { emit in
                 while let chunk = try await requestBody.next() {

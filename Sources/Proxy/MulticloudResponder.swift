@@ -132,12 +132,7 @@ struct MulticloudResponder {
             await response.sendError(.payloadTooLarge, UploadError.tooLarge(size: length, limit: uploads.maximumSize).description, headers: ["connection": "close"])
             return
         }
-        do {
-            if request.head.expectsContinue { try await response.sendContinue() }
-        } catch {
-            response.abort()
-            return
-        }
+        guard await response.continueIfExpected(request) else { return }
         let received: ReceivedForm
         do {
             received = try await receive(request, boundary: boundary)

@@ -60,6 +60,19 @@ public final class ResponseWriter: @unchecked Sendable {
         try await channel.writeAndFlush(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: .continue))).get()
     }
 
+    /// Sends `100 Continue` when the request waits for it; false (and the connection closed)
+    /// when that fails.
+    public func continueIfExpected(_ request: Request) async -> Bool {
+        guard request.head.expectsContinue else { return true }
+        do {
+            try await sendContinue()
+            return true
+        } catch {
+            abort()
+            return false
+        }
+    }
+
     /// Sends body bytes (not for HEAD requests, where bodies are skipped).
     public func body(_ buffer: ByteBuffer) async throws {
         guard !isHead, buffer.readableBytes > 0 else { return }

@@ -73,12 +73,7 @@ struct UploadResponder {
             await finish(request, response, blob: blob.committed(path: cache.store.path(for: blob.digest)), target: target, token: token, instant: true)
             return
         }
-        do {
-            if request.head.expectsContinue { try await response.sendContinue() }
-        } catch {
-            response.abort()
-            return
-        }
+        guard await response.continueIfExpected(request) else { return }
         await ingest(request, response, target: target, token: token, declaredLength: declaredLength, declaredDigest: declaredDigest)
     }
 

@@ -158,36 +158,31 @@ struct CacheCommand: AsyncParsableCommand {
         }
     }
 
-    struct Pin: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Keep blobs (by digest) or images (--image) whatever the pressure.")
+    /// What `pin` and `unpin` share: the ids and whether they name images or blobs.
+    struct PinTargets: ParsableArguments {
         @OptionGroup var target: AdminTarget
         @Option(help: "The cloud of --image ids.") var cloud = "default_RegionOne"
         @Flag(help: "The arguments are image ids, not digests.") var image = false
         @Argument var ids: [String]
 
-        func run() async throws {
+        func apply(_ method: String, _ done: String) async throws {
             for id in ids {
-                let path = image ? "/depot/v1/images/\(cloud)/\(id)/pin" : "/depot/v1/blobs/\(id)/pin"
-                _ = try await target.call("PUT", path)
-                print("pinned \(id)")
+                _ = try await target.call(method, image ? "/depot/v1/images/\(cloud)/\(id)/pin" : "/depot/v1/blobs/\(id)/pin")
+                print("\(done) \(id)")
             }
         }
     }
 
+    struct Pin: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Keep blobs (by digest) or images (--image) whatever the pressure.")
+        @OptionGroup var targets: PinTargets
+        func run() async throws { try await targets.apply("PUT", "pinned") }
+    }
+
     struct Unpin: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Let blobs (or images, --image) be evicted again.")
-        @OptionGroup var target: AdminTarget
-        @Option(help: "The cloud of --image ids.") var cloud = "default_RegionOne"
-        @Flag(help: "The arguments are image ids, not digests.") var image = false
-        @Argument var ids: [String]
-
-        func run() async throws {
-            for id in ids {
-                let path = image ? "/depot/v1/images/\(cloud)/\(id)/pin" : "/depot/v1/blobs/\(id)/pin"
-                _ = try await target.call("DELETE", path)
-                print("unpinned \(id)")
-            }
-        }
+        @OptionGroup var targets: PinTargets
+        func run() async throws { try await targets.apply("DELETE", "unpinned") }
     }
 
     struct Prune: AsyncParsableCommand {

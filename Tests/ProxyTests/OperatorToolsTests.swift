@@ -11,12 +11,6 @@ import Testing
 
     init() async throws { glance = try await GlanceServer.shared() }
 
-    func glanceCLI(_ endpoint: String, token: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
-        let command = [GlanceServer.venv + "/bin/glance", "--os-image-url", endpoint, "--os-auth-token", token] + arguments
-        let result = try await spawn("/bin/sh", ["-c", "exec \"$0\" \"$@\" <&- 2>&1"] + command)
-        return (result.status, String(decoding: result.stdout, as: UTF8.self))
-    }
-
     @Test func glanceCacheCommandsWorkAgainstDepotUnchanged() async throws {
         let depot = try await DepotHarness(glanceURL: glance.url)
         defer { Task { await depot.stop() } }

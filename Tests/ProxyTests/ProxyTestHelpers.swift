@@ -132,3 +132,11 @@ extension CacheSettings {
         return settings
     }
 }
+
+/// Runs the glance CLI against `endpoint` as `token`, stdin closed (glanceclient reads image
+/// data from any other stdin); returns its exit status and output (stdout and stderr).
+func glanceCLI(_ endpoint: String, token: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
+    let command = [GlanceServer.venv + "/bin/glance", "--os-image-url", endpoint, "--os-auth-token", token] + arguments
+    let result = try await spawn("/bin/sh", ["-c", "exec \"$0\" \"$@\" <&- 2>&1"] + command)
+    return (result.status, String(decoding: result.stdout, as: UTF8.self))
+}

@@ -13,14 +13,6 @@ import Testing
 
     init() async throws { glance = try await GlanceServer.shared() }
 
-    /// Runs the glance CLI against `endpoint` as `token`; returns its exit status and output.
-    func glanceCLI(_ endpoint: String, token: String = GlanceServer.alice, _ arguments: [String]) async throws -> (status: Int32, output: String) {
-        // Stdin closed: glanceclient reads image data from any other stdin.
-        let command = [GlanceServer.venv + "/bin/glance", "--os-image-url", endpoint, "--os-auth-token", token] + arguments
-        let result = try await spawn("/bin/sh", ["-c", "exec \"$0\" \"$@\" <&-"] + command)
-        return (result.status, String(decoding: result.stdout, as: UTF8.self))
-    }
-
     /// The `id` row of the table the glance CLI prints.
     func imageID(fromTable output: String) -> String? {
         for line in output.split(separator: "\n") {
@@ -34,7 +26,7 @@ import Testing
         let depot = try await DepotHarness(glanceURL: glance.url)
         defer { Task { await depot.stop() } }
         let file = try TestImageFile(megabytes: 12, seed: 61)
-        let created = try await glanceCLI(depot.url, [
+        let created = try await glanceCLI(depot.url, token: GlanceServer.alice, [
             "image-create", "--name", "via-glanceclient", "--disk-format", "raw", "--container-format", "bare", "--file", file.path,
         ])
         #expect(created.status == 0, "\(created.output)")
@@ -74,7 +66,7 @@ import Testing
         let depot = try await DepotHarness(glanceURL: glance.url)
         defer { Task { await depot.stop() } }
         let file = try TestImageFile(megabytes: 6, seed: 63)
-        let created = try await glanceCLI(depot.url, [
+        let created = try await glanceCLI(depot.url, token: GlanceServer.alice, [
             "image-create-via-import", "--name", "via-import", "--disk-format", "raw", "--container-format", "bare",
             "--import-method", "glance-direct", "--file", file.path,
         ])
