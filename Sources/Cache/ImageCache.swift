@@ -151,6 +151,9 @@ public final class ImageCache: Sendable {
         if let cached, now - cached.decidedAt < settings.decisionTTL {
             return AuthorizedImage(cloud: cloud, image: cached.image, fromOfflineGrace: false)
         }
+        // Seeing an image's record is not downloading it (a reader-only token may do the first
+        // and not the second): Glance's own download check runs alongside, on one byte.
+        async let downloadRefusal = Self.downloadRefusal(client, imageID: imageID, token: token)
         let image: GlanceImage
         do {
             image = try await client.showImage(imageID, auth: .token(token))
@@ -169,6 +172,10 @@ public final class ImageCache: Sendable {
             throw .backendUnavailable(cloud: cloud, reason: "\(error)")
         }
         noteRecovery(cloud: cloud)
+        if let refusal = await downloadRefusal, let status = refusal.status {
+            decisions.withLock { $0[key] = nil }
+            throw .backendRefused(status: status, message: GlanceError.message(of: refusal))
+        }
         guard image.isActive else {
             if let pending = pendingUpload(cloud: cloud, image: image) {
                 // Depot holds the bytes and owes them to Glance: serve them meanwhile.
@@ -181,6 +188,17 @@ public final class ImageCache: Sendable {
         }
         decisions.withLock { $0[key] = Decision(image: image, decidedAt: now) }
         return AuthorizedImage(cloud: cloud, image: image, fromOfflineGrace: false)
+    }
+
+    /// Glance's refusal (401/403) to let this token download the image, asked with a one-byte
+    /// range; nil when it allows it or answers anything else (the record decides then).
+    static func downloadRefusal(_ client: GlanceClient, imageID: String, token: String) async -> GlanceError? {
+        do {
+            _ = try await client.download(imageID: imageID, range: 0...0, auth: .token(token)) { _ in }
+            return nil
+        } catch {
+            return error.status == 403 || error.status == 401 ? error : nil
+        }
     }
 
     func decisionKey(token: String, cloud: String, imageID: String) -> String {

@@ -187,7 +187,9 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         case let .imageFile(cloud, imageID, pathAndQuery):
             switch request.method {
             case .GET, .HEAD:
-                await ImageFileResponder(cache: cache, logger: requestLogger(request)).respond(request, response, cloud: cloud, imageID: imageID)
+                let passThrough: @Sendable () async -> Void = { await forward(request, response, cloud: cloud, pathAndQuery: pathAndQuery) }
+                await ImageFileResponder(cache: cache, logger: requestLogger(request), passThrough: passThrough)
+                    .respond(request, response, cloud: cloud, imageID: imageID)
             case .PUT:
                 await UploadResponder(cache: cache, settings: uploads, logger: requestLogger(request)).respond(request, response, cloud: cloud, imageID: imageID, method: .upload)
             default:

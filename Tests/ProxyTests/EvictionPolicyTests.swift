@@ -95,15 +95,18 @@ import Testing
         let worst = Atomic<UInt64>(0)
         let samples = Atomic<Int>(0)
         let running = Atomic<Bool>(true)
-        let sampler = Task.detached {
+        let stopped = Atomic<Bool>(false)
+        // A thread of its own: the cooperative pool is busy with 32 clients.
+        Thread.detachNewThread {
             while running.load(ordering: .relaxed) {
                 if let usage = depot.cache.budgetUsage {
                     let total = usage.used + usage.reserved
                     if total > worst.load(ordering: .relaxed) { worst.store(total, ordering: .relaxed) }
                     samples.add(1, ordering: .relaxed)
                 }
-                try? await Task.sleep(for: .milliseconds(2))
+                usleep(1000)
             }
+            stopped.store(true, ordering: .releasing)
         }
         let failures = try await withThrowingTaskGroup(of: [String].self) { group in
             for client in 0..<32 {
@@ -124,7 +127,7 @@ import Testing
             return try await group.reduce(into: []) { $0 += $1 }
         }
         running.store(false, ordering: .relaxed)
-        _ = await sampler.value
+        while !stopped.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(5)) }
         #expect(failures.isEmpty, "\(failures)")
         #expect(samples.load(ordering: .relaxed) > 100)
         #expect(worst.load(ordering: .relaxed) <= 40 << 20, "peak \(worst.load(ordering: .relaxed))")
