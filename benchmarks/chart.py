@@ -33,7 +33,7 @@ def number(text):
 
 serve, cold, out = sys.argv[1], sys.argv[2], sys.argv[3]
 serve_rows = {r[0]: r for r in rows(serve)}
-fig, axes = plt.subplots(1, 4, figsize=(20, 5))
+fig, axes = plt.subplots(1, 5, figsize=(25, 5))
 colors = {"Depot": "#2b6cb0", "nginx": "#38a169", "Glance": "#a0aec0"}
 
 # Hits: throughput.
@@ -62,8 +62,9 @@ ax.legend()
 cold_rows = [r for r in rows(cold) if r and r[0].isdigit()]
 clients = sorted({int(r[0]) for r in cold_rows})
 for ax, column, title, ylabel in [
-    (axes[2], 5, "Cold miss: slowest client's last byte", "seconds (lower is better)"),
-    (axes[3], 6, "Cold miss: bytes fetched from Glance / image size", "ratio (1.0 = one fetch)"),
+    (axes[2], 3, "Cold miss: slowest client's first byte", "seconds (lower is better)"),
+    (axes[3], 5, "Cold miss: slowest client's last byte", "seconds (lower is better)"),
+    (axes[4], 6, "Cold miss: bytes fetched from Glance / image size", "ratio (1.0 = one fetch)"),
 ]:
     for i, who in enumerate(["depot", "nginx", "glance"]):
         values = [number(next((r[column] for r in cold_rows if int(r[0]) == n and r[1] == who), "0")) for n in clients]
