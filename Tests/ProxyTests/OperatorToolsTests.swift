@@ -64,6 +64,15 @@ import Testing
         ]
         let first = try await DepotProcess.start(arguments)
         for (image, _) in images { #expect(try await download("\(first.url)/v2/images/\(image.id)/file").status == 200) }
+        // /metrics (Prometheus text from swift-metrics) counts what was just served.
+        let metrics = try await curl("\(first.url)/metrics", token: nil)
+        let text = String(decoding: metrics.body, as: UTF8.self)
+        #expect(metrics.status == 200)
+        #expect(text.contains("depot_cache_requests_total{result=\"miss\"} 3"), "\(text.prefix(2000))")
+        #expect(text.contains("depot_http_requests_total{route=\"image_file\",status=\"200\"} 3"))
+        #expect(text.contains("depot_fills_total{outcome=\"committed\"} 3"))
+        // The access log has one line per request, with its id.
+        #expect(first.log.contains("depot.access"))
         let ls = try await spawn(depotExecutable, ["cache", "ls", "--url", first.url, "--admin-token", DepotHarness.adminToken, "--json"])
         #expect(ls.status == 0)
         let listed = try JSONSerialization.jsonObject(with: Data(ls.stdout)) as? [String: Any]
