@@ -240,8 +240,9 @@ extension ImageCache {
     /// The image as it will be once its pending push is done (size and hashes of Depot's
     /// copy), when Depot holds its bytes; nil otherwise.
     func pendingUpload(cloud: String, image: GlanceImage) -> GlanceImage? {
+        // A push that is done also counts: Glance's answer may predate its end by a moment.
         guard ["queued", "saving", "uploading", "importing"].contains(image.status ?? ""),
-              let push = try? catalog.push(cloud: cloud, imageID: image.id), push.state == .pending,
+              let push = try? catalog.push(cloud: cloud, imageID: image.id), push.state == .pending || push.state == .done,
               let blob = try? catalog.blob(push.digest)
         else { return nil }
         var properties = image.properties

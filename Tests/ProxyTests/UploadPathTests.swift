@@ -199,6 +199,23 @@ import Testing
         #expect(try await curl("\(depot.url)/v2/images/\(vmdk.id)/file").status == 204)
     }
 
+    @Test func anImageIsServedWhenGlanceStillSaysSavingButThePushHasEnded() async throws {
+        // The race newcomers hit: Glance answers "saving" while the push ends.
+        let depot = try await DepotHarness(glanceURL: glance.url, startPushes: false)
+        defer { Task { await depot.stop() } }
+        let file = try TestImageFile(megabytes: 2, seed: 59)
+        let image = try await createImage(depot.url)
+        #expect(try await curl("\(depot.url)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", file.path]).status == 204)
+        var push = try #require(try depot.catalog.push(cloud: "default_RegionOne", imageID: image.id))
+        push.state = .done
+        try depot.catalog.update(push)
+        #expect(try await glanceAsAlice(glance.url).showImage(image.id).status == "queued")
+        let served = try await download("\(depot.url)/v2/images/\(image.id)/file")
+        #expect(served.status == 200)
+        #expect(served.sha256 == file.sha256)
+        #expect(try depot.catalog.mapping(cloud: "default_RegionOne", imageID: image.id) != nil)
+    }
+
     @Test func pushesRetryWhileGlanceIsDownAndFinishWhenItIsBack() async throws {
         let proxy = try FaultProxy(upstreamPort: glance.port)
         defer { proxy.stop() }
