@@ -43,12 +43,19 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         case health
         case readiness
         case notFound(String)
+        case invalid(String)
     }
 
     func route(_ request: Request) -> Route { route(uri: request.uri) }
 
     func route(uri fullURI: String) -> Route {
         var uri = Substring(fullURI)
+        let rawPath = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        // Dot segments would be resolved differently on the way to Glance (libcurl squashes
+        // them): refuse them rather than guess which resource was meant.
+        if rawPath.split(separator: "/", omittingEmptySubsequences: false).contains(where: { $0 == ".." || $0 == "." }) {
+            return .invalid("the path \(rawPath.prefix(200)) has . or .. segments; send the resource's path itself")
+        }
         if uri.hasPrefix("/depot/v1/") || uri == "/depot/v1" {
             let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
             return .admin(.depot(rest: path.dropFirst("/depot/v1".count).split(separator: "/").map(String.init)))
@@ -139,6 +146,7 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         case .health: "health"
         case .readiness: "readiness"
         case .notFound: "not_found"
+        case .invalid: "invalid"
         }
     }
 
@@ -182,6 +190,8 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
             await readiness(response)
         case let .notFound(message):
             await response.sendError(.notFound, message)
+        case let .invalid(message):
+            await response.sendError(.badRequest, message)
         case let .versions(cloud, prefix):
             await versions(request, response, cloud: cloud, prefix: prefix)
         case let .imageFile(cloud, imageID, pathAndQuery):

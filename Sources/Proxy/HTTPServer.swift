@@ -122,7 +122,9 @@ public final class HTTPServer: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: Self.idleTimeout))
                     try channel.pipeline.syncOperations.addHandler(IdleConnectionCloser())
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    // Parse errors are answered in `serve`, which knows whether a response is
+                    // already under way (NIO's own error handler would write a second one).
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
                     if let fastPath { try channel.pipeline.syncOperations.addHandler(FastPathHandler(responder: fastPath)) }
                     return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
                 }
@@ -151,7 +153,19 @@ public final class HTTPServer: Sendable {
         do {
             try await connection.executeThenClose { inbound, _ in
                 let parts = InboundParts(inbound.makeAsyncIterator())
-                while let part = try await parts.next() {
+                while true {
+                    let next: HTTPServerRequestPart?
+                    do {
+                        next = try await parts.next()
+                    } catch let error as HTTPParserError {
+                        // Bytes that are not a request, between requests: say so once and close.
+                        let writer = ResponseWriter(channel: connection.channel, version: .http1_1, method: .GET)
+                        await writer.sendError(
+                            .badRequest, "the request could not be parsed (\(error)); send HTTP/1.1 with a valid request line and headers",
+                            headers: ["connection": "close"])
+                        return
+                    }
+                    guard let part = next else { return }
                     guard case let .head(head) = part else { continue }
                     let body = RequestBody(parts: parts, head: head)
                     let request = Request(head: head, body: body, id: makeRequestID())
