@@ -13,8 +13,8 @@ public struct BlobInventory: Sendable {
 
     public var json: [String: Any] {
         [
-            "sha256": blob.sha256, "size": blob.size, "sha512": blob.sha512 ?? NSNull(), "md5": blob.md5 ?? NSNull(),
-            "hits": blob.hits, "last_access": blob.lastAccess, "created_at": blob.createdAt, "pinned": pinned,
+            "sha256": blob.sha256, "size": Int(blob.size), "sha512": blob.sha512 ?? NSNull(), "md5": blob.md5 ?? NSNull(),
+            "hits": Int(blob.hits), "last_access": blob.lastAccess, "created_at": blob.createdAt, "pinned": pinned,
             "images": images.map { image -> [String: Any] in
                 ["cloud": image.cloud, "image_id": image.imageID, "name": image.name ?? NSNull(), "status": image.status ?? NSNull()]
             },
@@ -33,16 +33,22 @@ extension PushRecord {
     }
 }
 
-/// The operator's view and levers: inventory, stats, pins, evictions, prefetch, pushes.
-extension ImageCache {
-    /// Every blob with the images that map to it and their pushes, least recently used first.
-    public func inventory() throws -> [BlobInventory] {
+extension BlobInventory {
+    /// Every blob of a Catalog with its images and pushes, least recently used first (also
+    /// what `depot cache ls --data-dir` reads from a stopped Depot).
+    public static func all(in catalog: Catalog) throws -> [BlobInventory] {
         let images = Dictionary(grouping: try catalog.allImages(), by: \.sha256)
         let pushes = Dictionary(grouping: try catalog.pushes(), by: \.sha256)
         return try catalog.allBlobs().map { blob in
             BlobInventory(blob: blob, images: images[blob.sha256] ?? [], pushes: pushes[blob.sha256] ?? [], pinned: blob.pinned)
         }
     }
+}
+
+/// The operator's view and levers: inventory, stats, pins, evictions, prefetch, pushes.
+extension ImageCache {
+    /// Every blob with the images that map to it and their pushes, least recently used first.
+    public func inventory() throws -> [BlobInventory] { try BlobInventory.all(in: catalog) }
 
     public func inventory(of digest: Digest) throws -> BlobInventory? {
         guard let blob = try catalog.blob(digest) else { return nil }
@@ -54,9 +60,7 @@ extension ImageCache {
     public func stats() throws -> [String: Any] {
         let usage = budget.usage
         let counts = budget.counts
-        var free: UInt64?
-        var info = statvfs()
-        if statvfs(store.root, &info) == 0 { free = UInt64(info.f_bavail) * UInt64(info.f_frsize) }
+        let free = budget.freeDiskBytes()
         let pushes = try catalog.pushes()
         var byState: [String: Int] = [:]
         for push in pushes { byState[push.state.rawValue, default: 0] += 1 }

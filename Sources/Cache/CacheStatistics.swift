@@ -20,6 +20,12 @@ public final class CacheStatistics: Sendable {
     private let bytesFromCache = Atomic<Int>(0)
     private let bytesFromBackend = Atomic<Int>(0)
 
+    // Made once: a hit on the event loop should not look the metric up in the registry.
+    private let requestCounters = Dictionary(
+        uniqueKeysWithValues: Result.allCases.map { ($0, Counter(label: "depot_cache_requests_total", dimensions: [("result", $0.rawValue)])) })
+    private let cacheBytes = Counter(label: "depot_bytes_served_total", dimensions: [("source", "cache")])
+    private let backendBytes = Counter(label: "depot_bytes_served_total", dimensions: [("source", "backend")])
+
     public init() {}
 
     /// Records one image-data response and the body bytes it sent.
@@ -29,9 +35,14 @@ public final class CacheStatistics: Sendable {
         case .miss: misses.add(1, ordering: .relaxed)
         case .shared: shared.add(1, ordering: .relaxed)
         }
-        if result == .hit { bytesFromCache.add(bytes, ordering: .relaxed) } else { bytesFromBackend.add(bytes, ordering: .relaxed) }
-        Counter(label: "depot_cache_requests_total", dimensions: [("result", result.rawValue)]).increment()
-        Counter(label: "depot_bytes_served_total", dimensions: [("source", result == .hit ? "cache" : "backend")]).increment(by: bytes)
+        requestCounters[result]?.increment()
+        if result == .hit {
+            bytesFromCache.add(bytes, ordering: .relaxed)
+            cacheBytes.increment(by: bytes)
+        } else {
+            bytesFromBackend.add(bytes, ordering: .relaxed)
+            backendBytes.increment(by: bytes)
+        }
     }
 
     public var snapshot: [String: Any] {

@@ -121,7 +121,7 @@ final class DiskBudget: Sendable {
     }
 
     /// Free bytes of the data directory's filesystem.
-    private func freeDiskBytes() -> UInt64? {
+    func freeDiskBytes() -> UInt64? {
         var info = statvfs()
         guard statvfs(store.root, &info) == 0 else { return nil }
         return UInt64(info.f_bavail) * UInt64(info.f_frsize)

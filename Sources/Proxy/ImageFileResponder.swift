@@ -189,23 +189,25 @@ struct ImageFileResponder {
         return headers
     }
 
-    func sendCacheError(_ error: CacheError, _ response: ResponseWriter) async {
+    /// The HTTP answer for a cache error; `headers` go with it (e.g. `connection: close` when
+    /// the request's body was not read).
+    func sendCacheError(_ error: CacheError, _ response: ResponseWriter, headers: HTTPHeaders = [:]) async {
         switch error {
         case let .backendRefused(status, message):
-            await response.sendError(HTTPResponseStatus(statusCode: status), message)
+            await response.sendError(HTTPResponseStatus(statusCode: status), message, headers: headers)
         case let .imageNotActive(id, status) where status == "deactivated":
-            await response.sendError(.forbidden, "The requested image \(id) has been deactivated. Image data download is forbidden.")
+            await response.sendError(.forbidden, "The requested image \(id) has been deactivated. Image data download is forbidden.", headers: headers)
         case .imageNotActive:
             // Glance answers 204 No Content for an image that has no data yet.
-            await response.send(.noContent)
+            await response.send(.noContent, headers: headers)
         case .backendUnavailable:
-            await response.sendError(.serviceUnavailable, error.description)
+            await response.sendError(.serviceUnavailable, error.description, headers: headers)
         case .unknownCloud:
-            await response.sendError(.notFound, error.description)
+            await response.sendError(.notFound, error.description, headers: headers)
         case .fillFailed:
-            await response.sendError(.badGateway, error.description)
+            await response.sendError(.badGateway, error.description, headers: headers)
         case .budgetExhausted, .diskFloor:
-            await response.sendError(.insufficientStorage, error.description)
+            await response.sendError(.insufficientStorage, error.description, headers: headers)
         }
     }
 }

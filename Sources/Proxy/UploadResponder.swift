@@ -212,12 +212,7 @@ struct UploadResponder {
             case .tooLarge: await refuse(response, .payloadTooLarge, error.description)
             }
         case let error as CacheError:
-            switch error {
-            case .budgetExhausted, .diskFloor: await refuse(response, .insufficientStorage, error.description)
-            case .unknownCloud: await refuse(response, .notFound, error.description)
-            case .backendUnavailable: await refuse(response, .serviceUnavailable, error.description)
-            default: await refuse(response, .badGateway, error.description)
-            }
+            await ImageFileResponder(cache: cache, logger: logger).sendCacheError(error, response, headers: ["connection": "close"])
         case let error as BlobStoreError:
             switch error {
             case .diskFull:

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BlobStore
+import Cache
 import Catalog
 import Foundation
 import Glance
@@ -84,14 +85,7 @@ struct CacheCommand: AsyncParsableCommand {
         func run() async throws {
             let blobs: [[String: Any]]
             if let dataDir {
-                let catalog = try openCatalog(dataDir)
-                let images = Dictionary(grouping: try catalog.allImages(), by: \.sha256)
-                blobs = try catalog.allBlobs().map { blob in
-                    [
-                        "sha256": blob.sha256, "size": blob.size, "hits": blob.hits, "last_access": blob.lastAccess, "pinned": blob.pinned,
-                        "images": (images[blob.sha256] ?? []).map { ["cloud": $0.cloud, "image_id": $0.imageID, "name": $0.name ?? ""] },
-                    ]
-                }
+                blobs = try BlobInventory.all(in: openCatalog(dataDir)).map(\.json)
             } else {
                 blobs = (try await target.call("GET", "/depot/v1/blobs") as? [String: Any])?["blobs"] as? [[String: Any]] ?? []
             }

@@ -90,13 +90,14 @@ struct ServeCommand: AsyncParsableCommand {
         cacheSettings.push.concurrency = settings.pushConcurrency
         cacheSettings.push.initialBackoff = settings.pushInitialBackoff
         cacheSettings.push.maximumBackoff = settings.pushMaximumBackoff
+        // Metrics go to a Prometheus registry that /metrics renders; bootstrapped before the
+        // cache, which makes its counters once.
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let cache = try ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: settings.clouds[0].name, settings: cacheSettings)
         var uploads = UploadSettings()
         uploads.mode = UploadMode(rawValue: settings.uploadMode) ?? .writeBack
         uploads.maximumSize = settings.maxUploadSize
-        // Metrics go to a Prometheus registry that /metrics renders.
-        let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let handler = DepotHandler(
             cache: cache, uploads: uploads, admin: AdminAccess(token: settings.adminToken), metrics: { registry.emitToBuffer() })
         let server = HTTPServer(host: settings.listenHost, port: settings.listenPort, handler: handler)

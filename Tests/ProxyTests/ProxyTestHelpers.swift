@@ -140,3 +140,31 @@ func glanceCLI(_ endpoint: String, token: String, _ arguments: [String]) async t
     let result = try await spawn("/bin/sh", ["-c", "exec \"$0\" \"$@\" <&- 2>&1"] + command)
     return (result.status, String(decoding: result.stdout, as: UTF8.self))
 }
+
+/// A blocking TCP connection to 127.0.0.1:`port` (call it off the cooperative pool).
+func connectLoopback(port: Int) throws -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else {
+        let code = errno
+        close(fd)
+        throw CommandFailed(command: "connect to \(port)", status: code)
+    }
+    return fd
+}
+
+/// Writes `bytes` to a socket, stopping early if the peer closes.
+func sendAll(_ fd: Int32, _ bytes: [UInt8]) {
+    var offset = 0
+    while offset < bytes.count {
+        let n = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        if n <= 0 { return }
+        offset += n
+    }
+}

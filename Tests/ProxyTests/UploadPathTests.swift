@@ -313,24 +313,10 @@ func errorMessage(_ result: CurlResult) -> String {
 /// Sends a request whose body stops short of its Content-Length, then closes the socket.
 func sendTruncatedBody(port: Int, path: String, declared: Int, sent: Int) async throws {
     try await offThePool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = try connectLoopback(port: port)
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw CommandFailed(command: "connect to \(port)", status: errno) }
         let head = "PUT \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Auth-Token: \(GlanceServer.alice)\r\nContent-Type: application/octet-stream\r\nContent-Length: \(declared)\r\n\r\n"
-        let payload = Array(head.utf8) + pseudoRandomBytes(count: sent, seed: 99)
-        var offset = 0
-        while offset < payload.count {
-            let n = payload[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            guard n > 0 else { break }
-            offset += n
-        }
+        sendAll(fd, Array(head.utf8) + pseudoRandomBytes(count: sent, seed: 99))
         // Give Depot a moment to authorize and start reading before the line goes dead.
         usleep(300_000)
     }
