@@ -24,6 +24,9 @@ public enum CacheError: Error, CustomStringConvertible, Sendable {
     /// Writing the image would leave less than `min_free_disk` free on the data directory's
     /// filesystem, even after evicting all that may go.
     case diskFloor(needed: UInt64, minimumFree: UInt64)
+    /// As many fills as `limits.max_fills` allows are running; a new one would overload the
+    /// backend or the disk.
+    case tooManyFills(running: Int)
 
     public var description: String {
         switch self {
@@ -36,6 +39,8 @@ public enum CacheError: Error, CustomStringConvertible, Sendable {
             "the image needs \(needed) bytes but the cache budget of \(budget) bytes holds \(used) bytes that are pinned, being read, being filled or waiting for their push; retry later or raise cache.size"
         case let .diskFloor(needed, minimum):
             "the image needs \(needed) bytes and the data directory's filesystem must keep \(minimum) bytes free (cache.min_free_disk); free space on it or lower the limit"
+        case let .tooManyFills(running):
+            "Depot is already fetching \(running) images from the image service, its limit (limits.max_fills); retry in a few seconds"
         }
     }
 }
@@ -66,6 +71,8 @@ public struct CacheSettings: Sendable {
     public var minimumFreeDisk: UInt64?
     /// How uploads are pushed to the backends.
     public var push = PushSettings()
+    /// Backend fills running at once; one more image is refused (503) until one ends.
+    public var maximumFills = 32
 
     public init() {}
 }
@@ -321,7 +328,9 @@ public final class ImageCache: Sendable {
         let image = authorized.image
         let client = try client(for: authorized.cloud)
         let key = "\(authorized.cloud)|\(image.id)"
-        if let running = fills.withLock({ $0[key] }) { return (running, true) }
+        let (running, count) = fills.withLock { ($0[key], $0.count) }
+        if let running { return (running, true) }
+        guard count < settings.maximumFills else { throw .tooManyFills(running: count) }
         let reserved = image.size ?? 0
         for evicted in try budget.reserve(reserved) { forgetBlob(evicted) }
         var expectation = BlobExpectation(size: image.size)
@@ -344,10 +353,16 @@ public final class ImageCache: Sendable {
             budget.settle(reserved: reserved, committed: nil)
             throw error
         }
-        let winner = fills.withLock { table -> Fill in
+        let winner = fills.withLock { table -> Fill? in
             if let running = table[key] { return running }
+            guard table.count < settings.maximumFills else { return nil }
             table[key] = fill
             return fill
+        }
+        guard let winner else {
+            writer.abort()
+            budget.settle(reserved: reserved, committed: nil)
+            throw .tooManyFills(running: settings.maximumFills)
         }
         guard winner === fill else {
             writer.abort()

@@ -27,6 +27,18 @@ public struct DepotConfiguration: Sendable, Equatable {
     /// The first retry delay of a failed push (doubled per attempt, with jitter) and the cap.
     public var pushInitialBackoff: Duration = .seconds(2)
     public var pushMaximumBackoff: Duration = .seconds(300)
+    /// Connections open at once (503 beyond).
+    public var maxConnections = 4096
+    /// Time a connection has to send a complete request head (from its start or the previous
+    /// response's end); slowloris clients and idle keep-alive connections are closed then.
+    public var headerTimeout: Duration = .seconds(60)
+    /// Time without traffic either way after which a connection is closed.
+    public var idleTimeout: Duration = .seconds(120)
+    /// Backend fills running at once (503 with Retry-After beyond).
+    public var maxFills = 32
+    /// The listener's TLS certificate chain and private key (PEM); both or neither.
+    public var tlsCertificate: String?
+    public var tlsKey: String?
 
     public init() {}
 
@@ -38,6 +50,9 @@ public struct DepotConfiguration: Sendable, Equatable {
         public var serviceToken: String?
         public var keystone: KeystoneConfiguration?
         public var caBundle: String?
+        /// A client certificate and its key (PEM) for backends that ask for one.
+        public var clientCertificate: String?
+        public var clientKey: String?
         public var insecure = false
 
         public init() {}
@@ -115,15 +130,32 @@ public struct DepotConfiguration: Sendable, Equatable {
             case "push":
                 for sub in try reader.map(entry) {
                     switch sub.key {
-                    case "concurrency":
-                        guard let value = Int(try reader.string(sub)), value > 0 else {
-                            throw ConfigurationError(path: path, line: sub.line, message: "push.concurrency must be a whole number above 0")
-                        }
-                        config.pushConcurrency = value
+                    case "concurrency": config.pushConcurrency = try reader.positiveInteger(sub)
                     case "initial_backoff": config.pushInitialBackoff = try reader.duration(sub)
                     case "max_backoff": config.pushMaximumBackoff = try reader.duration(sub)
                     default: throw reader.unknown(sub, in: "push", known: ["concurrency", "initial_backoff", "max_backoff"])
                     }
+                }
+            case "limits":
+                for sub in try reader.map(entry) {
+                    switch sub.key {
+                    case "max_connections": config.maxConnections = try reader.positiveInteger(sub)
+                    case "header_timeout": config.headerTimeout = try reader.positiveDuration(sub)
+                    case "idle_timeout": config.idleTimeout = try reader.positiveDuration(sub)
+                    case "max_fills": config.maxFills = try reader.positiveInteger(sub)
+                    default: throw reader.unknown(sub, in: "limits", known: ["max_connections", "header_timeout", "idle_timeout", "max_fills"])
+                    }
+                }
+            case "tls":
+                for sub in try reader.map(entry) {
+                    switch sub.key {
+                    case "certificate": config.tlsCertificate = try reader.string(sub)
+                    case "key": config.tlsKey = try reader.string(sub)
+                    default: throw reader.unknown(sub, in: "tls", known: ["certificate", "key"])
+                    }
+                }
+                guard (config.tlsCertificate == nil) == (config.tlsKey == nil) else {
+                    throw ConfigurationError(path: path, line: entry.line, message: "tls: needs both certificate: and key: (PEM files)")
                 }
             case "clouds":
                 guard case let .list(items) = entry.value else {
@@ -136,7 +168,10 @@ public struct DepotConfiguration: Sendable, Equatable {
                     config.clouds.append(try reader.cloud(fields))
                 }
             default:
-                throw reader.unknown(entry, in: nil, known: ["listen", "data_dir", "log_level", "admin_token", "cache", "auth", "upload_mode", "max_upload_size", "push", "clouds"])
+                throw reader.unknown(entry, in: nil, known: [
+                    "listen", "data_dir", "log_level", "admin_token", "cache", "auth", "upload_mode", "max_upload_size", "push", "limits", "tls",
+                    "clouds",
+                ])
             }
         }
         guard config.lowWatermark <= config.highWatermark else {
@@ -243,6 +278,17 @@ struct Reader {
         return bytes
     }
 
+    func positiveInteger(_ entry: Entry) throws(ConfigurationError) -> Int {
+        guard let value = Int(try string(entry)), value > 0 else { throw error(entry, "expected a whole number above 0") }
+        return value
+    }
+
+    func positiveDuration(_ entry: Entry) throws(ConfigurationError) -> Duration {
+        let value = try duration(entry)
+        guard value > .zero else { throw error(entry, "expected a duration above 0, such as 30s") }
+        return value
+    }
+
     func duration(_ entry: Entry) throws(ConfigurationError) -> Duration {
         guard let value = parseDuration(try string(entry)) else { throw error(entry, "expected a duration such as 60s, 5m, 24h or 7d") }
         return value
@@ -257,6 +303,8 @@ struct Reader {
             case "glance_url": cloud.glanceURL = try string(field).trimmingCharacters(in: CharacterSet(charactersIn: "/"))
             case "service_token": cloud.serviceToken = try string(field)
             case "ca_bundle": cloud.caBundle = try string(field)
+            case "client_certificate": cloud.clientCertificate = try string(field)
+            case "client_key": cloud.clientKey = try string(field)
             case "insecure": cloud.insecure = try bool(field)
             case "keystone":
                 var keystone = DepotConfiguration.KeystoneConfiguration()
@@ -287,7 +335,9 @@ struct Reader {
                 }
                 cloud.keystone = keystone
             default:
-                throw unknown(field, in: "clouds[]", known: ["owner", "region", "glance_url", "service_token", "keystone", "ca_bundle", "insecure"])
+                throw unknown(field, in: "clouds[]", known: [
+                    "owner", "region", "glance_url", "service_token", "keystone", "ca_bundle", "client_certificate", "client_key", "insecure",
+                ])
             }
         }
         guard cloud.owner.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." }),

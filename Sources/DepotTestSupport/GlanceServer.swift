@@ -8,7 +8,9 @@ import Synchronization
 public final class GlanceServer: Sendable {
     public let port: Int
     public let dataDirectory: String
-    public var url: String { "http://127.0.0.1:\(port)" }
+    /// Whether it serves HTTPS.
+    public let usesTLS: Bool
+    public var url: String { "\(usesTLS ? "https" : "http")://127.0.0.1:\(port)" }
 
     public static let alice = "alice:projA:member,reader"
     public static let bob = "bob:projB:member,reader"
@@ -39,20 +41,31 @@ public final class GlanceServer: Sendable {
     }
 
     /// Installs the Glance venv if needed and starts a fresh server with its own data.
-    public static func start() throws -> GlanceServer {
+    ///
+    /// - Parameters:
+    ///   - tls: serve HTTPS with these certificates' server certificate.
+    ///   - requireClientCertificate: with `tls`, refuse clients without a certificate signed by
+    ///     its CA.
+    public static func start(tls: TestCertificates? = nil, requireClientCertificate: Bool = false) throws -> GlanceServer {
         try run("/bin/bash", [script, "install"])
         let dir = NSTemporaryDirectory() + "depot-glance-\(UUID().uuidString)"
-        let output = try run("/bin/bash", [script, "start", "--data", dir])
+        var arguments = [script, "start", "--data", dir]
+        if let tls {
+            arguments += ["--tls-cert", tls.serverCertificate, "--tls-key", tls.serverKey]
+            if requireClientCertificate { arguments += ["--tls-client-ca", tls.authority] }
+        }
+        let output = try run("/bin/bash", arguments)
         let fields = output.split(whereSeparator: \.isWhitespace)
         guard fields.count == 2, let port = Int(fields[1]) else {
             throw CommandFailed(command: "glance-dev start printed \(output)", status: 1)
         }
-        return GlanceServer(port: port, dataDirectory: dir)
+        return GlanceServer(port: port, dataDirectory: dir, usesTLS: tls != nil)
     }
 
-    init(port: Int, dataDirectory: String) {
+    init(port: Int, dataDirectory: String, usesTLS: Bool = false) {
         self.port = port
         self.dataDirectory = dataDirectory
+        self.usesTLS = usesTLS
     }
 
     public func stop() {

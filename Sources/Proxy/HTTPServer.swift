@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// Why the server could not start.
@@ -57,6 +58,21 @@ extension String {
     }
 }
 
+/// What one server lets its clients use, so that many or misbehaving clients cannot take it down.
+public struct ServerLimits: Sendable, Equatable {
+    /// Connections open at once; one more is answered 503 and closed at once.
+    public var maximumConnections = 4096
+    /// A connection must deliver a complete request head within this long of opening, or of
+    /// the previous response's last byte: slowloris clients and idle keep-alive connections
+    /// are closed then.
+    public var headerTimeout = TimeAmount.seconds(60)
+    /// A connection with no traffic either way for this long is closed (a stalled body or a
+    /// client that stopped reading).
+    public var idleTimeout = TimeAmount.seconds(120)
+
+    public init() {}
+}
+
 /// A SwiftNIO HTTP/1.1 server: one task per connection, requests handled in order.
 ///
 /// Responses are written with `writeAndFlush` and awaited, so a slow client slows its own
@@ -64,34 +80,61 @@ extension String {
 public final class HTTPServer: Sendable {
     public let host: String
     public let requestedPort: Int
+    public let limits: ServerLimits
     let handler: any RequestHandler
     let fastPath: (any FastPathResponder)?
+    /// Set when the listener speaks TLS.
+    let tls: NIOSSLContext?
+    /// Reads blob bytes for hits over TLS, where sendfile cannot encrypt (nil without TLS).
+    let fileReads: NonBlockingFileIO?
+    private let fileReadThreads: NIOThreadPool?
     let group: MultiThreadedEventLoopGroup
     let logger: Logger
     private let listening = Mutex<Channel?>(nil)
     private let open = Mutex<[ObjectIdentifier: Channel]>([:])
     private let boundPort = Mutex<Int?>(nil)
+    /// Accepted connections not yet closed, refused ones included.
+    private let connectionCount = Atomic<Int>(0)
 
-    /// - Parameter fastPath: answers what it can on the event loop (cache hits); by default the
-    ///   handler itself when it can.
+    /// - Parameters:
+    ///   - fastPath: answers what it can on the event loop (cache hits); by default the handler
+    ///     itself when it can. Not used with TLS: its zero-copy file regions cannot be encrypted.
+    ///   - tls: the listener's certificate and key; nil serves plain HTTP.
     public init(
-        host: String, port: Int, handler: any RequestHandler, fastPath: (any FastPathResponder)? = nil,
-        threads: Int = System.coreCount, logger: Logger = Logger(label: "depot.http")
+        host: String, port: Int, handler: any RequestHandler, fastPath: (any FastPathResponder)? = nil, tls: NIOSSLContext? = nil,
+        limits: ServerLimits = .init(), threads: Int = System.coreCount, logger: Logger = Logger(label: "depot.http")
     ) {
         self.host = host
         self.requestedPort = port
+        self.limits = limits
         self.handler = handler
-        self.fastPath = fastPath ?? (handler as? any FastPathResponder)
+        self.tls = tls
+        self.fastPath = tls == nil ? fastPath ?? (handler as? any FastPathResponder) : nil
+        if tls != nil {
+            let threads = NIOThreadPool(numberOfThreads: max(2, System.coreCount))
+            threads.start()
+            fileReadThreads = threads
+            fileReads = NonBlockingFileIO(threadPool: threads)
+        } else {
+            fileReadThreads = nil
+            fileReads = nil
+        }
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         self.logger = logger
     }
+
+    /// `https` with TLS, else `http`.
+    public var scheme: String { tls == nil ? "http" : "https" }
+
+    /// Connections open now.
+    public var openConnections: Int { connectionCount.load(ordering: .relaxed) }
 
     /// The port the server listens on, once `run` has bound it.
     public var port: Int? { boundPort.withLock { $0 } }
 
     /// Binds and serves until `shutdown` or cancellation; then waits for open connections.
     public func run(onBound: @Sendable (Int) -> Void = { _ in }) async throws {
-        let server: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
+        let server: NIOAsyncChannel<Connection, Never>
         do {
             server = try await bind()
         } catch let error as IOError {
@@ -105,14 +148,24 @@ public final class HTTPServer: Sendable {
         try await withThrowingDiscardingTaskGroup { group in
             try await server.executeThenClose { connections in
                 for try await connection in connections {
-                    group.addTask { await self.serve(connection) }
+                    guard case let .accepted(channel) = connection else { continue }
+                    group.addTask { await self.serve(channel) }
                 }
             }
         }
     }
 
-    private func bind() async throws -> NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never> {
+    /// A new connection: served, or refused because too many are open.
+    enum Connection: Sendable {
+        case accepted(NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>)
+        case refused
+    }
+
+    private func bind() async throws -> NIOAsyncChannel<Connection, Never> {
         let fastPath = self.fastPath
+        let tls = self.tls
+        let limits = self.limits
+        let logger = self.logger
         return try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 512)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -120,13 +173,22 @@ public final class HTTPServer: Sendable {
             .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 4)
             .bind(host: host, port: requestedPort) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: Self.idleTimeout))
+                    let open = self.connectionCount.wrappingAdd(1, ordering: .relaxed).newValue
+                    channel.closeFuture.whenComplete { _ in self.connectionCount.wrappingSubtract(1, ordering: .relaxed) }
+                    if open > limits.maximumConnections {
+                        logger.warning("connection refused: too many open", metadata: ["open": "\(open - 1)", "limit": "\(limits.maximumConnections)"])
+                        try channel.pipeline.syncOperations.addHandler(ConnectionRefuser(limit: limits.maximumConnections))
+                        return .refused
+                    }
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: limits.idleTimeout))
                     try channel.pipeline.syncOperations.addHandler(IdleConnectionCloser())
                     // Parse errors are answered in `serve`, which knows whether a response is
                     // already under way (NIO's own error handler would write a second one).
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
+                    try channel.pipeline.syncOperations.addHandler(RequestHeadTimeout(limits.headerTimeout))
                     if let fastPath { try channel.pipeline.syncOperations.addHandler(FastPathHandler(responder: fastPath)) }
-                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
+                    return .accepted(try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel))
                 }
             }
     }
@@ -144,6 +206,7 @@ public final class HTTPServer: Sendable {
     /// Frees the event loops; call after `run` returned.
     public func close() async {
         try? await group.shutdownGracefully()
+        try? await fileReadThreads?.shutdownGracefully()
     }
 
     private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
@@ -159,7 +222,7 @@ public final class HTTPServer: Sendable {
                         next = try await parts.next()
                     } catch let error as HTTPParserError {
                         // Bytes that are not a request, between requests: say so once and close.
-                        let writer = ResponseWriter(channel: connection.channel, version: .http1_1, method: .GET)
+                        let writer = ResponseWriter(channel: connection.channel, version: .http1_1, method: .GET, fileReads: fileReads)
                         await writer.sendError(
                             .badRequest, "the request could not be parsed (\(error)); send HTTP/1.1 with a valid request line and headers",
                             headers: ["connection": "close"])
@@ -169,7 +232,8 @@ public final class HTTPServer: Sendable {
                     guard case let .head(head) = part else { continue }
                     let body = RequestBody(parts: parts, head: head)
                     let request = Request(head: head, body: body, id: makeRequestID())
-                    let writer = ResponseWriter(channel: connection.channel, version: head.version, method: head.method, requestID: request.id)
+                    let writer = ResponseWriter(
+                        channel: connection.channel, version: head.version, method: head.method, requestID: request.id, fileReads: fileReads)
                     let started = ContinuousClock.now
                     if let (status, message) = Self.limitViolation(head) {
                         await writer.sendError(status, message, headers: ["connection": "close"])
@@ -201,8 +265,6 @@ extension HTTPServer {
     static let maximumURILength = 8 * 1024
     /// Largest header section accepted (431 beyond).
     static let maximumHeaderBytes = 64 * 1024
-    /// A connection with no traffic either way for this long is closed.
-    static let idleTimeout = TimeAmount.seconds(120)
 
     static func limitViolation(_ head: HTTPRequestHead) -> (HTTPResponseStatus, String)? {
         if head.uri.utf8.count > maximumURILength {
@@ -234,6 +296,90 @@ final class IdleConnectionCloser: ChannelInboundHandler, Sendable {
             context.fireUserInboundEventTriggered(event)
         }
     }
+}
+
+/// Closes a connection that does not deliver a complete request head within the header
+/// timeout: counted from the connection's start, or from the moment the previous response's
+/// last byte left, never while a request is being answered (a long download is not idle).
+final class RequestHeadTimeout: ChannelDuplexHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let timeout: TimeAmount
+    /// Requests whose response has not ended yet (pipelined ones included).
+    private var unanswered = 0
+    private var deadline: Scheduled<Void>?
+
+    init(_ timeout: TimeAmount) { self.timeout = timeout }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { arm(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        arm(context)
+        context.fireChannelActive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head = unwrapInboundIn(data) {
+            unanswered += 1
+            deadline?.cancel()
+            deadline = nil
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard case .end = unwrapOutboundIn(data) else {
+            context.write(data, promise: promise)
+            return
+        }
+        // The clock starts when the end has gone out: the parts before it may still be queued.
+        let written = promise ?? context.eventLoop.makePromise()
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        written.futureResult.whenComplete { _ in
+            let (handler, context) = loopBound.value
+            handler.unanswered = max(0, handler.unanswered - 1)
+            if handler.unanswered == 0 { handler.arm(context) }
+        }
+        context.write(data, promise: written)
+    }
+
+    private func arm(_ context: ChannelHandlerContext) {
+        deadline?.cancel()
+        guard context.channel.isActive else { return }
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        deadline = context.eventLoop.scheduleTask(in: timeout) {
+            loopBound.value.close(promise: nil)
+        }
+    }
+}
+
+/// Answers a connection over the limit with 503 and closes it, without parsing its request.
+final class ConnectionRefuser: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let body = #"{"error": {"code": 503, "title": "Service Unavailable", "message": "Depot has \#(limit) connections open, its limit (limits.max_connections); retry in a few seconds or reuse a connection"}}"#
+        let response = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\nretry-after: 5\r\nconnection: close\r\n\r\n\(body)"
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: response))).whenComplete { _ in
+            loopBound.value.close(promise: nil)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 }
 
 /// The request parts of one connection, shared by its requests in turn.

@@ -208,6 +208,10 @@ struct ImageFileResponder {
             await response.sendError(.badGateway, error.description, headers: headers)
         case .budgetExhausted, .diskFloor:
             await response.sendError(.insufficientStorage, error.description, headers: headers)
+        case .tooManyFills:
+            var headers = headers
+            headers.replaceOrAdd(name: "retry-after", value: "5")
+            await response.sendError(.serviceUnavailable, error.description, headers: headers)
         }
     }
 }

@@ -8,6 +8,8 @@ import Foundation
 import Glance
 import Logging
 import Metrics
+import NIOCore
+import NIOSSL
 import Prometheus
 import Proxy
 import ServiceLifecycle
@@ -30,6 +32,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("admin-token"), help: "Token for the admin APIs.") var adminToken: String?
     @Option(name: .customLong("upload-mode"), help: "write-back (acknowledge once durable here) or write-through (once Glance has it).") var uploadMode: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.") var logLevel: String?
+    @Option(name: .customLong("tls-certificate"), help: "Serve HTTPS with this certificate chain (PEM); needs --tls-key.") var tlsCertificate: String?
+    @Option(name: .customLong("tls-key"), help: "The private key (PEM) of --tls-certificate.") var tlsKey: String?
 
     /// The config file with the flags applied.
     func effectiveConfiguration() throws -> DepotConfiguration {
@@ -39,6 +43,10 @@ struct ServeCommand: AsyncParsableCommand {
             (settings.listenHost, settings.listenPort) = (host, port)
         }
         if let dataDir { settings.dataDirectory = dataDir }
+        if tlsCertificate != nil || tlsKey != nil {
+            guard let tlsCertificate, let tlsKey else { throw ValidationError("--tls-certificate and --tls-key go together") }
+            (settings.tlsCertificate, settings.tlsKey) = (tlsCertificate, tlsKey)
+        }
         if let logLevel { settings.logLevel = logLevel }
         if let adminToken { settings.adminToken = adminToken }
         if let uploadMode {
@@ -90,6 +98,7 @@ struct ServeCommand: AsyncParsableCommand {
         cacheSettings.push.concurrency = settings.pushConcurrency
         cacheSettings.push.initialBackoff = settings.pushInitialBackoff
         cacheSettings.push.maximumBackoff = settings.pushMaximumBackoff
+        cacheSettings.maximumFills = settings.maxFills
         // Metrics go to a Prometheus registry that /metrics renders; bootstrapped before the
         // cache, which makes its counters once.
         let registry = PrometheusCollectorRegistry()
@@ -100,7 +109,12 @@ struct ServeCommand: AsyncParsableCommand {
         uploads.maximumSize = settings.maxUploadSize
         let handler = DepotHandler(
             cache: cache, uploads: uploads, admin: AdminAccess(token: settings.adminToken), metrics: { registry.emitToBuffer() })
-        let server = HTTPServer(host: settings.listenHost, port: settings.listenPort, handler: handler)
+        var limits = ServerLimits()
+        limits.maximumConnections = settings.maxConnections
+        limits.headerTimeout = TimeAmount(settings.headerTimeout)
+        limits.idleTimeout = TimeAmount(settings.idleTimeout)
+        let server = HTTPServer(
+            host: settings.listenHost, port: settings.listenPort, handler: handler, tls: try tlsContext(settings), limits: limits)
 
         for cloud in settings.clouds {
             let client = clients[cloud.name]!
@@ -143,8 +157,27 @@ struct ServeCommand: AsyncParsableCommand {
             credentials = .keystone(KeystoneCredentials(authURL: keystone.authURL, method: method, region: keystone.region ?? cloud.region, interface: keystone.interface))
         }
         var configuration = GlanceClientConfiguration(endpoint: cloud.glanceURL, credentials: credentials)
-        configuration.tls = TLSOptions(caBundle: cloud.caBundle, insecure: cloud.insecure)
+        configuration.tls = TLSOptions(
+            caBundle: cloud.caBundle, clientCertificate: cloud.clientCertificate, clientKey: cloud.clientKey, insecure: cloud.insecure)
         return configuration
+    }
+
+    /// The listener's TLS setup from `tls:`; nil serves plain HTTP.
+    func tlsContext(_ settings: DepotConfiguration) throws -> NIOSSLContext? {
+        guard let certificatePath = settings.tlsCertificate, let keyPath = settings.tlsKey else { return nil }
+        do {
+            let chain = try NIOSSLCertificate.fromPEMFile(certificatePath).map { NIOSSLCertificateSource.certificate($0) }
+            guard !chain.isEmpty else { throw CLIError("\(certificatePath) holds no PEM certificate; give the server certificate (then its intermediates) in PEM") }
+            var configuration = TLSConfiguration.makeServerConfiguration(
+                certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: keyPath, format: .pem)))
+            configuration.applicationProtocols = ["http/1.1"]
+            configuration.minimumTLSVersion = .tlsv12
+            return try NIOSSLContext(configuration: configuration)
+        } catch let error as CLIError {
+            throw error
+        } catch {
+            throw CLIError("cannot use the TLS certificate \(certificatePath) with key \(keyPath): \(error); give PEM files that match (tls.certificate, tls.key)")
+        }
     }
 
     func checkWritable(_ directory: String) throws {
@@ -178,7 +211,7 @@ struct HTTPService: Service {
             try await server.run { port in
                 // One line on stdout, for scripts and tests that asked for port 0.
                 let host = server.host.contains(":") ? "[\(server.host)]" : server.host
-                FileHandle.standardOutput.write(Data("depot listening on http://\(host):\(port)\n".utf8))
+                FileHandle.standardOutput.write(Data("depot listening on \(server.scheme)://\(host):\(port)\n".utf8))
             }
         } onGracefulShutdown: {
             server.shutdown()

@@ -24,7 +24,7 @@ final class DepotHarness: @unchecked Sendable {
     /// - Parameter startPushes: run the push queue at once (else call `startPushes`).
     init(
         glanceURL: String, settings: CacheSettings = .testing, clouds extra: [String: String] = [:], uploads: UploadSettings = .init(),
-        startPushes: Bool = true, directory: TemporaryDirectory = TemporaryDirectory("depot-proxy")
+        startPushes: Bool = true, directory: TemporaryDirectory = TemporaryDirectory("depot-proxy"), limits: ServerLimits = .init()
     ) async throws {
         dir = directory
         store = try BlobStore(dataDirectory: dir.path)
@@ -38,7 +38,7 @@ final class DepotHarness: @unchecked Sendable {
         }
         cache = try ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: "default_RegionOne", settings: settings)
         let handler = DepotHandler(cache: cache, uploads: uploads, admin: AdminAccess(token: Self.adminToken))
-        let server = HTTPServer(host: "127.0.0.1", port: 0, handler: handler, threads: 2)
+        let server = HTTPServer(host: "127.0.0.1", port: 0, handler: handler, limits: limits, threads: 2)
         self.server = server
         let bound = AsyncStream<Int>.makeStream()
         task = Task { try await server.run { bound.continuation.yield($0) } }

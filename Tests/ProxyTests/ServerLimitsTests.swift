@@ -1,0 +1,225 @@
+import BlobStore
+import Cache
+import DepotTestSupport
+import Foundation
+import Glance
+import NIOCore
+import Proxy
+import Testing
+
+/// The limits that keep Depot up when clients are many, slow or hostile: connections, header
+/// and idle timeouts, fills in flight, and memory that does not grow with a slow reader.
+@Suite(.serialized) struct ServerLimitsTests {
+    let glance: GlanceServer
+
+    init() async throws { glance = try await GlanceServer.shared() }
+
+    /// Reads from `fd` until the peer closes or `deadline` passes; returns the bytes and
+    /// whether the peer closed.
+    static func readUntilClosed(_ fd: Int32, deadline: ContinuousClock.Instant) -> (bytes: [UInt8], closed: Bool) {
+        var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while ContinuousClock.now < deadline {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) { return (received, true) }
+            if n > 0 { received += buffer[..<n] }
+        }
+        return (received, false)
+    }
+
+    @Test func aSlowlorisClientIsClosedAtTheHeaderTimeoutEvenWhileItTrickles() async throws {
+        var limits = ServerLimits()
+        limits.headerTimeout = .seconds(1)
+        let depot = try await DepotHarness(glanceURL: glance.url, limits: limits)
+        defer { Task { await depot.stop() } }
+        let port = depot.port
+        let (closedAfter, answered) = try await offThePool { () throws -> (Duration, [UInt8]) in
+            let fd = try connectLoopback(port: port)
+            defer { close(fd) }
+            let started = ContinuousClock.now
+            sendAll(fd, Array("GET /healthz HTTP/1.1\r\nHost: depot\r\n".utf8))
+            // One header byte every 100 ms resets any plain idle timer; the head never ends.
+            var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            var received: [UInt8] = []
+            while ContinuousClock.now - started < .seconds(6) {
+                let sent = send(fd, "X-Slow: a\r\n", 11, Int32(MSG_NOSIGNAL))
+                let n = recv(fd, &buffer, buffer.count, 0)
+                if n > 0 { received += buffer[..<n] }
+                if sent < 0 || n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) { return (ContinuousClock.now - started, received) }
+            }
+            return (ContinuousClock.now - started, received)
+        }
+        #expect(closedAfter < .seconds(3), "the trickling connection stayed open \(closedAfter)")
+        #expect(answered.isEmpty, "no response to a request whose head never ended")
+
+        // An idle keep-alive connection goes at the same deadline; one that keeps asking stays.
+        let (idleClosed, busyStatuses) = try await offThePool { () throws -> (Bool, [String]) in
+            let idle = try connectLoopback(port: port)
+            defer { close(idle) }
+            sendAll(idle, Array("GET /healthz HTTP/1.1\r\nHost: depot\r\n\r\n".utf8))
+            let idleResult = Self.readUntilClosed(idle, deadline: .now + .seconds(4))
+            let busy = try connectLoopback(port: port)
+            defer { close(busy) }
+            var statuses: [String] = []
+            for _ in 0..<6 {
+                sendAll(busy, Array("GET /healthz HTTP/1.1\r\nHost: depot\r\n\r\n".utf8))
+                let answer = Self.readUntilClosed(busy, deadline: .now + .milliseconds(500))
+                statuses.append(String(decoding: answer.bytes.prefix(12), as: UTF8.self))
+                if answer.closed { break }
+            }
+            return (idleResult.closed && String(decoding: idleResult.bytes, as: UTF8.self).hasPrefix("HTTP/1.1 200"), statuses)
+        }
+        #expect(idleClosed, "an idle keep-alive connection is closed after its answer and the header timeout")
+        #expect(busyStatuses == Array(repeating: "HTTP/1.1 200", count: 6), "requests every 0.5 s keep a connection (\(busyStatuses))")
+    }
+
+    @Test func aDownloadLongerThanTheHeaderTimeoutIsNotCutOff() async throws {
+        var limits = ServerLimits()
+        limits.headerTimeout = .seconds(1)
+        let depot = try await DepotHarness(glanceURL: glance.url, limits: limits)
+        defer { Task { await depot.stop() } }
+        let bytes = pseudoRandomBytes(count: 24 << 20, seed: 71)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        let warm = try await curl("\(depot.url)/v2/images/\(image.id)/file")
+        #expect(warm.status == 200 && warm.body == bytes)
+        // curl at 8 MiB/s takes 3 s for the hit, three times the header timeout.
+        let slow = try await curl("\(depot.url)/v2/images/\(image.id)/file", token: GlanceServer.alice, ["--limit-rate", "8M"])
+        #expect(slow.status == 200)
+        #expect(slow.header("x-depot-cache") == "hit")
+        #expect(slow.body == bytes, "the whole image arrived over a connection slower than the header timeout")
+    }
+
+    @Test func connectionsOverTheLimitGet503AndTheServerRecovers() async throws {
+        var limits = ServerLimits()
+        limits.maximumConnections = 3
+        let depot = try await DepotHarness(glanceURL: glance.url, limits: limits)
+        defer { Task { await depot.stop() } }
+        let port = depot.port
+        let (held, refused) = try await offThePool { () throws -> ([Int32], String) in
+            var held: [Int32] = []
+            for _ in 0..<3 {
+                let fd = try connectLoopback(port: port)
+                sendAll(fd, Array("GET /healthz HTTP/1.1\r\nHost: depot\r\n\r\n".utf8))
+                let answer = Self.readUntilClosed(fd, deadline: .now + .milliseconds(300))
+                #expect(String(decoding: answer.bytes, as: UTF8.self).hasPrefix("HTTP/1.1 200"))
+                held.append(fd)
+            }
+            let extra = try connectLoopback(port: port)
+            defer { close(extra) }
+            let answer = Self.readUntilClosed(extra, deadline: .now + .seconds(3))
+            #expect(answer.closed, "the connection over the limit is closed")
+            return (held, String(decoding: answer.bytes, as: UTF8.self))
+        }
+        #expect(refused.hasPrefix("HTTP/1.1 503"))
+        #expect(refused.lowercased().contains("retry-after: 5"))
+        #expect(refused.contains("limits.max_connections"), "the message names the setting: \(refused)")
+        // The refused connection is counted out once its close is processed.
+        for _ in 0..<20 where depot.server.openConnections != 3 { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(depot.server.openConnections == 3)
+
+        close(held[0])
+        try await Task.sleep(for: .milliseconds(200))
+        let after = try await curl("\(depot.url)/healthz", token: nil)
+        #expect(after.status == 200, "a connection slot freed is usable again")
+        held.dropFirst().forEach { close($0) }
+        for _ in 0..<40 where depot.server.openConnections != 0 { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(depot.server.openConnections == 0, "every closed connection is counted out")
+    }
+
+    @Test func fillsOverTheLimitGet503WithRetryAfterAndTheRunningFillEndsWell() async throws {
+        let proxy = try FaultProxy(upstreamPort: glance.port)
+        defer { proxy.stop() }
+        var settings = CacheSettings.testing
+        settings.maximumFills = 1
+        let depot = try await DepotHarness(glanceURL: proxy.url, settings: settings)
+        defer { Task { await depot.stop() } }
+        let first = pseudoRandomBytes(count: 6 << 20, seed: 72), second = pseudoRandomBytes(count: 1 << 20, seed: 73)
+        let client = glanceAsAlice(glance.url)
+        let imageA = try await uploadImage(client, first)
+        let imageB = try await uploadImage(client, second)
+        // 2 MiB/s from the backend: the first fill takes about 3 s.
+        proxy.setFaults { $0.bytesPerSecond = 2 << 20 }
+        async let slow = curl("\(depot.url)/v2/images/\(imageA.id)/file")
+        var running = false
+        for _ in 0..<100 where !running {
+            try await Task.sleep(for: .milliseconds(50))
+            running = depot.cache.runningFill(cloud: "default_RegionOne", imageID: imageA.id) != nil
+        }
+        #expect(running)
+        let refused = try await curl("\(depot.url)/v2/images/\(imageB.id)/file")
+        #expect(refused.status == 503)
+        #expect(refused.header("retry-after") == "5")
+        #expect(String(decoding: refused.body, as: UTF8.self).contains("limits.max_fills"))
+        let a = try await slow
+        #expect(a.status == 200 && a.body == first, "the fill under way was not disturbed")
+        proxy.setFaults { $0.bytesPerSecond = nil }
+        let b = try await curl("\(depot.url)/v2/images/\(imageB.id)/file")
+        #expect(b.status == 200 && b.body == second, "once the fill ended another may start")
+    }
+
+    /// A client that reads slowly holds Depot's memory to a few chunks: the cold fill goes to
+    /// disk at the backend's pace, the client reads from disk at its own.
+    @Test func aStalledReaderOfAColdImageDoesNotGrowDepotsMemory() async throws {
+        let data = TemporaryDirectory("depot-stall")
+        let depot = try await DepotProcess.start([
+            "--data-dir", data.path, "--glance-url", glance.url, "--service-token", DepotHarness.serviceToken, "--log-level", "warning",
+        ])
+        defer { Task { await depot.stop() } }
+        let bytes = pseudoRandomBytes(count: 192 << 20, seed: 74)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        let baseline = try residentBytes(of: depot.pid)
+        let (peak, digest, total) = try await offThePool { () throws -> (UInt64, Digest, Int) in
+            let fd = try connectLoopback(port: depot.port)
+            defer { close(fd) }
+            var small: Int32 = 64 * 1024
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+            sendAll(fd, Array("GET /v2/images/\(image.id)/file HTTP/1.1\r\nHost: depot\r\nX-Auth-Token: \(GlanceServer.alice)\r\n\r\n".utf8))
+            let hasher = DigestHasher(.sha256)
+            var buffer = [UInt8](repeating: 0, count: 1 << 20)
+            var headerDone = false, body = 0
+            var peak: UInt64 = 0
+            // Take 1 MiB, then stall 4 s while the fill runs to the end on the other side.
+            while body < 1 << 20 {
+                let n = recv(fd, &buffer, buffer.count, 0)
+                guard n > 0 else { break }
+                var chunk = buffer[..<n]
+                if !headerDone, let end = chunk.firstRange(of: Array("\r\n\r\n".utf8)) {
+                    headerDone = true
+                    chunk = chunk[end.upperBound...]
+                }
+                if headerDone {
+                    chunk.withUnsafeBytes { hasher.update($0) }
+                    body += chunk.count
+                }
+            }
+            for _ in 0..<8 {
+                Thread.sleep(forTimeInterval: 0.5)
+                peak = max(peak, try residentBytes(of: depot.pid))
+            }
+            while body < bytes.count {
+                let n = recv(fd, &buffer, min(buffer.count, bytes.count - body), 0)
+                guard n > 0 else { break }
+                buffer[..<n].withUnsafeBytes { hasher.update($0) }
+                body += n
+            }
+            return (peak, hasher.finish(), body)
+        }
+        #expect(total == bytes.count)
+        #expect(digest == Digest.of(bytes, algorithm: .sha256), "the slow reader got the image intact")
+        print("stalled reader: depot RSS baseline \(baseline >> 20) MiB, peak while stalled \(peak >> 20) MiB")
+        #expect(peak < baseline + (48 << 20), "Depot held the image in memory for a slow reader: \(baseline >> 20) → \(peak >> 20) MiB")
+    }
+}
+
+/// Resident memory of a process, from /proc.
+func residentBytes(of pid: pid_t) throws -> UInt64 {
+    let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+    guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+          let kib = UInt64(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+    else { throw CommandFailed(command: "read VmRSS of \(pid)", status: 1) }
+    return kib * 1024
+}
