@@ -1,6 +1,8 @@
+import BlobStore
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 
 /// Writes one response: a head, body parts (bytes or zero-copy file regions), an end.
 ///
@@ -24,11 +26,16 @@ public final class ResponseWriter: @unchecked Sendable {
     /// Where the body came from (`x-depot-cache` of the head), for stats and the access log.
     public private(set) var cacheResult: String?
 
-    init(channel: Channel, version: HTTPVersion, method: HTTPMethod, requestID: String = makeRequestID()) {
+    /// Reads file regions into buffers when the channel encrypts (TLS) and cannot send a file
+    /// region as it is; nil sends regions zero-copy.
+    let fileReads: NonBlockingFileIO?
+
+    init(channel: Channel, version: HTTPVersion, method: HTTPMethod, requestID: String = makeRequestID(), fileReads: NonBlockingFileIO? = nil) {
         self.channel = channel
         self.version = version
         self.isHead = method == .HEAD
         self.requestID = requestID
+        self.fileReads = fileReads
     }
 
     public var allocator: ByteBufferAllocator { channel.allocator }
@@ -89,10 +96,38 @@ public final class ResponseWriter: @unchecked Sendable {
         status = hit.status
         cacheResult = "hit"
         bytesWritten += UInt64(hit.bodyBytes)
-        for part in hit.parts.dropLast() { channel.write(part, promise: nil) }
         defer { try? hit.handle?.close() }
+        if let fileReads {
+            try await sendReading(hit, with: fileReads)
+            return
+        }
+        for part in hit.parts.dropLast() { channel.write(part, promise: nil) }
         try await channel.writeAndFlush(hit.parts.last!).get()
     }
+
+    /// Writes a planned response whose file regions are read into buffers one chunk at a time,
+    /// each awaited, so a slow TLS client holds one chunk in memory, not the image.
+    private func sendReading(_ hit: HitResponse, with fileReads: NonBlockingFileIO) async throws {
+        for part in hit.parts {
+            guard case let .body(.fileRegion(region)) = part else {
+                try await channel.writeAndFlush(part).get()
+                continue
+            }
+            var offset = region.readerIndex
+            while offset < region.endIndex {
+                let count = min(Self.readChunkBytes, region.endIndex - offset)
+                let chunk = try await fileReads.read(fileHandle: region.fileHandle, fromOffset: Int64(offset), byteCount: count, allocator: allocator)
+                // A blob is never shorter than its catalogued size; if it is, the client must
+                // see a broken transfer rather than wait.
+                guard chunk.readableBytes > 0 else { throw BlobStoreError.sizeMismatch(expected: UInt64(region.endIndex), actual: UInt64(offset)) }
+                try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(chunk))).get()
+                offset += chunk.readableBytes
+            }
+        }
+    }
+
+    /// The chunk size of hits read for TLS.
+    static let readChunkBytes = 256 * 1024
 
     /// Ends the response. A client that closed right after the last body byte loses nothing,
     /// so a closed channel here is not an error.

@@ -21,6 +21,11 @@ import Testing
         #expect(config.pushConcurrency == 2)
         #expect(config.pushInitialBackoff == .seconds(2))
         #expect(config.pushMaximumBackoff == .seconds(300))
+        #expect(config.maxConnections == 4096)
+        #expect(config.headerTimeout == .seconds(60))
+        #expect(config.idleTimeout == .seconds(120))
+        #expect(config.maxFills == 32)
+        #expect(config.tlsCertificate == nil)
         #expect(config.clouds.count == 1)
         let cloud = try #require(config.clouds.first)
         #expect(cloud.name == "default_RegionOne")
@@ -54,6 +59,37 @@ import Testing
         #expect(badMode?.description.contains("write-back or write-through") == true)
         #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("push:\n  concurrency: 0", path: "depot.yaml") }
         #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("push:\n  speed: 3", path: "depot.yaml") }
+    }
+
+    @Test func limitsAndTLSKeysAreChecked() throws {
+        let config = try DepotConfiguration.parse("""
+            limits:
+              max_connections: 100
+              header_timeout: 10s
+              idle_timeout: 2m
+              max_fills: 4
+            tls:
+              certificate: /etc/depot/depot.pem
+              key: /etc/depot/depot.key
+            clouds:
+            - owner: a
+              glance_url: https://glance:9292
+              ca_bundle: /ca.pem
+              client_certificate: /client.pem
+              client_key: /client.key
+            """, path: "depot.yaml")
+        #expect(config.maxConnections == 100)
+        #expect(config.headerTimeout == .seconds(10))
+        #expect(config.idleTimeout == .seconds(120))
+        #expect(config.maxFills == 4)
+        #expect(config.tlsCertificate == "/etc/depot/depot.pem" && config.tlsKey == "/etc/depot/depot.key")
+        #expect(config.clouds.first?.clientCertificate == "/client.pem" && config.clouds.first?.clientKey == "/client.key")
+        let halfTLS = #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("tls:\n  certificate: /a.pem", path: "depot.yaml") }
+        #expect(halfTLS?.description.contains("both certificate: and key:") == true)
+        #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("limits:\n  max_fills: 0", path: "depot.yaml") }
+        #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("limits:\n  header_timeout: 0s", path: "depot.yaml") }
+        let unknown = #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("limits:\n  max_requests: 5", path: "depot.yaml") }
+        #expect(unknown?.description.contains("max_connections") == true)
     }
 
     @Test func severalCloudsAndQuoting() throws {
