@@ -27,6 +27,9 @@ public enum CacheError: Error, CustomStringConvertible, Sendable {
     /// As many fills as `limits.max_fills` allows are running; a new one would overload the
     /// backend or the disk.
     case tooManyFills(running: Int)
+    /// The data directory's filesystem has no room for the image (ENOSPC), whatever the budget
+    /// says: something else filled it.
+    case diskFull(imageID: String, needed: UInt64)
 
     public var description: String {
         switch self {
@@ -39,6 +42,8 @@ public enum CacheError: Error, CustomStringConvertible, Sendable {
             "the image needs \(needed) bytes but the cache budget of \(budget) bytes holds \(used) bytes that are pinned, being read, being filled or waiting for their push; retry later or raise cache.size"
         case let .diskFloor(needed, minimum):
             "the image needs \(needed) bytes and the data directory's filesystem must keep \(minimum) bytes free (cache.min_free_disk); free space on it or lower the limit"
+        case let .diskFull(id, needed):
+            "the data directory's filesystem has no room for image \(id) (\(needed) bytes); nothing was kept. Free space on it, or set cache.size below the space Depot may use"
         case let .tooManyFills(running):
             "Depot is already fetching \(running) images from the image service, its limit (limits.max_fills); retry in a few seconds"
         }
@@ -343,6 +348,7 @@ public final class ImageCache: Sendable {
             writer = try store.makeWriter(expecting: expectation, alsoCompute: expectation.sha512 == nil ? [.sha512, .md5] : [])
         } catch {
             budget.settle(reserved: reserved, committed: nil)
+            if case .diskFull = error { throw .diskFull(imageID: image.id, needed: reserved) }
             throw .fillFailed(imageID: image.id, reason: "\(error)")
         }
         let fill: Fill

@@ -206,7 +206,7 @@ struct ImageFileResponder {
             await response.sendError(.notFound, error.description, headers: headers)
         case .fillFailed:
             await response.sendError(.badGateway, error.description, headers: headers)
-        case .budgetExhausted, .diskFloor:
+        case .budgetExhausted, .diskFloor, .diskFull:
             await response.sendError(.insufficientStorage, error.description, headers: headers)
         case .tooManyFills:
             var headers = headers
