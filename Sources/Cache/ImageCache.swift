@@ -27,6 +27,8 @@ public enum CacheError: Error, CustomStringConvertible, Sendable {
     /// As many fills as `limits.max_fills` allows are running; a new one would overload the
     /// backend or the disk.
     case tooManyFills(running: Int)
+    /// As many uploads as `limits.max_uploads` allows are being received.
+    case tooManyUploads(running: Int)
     /// The data directory's filesystem has no room for the image (ENOSPC), whatever the budget
     /// says: something else filled it.
     case diskFull(imageID: String, needed: UInt64)
@@ -44,6 +46,8 @@ public enum CacheError: Error, CustomStringConvertible, Sendable {
             "the image needs \(needed) bytes and the data directory's filesystem must keep \(minimum) bytes free (cache.min_free_disk); free space on it or lower the limit"
         case let .diskFull(id, needed):
             "the data directory's filesystem has no room for image \(id) (\(needed) bytes); nothing was kept. Free space on it, or set cache.size below the space Depot may use"
+        case let .tooManyUploads(running):
+            "Depot is already receiving \(running) uploads, its limit (limits.max_uploads); retry in a few seconds"
         case let .tooManyFills(running):
             "Depot is already fetching \(running) images from the image service, its limit (limits.max_fills); retry in a few seconds"
         }
@@ -78,6 +82,8 @@ public struct CacheSettings: Sendable {
     public var push = PushSettings()
     /// Backend fills running at once; one more image is refused (503) until one ends.
     public var maximumFills = 32
+    /// Uploads received at once (each holds a writer thread and up to 12 MiB of buffers).
+    public var maximumUploads = 16
 
     public init() {}
 }
@@ -112,6 +118,8 @@ public final class ImageCache: Sendable {
     public let pushes: PushQueue
     /// What was served from where.
     public let statistics = CacheStatistics()
+    /// Uploads being received now, within `settings.maximumUploads`.
+    public let uploadSlots: ConcurrencyLimit
 
     public init(
         store: BlobStore, catalog: Catalog, clouds: [String: GlanceClient], defaultCloud: String, settings: CacheSettings = .init(),
@@ -123,6 +131,7 @@ public final class ImageCache: Sendable {
         self.defaultCloud = defaultCloud
         self.settings = settings
         self.logger = logger
+        uploadSlots = ConcurrencyLimit(settings.maximumUploads)
         budget = try DiskBudget(watermarks: settings.budget, minimumFreeBytes: settings.minimumFreeDisk, store: store, catalog: catalog, logger: logger)
         pushes = PushQueue(catalog: catalog, store: store, clouds: clouds, settings: settings.push, logger: logger)
         pushes.onSettled { [unowned self] push in self.pushSettled(push) }

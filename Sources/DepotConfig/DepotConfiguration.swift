@@ -36,6 +36,8 @@ public struct DepotConfiguration: Sendable, Equatable {
     public var idleTimeout: Duration = .seconds(120)
     /// Backend fills running at once (503 with Retry-After beyond).
     public var maxFills = 32
+    /// Uploads received at once (503 with Retry-After beyond).
+    public var maxUploads = 16
     /// The listener's TLS certificate chain and private key (PEM); both or neither.
     public var tlsCertificate: String?
     public var tlsKey: String?
@@ -143,7 +145,9 @@ public struct DepotConfiguration: Sendable, Equatable {
                     case "header_timeout": config.headerTimeout = try reader.positiveDuration(sub)
                     case "idle_timeout": config.idleTimeout = try reader.positiveDuration(sub)
                     case "max_fills": config.maxFills = try reader.positiveInteger(sub)
-                    default: throw reader.unknown(sub, in: "limits", known: ["max_connections", "header_timeout", "idle_timeout", "max_fills"])
+                    case "max_uploads": config.maxUploads = try reader.positiveInteger(sub)
+                    default:
+                        throw reader.unknown(sub, in: "limits", known: ["max_connections", "header_timeout", "idle_timeout", "max_fills", "max_uploads"])
                     }
                 }
             case "tls":

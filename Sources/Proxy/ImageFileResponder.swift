@@ -208,7 +208,7 @@ struct ImageFileResponder {
             await response.sendError(.badGateway, error.description, headers: headers)
         case .budgetExhausted, .diskFloor, .diskFull:
             await response.sendError(.insufficientStorage, error.description, headers: headers)
-        case .tooManyFills:
+        case .tooManyFills, .tooManyUploads:
             var headers = headers
             headers.replaceOrAdd(name: "retry-after", value: "5")
             await response.sendError(.serviceUnavailable, error.description, headers: headers)

@@ -227,6 +227,10 @@ struct MulticloudResponder {
             throw FormFailure(status: .badRequest, message: error.description)
         }
         // The whole request bounds the file: reserve that, or grow the reservation as it comes.
+        guard cache.uploadSlots.tryAcquire() else {
+            throw FormFailure(status: .serviceUnavailable, message: CacheError.tooManyUploads(running: cache.uploadSlots.limit).description)
+        }
+        defer { cache.uploadSlots.release() }
         var reserved = request.body.declaredLength ?? UploadResponder.reservationStep
         do { try cache.reserve(reserved) } catch {
             throw FormFailure(status: .insufficientStorage, message: error.description)

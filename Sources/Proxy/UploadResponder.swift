@@ -73,6 +73,12 @@ struct UploadResponder {
             await finish(request, response, blob: blob.committed(path: cache.store.path(for: blob.digest)), target: target, token: token, instant: true)
             return
         }
+        // Refused before the body is asked for: each upload holds a writer thread and buffers.
+        guard cache.uploadSlots.tryAcquire() else {
+            await refuse(response, CacheError.tooManyUploads(running: cache.uploadSlots.limit))
+            return
+        }
+        defer { cache.uploadSlots.release() }
         guard await response.continueIfExpected(request) else { return }
         await ingest(request, response, target: target, token: token, declaredLength: declaredLength, declaredDigest: declaredDigest)
     }

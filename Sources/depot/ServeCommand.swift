@@ -99,6 +99,7 @@ struct ServeCommand: AsyncParsableCommand {
         cacheSettings.push.initialBackoff = settings.pushInitialBackoff
         cacheSettings.push.maximumBackoff = settings.pushMaximumBackoff
         cacheSettings.maximumFills = settings.maxFills
+        cacheSettings.maximumUploads = settings.maxUploads
         // Metrics go to a Prometheus registry that /metrics renders; bootstrapped before the
         // cache, which makes its counters once.
         let registry = PrometheusCollectorRegistry()

@@ -25,6 +25,7 @@ import Testing
         #expect(config.headerTimeout == .seconds(60))
         #expect(config.idleTimeout == .seconds(120))
         #expect(config.maxFills == 32)
+        #expect(config.maxUploads == 16)
         #expect(config.tlsCertificate == nil)
         #expect(config.clouds.count == 1)
         let cloud = try #require(config.clouds.first)
@@ -68,6 +69,7 @@ import Testing
               header_timeout: 10s
               idle_timeout: 2m
               max_fills: 4
+              max_uploads: 2
             tls:
               certificate: /etc/depot/depot.pem
               key: /etc/depot/depot.key
@@ -82,6 +84,7 @@ import Testing
         #expect(config.headerTimeout == .seconds(10))
         #expect(config.idleTimeout == .seconds(120))
         #expect(config.maxFills == 4)
+        #expect(config.maxUploads == 2)
         #expect(config.tlsCertificate == "/etc/depot/depot.pem" && config.tlsKey == "/etc/depot/depot.key")
         #expect(config.clouds.first?.clientCertificate == "/client.pem" && config.clouds.first?.clientKey == "/client.key")
         let halfTLS = #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("tls:\n  certificate: /a.pem", path: "depot.yaml") }

@@ -161,6 +161,45 @@ import Testing
         #expect(b.status == 200 && b.body == second, "once the fill ended another may start")
     }
 
+    @Test func uploadsOverTheLimitGet503BeforeTheirBodyIsAskedFor() async throws {
+        var settings = CacheSettings.testing
+        settings.maximumUploads = 1
+        let depot = try await DepotHarness(glanceURL: glance.url, settings: settings)
+        defer { Task { await depot.stop() } }
+        let first = try await createImage(depot.url), second = try await createImage(depot.url)
+        let bytes = pseudoRandomBytes(count: 4 << 20, seed: 75)
+        let file = TemporaryDirectory("depot-upload-limit")
+        try Data(bytes).write(to: URL(fileURLWithPath: file.path + "/image.raw"))
+        let port = depot.port
+        // The first upload sends half its body and holds the connection.
+        let holder = try await offThePool { () throws -> Int32 in
+            let fd = try connectLoopback(port: port)
+            sendAll(fd, Array("PUT /v2/images/\(first.id)/file HTTP/1.1\r\nHost: depot\r\nX-Auth-Token: \(GlanceServer.alice)\r\nContent-Type: application/octet-stream\r\nContent-Length: \(bytes.count)\r\n\r\n".utf8))
+            sendAll(fd, Array(bytes[..<(2 << 20)]))
+            return fd
+        }
+        for _ in 0..<100 where depot.cache.uploadSlots.inUse == 0 { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(depot.cache.uploadSlots.inUse == 1)
+        let secondURL = "\(depot.url)/v2/images/\(second.id)/file"
+        let refused = try await curl(secondURL, ["-X", "PUT", "-T", file.path + "/image.raw", "-H", "Expect: 100-continue"])
+        #expect(refused.status == 503)
+        #expect(refused.header("retry-after") == "5")
+        #expect(errorMessage(refused).contains("limits.max_uploads"))
+
+        let firstStatus = try await offThePool { () -> String in
+            defer { close(holder) }
+            sendAll(holder, Array(bytes[(2 << 20)...]))
+            let answer = Self.readUntilClosed(holder, deadline: .now + .seconds(10))
+            return String(decoding: answer.bytes.prefix(12), as: UTF8.self)
+        }
+        #expect(firstStatus == "HTTP/1.1 204", "the upload holding the slot ends well")
+        #expect(try await depot.settledPush(first.id).state == .done)
+        #expect(depot.cache.uploadSlots.inUse == 0)
+        #expect(try await curl(secondURL, ["-X", "PUT", "-T", file.path + "/image.raw"]).status == 204)
+        #expect(try await depot.settledPush(second.id).state == .done)
+        #expect(try await curl(secondURL).body == bytes)
+    }
+
     /// A client that reads slowly holds Depot's memory to a few chunks: the cold fill goes to
     /// disk at the backend's pace, the client reads from disk at its own.
     @Test func aStalledReaderOfAColdImageDoesNotGrowDepotsMemory() async throws {
