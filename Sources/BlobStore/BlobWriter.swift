@@ -113,7 +113,10 @@ public final class BlobWriter {
     /// When the store already holds the same bytes, the existing blob is kept and the new copy
     /// is discarded (`deduplicated` is true). On a mismatch nothing is committed and the error
     /// says what was expected and what arrived.
-    public func commit() throws(BlobStoreError) -> CommittedBlob {
+    /// - Parameter beforePublishing: runs once the bytes are verified and their name known,
+    ///   before the store is looked at: a caller that must keep the blob (an upload) holds it
+    ///   there, so that an eviction cannot remove the copy it is about to deduplicate against.
+    public func commit(beforePublishing: (Digest) -> Void = { _ in }) throws(BlobStoreError) -> CommittedBlob {
         guard isOpen else { throw .writerClosed(path: temporaryPath) }
         defer { if isOpen { discard() } }
         if let expected = expectation.size, expected != bytesWritten {
@@ -126,6 +129,7 @@ public final class BlobWriter {
             if actual != expected { throw .digestMismatch(expected: expected, actual: actual) }
         }
         let digest = digests[.sha256]!
+        beforePublishing(digest)
         let finalPath = store.path(for: digest)
         var deduplicated = access(finalPath, F_OK) == 0
         if !deduplicated {

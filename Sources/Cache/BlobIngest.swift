@@ -14,15 +14,23 @@ public final class BlobIngest: Sendable {
     static let batchSize = 4 << 20
 
     /// Opens a writer and starts its thread.
-    public init(store: BlobStore, expecting expectation: BlobExpectation, alsoCompute: Set<DigestAlgorithm>) throws(BlobStoreError) {
+    ///
+    /// - Parameter beforeCommit: runs on the writer's thread once the blob's name is known,
+    ///   before it is published (see `BlobWriter.commit(beforePublishing:)`).
+    public init(
+        store: BlobStore, expecting expectation: BlobExpectation, alsoCompute: Set<DigestAlgorithm>,
+        beforeCommit: @escaping @Sendable (Digest) -> Void = { _ in }
+    ) throws(BlobStoreError) {
         let writer = WriterBox(try store.makeWriter(expecting: expectation, alsoCompute: alsoCompute))
         let channel = self.channel
         outcome = Task {
-            await TransferThreads.run { _ in Self.drain(channel, into: writer.writer) }
+            await TransferThreads.run { _ in Self.drain(channel, into: writer.writer, beforeCommit: beforeCommit) }
         }
     }
 
-    private static func drain(_ channel: ByteChannel, into writer: BlobWriter) -> Result<CommittedBlob, BlobStoreError> {
+    private static func drain(
+        _ channel: ByteChannel, into writer: BlobWriter, beforeCommit: (Digest) -> Void
+    ) -> Result<CommittedBlob, BlobStoreError> {
         let batch = UnsafeMutableRawBufferPointer.allocate(byteCount: batchSize, alignment: 64)
         defer { batch.deallocate() }
         do {
@@ -41,7 +49,7 @@ public final class BlobIngest: Sendable {
                         return .failure(error)
                     }
                 }
-                if ended { return Result { () throws(BlobStoreError) in try writer.commit() } }
+                if ended { return Result { () throws(BlobStoreError) in try writer.commit(beforePublishing: beforeCommit) } }
             }
         } catch {
             // The sender gave up (client gone, bad body): nothing is kept.

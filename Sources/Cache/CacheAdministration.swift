@@ -135,15 +135,21 @@ extension ImageCache {
     }
 
     /// Makes a failed push pending again, with its attempts reset.
-    public func retryPush(cloud: String, imageID: String) throws -> PushRecord? {
+    public func retryPush(cloud: String, imageID: String) async throws -> PushRecord? {
         guard var push = try catalog.push(cloud: cloud, imageID: imageID), push.state == .failed else { return nil }
-        guard store.contains(push.digest) else { throw EvictionRefusal.notCached(push.sha256) }
+        await budget.hold(push.digest, cloud: cloud, imageID: imageID)
+        guard store.contains(push.digest) else {
+            budget.release(push.digest, cloud: cloud, imageID: imageID)
+            throw EvictionRefusal.notCached(push.sha256)
+        }
         push.state = .pending
         push.attempts = 0
         push.lastError = nil
         push.nextAttempt = Date().timeIntervalSince1970
-        budget.hold(push.digest)
-        try catalog.update(push)
+        do { try catalog.update(push) } catch {
+            budget.release(push.digest, cloud: cloud, imageID: imageID)
+            throw error
+        }
         // The failure unmapped the image; while the push is pending it is served from here.
         if try catalog.mapping(cloud: cloud, imageID: imageID) == nil {
             try catalog.map(ImageRecord(cloud: cloud, imageID: imageID, sha256: push.sha256, status: "queued"))

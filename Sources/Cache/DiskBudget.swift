@@ -46,13 +46,17 @@ final class DiskBudget: Sendable {
         var reserved: UInt64 = 0
         var readers: [Digest: Int] = [:]
         var pinned: Set<Digest> = []
-        /// Blobs a staged or pending push still needs: the only copy of acknowledged bytes.
-        var held: Set<Digest> = []
+        /// Blobs a staged or pending push still needs (the only copy of acknowledged bytes),
+        /// with the pushes (`cloud|image`) that need each: one push's end never frees a blob
+        /// another push still needs.
+        var held: [Digest: Set<String>] = [:]
+        /// Blobs chosen for eviction whose rows and file are being removed now.
+        var evicting: Set<Digest> = []
         var evictions = 0
         var evictedBytes: UInt64 = 0
 
         func mustKeep(_ digest: Digest) -> Bool {
-            pinned.contains(digest) || held.contains(digest) || readers[digest] != nil
+            pinned.contains(digest) || held[digest] != nil || readers[digest] != nil
         }
     }
 
@@ -66,9 +70,9 @@ final class DiskBudget: Sendable {
         self.catalog = catalog
         self.logger = logger
         let blobs = try catalog.allBlobs()
-        let held = try catalog.heldDigests()
+        let pushes = try catalog.pushes(in: [.staged, .pending])
         state.withLock { state in
-            state.held = held
+            for push in pushes { state.held[push.digest, default: []].insert(Self.key(push.cloud, push.imageID)) }
             for blob in blobs {
                 state.index.touch(blob.digest, size: UInt64(blob.size))
                 if blob.pinned { state.pinned.insert(blob.digest) }
@@ -103,13 +107,43 @@ final class DiskBudget: Sendable {
         }
     }
 
-    /// Keeps a blob until `release`: its push to a backend is pending.
-    func hold(_ digest: Digest) {
-        _ = state.withLock { $0.held.insert(digest) }
+    static func key(_ cloud: String, _ imageID: String) -> String { "\(cloud)|\(imageID)" }
+
+    /// Keeps a blob until `release`: the push of `imageID` to `cloud` still needs it.
+    ///
+    /// An eviction of the blob under way is waited for. Then the caller must check that the
+    /// file is still there (unless it held the blob before publishing it, as uploads do): a
+    /// blob deduplicated against may have been evicted in the moment before this hold, and
+    /// from here on it cannot be.
+    func hold(_ digest: Digest, cloud: String, imageID: String) async {
+        while !tryHold(digest, key: Self.key(cloud, imageID)) { try? await Task.sleep(for: .milliseconds(2)) }
     }
 
-    func release(_ digest: Digest) {
-        _ = state.withLock { $0.held.remove(digest) }
+    /// `hold` for a thread that may block (an upload's writer thread), under any key that
+    /// names the holder.
+    func holdBlocking(_ digest: Digest, key: String) {
+        while !tryHold(digest, key: key) { usleep(2000) }
+    }
+
+    private func tryHold(_ digest: Digest, key: String) -> Bool {
+        state.withLock { state -> Bool in
+            guard !state.evicting.contains(digest) else { return false }
+            state.held[digest, default: []].insert(key)
+            return true
+        }
+    }
+
+    /// The push of `imageID` to `cloud` no longer needs the blob; releasing twice is harmless.
+    func release(_ digest: Digest, cloud: String, imageID: String) {
+        release(digest, key: Self.key(cloud, imageID))
+    }
+
+    func release(_ digest: Digest, key: String) {
+        state.withLock { state in
+            guard var holders = state.held[digest] else { return }
+            holders.remove(key)
+            state.held[digest] = holders.isEmpty ? nil : holders
+        }
     }
 
     /// Pins or unpins a blob (recorded in the Catalog, so it lasts across restarts).
@@ -151,7 +185,10 @@ final class DiskBudget: Sendable {
             let freed = chosen.reduce(0) { $0 + $1.size }
             if let budget = watermarks?.budget, used + bytes > budget + freed { return nil }
             if freed < floorNeed { return nil }
-            for victim in chosen { state.index.remove(victim.digest) }
+            for victim in chosen {
+                state.index.remove(victim.digest)
+                state.evicting.insert(victim.digest)
+            }
             state.reserved += bytes
             return chosen
         }
@@ -167,10 +204,14 @@ final class DiskBudget: Sendable {
     }
 
     /// A fill ended: its reservation becomes the blob (or is returned, on failure).
+    ///
+    /// A blob deduplicated against one being evicted (or just evicted) is not counted: its
+    /// file is gone, and an index entry for it would only be a phantom.
     func settle(reserved bytes: UInt64, committed blob: CommittedBlob?) {
+        let exists = blob.map { store.contains($0.digest) } ?? false
         let used = state.withLock { state in
             state.reserved -= min(bytes, state.reserved)
-            if let blob { state.index.touch(blob.digest, size: blob.size) }
+            if let blob, exists, !state.evicting.contains(blob.digest) { state.index.touch(blob.digest, size: blob.size) }
             return state.index.totalBytes
         }
         Gauge(label: "depot_cache_used_bytes").record(Double(used))
@@ -180,9 +221,11 @@ final class DiskBudget: Sendable {
     func evictNow(_ digest: Digest) throws(EvictionRefusal) -> UInt64 {
         let size: UInt64? = try state.withLock { state throws(EvictionRefusal) -> UInt64? in
             if state.pinned.contains(digest) { throw .pinned(digest) }
-            if state.held.contains(digest) { throw .pushPending(digest) }
+            if state.held[digest] != nil { throw .pushPending(digest) }
             if state.readers[digest] != nil { throw .beingRead(digest) }
-            return state.index.remove(digest)
+            let size = state.index.remove(digest)
+            if size != nil { state.evicting.insert(digest) }
+            return size
         }
         guard let size else { throw .notCached(digest.hex) }
         evict(digest, size: size)
@@ -204,7 +247,10 @@ final class DiskBudget: Sendable {
             }
             guard target > 0 else { return [] }
             let chosen = state.index.victims(toFree: target, mustKeep: state.mustKeep)
-            for victim in chosen { state.index.remove(victim.digest) }
+            for victim in chosen {
+                state.index.remove(victim.digest)
+                state.evicting.insert(victim.digest)
+            }
             return chosen
         }
         for victim in victims { evict(victim.digest, size: victim.size) }
@@ -213,11 +259,13 @@ final class DiskBudget: Sendable {
 
     /// Removes a blob: first its Catalog rows, so no request resolves to it any more, then
     /// the file. A crash in between leaves an unindexed file for fsck, never an index entry
-    /// that points at nothing.
+    /// that points at nothing. Holds wait until this is done (see `hold`).
     private func evict(_ digest: Digest, size: UInt64) {
+        defer { _ = state.withLock { $0.evicting.remove(digest) } }
         do {
             try catalog.removeBlob(digest)
-            try store.remove(digest)
+            // A phantom entry (its file already gone) has nothing left to remove.
+            if store.contains(digest) { try store.remove(digest) }
             let used = state.withLock { state in
                 state.evictions += 1
                 state.evictedBytes += size

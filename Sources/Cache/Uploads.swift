@@ -1,6 +1,7 @@
 import BlobStore
 import Catalog
 import Foundation
+import Synchronization
 import Glance
 
 /// Why an upload cannot be taken.
@@ -103,6 +104,9 @@ extension ImageCache {
         return false
     }
 
+    /// A hold for the blob one upload is about to publish; see `UploadHold`.
+    public func uploadHold(named id: String) -> UploadHold { UploadHold(budget: budget, key: "upload|" + id) }
+
     /// Reserves budget room for upload bytes (evicting least recently used blobs if needed).
     public func reserve(_ bytes: UInt64) throws(CacheError) {
         for evicted in try budget.reserve(bytes) { forgetBlob(evicted) }
@@ -168,7 +172,7 @@ extension ImageCache {
     ///
     /// - Parameter claimed: the caller runs the push itself (write-through).
     @discardableResult
-    public func accept(_ blob: CommittedBlob, for target: UploadTarget, staged: Bool, claimed: Bool = false) throws -> PushRecord {
+    public func accept(_ blob: CommittedBlob, for target: UploadTarget, staged: Bool, claimed: Bool = false) async throws -> PushRecord {
         let push = PushRecord(cloud: target.cloud, imageID: target.image.id, digest: blob.digest, method: target.method, state: staged ? .staged : .pending)
         var record = Self.record(cloud: target.cloud, image: target.image, digest: blob.digest)
         // Digests a deduplicated blob already had; otherwise `completeDigests` fills them in.
@@ -177,12 +181,19 @@ extension ImageCache {
         record.checksum = blob.digests[.md5]?.hex ?? known?.md5
         record.osHashValue = blob.digests[.sha512]?.hex ?? known?.sha512
         record.osHashAlgo = record.osHashValue == nil ? nil : "sha512"
-        budget.hold(blob.digest)
+        await budget.hold(blob.digest, cloud: target.cloud, imageID: target.image.id)
+        // Held now, the blob stays; but a blob this upload deduplicated against may have been
+        // evicted in the moment before. Then the bytes are gone: say so rather than acknowledge.
+        guard store.contains(blob.digest) else {
+            budget.release(blob.digest, cloud: target.cloud, imageID: target.image.id)
+            throw UploadError.refused(
+                status: 503, message: "the stored copy of these bytes was evicted while the upload ended; nothing was kept, retry the upload")
+        }
         if claimed { _ = pushes.claim(cloud: target.cloud, imageID: target.image.id) }
         do {
             try catalog.recordUpload(blob, image: record, push: push)
         } catch {
-            budget.release(blob.digest)
+            budget.release(blob.digest, cloud: target.cloud, imageID: target.image.id)
             if claimed { pushes.unclaim(cloud: target.cloud, imageID: target.image.id) }
             throw error
         }
@@ -222,8 +233,7 @@ extension ImageCache {
     /// A push stopped being pending: its blob may be evicted again; after a failure the
     /// image no longer maps to it (Glance may hold other bytes under that id).
     func pushSettled(_ push: PushRecord) {
-        let stillNeeded = (try? catalog.heldDigests().contains(push.digest)) ?? true
-        if !stillNeeded { budget.release(push.digest) }
+        budget.release(push.digest, cloud: push.cloud, imageID: push.imageID)
         switch push.state {
         case .done:
             if var record = try? catalog.mapping(cloud: push.cloud, imageID: push.imageID) {
@@ -253,5 +263,31 @@ extension ImageCache {
             properties["os_hash_value"] = .string(sha512)
         }
         return GlanceImage(properties: properties)
+    }
+}
+
+/// Keeps the blob an upload publishes from the moment its name is known until the upload's
+/// push holds it (or the upload failed): an eviction under way is waited for, so the upload
+/// writes its own copy instead of deduplicating against one that is going away.
+public final class UploadHold: Sendable {
+    private let budget: DiskBudget
+    private let key: String
+    private let digest = Mutex<Digest?>(nil)
+
+    init(budget: DiskBudget, key: String) {
+        self.budget = budget
+        self.key = key
+    }
+
+    /// Takes the hold; blocks the calling thread while the blob is being evicted. Pass it as
+    /// `BlobIngest`'s beforeCommit.
+    @Sendable public func hold(_ digest: Digest) {
+        budget.holdBlocking(digest, key: key)
+        self.digest.withLock { $0 = digest }
+    }
+
+    /// Ends the hold; harmless when none was taken.
+    public func release() {
+        if let digest = digest.withLock({ $0 }) { budget.release(digest, key: key) }
     }
 }

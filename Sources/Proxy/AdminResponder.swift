@@ -189,7 +189,7 @@ struct AdminResponder {
             } else if method == .GET, path("pushes") != nil {
                 await response.sendJSON(.ok, ["pushes": try cache.catalog.pushes().map(\.json)])
             } else if method == .POST, let ids = path("pushes", "*", "*", "retry") {
-                guard let push = try cache.retryPush(cloud: ids[0], imageID: ids[1]) else {
+                guard let push = try await cache.retryPush(cloud: ids[0], imageID: ids[1]) else {
                     await response.sendError(.conflict, "no failed push for image \(ids[1]) of cloud \(ids[0]); only failed pushes are retried")
                     return
                 }

@@ -133,9 +133,12 @@ struct MulticloudResponder {
             return
         }
         guard await response.continueIfExpected(request) else { return }
+        // Kept from the moment the blob's name is known until its push holds it.
+        let uploadHold = cache.uploadHold(named: request.id)
+        defer { uploadHold.release() }
         let received: ReceivedForm
         do {
-            received = try await receive(request, boundary: boundary)
+            received = try await receive(request, boundary: boundary, hold: uploadHold)
         } catch let failure as FormFailure {
             await response.sendError(failure.status, failure.message, headers: ["connection": "close"])
             return
@@ -179,17 +182,25 @@ struct MulticloudResponder {
             await response.sendError(.notFound, "\(error)")
             return
         }
-        cache.settle(reserved: received.reserved, committed: received.blob)
-        blobKept = true
         let target = UploadTarget(cloud: cloud, image: image, method: .upload)
         let writeThrough = uploads.mode == .writeThrough
         var push: PushRecord
+        // Held for its push first, then counted in the budget: never evictable in between.
         do {
-            push = try cache.accept(received.blob, for: target, staged: false, claimed: writeThrough)
+            push = try await cache.accept(received.blob, for: target, staged: false, claimed: writeThrough)
+        } catch let error as UploadError {
+            cache.settle(reserved: received.reserved, committed: received.blob)
+            blobKept = true
+            await response.sendError(.serviceUnavailable, error.description)
+            return
         } catch {
+            cache.settle(reserved: received.reserved, committed: received.blob)
+            blobKept = true
             await response.sendError(.internalServerError, "Depot stored the bytes but could not record the upload (\(error)); retry")
             return
         }
+        cache.settle(reserved: received.reserved, committed: received.blob)
+        blobKept = true
         var status = HTTPResponseStatus.created
         if writeThrough {
             let (result, backendStatus) = await cache.pushNow(push, token: token)
@@ -221,7 +232,7 @@ struct MulticloudResponder {
     }
 
     /// Reads the whole form: fields into memory (small), the file part into a new blob.
-    private func receive(_ request: Request, boundary: String) async throws -> ReceivedForm {
+    private func receive(_ request: Request, boundary: String, hold: UploadHold) async throws -> ReceivedForm {
         var parser: MultipartParser
         do { parser = try MultipartParser(boundary: boundary) } catch {
             throw FormFailure(status: .badRequest, message: error.description)
@@ -261,7 +272,7 @@ struct MulticloudResponder {
                         if isFile {
                             guard ingest == nil, blob == nil else { throw await fail(.badRequest, "send one file part") }
                             do {
-                                ingest = try BlobIngest(store: cache.store, expecting: .init(), alsoCompute: [])
+                                ingest = try BlobIngest(store: cache.store, expecting: .init(), alsoCompute: [], beforeCommit: hold.hold)
                             } catch {
                                 throw await fail(.insufficientStorage, "\(error)")
                             }

@@ -96,9 +96,13 @@ struct UploadResponder {
             return
         }
         let ingest: BlobIngest
+        // Kept from the moment the blob's name is known until its push holds it.
+        let uploadHold = cache.uploadHold(named: request.id)
+        defer { uploadHold.release() }
         do {
             ingest = try BlobIngest(
-                store: cache.store, expecting: BlobExpectation(size: declaredLength, sha256: declaredDigest), alsoCompute: [])
+                store: cache.store, expecting: BlobExpectation(size: declaredLength, sha256: declaredDigest), alsoCompute: [],
+                beforeCommit: uploadHold.hold)
         } catch {
             cache.settle(reserved: reserved, committed: nil)
             await refuse(response, error)
@@ -164,15 +168,18 @@ struct UploadResponder {
             await refuse(response, error)
             return
         }
-        cache.settle(reserved: reserved, committed: blob)
         logger.info(
             "upload stored", metadata: ["image": "\(target.image.id)", "blob": "\(blob.digest.hex)", "size": "\(blob.size)", "deduplicated": "\(blob.deduplicated)"])
-        await finish(request, response, blob: blob, target: target, token: token, instant: false)
+        await finish(request, response, blob: blob, reserved: reserved, target: target, token: token, instant: false)
     }
 
     // MARK: Acknowledging
 
-    private func finish(_ request: Request, _ response: ResponseWriter, blob: CommittedBlob, target: UploadTarget, token: String?, instant: Bool) async {
+    /// Records the upload and answers. `reserved` is the budget room the body took; the blob
+    /// takes its place once it is held for its push, so it is never evictable in between.
+    private func finish(
+        _ request: Request, _ response: ResponseWriter, blob: CommittedBlob, reserved: UInt64 = 0, target: UploadTarget, token: String?, instant: Bool
+    ) async {
         let staged = target.method == .glanceDirect
         let writeThrough = settings.mode == .writeThrough && !staged
         var headers: HTTPHeaders = ["x-depot-blob": blob.digest.hex]
@@ -180,8 +187,14 @@ struct UploadResponder {
         if instant { headers.add(name: "connection", value: "close") }
         let push: PushRecord
         do {
-            push = try cache.accept(blob, for: target, staged: staged, claimed: writeThrough)
+            push = try await cache.accept(blob, for: target, staged: staged, claimed: writeThrough)
+            cache.settle(reserved: reserved, committed: blob)
+        } catch let error as UploadError {
+            cache.settle(reserved: reserved, committed: blob)
+            await refuse(response, error)
+            return
         } catch {
+            cache.settle(reserved: reserved, committed: blob)
             logger.error("cannot record the upload", metadata: ["image": "\(target.image.id)", "error": "\(error)"])
             await refuse(response, .internalServerError, "Depot stored the bytes but could not record the upload (\(error)); retry the upload")
             return
