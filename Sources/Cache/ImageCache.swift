@@ -175,7 +175,7 @@ public final class ImageCache: Sendable {
         // Seeing an image's record is not downloading it (a reader-only token may do the first
         // and not the second): Glance's own download check runs alongside, on one byte.
         async let downloadRefusal = Self.downloadRefusal(client, imageID: imageID, token: token)
-        let image: GlanceImage
+        var image: GlanceImage
         do {
             image = try await client.showImage(imageID, auth: .token(token))
         } catch {
@@ -197,6 +197,12 @@ public final class ImageCache: Sendable {
             decisions.withLock { $0[key] = nil }
             throw .backendRefused(status: status, message: GlanceError.message(of: refusal))
         }
+        if !image.isActive, pendingUpload(cloud: cloud, image: image) == nil, Self.inTransition(image),
+           let fresh = try? await client.showImage(imageID, auth: .token(token)) {
+            // The record was read while the download check ran; an upload's push may have
+            // ended since (and its blob gone), leaving "saving" stale.
+            image = fresh
+        }
         guard image.isActive else {
             if let pending = pendingUpload(cloud: cloud, image: image) {
                 // Depot holds the bytes and owes them to Glance: serve them meanwhile.
@@ -211,11 +217,18 @@ public final class ImageCache: Sendable {
         return AuthorizedImage(cloud: cloud, image: image, fromOfflineGrace: false)
     }
 
+    /// Whether the image is on its way to active (its data is being written).
+    static func inTransition(_ image: GlanceImage) -> Bool {
+        ["saving", "uploading", "importing"].contains(image.status ?? "")
+    }
+
     /// Glance's refusal (401/403) to let this token download the image, asked with a one-byte
     /// range; nil when it allows it or answers anything else (the record decides then).
     static func downloadRefusal(_ client: GlanceClient, imageID: String, token: String) async -> GlanceError? {
         do {
-            _ = try await client.download(imageID: imageID, range: 0...0, auth: .token(token)) { _ in }
+            // No retries: Glance 33 answers 500 to a range of an image without data, and only
+            // 401/403 matter here.
+            _ = try await client.download(imageID: imageID, range: 0...0, auth: .token(token), retries: false) { _ in }
             return nil
         } catch {
             return error.status == 403 || error.status == 401 ? error : nil

@@ -100,8 +100,11 @@ extension GlanceClient {
 
     /// Downloads into `sink`, which runs on the transfer thread (for a consumer that writes to
     /// disk anyway and should not hop through async code). `onHead` runs once before any byte.
+    ///
+    /// - Parameter retries: resume after transient failures (5xx, resets); false gives up at
+    ///   the first, for a quick probe whose answer must not wait.
     public func download(
-        imageID: String, range: ClosedRange<UInt64>? = nil, auth: RequestAuth = .service,
+        imageID: String, range: ClosedRange<UInt64>? = nil, auth: RequestAuth = .service, retries: Bool = true,
         onHead: @escaping @Sendable (DownloadHead) throws -> Void = { _ in },
         sink: @escaping @Sendable (UnsafeRawBufferPointer) throws -> Void
     ) async throws(GlanceError) -> DownloadHead {
@@ -109,7 +112,7 @@ extension GlanceClient {
         let result = await TransferThreads.run { [self] flag in
             let head = Mutex<DownloadHead?>(nil)
             return runDownload(
-                imageID: imageID, range: range, target: target, isCancelled: { flag.isCancelled },
+                imageID: imageID, range: range, target: target, retries: retries, isCancelled: { flag.isCancelled },
                 onHead: { h in
                     head.withLock { $0 = h }
                     try onHead(h)
@@ -122,7 +125,7 @@ extension GlanceClient {
     /// The download loop, on a transfer thread: request, stream, and resume after transient
     /// failures from the last byte received, until the announced size has arrived.
     func runDownload(
-        imageID: String, range: ClosedRange<UInt64>?, target: Target,
+        imageID: String, range: ClosedRange<UInt64>?, target: Target, retries: Bool = true,
         isCancelled: @escaping () -> Bool,
         onHead: @escaping (DownloadHead) throws -> Void,
         sink: @escaping (UnsafeRawBufferPointer) throws -> Void
@@ -163,7 +166,7 @@ extension GlanceClient {
             } catch {
                 failure = glanceError(error, method: "GET", url: url)
             }
-            guard failure.isTransient, attempt < configuration.maxRetries, !isCancelled() else {
+            guard retries, failure.isTransient, attempt < configuration.maxRetries, !isCancelled() else {
                 return .failure(failure)
             }
             let delay = backoff(attempt: attempt)
