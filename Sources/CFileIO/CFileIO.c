@@ -33,3 +33,14 @@ int depot_set_thread_nice(int nice) {
 #else
 int depot_set_thread_nice(int nice) { (void)nice; return 0; }
 #endif
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#include <stdlib.h>
+int depot_limit_malloc_arenas(int arenas) {
+    if (getenv("MALLOC_ARENA_MAX") != NULL) return 0;
+    return mallopt(M_ARENA_MAX, arenas) == 1 ? 0 : -1;
+}
+#else
+int depot_limit_malloc_arenas(int arenas) { (void)arenas; return 0; }
+#endif

@@ -19,4 +19,10 @@ int depot_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest);
 /// background hashing yields the cores to request work. Returns 0 or -1 with errno set.
 int depot_set_thread_nice(int nice);
 
+/// Caps glibc's malloc arenas (M_ARENA_MAX) unless MALLOC_ARENA_MAX is set. glibc makes up
+/// to 8 per core, one per thread that allocates at once; each keeps memory it freed, so a
+/// server with many short-lived transfer threads grows its RSS without holding more data.
+/// Returns 0, or -1 when the setting was refused.
+int depot_limit_malloc_arenas(int arenas);
+
 #endif
