@@ -93,7 +93,7 @@ let package = Package(
         .executableTarget(
             name: "depot",
             dependencies: [
-                "BlobStore", "Catalog", "Cache", "DepotConfig", "Eviction", "Glance", "Proxy",
+                "BlobStore", "CFileIO", "Catalog", "Cache", "DepotConfig", "Eviction", "Glance", "Proxy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -109,7 +109,7 @@ let package = Package(
         .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "DepotTestSupport"]),
         .testTarget(name: "GlanceTests", dependencies: ["Glance", "BlobStore", "DepotTestSupport"]),
         .testTarget(name: "EvictionTests", dependencies: ["Eviction", "BlobStore"]),
-        .testTarget(name: "DepotConfigTests", dependencies: ["DepotConfig"]),
+        .testTarget(name: "DepotConfigTests", dependencies: ["DepotConfig", "DepotTestSupport"]),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog", "DepotTestSupport"]),
         .testTarget(name: "CacheTests", dependencies: ["Cache", "Catalog", "BlobStore", "DepotTestSupport"]),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Cache", "Catalog", "BlobStore", "Glance", "DepotTestSupport", "depot"]),
