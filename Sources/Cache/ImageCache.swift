@@ -33,6 +33,15 @@ public enum CacheError: Error, CustomStringConvertible, Sendable {
     /// says: something else filled it.
     case diskFull(imageID: String, needed: UInt64)
 
+    /// No room to keep the image (budget, free-space floor, full disk): the backend can still
+    /// serve it, through Depot, without a copy being kept.
+    public var isLackOfRoom: Bool {
+        switch self {
+        case .budgetExhausted, .diskFloor, .diskFull: true
+        default: false
+        }
+    }
+
     public var description: String {
         switch self {
         case let .backendRefused(status, message): "the image service answered \(status): \(message)"

@@ -12,7 +12,7 @@ import Testing
 
     init() async throws { glance = try await GlanceServer.shared() }
 
-    @Test func leastRecentlyUsedImagesMakeRoomAndTooLargeImagesGet507() async throws {
+    @Test func leastRecentlyUsedImagesMakeRoomAndTooLargeImagesAreStreamedWithoutACopy() async throws {
         let mib = 1 << 20
         let alice = glanceAsAlice(glance.url)
         var images: [(GlanceImage, [UInt8])] = []
@@ -41,11 +41,23 @@ import Testing
         #expect(again.header("x-depot-cache") == "miss")
         #expect(again.body == images[1].1)
 
-        let huge = try await uploadImage(alice, pseudoRandomBytes(count: 11 * mib, seed: 399))
-        let refused = try await curl("\(depot.url)/v2/images/\(huge.id)/file")
-        #expect(refused.status == 507)
-        #expect(String(decoding: refused.body, as: UTF8.self).contains("cache budget"))
+        // An image larger than the budget is streamed from the backend, whole and in ranges,
+        // and nothing of it is kept.
+        let hugeBytes = pseudoRandomBytes(count: 11 * mib, seed: 399)
+        let huge = try await uploadImage(alice, hugeBytes)
+        let bypassed = try await curl("\(depot.url)/v2/images/\(huge.id)/file")
+        #expect(bypassed.status == 200)
+        #expect(bypassed.header("x-depot-cache") == "bypass")
+        #expect(bypassed.body == hugeBytes)
+        let range = try await curl("\(depot.url)/v2/images/\(huge.id)/file", ["-H", "Range: bytes=100-3999"])
+        #expect(range.status == 206 && range.body == Array(hugeBytes[100...3999]))
+        let parts = try await curl("\(depot.url)/v2/images/\(huge.id)/file", ["-H", "Range: bytes=0-9,5000000-5000099"])
+        #expect(parts.status == 206)
+        #expect(parts.body.firstRange(of: hugeBytes[5_000_000...5_000_099]) != nil)
+        #expect(!depot.store.contains(Digest.of(hugeBytes, algorithm: .sha256)))
+        #expect(depot.dir.files(under: "tmp").isEmpty)
         #expect(depot.cache.budgetUsage!.used + depot.cache.budgetUsage!.reserved <= UInt64(10 * mib))
+        #expect(depot.cache.statistics.snapshot["bypassed"] as? Int == 3)
     }
 
     @Test func theRecencyOrderSurvivesARestart() async throws {
