@@ -368,7 +368,7 @@ public final class ImageCache: Sendable {
         if let running { return (running, true) }
         guard count < settings.maximumFills else { throw .tooManyFills(running: count) }
         let reserved = image.size ?? 0
-        for evicted in try budget.reserve(reserved) { forgetBlob(evicted) }
+        for evicted in try budget.reserve(reserved, isFill: true) { forgetBlob(evicted) }
         var expectation = BlobExpectation(size: image.size)
         if image.osHashAlgo == "sha512", let hex = image.osHashValue { expectation.sha512 = try? Digest(algorithm: .sha512, hex: hex) }
         // One of Glance's hashes proves the bytes: SHA-512 when Glance has it (MD5 is then

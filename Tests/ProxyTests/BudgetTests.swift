@@ -60,6 +60,39 @@ import Testing
         #expect(depot.cache.statistics.snapshot["bypassed"] as? Int == 3)
     }
 
+    @Test func coldFillsTakeAtMostHalfTheBudgetTogetherAndTheRestIsStreamedWithoutACopy() async throws {
+        let mib = 1 << 20
+        let alice = glanceAsAlice(glance.url)
+        let hot = pseudoRandomBytes(count: 2 * mib, seed: 310), slow = pseudoRandomBytes(count: 4 * mib, seed: 311)
+        let other = pseudoRandomBytes(count: 2 * mib, seed: 312)
+        let hotImage = try await uploadImage(alice, hot), slowImage = try await uploadImage(alice, slow)
+        let otherImage = try await uploadImage(alice, other)
+        let proxy = try FaultProxy(upstreamPort: glance.port)
+        defer { proxy.stop() }
+        var settings = CacheSettings()
+        settings.budget = Watermarks(budget: UInt64(10 * mib))
+        let depot = try await DepotHarness(glanceURL: proxy.url, settings: settings)
+        defer { Task { await depot.stop() } }
+        func url(_ image: GlanceImage) -> String { "\(depot.url)/v2/images/\(image.id)/file" }
+        #expect(try await curl(url(hotImage)).body == hot)
+
+        // A 4 MiB fill at 1 MiB/s holds 40% of the budget; 2 MiB more would make 60%.
+        proxy.setFaults { $0.bytesPerSecond = 1 << 20 }
+        async let slowDownload = curl(url(slowImage))
+        for _ in 0..<100 where depot.cache.runningFill(cloud: "default_RegionOne", imageID: slowImage.id) == nil {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        proxy.setFaults { $0.bytesPerSecond = nil }
+        let streamed = try await curl(url(otherImage))
+        #expect(streamed.status == 200 && streamed.body == other)
+        #expect(streamed.header("x-depot-cache") == "bypass", "the second cold image was streamed, not filled")
+        #expect(try await slowDownload.body == slow)
+        #expect(try await curl(url(hotImage)).header("x-depot-cache") == "hit", "the hot image stayed")
+        #expect(try await curl(url(slowImage)).header("x-depot-cache") == "hit")
+        // With no fill running, the same image is filled as usual.
+        #expect(try await curl(url(otherImage)).header("x-depot-cache") == "miss")
+    }
+
     @Test func theRecencyOrderSurvivesARestart() async throws {
         let mib = 1 << 20
         let alice = glanceAsAlice(glance.url)
