@@ -22,6 +22,7 @@ public enum RangeRequest: Equatable, Sendable {
         guard !specs.isEmpty, specs.count <= maximumParts else { return .whole }
         var satisfiable: [ClosedRange<UInt64>] = []
         var sawInvertedRange = false
+        var sawNonEmptySuffix = false
         for rawSpec in specs {
             let spec = rawSpec.trimmingCharacters(in: " \t")
             guard let dash = spec.firstIndex(of: "-") else { return .whole }
@@ -35,6 +36,7 @@ public enum RangeRequest: Equatable, Sendable {
                 if count > 0 && size > 0 {
                     satisfiable.append((size - min(count, size))...(size - 1))
                 }
+                sawNonEmptySuffix = sawNonEmptySuffix || count > 0
             } else {
                 let start = UInt64(first)!
                 if let end = UInt64(last) {
@@ -48,7 +50,10 @@ public enum RangeRequest: Equatable, Sendable {
                 }
             }
         }
-        if sawInvertedRange || satisfiable.isEmpty { return .unsatisfiable }
+        if sawInvertedRange { return .unsatisfiable }
+        // A non-empty suffix of a zero-length body is satisfiable (RFC 9110 14.1.1), but no
+        // 206 can carry zero bytes: the whole, empty body.
+        if satisfiable.isEmpty { return size == 0 && sawNonEmptySuffix ? .whole : .unsatisfiable }
         return .ranges(coalesce(satisfiable))
     }
 
@@ -87,7 +92,9 @@ public enum ConditionalRequest {
 }
 
 extension Character {
-    var isASCIIDigit: Bool { ("0"..."9").contains(self) }
+    /// One of 0-9. Not `("0"..."9").contains(self)`: a digit followed by a combining mark
+    /// ("5\u{301}", a keycap) is one Character that sorts between "0" and "9".
+    var isASCIIDigit: Bool { asciiValue.map { (48...57).contains($0) } ?? false }
 }
 
 extension StringProtocol {
