@@ -92,11 +92,23 @@ public struct MultipartParser {
         case .boundaryTail:
             return try afterDelimiter(&events)
         case .headers:
+            // No headers at all (RFC 2046 allows it): the blank line comes at once.
+            if buffer.count - start >= 2, buffer[start] == 13, buffer[start + 1] == 10 {
+                start += 2
+                state = .content
+                events.append(.partStart(headers: [:]))
+                return true
+            }
             guard let end = find(Array("\r\n\r\n".utf8), from: start) else {
-                if buffer.count - start > Self.maximumHeaderBytes {
+                // Too long only when the blank line could not still start in the last 3 bytes:
+                // the limit must not depend on how the bytes arrive.
+                if buffer.count - start - 3 > Self.maximumHeaderBytes {
                     throw MultipartError(message: "a multipart part has more than \(Self.maximumHeaderBytes) bytes of headers")
                 }
                 return false
+            }
+            guard end - start <= Self.maximumHeaderBytes else {
+                throw MultipartError(message: "a multipart part has more than \(Self.maximumHeaderBytes) bytes of headers")
             }
             let text = String(decoding: buffer[start..<end], as: UTF8.self)
             var headers: [String: String] = [:]
