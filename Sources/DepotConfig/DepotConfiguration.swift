@@ -393,8 +393,9 @@ public func parseDuration(_ text: String) -> Duration? {
         let number = trimmed.dropLast(suffix.count)
         if suffix == "s" && number.hasSuffix("m") { continue }
         guard let value = Double(number), value >= 0, value.isFinite, value * factor < 1e10 else { return nil }
-        return .milliseconds(Int64(value * factor * 1000))
+        // Rounded: 4007 * 0.001 * 1000 is 4006.9999999999995.
+        return .milliseconds(Int64((value * factor * 1000).rounded()))
     }
     guard let seconds = Double(trimmed), seconds >= 0, seconds < 1e10 else { return nil }
-    return .milliseconds(Int64(seconds * 1000))
+    return .milliseconds(Int64((seconds * 1000).rounded()))
 }

@@ -43,7 +43,8 @@ public enum YAMLSubset {
 
     public static func parse(_ text: String) throws(YAMLError) -> YAMLValue {
         var lines: [Line] = []
-        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // "\r\n" is one Character: splitting on "\n" alone would keep a CRLF file on one line.
+        for (index, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
             let line = raw.last == "\r" ? raw.dropLast() : raw
             if line.contains("\t") && line.prefix(while: { $0 == " " || $0 == "\t" }).contains("\t") {
                 throw YAMLError(line: index + 1, message: "indent with spaces, not tabs")
@@ -66,11 +67,20 @@ public enum YAMLSubset {
     /// Removes a `#` comment that starts the line or follows a space, outside quotes.
     static func stripComment(_ line: Substring) -> Substring {
         var quote: Character?
+        var escaped = false
         var previous: Character = " "
         for index in line.indices {
             let c = line[index]
             if let q = quote {
-                if c == q { quote = nil }
+                // A "double-quoted" value escapes with a backslash ('' in a single-quoted one
+                // closes and reopens, which comes to the same).
+                if escaped {
+                    escaped = false
+                } else if q == "\"" && c == "\\" {
+                    escaped = true
+                } else if c == q {
+                    quote = nil
+                }
             } else if c == "\"" || c == "'" {
                 quote = c
             } else if c == "#" && (previous == " " || index == line.startIndex) {
@@ -89,11 +99,14 @@ public enum YAMLSubset {
         return try parseMap(lines, &position, indent: indent)
     }
 
-    static func parseList(_ lines: [Line], _ position: inout Int, indent: Int) throws(YAMLError) -> YAMLValue {
+    /// - Parameter atKeyIndentation: the list sits at its key's indentation, so a line there
+    ///   that is not an item is the map's next key.
+    static func parseList(_ lines: [Line], _ position: inout Int, indent: Int, atKeyIndentation: Bool = false) throws(YAMLError) -> YAMLValue {
         var items: [YAMLValue] = []
         while position < lines.count, lines[position].indent == indent {
             let line = lines[position]
             guard line.text.hasPrefix("- ") || line.text == "-" else {
+                if atKeyIndentation { break }
                 throw YAMLError(line: line.number, message: "expected a list item (- ...) like the lines above")
             }
             let rest = line.text.dropFirst(1).drop { $0 == " " }
@@ -132,9 +145,9 @@ public enum YAMLSubset {
             if rest.isEmpty {
                 if position < lines.count, lines[position].indent > indent {
                     entries.append((key, try parseBlock(lines, &position, indent: lines[position].indent), line.number))
-                } else if position < lines.count, lines[position].indent == indent, lines[position].text.hasPrefix("- ") {
+                } else if position < lines.count, lines[position].indent == indent, lines[position].text.hasPrefix("- ") || lines[position].text == "-" {
                     // A list may sit at its key's indentation.
-                    entries.append((key, try parseList(lines, &position, indent: indent), line.number))
+                    entries.append((key, try parseList(lines, &position, indent: indent, atKeyIndentation: true), line.number))
                 } else {
                     entries.append((key, .null, line.number))
                 }
@@ -151,10 +164,21 @@ public enum YAMLSubset {
     /// Splits `key: value` (the value may be empty); nil when the text is not a key.
     static func splitKey(_ text: Substring) -> (String, Substring)? {
         var quote: Character?
+        var skipNext = false
         for index in text.indices {
             let c = text[index]
+            if skipNext {
+                skipNext = false
+                continue
+            }
             if let q = quote {
-                if c == q { quote = nil }
+                // Escapes inside quotes: \" in double quotes, '' in single quotes.
+                let next = text.index(after: index)
+                if q == "\"" && c == "\\" || q == "'" && c == "'" && next < text.endIndex && text[next] == "'" {
+                    skipNext = true
+                } else if c == q {
+                    quote = nil
+                }
                 continue
             }
             if c == "\"" || c == "'" {
