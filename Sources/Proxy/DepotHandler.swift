@@ -48,21 +48,34 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
 
     func route(_ request: Request) -> Route { route(uri: request.uri) }
 
+    /// The path of a request target: up to the first "?". Split on scalars, not Characters:
+    /// "?" or "/" followed by a combining mark or ZWJ is one Character, which a Character
+    /// split would not split at (libcurl and Glance do), e.g. "/v2/images/../\u{301}x".
+    static func pathPart(_ uri: Substring) -> Substring {
+        guard let mark = uri.unicodeScalars.firstIndex(of: "?") else { return uri }
+        return Substring(uri.unicodeScalars[..<mark])
+    }
+
+    /// A path's segments, split at every "/" scalar (see `pathPart`).
+    static func segments(_ path: Substring, omittingEmpty: Bool = false) -> [Substring] {
+        path.unicodeScalars.split(separator: "/", omittingEmptySubsequences: omittingEmpty).map(Substring.init)
+    }
+
     func route(uri fullURI: String) -> Route {
         var uri = Substring(fullURI)
-        let rawPath = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        let rawPath = Self.pathPart(uri)
         // Dot segments would be resolved differently on the way to Glance (libcurl squashes
         // them): refuse them rather than guess which resource was meant.
-        if rawPath.split(separator: "/", omittingEmptySubsequences: false).contains(where: { $0 == ".." || $0 == "." }) {
+        if Self.segments(rawPath).contains(where: { $0 == ".." || $0 == "." }) {
             return .invalid("the path \(rawPath.prefix(200)) has . or .. segments; send the resource's path itself")
         }
         if uri.hasPrefix("/depot/v1/") || uri == "/depot/v1" {
-            let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-            return .admin(.depot(rest: path.dropFirst("/depot/v1".count).split(separator: "/").map(String.init)))
+            let path = Self.pathPart(uri)
+            return .admin(.depot(rest: Self.segments(path.dropFirst("/depot/v1".count), omittingEmpty: true).map(String.init)))
         }
         if uri == "/metrics" { return .metrics }
         if uri.hasPrefix(MulticloudResponder.prefix) {
-            let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+            let path = Self.pathPart(uri)
             guard let route = MulticloudResponder.route(path: path) else {
                 return .notFound("no route for \(path); the Multicloud API has images/file, images/file/{id} and images/{id}")
             }
@@ -81,14 +94,14 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
             uri = rest.dropFirst(name.count)
             if uri.isEmpty { uri = "/" }
         }
-        let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        let path = Self.pathPart(uri)
         if path == "/" || path == "/versions" || path == "/v2" || path == "/v2/" {
             return path.hasPrefix("/v2") ? .forward(cloud: cloud, pathAndQuery: String(uri)) : .versions(cloud: cloud, prefix: prefix)
         }
         if prefix.isEmpty && path == "/healthz" { return .health }
         if prefix.isEmpty && path == "/readyz" { return .readiness }
         guard path.hasPrefix("/v2/") else { return .notFound("no route for \(path); Depot serves the Glance v2 API under /v2/") }
-        let segments = path.split(separator: "/", omittingEmptySubsequences: false)
+        let segments = Self.segments(path)
         if segments.count >= 3, segments[2] == "cache" {
             return .admin(.glanceCache(cloud: cloud, rest: segments.dropFirst(3).filter { !$0.isEmpty }.map(String.init)))
         }

@@ -26,13 +26,15 @@ struct MulticloudResponder {
     /// The route of a path under `/api/multicloud/v1/`, or nil.
     static func route(path: Substring) -> Route? {
         guard path.hasPrefix(prefix) else { return nil }
-        let segments = path.dropFirst(prefix.count).split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        let segments = DepotHandler.segments(path.dropFirst(prefix.count)).map(String.init)
         guard segments.count >= 3, !segments[0].isEmpty, !segments[1].isEmpty, segments[2] == "images" else { return nil }
         let cloud = "\(segments[0])_\(segments[1])"
         switch segments.count {
         case 4 where segments[3] == "file": return .upload(cloud: cloud)
-        case 5 where segments[3] == "file": return .file(cloud: cloud, imageID: segments[4])
-        case 4: return .metadata(cloud: cloud, imageID: segments[3])
+        case 5 where segments[3] == "file" && ImageFileResponder.isPlausibleImageID(segments[4]):
+            return .file(cloud: cloud, imageID: segments[4])
+        // An empty id would ask Glance for /v2/images/, its image list.
+        case 4 where ImageFileResponder.isPlausibleImageID(segments[3]): return .metadata(cloud: cloud, imageID: segments[3])
         default: return nil
         }
     }

@@ -1,0 +1,310 @@
+import BlobStore
+import Cache
+import Catalog
+import DepotTestSupport
+import Foundation
+import Testing
+
+@testable import Glance
+@testable import Proxy
+
+/// Property-based fuzzing of `DepotHandler.route(uri:)`, the pure function every request
+/// (and the event-loop fast path) is routed by. It needs a handler, so a cache with a few
+/// clouds is set up; routing never touches it beyond `clouds` and `defaultCloud`.
+///
+/// Filesystem: the blob store is addressed by digests only (`BlobStore.path(for: Digest)` is
+/// its one path-making API; image ids and cloud names go to the Catalog as SQL parameters and
+/// to Glance through `pathComponent`), so the property checks that every URL-derived value
+/// that reaches the store is a validated digest.
+@Suite struct RouterFuzzTests {
+    static let defaultInputs = 50_000
+    static let clouds = ["default_RegionOne", "att_Region-East", "vz_R2", "a.b_c_d"]
+
+    @Test func routesAreWellFormed() async throws {
+        let dir = TemporaryDirectory("depot-router-fuzz")
+        let store = try BlobStore(dataDirectory: dir.path)
+        let catalog = try Catalog(path: dir.path + "/catalog.sqlite")
+        var clients: [String: GlanceClient] = [:]
+        for name in Self.clouds {
+            clients[name] = GlanceClient(configuration: GlanceClientConfiguration(endpoint: "http://127.0.0.1:9", credentials: .token("unused")))
+        }
+        let cache = try ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: "default_RegionOne")
+        let handler = DepotHandler(cache: cache)
+        let report = await fuzz(
+            "router", defaultInputs: Self.defaultInputs, cpuPerInput: .microseconds(800),
+            generate: { rng, counters -> String in
+                let uri = RouterGenerator.uri(&rng)
+                guard rng.chance(0.25) else { return uri }
+                counters.count("mutated")
+                return String(decoding: mutate(Array(uri.utf8), rng: &rng, rounds: rng.int(1...3), interesting: RouterGenerator.interesting), as: UTF8.self)
+            },
+            check: { uri, counters in RouterCheck.failure(uri, handler: handler, store: store, counters: counters) },
+            explain: { uri in
+                "uri \(fuzzQuote(uri)), minimal \(fuzzQuote(shrink(uri) { RouterCheck.failure($0, handler: handler, store: store, counters: nil) != nil }))"
+            })
+        print(report)
+        #expect(report.passed, "\(report.failureText)")
+        withExtendedLifetime(dir) {}
+    }
+}
+
+enum RouterCheck {
+    static let clouds = Set(RouterFuzzTests.clouds)
+
+    /// A value taken from the URL is one path segment: no `/`, no `?`, not a dot segment.
+    /// A "/" or "?" fused with a following combining mark or ZWJ into one Character is not
+    /// split on by the router (it splits Characters); such values are counted, not failed
+    /// (see the report: downstream checks refuse them).
+    static func segmentProblem(_ value: String, _ what: String, counters: FuzzCounters?) -> String? {
+        if value.contains(where: { $0 == "/" }) { return "\(what) \(fuzzQuote(value)) contains /" }
+        if value.contains(where: { $0 == "?" }) { return "\(what) \(fuzzQuote(value)) contains ?" }
+        if value.unicodeScalars.contains(where: { $0 == "/" || $0 == "?" }) { counters?.count("fused_separator") }
+        if value == "." || value == ".." { return "\(what) is the dot segment \(value)" }
+        // What reaches Glance from it (an id in /v2/images/{id}): one clean segment, any NUL,
+        // control character, "/", "?", "#" or "%" percent-encoded.
+        let encoded = pathComponent(value)
+        if !encoded.unicodeScalars.allSatisfy({ (0x21...0x7E).contains($0.value) }) || encoded.contains(where: { "/?#".contains($0) }) || encoded == "." || encoded == ".." {
+            return "\(what) \(fuzzQuote(value)) goes to Glance as \(fuzzQuote(encoded))"
+        }
+        return nil
+    }
+
+    /// The request path without the query, and whether it has a `.` or `..` segment, on
+    /// bytes: what libcurl normalizes when it forwards the request.
+    static func pathAndDots(_ uri: String) -> (path: Substring, dots: Bool) {
+        let path = beforeQuery(uri)
+        let bytes = uri.utf8.prefix { $0 != UInt8(ascii: "?") }
+        let dots = bytes.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).contains { $0.elementsEqual(".".utf8) || $0.elementsEqual("..".utf8) }
+        return (path, dots)
+    }
+
+    /// Up to the first "?" byte (a "?" fused with a following mark into one Character too).
+    static func beforeQuery(_ text: String) -> Substring { Substring(text.unicodeScalars.prefix { $0 != "?" }) }
+
+    /// `uri` with `/clouds/{cloud}` removed when it starts so; nil when it should but does not.
+    static func unprefixed(_ uri: String, cloud: String) -> String? {
+        if uri.hasPrefix("/clouds/") {
+            guard uri.hasPrefix("/clouds/\(cloud)") else { return nil }
+            let rest = String(uri.dropFirst("/clouds/\(cloud)".count))
+            return rest.isEmpty ? "/" : rest
+        }
+        return cloud == "default_RegionOne" ? uri : nil
+    }
+
+    static func failure(_ uri: String, handler: DepotHandler, store: BlobStore, counters: FuzzCounters?) -> String? {
+        let route = handler.route(uri: uri)
+        let (path, dots) = pathAndDots(uri)
+        if case .invalid = route {
+            counters?.count("invalid")
+            return dots ? nil : "refused as invalid without a dot segment"
+        }
+        if dots { return "a path with a dot segment was routed to \(route)" }
+        switch route {
+        case let .imageFile(cloud, imageID, pathAndQuery), let .imageStage(cloud, imageID, pathAndQuery), let .imageImport(cloud, imageID, pathAndQuery):
+            counters?.count("image")
+            if imageID.isEmpty { counters?.count("image_empty_id") }
+            if imageID.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) { counters?.count("image_control_char_id") }
+            if let problem = segmentProblem(imageID, "image id", counters: counters) { return problem }
+            guard clouds.contains(cloud) else { return "routed to unknown cloud \(cloud)" }
+            // Forwarded unchanged: the cloud prefix removed, nothing else.
+            guard unprefixed(uri, cloud: cloud) == pathAndQuery else { return "\(route): pathAndQuery is not the URI without its cloud prefix" }
+            let action: String = switch route {
+            case .imageFile: "file"
+            case .imageStage: "stage"
+            default: "import"
+            }
+            let ownPath = beforeQuery(pathAndQuery)
+            guard ownPath == "/v2/images/\(imageID)/\(action)" else { return "\(route) for path \(ownPath)" }
+            // What Glance is asked for: still one segment there.
+            let glancePath = "/v2/images/\(pathComponent(imageID))/\(action)"
+            let segments = glancePath.split(separator: "/", omittingEmptySubsequences: false)
+            if segments.count != 5 || segments[3] == "." || segments[3] == ".." || glancePath.contains("?") || glancePath.contains("#") {
+                return "image id \(fuzzQuote(imageID)) becomes the Glance path \(fuzzQuote(glancePath))"
+            }
+            if ImageFileResponder.isPlausibleImageID(imageID) {
+                counters?.count("image_plausible_id")
+                if !imageID.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }) || imageID.isEmpty || imageID.utf8.count > 64 {
+                    return "image id \(fuzzQuote(imageID)) passed isPlausibleImageID"
+                }
+            }
+        case let .forward(cloud, pathAndQuery):
+            counters?.count("forward")
+            guard clouds.contains(cloud) else { return "forwarded to unknown cloud \(cloud)" }
+            guard unprefixed(uri, cloud: cloud) == pathAndQuery else { return "forward: \(fuzzQuote(pathAndQuery)) is not the URI without its cloud prefix" }
+            guard pathAndQuery.hasPrefix("/v2") else { return "forwarded a path outside /v2: \(fuzzQuote(pathAndQuery))" }
+        case let .versions(cloud, prefix):
+            counters?.count("versions")
+            guard clouds.contains(cloud) else { return "versions of unknown cloud \(cloud)" }
+            guard prefix.isEmpty ? cloud == "default_RegionOne" : prefix == "/clouds/\(cloud)" else { return "versions prefix \(prefix) for \(cloud)" }
+        case let .admin(.glanceCache(cloud, rest)):
+            counters?.count("glance_cache")
+            guard clouds.contains(cloud) else { return "cache API of unknown cloud \(cloud)" }
+            for segment in rest {
+                if segment.isEmpty { return "an empty cache API segment" }
+                if let problem = segmentProblem(segment, "cache API segment", counters: counters) { return problem }
+            }
+        case let .admin(.depot(rest)):
+            counters?.count("depot_admin")
+            guard path.hasPrefix("/depot/v1") else { return "admin route for \(path)" }
+            for segment in rest {
+                if segment.isEmpty { return "an empty admin segment" }
+                if let problem = segmentProblem(segment, "admin segment", counters: counters) { return problem }
+            }
+            // The only admin input that reaches the blob store: a digest, validated.
+            if rest.count >= 2, rest[0] == "blobs" {
+                if let digest = try? Digest.sha256(hex: rest[1]) {
+                    counters?.count("digest_valid")
+                    let hex = digest.hex
+                    guard hex.count == 64, hex.allSatisfy({ ("0"..."9").contains($0) || ("a"..."f").contains($0) }), hex == rest[1].lowercased() else {
+                        return "digest \(fuzzQuote(rest[1])) became \(hex)"
+                    }
+                    let file = store.path(for: digest)
+                    let relative = file.dropFirst(store.root.count)
+                    guard file.hasPrefix(store.root + "/blobs/"), !relative.split(separator: "/").contains(".."),
+                          relative == "/blobs/sha256/\(hex.prefix(2))/\(hex.dropFirst(2).prefix(2))/\(hex)"
+                    else { return "digest \(hex) maps to the file \(file)" }
+                } else {
+                    counters?.count("digest_refused")
+                }
+            }
+        case let .multicloud(route):
+            counters?.count("multicloud")
+            guard path.hasPrefix(MulticloudResponder.prefix) else { return "multicloud route for \(path)" }
+            // Split at every "/" scalar, as libcurl and Glance would.
+            let names = path.dropFirst(MulticloudResponder.prefix.count).unicodeScalars
+                .split(separator: "/", omittingEmptySubsequences: false).map(Substring.init)
+            let expectedCloud = names.count >= 2 ? "\(names[0])_\(names[1])" : "?"
+            switch route {
+            case let .upload(cloud):
+                if cloud != expectedCloud { return "multicloud cloud \(cloud), path names \(expectedCloud)" }
+            case let .file(cloud, imageID), let .metadata(cloud, imageID):
+                if cloud != expectedCloud { return "multicloud cloud \(cloud), path names \(expectedCloud)" }
+                // An empty id would ask Glance for /v2/images/, its image list.
+                if !ImageFileResponder.isPlausibleImageID(imageID) { return "multicloud image id \(fuzzQuote(imageID)) is routed" }
+                if let problem = segmentProblem(imageID, "multicloud image id", counters: counters) { return problem }
+            }
+            if names.count < 2 || names[0].isEmpty || names[1].isEmpty { return "multicloud route without owner and region" }
+        case .metrics:
+            if uri != "/metrics" { return "metrics for \(uri)" }
+        case .health, .readiness:
+            if path != "/healthz" && path != "/readyz" { return "\(route) for \(path)" }
+        case .notFound:
+            counters?.count("not_found")
+        case .invalid:
+            break
+        }
+        // A query string never changes which resource is meant.
+        if !uri.unicodeScalars.contains("?"), !uri.unicodeScalars.contains("#") {
+            let withQuery = handler.route(uri: uri + "?x=/../y&z=%2F")
+            switch (route, withQuery) {
+            case let (.imageFile(c1, i1, p1), .imageFile(c2, i2, p2)), let (.imageStage(c1, i1, p1), .imageStage(c2, i2, p2)),
+                 let (.imageImport(c1, i1, p1), .imageImport(c2, i2, p2)):
+                if c1 != c2 || i1 != i2 || p1 + "?x=/../y&z=%2F" != p2 { return "a query string changed \(route) into \(withQuery)" }
+            case let (.forward(c1, p1), .forward(c2, p2)):
+                if c1 != c2 || p1 + "?x=/../y&z=%2F" != p2 { return "a query string changed \(route) into \(withQuery)" }
+            case let (.admin(.glanceCache(c1, r1)), .admin(.glanceCache(c2, r2))):
+                if c1 != c2 || r1 != r2 { return "a query string changed \(route) into \(withQuery)" }
+            case (.imageFile, _), (.imageStage, _), (.imageImport, _), (.admin(.glanceCache), _):
+                return "a query string changed \(route) into \(withQuery)"
+            case let (.admin(.depot(r1)), .admin(.depot(r2))) where r1 != r2:
+                return "a query string changed \(route) into \(withQuery)"
+            default: break
+            }
+        }
+        return nil
+    }
+}
+
+enum RouterGenerator {
+    static let interesting: [[UInt8]] = ["/", "//", "/./", "/../", "..", "%2e", "%2F", "?", "#", "%00", "/v2/images/", "/clouds/", "/file", "\u{0}"].map { Array($0.utf8) }
+
+    static func uuid(_ rng: inout FuzzRNG) -> String {
+        let hex = Array("0123456789abcdef")
+        let groups = [8, 4, 4, 4, 12].map { count in String((0..<count).map { _ in rng.pick(hex) }) }
+        let text = groups.joined(separator: "-")
+        return rng.chance(0.1) ? text.uppercased() : text
+    }
+
+    static func imageID(_ rng: inout FuzzRNG) -> String {
+        switch rng.below(30) {
+        case 0..<12: return uuid(&rng)
+        case 12: return uuid(&rng).replacingOccurrences(of: "-", with: "")
+        case 13: return ""
+        case 14: return rng.pick([".", "..", "...", ".hidden", "a..b"])
+        case 15: return rng.pick(["%2e%2e", "%2E%2E", "%2e.", ".%2e", "%2F", "a%2Fb", "%00", "%"])
+        case 16: return rng.pick(["a/b", "a/../b", "./x"])
+        case 17: return rng.pick(["é", "日本", "🚀", "\u{0}", "a\u{0}b", "a b", "\t", "\u{7F}"])
+        case 18: return rng.pick(["a?b", "a#b", "?", "#"])
+        case 19: return String(repeating: rng.pick(["a", "-", "0"]), count: rng.int(60...300))
+        case 20: return rng.pick(["file", "stage", "import", "images", "v2", "clouds", "cache"])
+        default:
+            let alphabet = Array("abcdefXYZ0123456789-_.~!$&'()*+,;=:@%")
+            return String((0..<rng.int(1...40)).map { _ in rng.pick(alphabet) })
+        }
+    }
+
+    static func cloudSegment(_ rng: inout FuzzRNG) -> String {
+        rng.weighted([
+            (12, rng.pick(RouterFuzzTests.clouds)), (1, "unknown_cloud"), (1, ""), (1, "default"), (1, "DEFAULT_RegionOne"),
+            (1, "default%5FRegionOne"), (1, "default_RegionOne%20"), (1, ".."), (1, "."), (1, "vz_R2?x"), (1, "att_Region-East#x"),
+        ])
+    }
+
+    static func hex(_ rng: inout FuzzRNG) -> String {
+        let digits = Array("0123456789abcdef")
+        switch rng.below(8) {
+        case 0..<4: return String((0..<64).map { _ in rng.pick(digits) })
+        case 4: return String((0..<64).map { _ in rng.pick(digits) }).uppercased()
+        case 5: return String((0..<rng.pick([63, 65, 128, 0])).map { _ in rng.pick(digits) })
+        case 6: return rng.pick(["../../../etc/passwd", "%2e%2e%2f", "g" + String(repeating: "0", count: 63), "..", "sha256:" + String(repeating: "a", count: 64)])
+        default: return String(repeating: "a", count: 62) + rng.pick(["..", "/x", "%2", "\u{0}\u{0}"])
+        }
+    }
+
+    static func tail(_ rng: inout FuzzRNG) -> String {
+        let id = imageID(&rng)
+        let owner = rng.pick(["att", "vz", "default", "", "a_b", "é"]), region = rng.pick(["Region-East", "R2", "RegionOne", ""])
+        return rng.weighted([
+            (10, "/v2/images/\(id)/file"), (3, "/v2/images/\(id)/stage"), (3, "/v2/images/\(id)/import"), (3, "/v2/images/\(id)"),
+            (2, "/v2/images"), (1, "/v2/images/\(id)/actions/deactivate"), (1, "/v2/images/\(id)/tags/x"), (1, "/v2/images/\(id)/file/extra"),
+            (2, "/v2/cache"), (2, "/v2/cache/\(id)"), (1, "/v2/cache/nodes/\(id)"), (1, "/v2/cache/prune"), (1, "/v2/cache//\(id)//"),
+            (1, "/v2"), (1, "/v2/"), (1, "/"), (1, ""), (1, "/versions"), (1, "/healthz"), (1, "/readyz"), (1, "/metrics"),
+            (1, "/depot/v1"), (1, "/depot/v1/"), (1, "/depot/v1/stats"), (3, "/depot/v1/blobs/\(hex(&rng))"), (2, "/depot/v1/blobs/\(hex(&rng))/pin"),
+            (1, "/depot/v1/images/\(cloudSegment(&rng))/\(id)/pin"), (1, "/depot/v1/pushes/\(cloudSegment(&rng))/\(id)/retry"),
+            (2, "/api/multicloud/v1/\(owner)/\(region)/images/file"), (2, "/api/multicloud/v1/\(owner)/\(region)/images/file/\(id)"),
+            (2, "/api/multicloud/v1/\(owner)/\(region)/images/\(id)"), (1, "/api/multicloud/v1/\(owner)/\(region)/images/"),
+            (1, "/v1/images"), (1, "/V2/images/\(id)/file"), (1, "*"), (1, "http://host/v2/images/\(id)/file"), (1, "/v2images/\(id)/file"),
+        ])
+    }
+
+    static func uri(_ rng: inout FuzzRNG) -> String {
+        var text = (rng.chance(0.3) ? "/clouds/" + cloudSegment(&rng) : "") + tail(&rng)
+        for _ in 0..<rng.smallCount(max: 3) {
+            switch rng.below(10) {
+            case 8:  // a combining mark or ZWJ right after a "/" or "?" (one Character with it)
+                let separators = text.indices.filter { text[$0] == "/" || text[$0] == "?" }
+                if let at = separators.randomElement(using: &rng) {
+                    text.insert(contentsOf: rng.pick(["\u{200D}", "\u{301}", "\u{FE0F}"]), at: text.index(after: at))
+                }
+            case 0:  // double a slash
+                if let slash = text.indices.filter({ text[$0] == "/" }).randomElement(using: &rng) { text.insert("/", at: slash) }
+            case 1:  // a dot segment somewhere
+                let slashes = text.indices.filter { text[$0] == "/" }
+                if let slash = slashes.randomElement(using: &rng) { text.insert(contentsOf: rng.pick(["/.", "/..", "/./", "/../"]), at: slash) }
+            case 2: text += rng.pick(["/", "/.", "/..", "//"])
+            case 3:  // percent-encode one character
+                if !text.isEmpty {
+                    let at = text.index(text.startIndex, offsetBy: rng.below(text.count))
+                    let encoded = text[at].utf8.map { String(format: "%%%02X", $0) }.joined()
+                    text.replaceSubrange(at...at, with: encoded)
+                }
+            case 4: text += rng.pick(["?a=b", "?", "??", "?x=/../y", "?name=%2F..%2F", "?a=b#frag"])
+            case 5: text += "#" + rng.pick(["", "x", "/../"])
+            case 6: text = text.uppercased()
+            case 7: text = rng.pick([" ", "\t", ""]) + text
+            default: text += rng.pick(["%00", "\u{0}", "%", "%zz", ";param"])
+            }
+        }
+        return text
+    }
+}
