@@ -33,15 +33,6 @@ public enum CacheError: Error, CustomStringConvertible, Sendable {
     /// says: something else filled it.
     case diskFull(imageID: String, needed: UInt64)
 
-    /// No room to keep the image (budget, free-space floor, full disk): the backend can still
-    /// serve it, through Depot, without a copy being kept.
-    public var isLackOfRoom: Bool {
-        switch self {
-        case .budgetExhausted, .diskFloor, .diskFull: true
-        default: false
-        }
-    }
-
     public var description: String {
         switch self {
         case let .backendRefused(status, message): "the image service answered \(status): \(message)"
@@ -368,7 +359,7 @@ public final class ImageCache: Sendable {
         if let running { return (running, true) }
         guard count < settings.maximumFills else { throw .tooManyFills(running: count) }
         let reserved = image.size ?? 0
-        for evicted in try budget.reserve(reserved, isFill: true) { forgetBlob(evicted) }
+        for evicted in try budget.reserve(reserved) { forgetBlob(evicted) }
         var expectation = BlobExpectation(size: image.size)
         if image.osHashAlgo == "sha512", let hex = image.osHashValue { expectation.sha512 = try? Digest(algorithm: .sha512, hex: hex) }
         // One of Glance's hashes proves the bytes: SHA-512 when Glance has it (MD5 is then

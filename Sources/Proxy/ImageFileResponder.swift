@@ -99,11 +99,6 @@ struct ImageFileResponder {
         let fill: Fill, shared: Bool
         do {
             (fill, shared) = try cache.fill(authorized)
-        } catch where error.isLackOfRoom {
-            // A cache that is full must not fail a download the backend can serve.
-            logger.warning("no room to keep the image; streaming it from the backend without a copy", metadata: ["image": "\(image.id)", "reason": "\(error)"])
-            await serveBypass(response, authorized: authorized, ranges: ranges)
-            return
         } catch {
             await sendCacheError(error, response)
             return
@@ -149,52 +144,6 @@ struct ImageFileResponder {
         } catch {
             logger.info("download through a fill ended early", metadata: ["image": "\(image.id)", "error": "\(error)"])
             response.abort()
-        }
-    }
-
-    /// Answers from the backend, byte ranges as asked, keeping nothing (`x-depot-cache: bypass`).
-    func serveBypass(_ response: ResponseWriter, authorized: AuthorizedImage, ranges: RangeRequest) async {
-        let image = authorized.image
-        let size = image.size ?? 0
-        var headers = Self.baseHeaders(image: image, cacheResult: "bypass")
-        func open(_ range: ClosedRange<UInt64>) async throws -> ImageDownload {
-            try await cache.backendRange(cloud: authorized.cloud, imageID: image.id, range: range)
-        }
-        func relay(_ download: ImageDownload) async throws {
-            for try await chunk in download { try await response.body(response.allocator.buffer(bytes: chunk)) }
-        }
-        do {
-            // The backend's answer is awaited before the head, so a refusal is still an error
-            // answer rather than a broken transfer.
-            switch ranges {
-            case .unsatisfiable:
-                return
-            case .whole:
-                let download = size > 0 ? try await open(0...(size - 1)) : nil
-                headers.add(name: "content-length", value: String(size))
-                try await response.head(.ok, headers)
-                if let download { try await relay(download) }
-            case let .ranges(list) where list.count == 1:
-                let download = try await open(list[0])
-                headers.add(name: "content-length", value: String(list[0].count))
-                headers.add(name: "content-range", value: "bytes \(list[0].lowerBound)-\(list[0].upperBound)/\(size)")
-                try await response.head(.partialContent, headers)
-                try await relay(download)
-            case let .ranges(list):
-                let multipart = Multipart(ranges: list, size: size)
-                headers.replaceOrAdd(name: "content-type", value: multipart.contentType)
-                headers.add(name: "content-length", value: String(multipart.contentLength))
-                try await response.head(.partialContent, headers)
-                for (index, range) in list.enumerated() {
-                    try await response.body(response.allocator.buffer(string: multipart.partHeader(index)))
-                    try await relay(try await open(range))
-                }
-                try await response.body(response.allocator.buffer(string: multipart.closing))
-            }
-            try await response.end()
-        } catch {
-            logger.info("download from the backend ended early", metadata: ["image": "\(image.id)", "error": "\(error)"])
-            if response.headSent { response.abort() } else { await sendCacheError(.fillFailed(imageID: image.id, reason: "\(error)"), response) }
         }
     }
 
