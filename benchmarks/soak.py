@@ -563,14 +563,23 @@ def sample(pid, data_dir, depot_port, glance_port):
             kinds["other"] += 1
     s["fds"] = fds
     s.update({f"fd_{k}": v for k, v in kinds.items()})
-    disk = {"blobs": 0, "tmp": 0}
+    # tmp/ before blobs/, each file once by inode: a commit links the temporary file into
+    # blobs/ before it unlinks it (one inode, two names), and an eviction deletes a blob before
+    # the fill that needed the room creates its temporary file. Walked in this order, neither
+    # is counted twice; summing names would count bytes that are not on disk twice.
+    disk = {"tmp": 0, "blobs": 0}
+    seen = set()
     for sub in disk:
         for root, _, files in os.walk(os.path.join(data_dir, sub)):
             for f in files:
                 try:
-                    disk[sub] += os.path.getsize(os.path.join(root, f))
+                    st = os.stat(os.path.join(root, f))
                 except OSError:
-                    pass
+                    continue
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+                disk[sub] += st.st_size
     s["disk_blobs"], s["disk_tmp"] = disk["blobs"], disk["tmp"]
     return s
 
