@@ -76,6 +76,8 @@ public final class FaultProxy: @unchecked Sendable {
     /// Bytes clients sent to the server so far.
     public var bytesToServer: Int { counters.withLock { $0.toServer } }
     public var connectionCount: Int { counters.withLock { $0.connections } }
+    /// Client connections open through the proxy now.
+    public var openConnections: Int { sockets.withLock { $0.count / 2 } }
     public var injected503Count: Int { counters.withLock { $0.injected503 } }
 
     public func resetCounters() {

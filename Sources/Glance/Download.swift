@@ -68,6 +68,10 @@ extension GlanceClient {
         let channel = ByteChannel(capacity: configuration.downloadBufferBytes)
         let consumer = DownloadConsumer(channel: channel)
         let opened = Mutex<CheckedContinuation<Result<DownloadHead, GlanceError>, Never>?>(nil)
+        // Made here, not inside the transfer's closure: a `[weak consumer]` there would make
+        // that closure hold the consumer strongly for the whole transfer, and a download its
+        // reader dropped would never stop (it would block, holding a backend worker for good).
+        let consumerGone: @Sendable () -> Bool = { [weak consumer] in consumer == nil }
         let target = try await resolve(auth)
         let result: Result<DownloadHead, GlanceError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
@@ -75,7 +79,7 @@ extension GlanceClient {
                 TransferThreads.detach { [self] in
                     let outcome = runDownload(
                         imageID: imageID, range: range, target: target,
-                        isCancelled: { [weak consumer] in consumer == nil },
+                        isCancelled: consumerGone,
                         onHead: { head in opened.withLock { $0.take() }?.resume(returning: .success(head)) },
                         sink: { buffer in
                             guard channel.put(buffer) else { throw GlanceError.cancelled }

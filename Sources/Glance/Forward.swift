@@ -45,6 +45,9 @@ extension GlanceClient {
         let channel = ByteChannel(capacity: configuration.downloadBufferBytes)
         let consumer = DownloadConsumer(channel: channel)
         let opened = Mutex<CheckedContinuation<Result<HTTPResponseHead, GlanceError>, Never>?>(nil)
+        // Outside the transfer's closure, which would otherwise hold the consumer strongly
+        // (see `openDownload`).
+        let consumerGone: @Sendable () -> Bool = { [weak consumer] in consumer == nil }
         let pool = self.pool, limits = self.limits
         let prepared = request, upload = produced
         let result: Result<HTTPResponseHead, GlanceError> = await withTaskCancellationHandler {
@@ -56,7 +59,7 @@ extension GlanceClient {
                     let outcome: GlanceError?
                     do throws(TransportFailure) {
                         _ = try CurlTransfer.perform(
-                            prepared, handle: handle, limits: limits, isCancelled: { [weak consumer] in consumer == nil },
+                            prepared, handle: handle, limits: limits, isCancelled: consumerGone,
                             streamAllStatuses: true,
                             onHead: { head in opened.withLock { $0.take() }?.resume(returning: .success(head)) },
                             onBody: { buffer in

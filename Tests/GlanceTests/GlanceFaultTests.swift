@@ -27,6 +27,31 @@ import Testing
         #expect(proxy.bytesFromServer < bytes.count * 5 / 4, "server sent \(proxy.bytesFromServer) bytes")
     }
 
+    /// A reader that drops a download mid-body must end the transfer: otherwise it blocks on a
+    /// full buffer for good and holds one of the backend's workers (Glance has a handful).
+    @Test func aDroppedDownloadEndsItsTransferAndConnection() async throws {
+        let bytes = pseudoRandomBytes(count: 64 << 20, seed: 41)
+        let image = try await createActiveImage(makeClient(glance.url), bytes: bytes)
+        let proxy = try FaultProxy(upstreamPort: glance.port)
+        defer { proxy.stop() }
+        let client = makeClient(proxy.url)
+        for range: ClosedRange<UInt64>? in [nil, 1_000_000...40_000_000] {
+            do {
+                let download = try await client.openDownload(imageID: image.id, range: range)
+                var iterator = download.makeAsyncIterator()
+                #expect(try await iterator.next() != nil)
+            }
+            var open = proxy.openConnections
+            for _ in 0..<100 where open > 0 {
+                try await Task.sleep(for: .milliseconds(50))
+                open = proxy.openConnections
+            }
+            #expect(open == 0, "the dropped download (range \(String(describing: range))) still holds its connection to Glance")
+            #expect(proxy.bytesFromServer < bytes.count / 2, "the transfer stopped early: \(proxy.bytesFromServer) bytes")
+            proxy.resetCounters()
+        }
+    }
+
     @Test func fiveServiceUnavailableInARowAreRetriedThenSucceed() async throws {
         let image = try await createActiveImage(makeClient(glance.url), bytes: Array("retry me".utf8))
         let proxy = try FaultProxy(upstreamPort: glance.port)
