@@ -71,13 +71,39 @@ final class DiskBudget: Sendable {
         self.logger = logger
         let blobs = try catalog.allBlobs()
         let pushes = try catalog.pushes(in: [.staged, .pending])
+        let orphans = try Self.adoptFilesWithoutRow(known: Set(blobs.map(\.digest)), store: store, catalog: catalog, logger: logger)
         state.withLock { state in
             for push in pushes { state.held[push.digest, default: []].insert(Self.key(push.cloud, push.imageID)) }
+            // Oldest first: an adopted file is the first to go when room is needed.
+            for (digest, size) in orphans { state.index.touch(digest, size: size) }
             for blob in blobs {
                 state.index.touch(blob.digest, size: UInt64(blob.size))
                 if blob.pinned { state.pinned.insert(blob.digest) }
             }
         }
+    }
+
+    /// Records blob files that no Catalog row names, as ordinary cache entries.
+    ///
+    /// A crash between a blob's file and its row leaves one: an upload whose blob was published
+    /// but not yet recorded (it was never acknowledged), or an eviction that removed the row but
+    /// not the file. The name is the verified SHA-256 (files are published only after it), so
+    /// the bytes are good; SHA-512 and MD5 are filled in when needed. Adopting rather than
+    /// deleting keeps a store whose Catalog was lost for `depot fsck` to rebuild.
+    static func adoptFilesWithoutRow(known: Set<Digest>, store: BlobStore, catalog: Catalog, logger: Logger) throws -> [(Digest, UInt64)] {
+        var adopted: [(Digest, UInt64)] = []
+        for digest in try store.allDigests() where !known.contains(digest) {
+            let path = store.path(for: digest)
+            var info = stat()
+            guard stat(path, &info) == 0 else { continue }
+            let size = UInt64(info.st_size)
+            try catalog.recordBlob(CommittedBlob(digest: digest, size: size, digests: [.sha256: digest], deduplicated: false, path: path))
+            adopted.append((digest, size))
+        }
+        if !adopted.isEmpty {
+            logger.warning("adopted blob files without a catalog row (left by a crash)", metadata: ["blobs": "\(adopted.count)"])
+        }
+        return adopted
     }
 
     /// Bytes held by committed blobs, and reserved by running fills.
