@@ -1,15 +1,15 @@
-"""Gunicorn config hook: make the dev Glance's SQLite database safe for concurrent requests.
+"""Gunicorn config hook: make the SQLite database of the dev Glance (and Keystone) safe for concurrent requests.
 
 oslo.db opens every transaction with a deferred BEGIN. Two threads that both read inside a
 transaction and then write deadlock on SQLite's lock upgrade, and SQLite answers one of them
 "database is locked" at once, without waiting: Glance turns that into a 500 and can leave an
 image in "saving" for good. Measured with 16 threads creating, uploading and deleting images
 for 60 s: 2141 of 5000 requests failed so. Production Glance runs MySQL or PostgreSQL; this
-only concerns the SQLite file of scripts/glance-dev.
+only concerns the SQLite files of scripts/glance-dev and scripts/keystone-dev.
 
 BEGIN IMMEDIATE takes the write lock up front, so transactions queue behind each other in
 SQLite's busy handler instead of deadlocking; the database is in WAL mode (set by
-glance-dev after db_sync) so reads outside a transaction do not wait for writers.
+the scripts after db_sync) so reads outside a transaction do not wait for writers.
 
 Loaded by gunicorn (-c) in the master before it forks the workers; the listeners are on
 SQLAlchemy's Engine class, which runs them before oslo.db's per-engine ones.
