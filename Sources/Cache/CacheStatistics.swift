@@ -12,11 +12,14 @@ public final class CacheStatistics: Sendable {
         case miss
         /// Joined a fill another request started.
         case shared
+        /// Streamed from the backend without keeping it: no room to cache it.
+        case bypass
     }
 
     private let hits = Atomic<Int>(0)
     private let misses = Atomic<Int>(0)
     private let shared = Atomic<Int>(0)
+    private let bypassed = Atomic<Int>(0)
     private let bytesFromCache = Atomic<Int>(0)
     private let bytesFromBackend = Atomic<Int>(0)
 
@@ -34,6 +37,7 @@ public final class CacheStatistics: Sendable {
         case .hit: hits.add(1, ordering: .relaxed)
         case .miss: misses.add(1, ordering: .relaxed)
         case .shared: shared.add(1, ordering: .relaxed)
+        case .bypass: bypassed.add(1, ordering: .relaxed)
         }
         requestCounters[result]?.increment()
         if result == .hit {
@@ -47,9 +51,10 @@ public final class CacheStatistics: Sendable {
 
     public var snapshot: [String: Any] {
         let h = hits.load(ordering: .relaxed), m = misses.load(ordering: .relaxed), s = shared.load(ordering: .relaxed)
-        let total = h + m + s
+        let b = bypassed.load(ordering: .relaxed)
+        let total = h + m + s + b
         return [
-            "hits": h, "misses": m, "shared_fills": s,
+            "hits": h, "misses": m, "shared_fills": s, "bypassed": b,
             "hit_ratio": total == 0 ? 0.0 : Double(h) / Double(total),
             "bytes_served_from_cache": bytesFromCache.load(ordering: .relaxed),
             "bytes_served_from_backend": bytesFromBackend.load(ordering: .relaxed),

@@ -193,10 +193,19 @@ final class DiskBudget: Sendable {
     /// - Returns: the evicted blobs' digests (so callers can forget them).
     /// - Throws: `CacheError.budgetExhausted` when the bytes cannot fit even after evicting
     ///   everything that may go.
-    func reserve(_ bytes: UInt64) throws(CacheError) -> [Digest] {
+    ///
+    /// - Parameter isFill: a fill may only take up to `fillShare` of the budget with the other
+    ///   running fills: beyond that, many cold images at once would evict the hot ones to make
+    ///   room for bytes that are not even there yet (the image is then served without a copy).
+    ///   Uploads are never refused for it: their bytes must be kept.
+    func reserve(_ bytes: UInt64, isFill: Bool = false) throws(CacheError) -> [Digest] {
         let freeNow = minimumFreeBytes == nil ? nil : freeDiskBytes()
         let victims: [(digest: Digest, size: UInt64)]? = state.withLock { state in
             let used = state.index.totalBytes + state.reserved
+            if isFill, let budget = watermarks?.budget, state.reserved > 0,
+               Double(state.reserved + bytes) > Double(budget) * Self.fillShare {
+                return nil
+            }
             // Down to the low watermark when the high one would be crossed; that is always at
             // least what fitting needs, so falling short of fitting means it cannot fit.
             var need = watermarks?.bytesToFree(used: used, incoming: bytes) ?? 0
@@ -220,6 +229,9 @@ final class DiskBudget: Sendable {
         }
         guard let victims else {
             let (used, reserved) = usage
+            if isFill, let budget = watermarks?.budget, reserved > 0, Double(reserved + bytes) > Double(budget) * Self.fillShare {
+                throw .budgetExhausted(needed: bytes, budget: budget, used: used + reserved)
+            }
             if let budget = watermarks?.budget, used + reserved + bytes > budget {
                 throw .budgetExhausted(needed: bytes, budget: budget, used: used + reserved)
             }
@@ -228,6 +240,9 @@ final class DiskBudget: Sendable {
         for victim in victims { evict(victim.digest, size: victim.size) }
         return victims.map(\.digest)
     }
+
+    /// The part of the budget running fills may reserve together (one fill alone may take it all).
+    static let fillShare = 0.5
 
     /// A fill ended: its reservation becomes the blob (or is returned, on failure).
     ///

@@ -33,6 +33,17 @@ public enum CacheError: Error, CustomStringConvertible, Sendable {
     /// says: something else filled it.
     case diskFull(imageID: String, needed: UInt64)
 
+    /// The cache budget has no room for the image: the backend can still serve it, through
+    /// Depot, without a copy being kept.
+    ///
+    /// A full budget is a cache's normal state and must not fail a download. A disk that is
+    /// full or below `min_free_disk` is a fault of the host the operator has to see: that stays
+    /// 507.
+    public var isOverBudget: Bool {
+        if case .budgetExhausted = self { return true }
+        return false
+    }
+
     public var description: String {
         switch self {
         case let .backendRefused(status, message): "the image service answered \(status): \(message)"
@@ -359,7 +370,7 @@ public final class ImageCache: Sendable {
         if let running { return (running, true) }
         guard count < settings.maximumFills else { throw .tooManyFills(running: count) }
         let reserved = image.size ?? 0
-        for evicted in try budget.reserve(reserved) { forgetBlob(evicted) }
+        for evicted in try budget.reserve(reserved, isFill: true) { forgetBlob(evicted) }
         var expectation = BlobExpectation(size: image.size)
         if image.osHashAlgo == "sha512", let hex = image.osHashValue { expectation.sha512 = try? Digest(algorithm: .sha512, hex: hex) }
         // One of Glance's hashes proves the bytes: SHA-512 when Glance has it (MD5 is then

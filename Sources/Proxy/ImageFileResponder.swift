@@ -99,6 +99,10 @@ struct ImageFileResponder {
         let fill: Fill, shared: Bool
         do {
             (fill, shared) = try cache.fill(authorized)
+        } catch where error.isOverBudget {
+            logger.info("no room in the cache budget; streaming the image from the backend without a copy", metadata: ["image": "\(image.id)", "reason": "\(error)"])
+            await serveBypass(response, authorized: authorized, ranges: ranges)
+            return
         } catch {
             await sendCacheError(error, response)
             return
@@ -145,6 +149,86 @@ struct ImageFileResponder {
             logger.info("download through a fill ended early", metadata: ["image": "\(image.id)", "error": "\(error)"])
             response.abort()
         }
+    }
+
+    /// Answers from the backend, byte ranges as asked, keeping nothing (`x-depot-cache: bypass`).
+    ///
+    /// The whole image is checked against Glance's hash like a fill: its last byte goes out only
+    /// once the hash matched, so wrong bytes never look complete.
+    func serveBypass(_ response: ResponseWriter, authorized: AuthorizedImage, ranges: RangeRequest) async {
+        let image = authorized.image
+        let size = image.size ?? 0
+        var headers = Self.baseHeaders(image: image, cacheResult: "bypass")
+        func open(_ range: ClosedRange<UInt64>) async throws -> ImageDownload {
+            try await cache.backendRange(cloud: authorized.cloud, imageID: image.id, range: range)
+        }
+        func relay(_ download: ImageDownload) async throws {
+            for try await chunk in download { try await response.body(response.allocator.buffer(bytes: chunk)) }
+        }
+        func relayVerified(_ download: ImageDownload) async throws {
+            let expected = Self.expectedDigest(of: image)
+            let hasher = expected.map { DigestHasher($0.algorithm) }
+            var sent: UInt64 = 0
+            for try await chunk in download where !chunk.isEmpty {
+                guard sent + UInt64(chunk.count) <= size else { throw BypassError.tooLong(expected: size) }
+                chunk.withUnsafeBytes { hasher?.update($0) }
+                sent += UInt64(chunk.count)
+                if sent < size {
+                    try await response.body(response.allocator.buffer(bytes: chunk))
+                    continue
+                }
+                // The last chunk: all of it but its last byte, then that byte once the hash is right.
+                if chunk.count > 1 { try await response.body(response.allocator.buffer(bytes: chunk.dropLast())) }
+                if let expected, let actual = hasher?.finish(), actual != expected {
+                    throw BypassError.mismatch(expected: expected, actual: actual)
+                }
+                try await response.body(response.allocator.buffer(bytes: chunk.suffix(1)))
+            }
+            guard sent == size else { throw BypassError.tooShort(expected: size, received: sent) }
+        }
+        do {
+            // The backend's answer is awaited before the head, so a refusal is still an error
+            // answer rather than a broken transfer.
+            switch ranges {
+            case .unsatisfiable:
+                return
+            case .whole:
+                let download = size > 0 ? try await open(0...(size - 1)) : nil
+                headers.add(name: "content-length", value: String(size))
+                try await response.head(.ok, headers)
+                if let download { try await relayVerified(download) }
+            case let .ranges(list) where list.count == 1:
+                let download = try await open(list[0])
+                headers.add(name: "content-length", value: String(list[0].count))
+                headers.add(name: "content-range", value: "bytes \(list[0].lowerBound)-\(list[0].upperBound)/\(size)")
+                try await response.head(.partialContent, headers)
+                try await relay(download)
+            case let .ranges(list):
+                let multipart = Multipart(ranges: list, size: size)
+                headers.replaceOrAdd(name: "content-type", value: multipart.contentType)
+                headers.add(name: "content-length", value: String(multipart.contentLength))
+                try await response.head(.partialContent, headers)
+                for (index, range) in list.enumerated() {
+                    try await response.body(response.allocator.buffer(string: multipart.partHeader(index)))
+                    try await relay(try await open(range))
+                }
+                try await response.body(response.allocator.buffer(string: multipart.closing))
+            }
+            try await response.end()
+        } catch {
+            // Wrong bytes from the backend are worth an operator's look; a client gone is not.
+            logger.log(level: error is BypassError ? .error : .info, "download from the backend without a copy ended early",
+                       metadata: ["image": "\(image.id)", "error": "\(error)"])
+            if response.headSent { response.abort() } else { await sendCacheError(.fillFailed(imageID: image.id, reason: "\(error)"), response) }
+        }
+    }
+
+    /// The hash Glance published that proves an image's bytes: SHA-512 when it has one, else MD5.
+    static func expectedDigest(of image: GlanceImage) -> Digest? {
+        if image.osHashAlgo == "sha512", let hex = image.osHashValue, let digest = try? Digest(algorithm: .sha512, hex: hex) {
+            return digest
+        }
+        return image.checksum.flatMap { try? Digest(algorithm: .md5, hex: $0) }
     }
 
     /// Streams `range` from a fill as its bytes land.
@@ -240,4 +324,19 @@ struct Multipart {
 
 extension ClosedRange where Bound == UInt64 {
     var count: UInt64 { upperBound - lowerBound + 1 }
+}
+
+/// Why a download streamed without a copy was cut short.
+enum BypassError: Error, CustomStringConvertible {
+    case mismatch(expected: Digest, actual: Digest)
+    case tooLong(expected: UInt64)
+    case tooShort(expected: UInt64, received: UInt64)
+
+    var description: String {
+        switch self {
+        case let .mismatch(expected, actual): "content mismatch: Glance's \(expected.algorithm) is \(expected.hex), the bytes hash to \(actual.hex)"
+        case let .tooLong(expected): "the image service sent more than the image's \(expected) bytes"
+        case let .tooShort(expected, received): "the image service sent \(received) of the image's \(expected) bytes"
+        }
+    }
 }
