@@ -104,17 +104,20 @@ import Testing
         func url(_ image: GlanceImage) -> String { "\(depot.url)/v2/images/\(image.id)/file" }
         #expect(try await curl(url(hotImage)).body == hot)
 
-        // A 4 MiB fill at 1 MiB/s holds 40% of the budget; 2 MiB more would make 60%.
-        proxy.setFaults { $0.bytesPerSecond = 1 << 20 }
+        // A 4 MiB fill at 512 KiB/s (8 s) holds 40% of the budget; 2 MiB more would make 60%.
+        // The cap stays on (each connection has its own): lifting it would let the fill end
+        // before the second image is asked for, on a busy machine.
+        proxy.setFaults { $0.bytesPerSecond = 512 << 10 }
         async let slowDownload = curl(url(slowImage))
-        for _ in 0..<100 where depot.cache.runningFill(cloud: "default_RegionOne", imageID: slowImage.id) == nil {
+        for _ in 0..<1000 where depot.cache.runningFill(cloud: "default_RegionOne", imageID: slowImage.id) == nil {
             try await Task.sleep(for: .milliseconds(20))
         }
-        proxy.setFaults { $0.bytesPerSecond = nil }
+        try #require(depot.cache.runningFill(cloud: "default_RegionOne", imageID: slowImage.id) != nil, "the slow fill is running")
         let streamed = try await curl(url(otherImage))
         #expect(streamed.status == 200 && streamed.body == other)
         #expect(streamed.header("x-depot-cache") == "bypass", "the second cold image was streamed, not filled")
         #expect(try await slowDownload.body == slow)
+        proxy.setFaults { $0.bytesPerSecond = nil }
         #expect(try await curl(url(hotImage)).header("x-depot-cache") == "hit", "the hot image stayed")
         #expect(try await curl(url(slowImage)).header("x-depot-cache") == "hit")
         // With no fill running, the same image is filled as usual.
