@@ -200,11 +200,12 @@ final class DiskBudget: Sendable {
     ///   Uploads are never refused for it: their bytes must be kept.
     func reserve(_ bytes: UInt64, isFill: Bool = false) throws(CacheError) -> [Digest] {
         let freeNow = minimumFreeBytes == nil ? nil : freeDiskBytes()
-        let victims: [(digest: Digest, size: UInt64)]? = state.withLock { state in
+        // Decided under the lock: read afterwards, the usage may have changed.
+        let outcome: Result<[(digest: Digest, size: UInt64)], CacheError> = state.withLock { state in
             let used = state.index.totalBytes + state.reserved
             if isFill, let budget = watermarks?.budget, state.reserved > 0,
                Double(state.reserved + bytes) > Double(budget) * Self.fillShare {
-                return nil
+                return .failure(.budgetExhausted(needed: bytes, budget: budget, used: used))
             }
             // Down to the low watermark when the high one would be crossed; that is always at
             // least what fitting needs, so falling short of fitting means it cannot fit.
@@ -218,24 +219,21 @@ final class DiskBudget: Sendable {
             }
             let chosen = need > 0 ? state.index.victims(toFree: need, mustKeep: state.mustKeep) : []
             let freed = chosen.reduce(0) { $0 + $1.size }
-            if let budget = watermarks?.budget, used + bytes > budget + freed { return nil }
-            if freed < floorNeed { return nil }
+            if let budget = watermarks?.budget, used + bytes > budget + freed {
+                return .failure(.budgetExhausted(needed: bytes, budget: budget, used: used))
+            }
+            if freed < floorNeed { return .failure(.diskFloor(needed: bytes, minimumFree: minimumFreeBytes ?? 0)) }
             for victim in chosen {
                 state.index.remove(victim.digest)
                 state.evicting.insert(victim.digest)
             }
             state.reserved += bytes
-            return chosen
+            return .success(chosen)
         }
-        guard let victims else {
-            let (used, reserved) = usage
-            if isFill, let budget = watermarks?.budget, reserved > 0, Double(reserved + bytes) > Double(budget) * Self.fillShare {
-                throw .budgetExhausted(needed: bytes, budget: budget, used: used + reserved)
-            }
-            if let budget = watermarks?.budget, used + reserved + bytes > budget {
-                throw .budgetExhausted(needed: bytes, budget: budget, used: used + reserved)
-            }
-            throw .diskFloor(needed: bytes, minimumFree: minimumFreeBytes ?? 0)
+        let victims: [(digest: Digest, size: UInt64)]
+        switch outcome {
+        case let .success(chosen): victims = chosen
+        case let .failure(error): throw error
         }
         for victim in victims { evict(victim.digest, size: victim.size) }
         return victims.map(\.digest)
