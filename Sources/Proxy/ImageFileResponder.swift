@@ -134,15 +134,9 @@ struct ImageFileResponder {
                 }
                 try await response.end()
             case let .ranges(list):
-                let multipart = Multipart(ranges: list, size: size)
-                headers.replaceOrAdd(name: "content-type", value: multipart.contentType)
-                headers.add(name: "content-length", value: String(multipart.contentLength))
-                try await response.head(.partialContent, headers)
-                for (index, range) in list.enumerated() {
-                    try await response.body(response.allocator.buffer(string: multipart.partHeader(index)))
+                try await Self.sendMultipart(list, size: size, headers: headers, to: response) { range in
                     try await stream(fill, range: range, to: response, verifyBeforeLastByte: false)
                 }
-                try await response.body(response.allocator.buffer(string: multipart.closing))
                 try await response.end()
             }
         } catch {
@@ -204,15 +198,9 @@ struct ImageFileResponder {
                 try await response.head(.partialContent, headers)
                 try await relay(download)
             case let .ranges(list):
-                let multipart = Multipart(ranges: list, size: size)
-                headers.replaceOrAdd(name: "content-type", value: multipart.contentType)
-                headers.add(name: "content-length", value: String(multipart.contentLength))
-                try await response.head(.partialContent, headers)
-                for (index, range) in list.enumerated() {
-                    try await response.body(response.allocator.buffer(string: multipart.partHeader(index)))
+                try await Self.sendMultipart(list, size: size, headers: headers, to: response) { range in
                     try await relay(try await open(range))
                 }
-                try await response.body(response.allocator.buffer(string: multipart.closing))
             }
             try await response.end()
         } catch {
@@ -221,6 +209,23 @@ struct ImageFileResponder {
                        metadata: ["image": "\(image.id)", "error": "\(error)"])
             if response.headSent { response.abort() } else { await sendCacheError(.fillFailed(imageID: image.id, reason: "\(error)"), response) }
         }
+    }
+
+    /// Sends `list` as one multipart/byteranges answer; `writePart` writes each part's bytes.
+    static func sendMultipart(
+        _ list: [ClosedRange<UInt64>], size: UInt64, headers: HTTPHeaders, to response: ResponseWriter,
+        writePart: (ClosedRange<UInt64>) async throws -> Void
+    ) async throws {
+        let multipart = Multipart(ranges: list, size: size)
+        var headers = headers
+        headers.replaceOrAdd(name: "content-type", value: multipart.contentType)
+        headers.add(name: "content-length", value: String(multipart.contentLength))
+        try await response.head(.partialContent, headers)
+        for (index, range) in list.enumerated() {
+            try await response.body(response.allocator.buffer(string: multipart.partHeader(index)))
+            try await writePart(range)
+        }
+        try await response.body(response.allocator.buffer(string: multipart.closing))
     }
 
     /// The hash Glance published that proves an image's bytes: SHA-512 when it has one, else MD5.

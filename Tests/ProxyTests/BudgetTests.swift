@@ -63,12 +63,7 @@ import Testing
     @Test func bytesStreamedWithoutACopyThatDoNotMatchGlancesHashNeverLookComplete() async throws {
         let bytes = pseudoRandomBytes(count: 3 << 20, seed: 398)
         let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
-        // Rot one byte in Glance's own file store: Glance keeps announcing the old hashes.
-        let stored = glance.dataDirectory + "/images/" + image.id
-        let handle = try #require(FileHandle(forUpdatingAtPath: stored))
-        try handle.seek(toOffset: 2_000_000)
-        try handle.write(contentsOf: [0xFF ^ bytes[2_000_000]])
-        try handle.close()
+        try rotStoredByte(glance, imageID: image.id, at: 2_000_000, of: bytes)
 
         var settings = CacheSettings()
         settings.budget = Watermarks(budget: 1 << 20)

@@ -231,12 +231,7 @@ import Testing
     @Test func bytesThatDoNotMatchGlancesHashAreNeverCommittedNorServedComplete() async throws {
         let bytes = pseudoRandomBytes(count: 4 << 20, seed: 66)
         let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
-        // Rot one byte in Glance's own file store: Glance keeps announcing the old hashes.
-        let stored = glance.dataDirectory + "/images/" + image.id
-        let handle = try #require(FileHandle(forUpdatingAtPath: stored))
-        try handle.seek(toOffset: 1_000_000)
-        try handle.write(contentsOf: [0xFF ^ bytes[1_000_000]])
-        try handle.close()
+        try rotStoredByte(glance, imageID: image.id, at: 1_000_000, of: bytes)
 
         let depot = try await DepotHarness(glanceURL: glance.url)
         defer { Task { await depot.stop() } }

@@ -5,6 +5,7 @@ import DepotTestSupport
 import Foundation
 import Glance
 import Proxy
+import Testing
 
 /// Depot's server in this process, in front of `glanceURL`, with its own data directory.
 final class DepotHarness: @unchecked Sendable {
@@ -109,6 +110,14 @@ func curl(_ url: String, token: String? = GlanceServer.alice, _ extra: [String] 
 /// A client acting as Alice against Glance directly (to set up images).
 func glanceAsAlice(_ url: String) -> GlanceClient {
     GlanceClient(configuration: GlanceClientConfiguration(endpoint: url, credentials: .token(GlanceServer.alice)))
+}
+
+/// Flips one byte of an image in Glance's own file store; Glance keeps announcing the old hashes.
+func rotStoredByte(_ glance: GlanceServer, imageID: String, at offset: Int, of bytes: [UInt8]) throws {
+    let handle = try #require(FileHandle(forUpdatingAtPath: glance.dataDirectory + "/images/" + imageID))
+    try handle.seek(toOffset: UInt64(offset))
+    try handle.write(contentsOf: [0xFF ^ bytes[offset]])
+    try handle.close()
 }
 
 /// Creates an active raw image with `bytes`.
