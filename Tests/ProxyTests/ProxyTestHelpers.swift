@@ -135,8 +135,9 @@ extension CacheSettings {
         var settings = CacheSettings()
         settings.push.initialBackoff = .milliseconds(100)
         settings.push.maximumBackoff = .seconds(1)
-        // Glance's SQLite answers concurrent writers with 500s now and then (real clouds run
-        // MySQL): one push at a time per test Depot.
+        // One push at a time per test Depot, as the tests were written for. It was first for
+        // Glance's SQLite, which answered concurrent writers with 500s until
+        // scripts/glance/sqlite_locking.py.
         settings.push.concurrency = 1
         return settings
     }
