@@ -235,12 +235,14 @@ import Testing
 
         let depot = try await DepotHarness(glanceURL: glance.url)
         defer { Task { await depot.stop() } }
+        // curl's own error message comes first (--stderr -), then the figures on the last line.
         let result = try await spawn("/usr/bin/curl", [
-            "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "-H", "X-Auth-Token: \(GlanceServer.alice)",
+            "-sS", "--stderr", "-", "-o", "/dev/null", "-w", "\\n%{http_code} %{size_download}", "-H", "X-Auth-Token: \(GlanceServer.alice)",
             "\(depot.url)/v2/images/\(image.id)/file",
         ])
-        let fields = String(decoding: result.stdout, as: UTF8.self).split(separator: " ")
-        #expect(result.status == 18, "curl reports a partial transfer (exit \(result.status))")
+        let output = String(decoding: result.stdout, as: UTF8.self)
+        let fields = output.split(whereSeparator: \.isNewline).last?.split(separator: " ") ?? []
+        #expect(result.status == 18, "curl reports a partial transfer (exit \(result.status)): \(output)")
         #expect(fields.first == "200")
         #expect(fields.count == 2 && Int(fields[1])! < bytes.count, "the client never received the whole wrong image")
         #expect(try depot.store.allDigests().isEmpty, "nothing was committed")
