@@ -17,21 +17,16 @@ import Testing
     /// Reads from `fd` until the peer closes or `deadline` passes; returns the bytes and
     /// whether the peer closed.
     static func readUntilClosed(_ fd: Int32, deadline: ContinuousClock.Instant) -> (bytes: [UInt8], closed: Bool) {
-        var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var received: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while ContinuousClock.now < deadline {
-            let n = recv(fd, &buffer, buffer.count, 0)
-            if n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) { return (received, true) }
-            if n > 0 { received += buffer[..<n] }
-        }
-        return (received, false)
+        receive(fd, deadline: deadline, stopAfterOneResponse: false)
     }
 
     /// Reads one whole response (head and `content-length` bytes of body) of a kept-alive
     /// connection, or what arrived before it closed or the deadline passed.
     static func readOneResponse(_ fd: Int32, deadline: ContinuousClock.Instant) -> (bytes: [UInt8], closed: Bool) {
+        receive(fd, deadline: deadline, stopAfterOneResponse: true)
+    }
+
+    private static func receive(_ fd: Int32, deadline: ContinuousClock.Instant, stopAfterOneResponse: Bool) -> (bytes: [UInt8], closed: Bool) {
         var timeout = timeval(tv_sec: 0, tv_usec: 50_000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var received: [UInt8] = []
@@ -40,7 +35,7 @@ import Testing
             let n = recv(fd, &buffer, buffer.count, 0)
             if n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) { return (received, true) }
             if n > 0 { received += buffer[..<n] }
-            if let end = received.firstRange(of: Array("\r\n\r\n".utf8)) {
+            if stopAfterOneResponse, let end = received.firstRange(of: Array("\r\n\r\n".utf8)) {
                 let head = String(decoding: received[..<end.lowerBound], as: UTF8.self).lowercased()
                 let length = head.split(separator: "\r\n").first { $0.hasPrefix("content-length:") }
                     .flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) } ?? 0
