@@ -360,6 +360,14 @@ public final class ImageCache: Sendable {
 
     // MARK: Fills
 
+    /// The hash Glance published that proves an image's bytes: SHA-512 when it has one, else MD5.
+    public static func provingDigest(of image: GlanceImage) -> Digest? {
+        if image.osHashAlgo == "sha512", let hex = image.osHashValue, let digest = try? Digest(algorithm: .sha512, hex: hex) {
+            return digest
+        }
+        return image.checksum.flatMap { try? Digest(algorithm: .md5, hex: $0) }
+    }
+
     /// The running fill of an image, or a new one started now. `shared` is true when the
     /// caller joins a fill another request started.
     public func fill(_ authorized: AuthorizedImage) throws(CacheError) -> (fill: Fill, shared: Bool) {
@@ -372,10 +380,12 @@ public final class ImageCache: Sendable {
         let reserved = image.size ?? 0
         for evicted in try budget.reserve(reserved, isFill: true) { forgetBlob(evicted) }
         var expectation = BlobExpectation(size: image.size)
-        if image.osHashAlgo == "sha512", let hex = image.osHashValue { expectation.sha512 = try? Digest(algorithm: .sha512, hex: hex) }
-        // One of Glance's hashes proves the bytes: SHA-512 when Glance has it (MD5 is then
-        // computed after the commit, off the fill's path), else MD5.
-        if expectation.sha512 == nil, let hex = image.checksum { expectation.md5 = try? Digest(algorithm: .md5, hex: hex) }
+        // MD5 is computed after the commit, off the fill's path, when SHA-512 proves the bytes.
+        switch Self.provingDigest(of: image) {
+        case let digest? where digest.algorithm == .sha512: expectation.sha512 = digest
+        case let digest?: expectation.md5 = digest
+        case nil: break
+        }
         let writer: BlobWriter
         do {
             writer = try store.makeWriter(expecting: expectation, alsoCompute: expectation.sha512 == nil ? [.sha512, .md5] : [])

@@ -160,7 +160,7 @@ struct ImageFileResponder {
             for try await chunk in download { try await response.body(response.allocator.buffer(bytes: chunk)) }
         }
         func relayVerified(_ download: ImageDownload) async throws {
-            let expected = Self.expectedDigest(of: image)
+            let expected = ImageCache.provingDigest(of: image)
             let hasher = expected.map { DigestHasher($0.algorithm) }
             var sent: UInt64 = 0
             for try await chunk in download where !chunk.isEmpty {
@@ -226,14 +226,6 @@ struct ImageFileResponder {
             try await writePart(range)
         }
         try await response.body(response.allocator.buffer(string: multipart.closing))
-    }
-
-    /// The hash Glance published that proves an image's bytes: SHA-512 when it has one, else MD5.
-    static func expectedDigest(of image: GlanceImage) -> Digest? {
-        if image.osHashAlgo == "sha512", let hex = image.osHashValue, let digest = try? Digest(algorithm: .sha512, hex: hex) {
-            return digest
-        }
-        return image.checksum.flatMap { try? Digest(algorithm: .md5, hex: $0) }
     }
 
     /// Streams `range` from a fill as its bytes land.
