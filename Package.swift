@@ -77,11 +77,14 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        // RFC 9110 without sockets: ranges, conditional requests, and the one plan every
+        // serving path follows for GET and HEAD of an image's data.
+        .target(name: "HTTPSemantics"),
         // The HTTP server: Glance v2-compatible routes, ranges, zero-copy hits, forwarding.
         .target(
             name: "Proxy",
             dependencies: [
-                "BlobStore", "Catalog", "Cache", "Glance",
+                "BlobStore", "Catalog", "Cache", "Glance", "HTTPSemantics",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -103,13 +106,14 @@ let package = Package(
             ]
         ),
         // The engine's micro-benchmarks (LRU, range parsing, hashing); benchmarks/engine runs it.
-        .executableTarget(name: "depot-engine-bench", dependencies: ["BlobStore", "Eviction", "Proxy"]),
+        .executableTarget(name: "depot-engine-bench", dependencies: ["BlobStore", "Eviction", "HTTPSemantics"]),
         // What tests share: a real Glance on loopback, a fault-injecting proxy, temp dirs.
         .target(name: "DepotTestSupport", dependencies: ["CFileIO"]),
         .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "DepotTestSupport"]),
         .testTarget(name: "GlanceTests", dependencies: ["Glance", "BlobStore", "DepotTestSupport"]),
         .testTarget(name: "EvictionTests", dependencies: ["Eviction", "BlobStore"]),
         .testTarget(name: "DepotConfigTests", dependencies: ["DepotConfig", "DepotTestSupport"]),
+        .testTarget(name: "HTTPSemanticsTests", dependencies: ["HTTPSemantics", "DepotTestSupport"]),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog", "DepotTestSupport"]),
         .testTarget(name: "CacheTests", dependencies: ["Cache", "Catalog", "BlobStore", "DepotTestSupport"]),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Cache", "Catalog", "BlobStore", "Glance", "DepotTestSupport", "depot"]),

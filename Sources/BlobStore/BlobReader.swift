@@ -84,6 +84,39 @@ public final class BlobReader: Sendable {
         return try computeDigest(algorithm)
     }
 
+    /// Hashes the whole blob at no more than `bytesPerSecond`, sleeping between chunks, on a
+    /// thread that yields to all other work (nice 10): the scrub's pass, which must not take
+    /// the disk or the CPU from requests.
+    ///
+    /// - Throws: `.aborted` as soon as `isCancelled` returns true.
+    public func computeDigestInBackground(
+        _ algorithm: DigestAlgorithm, bytesPerSecond: UInt64, isCancelled: () -> Bool
+    ) throws(BlobStoreError) -> Digest {
+        _ = depot_set_thread_nice(10)
+        defer { _ = depot_set_thread_nice(0) }
+        func seconds() -> Double {
+            var now = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+        }
+        let hasher = DigestHasher(algorithm)
+        let started = seconds()
+        var done: UInt64 = 0
+        try forEachChunk { chunk throws(BlobStoreError) in
+            if isCancelled() { throw .aborted(reason: "the scrub was stopped") }
+            hasher.update(chunk)
+            done += UInt64(chunk.count)
+            // Sleep until the pass is back on its rate; in slices, so a stop is seen quickly.
+            var ahead = Double(done) / Double(max(1, bytesPerSecond)) - (seconds() - started)
+            while ahead > 0 {
+                if isCancelled() { throw .aborted(reason: "the scrub was stopped") }
+                usleep(UInt32(min(ahead, 0.2) * 1_000_000))
+                ahead = Double(done) / Double(max(1, bytesPerSecond)) - (seconds() - started)
+            }
+        }
+        return hasher.finish()
+    }
+
     /// Hashes the whole blob with one algorithm.
     public func computeDigest(_ algorithm: DigestAlgorithm) throws(BlobStoreError) -> Digest {
         let hasher = DigestHasher(algorithm)

@@ -142,12 +142,31 @@ public final class BlobStore: Sendable {
         let reader = try open(digest)
         let actual = try reader.computeDigest(.sha256)
         guard actual != digest else { return nil }
-        let target = "\(quarantineRoot)/\(digest.hex).\(time(nil))"
-        try POSIX.rename(reader.path, target)
-        try POSIX.fsyncDirectory(quarantineRoot)
+        let target = try quarantine(digest)
         let corrupt = CorruptBlob(digest: digest, actual: actual, size: reader.size, quarantinedAt: target)
         logger.error("blob content does not match its name; quarantined", metadata: ["blob": "\(digest.hex)", "actual": "\(actual.hex)", "moved_to": "\(target)"])
         return corrupt
+    }
+
+    /// Moves a blob whose bytes no longer match what was recorded of it to `quarantine/`,
+    /// where an operator can look at it; it is no longer served. Readers that opened it keep
+    /// their descriptor.
+    ///
+    /// - Returns: where the file went.
+    /// - Throws: `.notFound` when it is already gone.
+    @discardableResult
+    public func quarantine(_ digest: Digest) throws(BlobStoreError) -> String {
+        try requireBlobName(digest)
+        let source = path(for: digest)
+        let target = "\(quarantineRoot)/\(digest.hex).\(time(nil))"
+        do {
+            try POSIX.rename(source, target)
+        } catch .io(_, _, ENOENT) {
+            throw .notFound(digest)
+        }
+        try POSIX.fsyncDirectory(quarantineRoot)
+        try POSIX.fsyncDirectory(shardDirectories(for: digest).1)
+        return target
     }
 
     /// Re-hashes every blob, quarantining the corrupt ones.

@@ -77,6 +77,7 @@ extension ImageCache {
             "pushes": byState,
         ]
         for (key, value) in statistics.snapshot { result[key] = value }
+        for (key, value) in integrity.snapshot { result[key] = value }
         return result
     }
 

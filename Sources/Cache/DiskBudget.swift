@@ -119,6 +119,28 @@ final class DiskBudget: Sendable {
 
     func isPinned(_ digest: Digest) -> Bool { state.withLock { $0.pinned.contains(digest) } }
 
+    /// The size the Catalog recorded for a blob (kept in memory for the hit path).
+    func recordedSize(of digest: Digest) -> UInt64? { state.withLock { $0.index.size(of: digest) } }
+
+    /// Takes a blob whose bytes went bad out of the budget, whatever holds it: it is moved to
+    /// quarantine, not kept. False when an eviction or another withdrawal has it already.
+    /// Holds wait until `endWithdrawal`.
+    func withdraw(_ digest: Digest) -> Bool {
+        let (taken, used) = state.withLock { state -> (Bool, UInt64) in
+            guard !state.evicting.contains(digest) else { return (false, state.index.totalBytes) }
+            state.index.remove(digest)
+            state.evicting.insert(digest)
+            state.held[digest] = nil
+            return (true, state.index.totalBytes)
+        }
+        if taken { Gauge(label: "depot_cache_used_bytes").record(Double(used)) }
+        return taken
+    }
+
+    func endWithdrawal(_ digest: Digest) {
+        _ = state.withLock { $0.evicting.remove(digest) }
+    }
+
     func touch(_ digest: Digest) {
         state.withLock { _ = $0.index.touch(digest) }
     }

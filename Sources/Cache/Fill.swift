@@ -89,6 +89,13 @@ public final class Fill: Sendable {
         }
     }
 
+    /// Waits until the fill ended, committed or failed.
+    public func ended() async -> Outcome {
+        while true {
+            if let outcome = await waitForBytes(beyond: .max).outcome { return outcome }
+        }
+    }
+
     /// A descriptor of the bytes for one reader (close it when done): the same file before and
     /// after commit.
     public func openForReading() throws(CacheError) -> Int32 {

@@ -129,6 +129,8 @@ public final class ImageCache: Sendable {
     public let pushes: PushQueue
     /// What was served from where.
     public let statistics = CacheStatistics()
+    /// What the integrity checks (size at open, the scrub) verified and found.
+    public let integrity = IntegrityStatistics()
     /// Uploads being received now, within `settings.maximumUploads`.
     public let uploadSlots: ConcurrencyLimit
 

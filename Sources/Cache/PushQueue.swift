@@ -64,6 +64,12 @@ public final class PushQueue: Sendable {
 
     static func key(_ cloud: String, _ imageID: String) -> String { "\(cloud)|\(imageID)" }
 
+    /// Counts a push that failed for good after its upload was acknowledged (write-back): the
+    /// image goes back to what Glance says, and the operator must act.
+    func countFailureAfterAcknowledgement() {
+        Counter(label: "depot_push_failures_after_ack_total").increment()
+    }
+
     /// Pushes currently transferring.
     public var inFlight: Int { running.withLock { $0.count } }
 
@@ -143,6 +149,8 @@ public final class PushQueue: Sendable {
             push.state = .failed
             push.lastError = reason
             logger.error("push failed for good", metadata: metadata.merging(["reason": "\(reason)"]) { $1 })
+            // A write-back upload was acknowledged long ago; a write-through caller hears it now.
+            if case .service = auth { countFailureAfterAcknowledgement() }
         case let .retry(reason, after, _):
             push.lastError = reason
             let wait = after ?? backoff(afterAttempt: push.attempts)

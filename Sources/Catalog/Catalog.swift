@@ -68,6 +68,10 @@ public final class Catalog: Sendable {
                 t.primaryKey(["cloud", "imageID"])
             }
         }
+        migrator.registerMigration("scrub-verified-at") { db in
+            // When the blob's bytes last hashed to its name (nil: at its commit only).
+            try db.alter(table: "blob") { t in t.add(column: "verifiedAt", .double) }
+        }
         return migrator
     }
 
@@ -155,6 +159,27 @@ public final class Catalog: Sendable {
         _ = try pool.write { db in try BlobRecord.deleteOne(db, key: digest.hex) }
     }
 
+    /// Blobs the scrub should look at next: least recently verified first (a blob never
+    /// scrubbed counts as verified when it was created).
+    public func blobsToScrub(limit: Int) throws -> [BlobRecord] {
+        try pool.read { db in
+            try BlobRecord.fetchAll(db, sql: "SELECT * FROM blob ORDER BY COALESCE(verifiedAt, createdAt) LIMIT ?", arguments: [limit])
+        }
+    }
+
+    /// Records that the scrub found the blob intact.
+    public func recordVerified(_ digest: Digest, at date: Date = Date()) throws {
+        try pool.write { db in
+            try db.execute(sql: "UPDATE blob SET verifiedAt = ? WHERE sha256 = ?", arguments: [date.timeIntervalSince1970, digest.hex])
+        }
+    }
+
+    /// Drops every image's mapping to a blob (its bytes went bad), keeping the blob's row and
+    /// the pushes that name it.
+    public func unmapAll(_ digest: Digest) throws {
+        try pool.write { db in try db.execute(sql: "DELETE FROM image WHERE sha256 = ?", arguments: [digest.hex]) }
+    }
+
     // MARK: Images
 
     /// The blob an image of a cloud is known to hold.
@@ -194,6 +219,9 @@ public struct BlobRecord: Codable, Sendable, Equatable, FetchableRecord, Persist
     public var lastAccess: Double
     public var hits: Int64
     public var pinned: Bool
+    /// When the scrub last found the bytes intact (seconds since 1970); nil until its first
+    /// pass (the commit itself verified them).
+    public var verifiedAt: Double? = nil
 
     public var digest: Digest { try! Digest.sha256(hex: sha256) }
 

@@ -80,6 +80,11 @@ extension Catalog {
         }
     }
 
+    /// The pushes of a blob's bytes, in any state.
+    public func pushes(of digest: Digest) throws -> [PushRecord] {
+        try pool.read { db in try PushRecord.filter(Column("sha256") == digest.hex).fetchAll(db) }
+    }
+
     /// Saves a push's new state.
     public func update(_ push: PushRecord) throws {
         var push = push

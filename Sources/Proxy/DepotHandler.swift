@@ -2,6 +2,7 @@ import BlobStore
 import Cache
 import Foundation
 import Glance
+import HTTPSemantics
 import Logging
 import Metrics
 import NIOCore
@@ -120,9 +121,12 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
 
     public func immediateResponse(to head: HTTPRequestHead, allocator: ByteBufferAllocator) -> ImmediateResponse? {
         guard case let .imageFile(cloud, imageID, _) = route(uri: head.uri),
+              let representationRequest = RepresentationRequest(head),
               let (image, digest) = cache.knownHit(token: head.headers.first(name: "x-auth-token"), cloud: cloud, imageID: imageID),
-              let reader = try? cache.store.open(digest),
-              let hit = try? HitResponse(head: head, image: image, reader: reader, allocator: allocator)
+              // A blob that does not match its record is left to the async path to quarantine.
+              let reader = cache.openForHit(digest, size: image.size ?? 0, quarantineOnMismatch: false),
+              let hit = try? HitResponse(
+                plan: ResponsePlan(representationRequest, for: Representation(image: image)), version: head.version, reader: reader, allocator: allocator)
         else { return nil }
         cache.touch(digest)
         cache.beginRead(digest)

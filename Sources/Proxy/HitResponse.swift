@@ -1,22 +1,23 @@
 import BlobStore
 import Foundation
 import Glance
+import HTTPSemantics
 import NIOCore
 import NIOHTTP1
 
 /// A complete answer from a committed blob, as the parts to write: the head, then bytes and
 /// zero-copy file regions, then the end.
 ///
-/// Built the same way on both paths that serve hits: the event-loop fast path and the async
-/// handler. Everything is decided before the first byte is written.
+/// Carries out a `ResponsePlan` the same way on both paths that serve hits: the event-loop
+/// fast path and the async handler (which reads the regions into buffers under TLS).
 struct HitResponse {
     let parts: [HTTPServerResponsePart]
+    let plan: ResponsePlan
+    /// The descriptor the file regions read from; close it once the last part is written.
+    let handle: NIOFileHandle?
 
     /// The status of the planned head.
-    var status: HTTPResponseStatus {
-        if case let .head(head) = parts.first { return head.status }
-        return .ok
-    }
+    var status: HTTPResponseStatus { HTTPResponseStatus(statusCode: plan.status) }
 
     /// Body bytes the parts send.
     var bodyBytes: Int {
@@ -25,61 +26,23 @@ struct HitResponse {
             return total + data.readableBytes
         }
     }
-    /// The descriptor the file regions read from; close it once the last part is written.
-    let handle: NIOFileHandle?
 
-    init(head: HTTPRequestHead, image: GlanceImage, reader: BlobReader, allocator: ByteBufferAllocator) throws {
-        let etag = "\"\(reader.digest.hex)\""
-        var headers = ImageFileResponder.baseHeaders(image: image, cacheResult: "hit")
-        headers.add(name: "etag", value: etag)
-        let isHead = head.method == .HEAD
-        var body: [IOData] = []
+    /// - Precondition: `reader` holds the representation the plan was made for (same size).
+    init(plan: ResponsePlan, version: HTTPVersion, reader: BlobReader, allocator: ByteBufferAllocator) throws {
         var handle: NIOFileHandle?
-        func region(_ range: ClosedRange<UInt64>) throws -> IOData {
-            if handle == nil { handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: try reader.duplicateDescriptor()) }
-            return .fileRegion(FileRegion(fileHandle: handle!, readerIndex: Int(range.lowerBound), endIndex: Int(range.upperBound) + 1))
-        }
-        let status: HTTPResponseStatus
-        let size = reader.size
-        var ranges = RangeRequest.parse(head.headers.first(name: "range"), size: size)
-        if !ConditionalRequest.ifRangeAllowsRange(head.headers.first(name: "if-range"), etag: etag) { ranges = .whole }
-        if ConditionalRequest.noneMatchMatches(head.headers.first(name: "if-none-match"), etag: etag) {
-            status = .notModified
-            headers.remove(name: "content-type")
-        } else {
-            switch ranges {
-            case .unsatisfiable:
-                status = .rangeNotSatisfiable
-                headers.add(name: "content-range", value: "bytes */\(size)")
-                let json = "{\"error\": {\"code\": 416, \"title\": \"Range Not Satisfiable\", \"message\": \"the requested range is not satisfiable for an image of \(size) bytes\"}}"
-                headers.replaceOrAdd(name: "content-type", value: "application/json")
-                headers.add(name: "content-length", value: String(json.utf8.count))
-                body = [.byteBuffer(allocator.buffer(string: json))]
-            case .whole:
-                status = .ok
-                headers.add(name: "content-length", value: String(size))
-                if size > 0 && !isHead { body = [try region(0...(size - 1))] }
-            case let .ranges(list) where list.count == 1:
-                status = .partialContent
-                headers.add(name: "content-length", value: String(list[0].count))
-                headers.add(name: "content-range", value: "bytes \(list[0].lowerBound)-\(list[0].upperBound)/\(size)")
-                if !isHead { body = [try region(list[0])] }
-            case let .ranges(list):
-                status = .partialContent
-                let multipart = Multipart(ranges: list, size: size)
-                headers.replaceOrAdd(name: "content-type", value: multipart.contentType)
-                headers.add(name: "content-length", value: String(multipart.contentLength))
-                if !isHead {
-                    for (index, range) in list.enumerated() {
-                        body.append(.byteBuffer(allocator.buffer(string: multipart.partHeader(index))))
-                        body.append(try region(range))
-                    }
-                    body.append(.byteBuffer(allocator.buffer(string: multipart.closing)))
-                }
+        var body: [IOData] = []
+        for segment in plan.body {
+            switch segment {
+            case let .literal(bytes):
+                body.append(.byteBuffer(allocator.buffer(bytes: bytes)))
+            case let .representation(range):
+                if handle == nil { handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: try reader.duplicateDescriptor()) }
+                body.append(.fileRegion(FileRegion(fileHandle: handle!, readerIndex: Int(range.lowerBound), endIndex: Int(range.upperBound) + 1)))
             }
         }
-        if isHead { body = [] }
-        self.parts = [.head(HTTPResponseHead(version: head.version, status: status, headers: headers))] + body.map { .body($0) } + [.end(nil)]
+        let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: plan.status), headers: plan.httpHeaders(cacheResult: "hit"))
+        self.parts = [.head(head)] + body.map { .body($0) } + [.end(nil)]
+        self.plan = plan
         self.handle = handle
     }
 }

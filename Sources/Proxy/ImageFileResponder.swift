@@ -2,6 +2,7 @@ import BlobStore
 import Cache
 import Foundation
 import Glance
+import HTTPSemantics
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -40,6 +41,11 @@ struct ImageFileResponder {
             return
         }
         let image = authorized.image
+        guard let representationRequest = RepresentationRequest(request.head) else {
+            await response.sendError(.methodNotAllowed, "image data is read with GET or HEAD")
+            return
+        }
+        let plan = ResponsePlan(representationRequest, for: Representation(image: image))
         let digest: Digest?
         do {
             digest = try cache.resolve(authorized)
@@ -47,16 +53,16 @@ struct ImageFileResponder {
             logger.error("catalog lookup failed; serving from the backend", metadata: ["error": "\(error)"])
             digest = nil
         }
-        if let digest, let reader = try? cache.store.open(digest) {
+        if let digest, let reader = cache.openForHit(digest, size: image.size ?? 0, quarantineOnMismatch: true) {
             cache.touch(digest)
-            await serveHit(request, response, image: image, reader: reader)
+            await serveHit(request, response, plan: plan, reader: reader)
             return
         }
         if authorized.fromOfflineGrace {
             await response.sendError(.serviceUnavailable, "the image service is unreachable and image \(imageID) is not cached here; retry later")
             return
         }
-        await serveMiss(request, response, authorized: authorized)
+        await serveMiss(request, response, authorized: authorized, plan: plan)
     }
 
     static func isPlausibleImageID(_ id: String) -> Bool {
@@ -65,11 +71,11 @@ struct ImageFileResponder {
 
     // MARK: Hits
 
-    func serveHit(_ request: Request, _ response: ResponseWriter, image: GlanceImage, reader: BlobReader) async {
+    func serveHit(_ request: Request, _ response: ResponseWriter, plan: ResponsePlan, reader: BlobReader) async {
         cache.beginRead(reader.digest)
         defer { cache.endRead(reader.digest) }
         do {
-            try await response.send(try HitResponse(head: request.head, image: image, reader: reader, allocator: response.allocator))
+            try await response.send(try HitResponse(plan: plan, version: request.head.version, reader: reader, allocator: response.allocator))
         } catch {
             response.abort()
         }
@@ -77,23 +83,14 @@ struct ImageFileResponder {
 
     // MARK: Misses
 
-    func serveMiss(_ request: Request, _ response: ResponseWriter, authorized: AuthorizedImage) async {
+    /// Serves the plan from a fill of the image: one backend download however many clients
+    /// ask, each streaming the bytes as they land.
+    func serveMiss(_ request: Request, _ response: ResponseWriter, authorized: AuthorizedImage, plan: ResponsePlan) async {
         let image = authorized.image
         let size = image.size ?? 0
-        var ranges = RangeRequest.parse(request.headers.first(name: "range"), size: size)
-        // No entity tag is known before the bytes are: a conditional range gets the whole body.
-        if request.headers.first(name: "if-range") != nil { ranges = .whole }
-        if case .unsatisfiable = ranges {
-            var headers = Self.baseHeaders(image: image, cacheResult: "miss")
-            headers.add(name: "content-range", value: "bytes */\(size)")
-            await response.sendError(.rangeNotSatisfiable, "the requested range is not satisfiable for an image of \(size) bytes", headers: headers)
-            return
-        }
-        if request.method == .HEAD {
-            // HEAD never starts a fill: it learns the headers without costing a download.
-            var headers = Self.baseHeaders(image: image, cacheResult: "miss")
-            headers.add(name: "content-length", value: String(size))
-            await response.send(.ok, headers: headers)
+        guard !plan.ranges.isEmpty else {
+            // HEAD, 304, 416 or an empty image: nothing to fetch, and no fill started for it.
+            await Self.sendWithoutRepresentationBytes(plan, cacheResult: "miss", to: response)
             return
         }
         let fill: Fill, shared: Bool
@@ -101,138 +98,53 @@ struct ImageFileResponder {
             (fill, shared) = try cache.fill(authorized)
         } catch where error.isOverBudget {
             logger.info("no room in the cache budget; streaming the image from the backend without a copy", metadata: ["image": "\(image.id)", "reason": "\(error)"])
-            await serveBypass(response, authorized: authorized, ranges: ranges)
+            await BackendStream(cache: cache, authorized: authorized, logger: logger).serve(plan, to: response)
             return
         } catch {
             await sendCacheError(error, response)
             return
         }
-        var headers = Self.baseHeaders(image: image, cacheResult: shared ? "shared" : "miss")
         do {
-            switch ranges {
-            case .unsatisfiable:
+            if plan.ranges.count == 1, plan.ranges[0].lowerBound > fill.written + Self.aheadThreshold {
+                // Far ahead of the fill: one backend range request for just these bytes, while
+                // the fill goes on.
+                try await BackendStream(cache: cache, authorized: authorized, logger: logger).serveAhead(of: fill, plan, to: response)
                 return
-            case .whole:
-                headers.add(name: "content-length", value: String(size))
-                try await response.head(.ok, headers)
-                if size > 0 { try await stream(fill, range: 0...(size - 1), to: response, verifyBeforeLastByte: true) }
-                try await response.end()
-            case let .ranges(list) where list.count == 1:
-                let range = list[0]
-                headers.add(name: "content-length", value: String(range.count))
-                headers.add(name: "content-range", value: "bytes \(range.lowerBound)-\(range.upperBound)/\(size)")
-                if range.lowerBound > fill.written + Self.aheadThreshold {
-                    // Far ahead of the fill: one backend range request for just these bytes,
-                    // while the fill goes on.
-                    headers.replaceOrAdd(name: "x-depot-cache", value: "miss")
-                    let download = try await cache.backendRange(cloud: authorized.cloud, imageID: image.id, range: range)
-                    try await response.head(.partialContent, headers)
-                    for try await chunk in download { try await response.body(response.allocator.buffer(bytes: chunk)) }
-                } else {
-                    try await response.head(.partialContent, headers)
-                    try await stream(fill, range: range, to: response, verifyBeforeLastByte: false)
-                }
-                try await response.end()
-            case let .ranges(list):
-                try await Self.sendMultipart(list, size: size, headers: headers, to: response) { range in
-                    try await stream(fill, range: range, to: response, verifyBeforeLastByte: false)
-                }
-                try await response.end()
             }
+            try await response.head(HTTPResponseStatus(statusCode: plan.status), plan.httpHeaders(cacheResult: shared ? "shared" : "miss"))
+            for segment in plan.body {
+                switch segment {
+                case let .literal(bytes):
+                    try await response.body(response.allocator.buffer(bytes: bytes))
+                case let .representation(range):
+                    try await stream(fill, range: range, to: response, holdLastByte: range.upperBound == size - 1)
+                }
+            }
+            try await response.end()
         } catch {
             logger.info("download through a fill ended early", metadata: ["image": "\(image.id)", "error": "\(error)"])
             response.abort()
         }
     }
 
-    /// Answers from the backend, byte ranges as asked, keeping nothing (`x-depot-cache: bypass`).
-    ///
-    /// The whole image is checked against Glance's hash like a fill: its last byte goes out only
-    /// once the hash matched, so wrong bytes never look complete.
-    func serveBypass(_ response: ResponseWriter, authorized: AuthorizedImage, ranges: RangeRequest) async {
-        let image = authorized.image
-        let size = image.size ?? 0
-        var headers = Self.baseHeaders(image: image, cacheResult: "bypass")
-        func open(_ range: ClosedRange<UInt64>) async throws -> ImageDownload {
-            try await cache.backendRange(cloud: authorized.cloud, imageID: image.id, range: range)
-        }
-        func relay(_ download: ImageDownload) async throws {
-            for try await chunk in download { try await response.body(response.allocator.buffer(bytes: chunk)) }
-        }
-        func relayVerified(_ download: ImageDownload) async throws {
-            let expected = ImageCache.provingDigest(of: image)
-            let hasher = expected.map { DigestHasher($0.algorithm) }
-            var sent: UInt64 = 0
-            for try await chunk in download where !chunk.isEmpty {
-                guard sent + UInt64(chunk.count) <= size else { throw BypassError.tooLong(expected: size) }
-                chunk.withUnsafeBytes { hasher?.update($0) }
-                sent += UInt64(chunk.count)
-                if sent < size {
-                    try await response.body(response.allocator.buffer(bytes: chunk))
-                    continue
-                }
-                // The last chunk: all of it but its last byte, then that byte once the hash is right.
-                if chunk.count > 1 { try await response.body(response.allocator.buffer(bytes: chunk.dropLast())) }
-                if let expected, let actual = hasher?.finish(), actual != expected {
-                    throw BypassError.mismatch(expected: expected, actual: actual)
-                }
-                try await response.body(response.allocator.buffer(bytes: chunk.suffix(1)))
-            }
-            guard sent == size else { throw BypassError.tooShort(expected: size, received: sent) }
-        }
+    /// Sends a plan whose body holds no bytes of the representation (HEAD, 304, 416, an empty
+    /// image).
+    static func sendWithoutRepresentationBytes(_ plan: ResponsePlan, cacheResult: String, to response: ResponseWriter) async {
         do {
-            // The backend's answer is awaited before the head, so a refusal is still an error
-            // answer rather than a broken transfer.
-            switch ranges {
-            case .unsatisfiable:
-                return
-            case .whole:
-                let download = size > 0 ? try await open(0...(size - 1)) : nil
-                headers.add(name: "content-length", value: String(size))
-                try await response.head(.ok, headers)
-                if let download { try await relayVerified(download) }
-            case let .ranges(list) where list.count == 1:
-                let download = try await open(list[0])
-                headers.add(name: "content-length", value: String(list[0].count))
-                headers.add(name: "content-range", value: "bytes \(list[0].lowerBound)-\(list[0].upperBound)/\(size)")
-                try await response.head(.partialContent, headers)
-                try await relay(download)
-            case let .ranges(list):
-                try await Self.sendMultipart(list, size: size, headers: headers, to: response) { range in
-                    try await relay(try await open(range))
-                }
-            }
+            try await response.head(HTTPResponseStatus(statusCode: plan.status), plan.httpHeaders(cacheResult: cacheResult))
+            for case let .literal(bytes) in plan.body { try await response.body(response.allocator.buffer(bytes: bytes)) }
             try await response.end()
         } catch {
-            // Wrong bytes from the backend are worth an operator's look; a client gone is not.
-            logger.log(level: error is BypassError ? .error : .info, "download from the backend without a copy ended early",
-                       metadata: ["image": "\(image.id)", "error": "\(error)"])
-            if response.headSent { response.abort() } else { await sendCacheError(.fillFailed(imageID: image.id, reason: "\(error)"), response) }
+            response.abort()
         }
-    }
-
-    /// Sends `list` as one multipart/byteranges answer; `writePart` writes each part's bytes.
-    static func sendMultipart(
-        _ list: [ClosedRange<UInt64>], size: UInt64, headers: HTTPHeaders, to response: ResponseWriter,
-        writePart: (ClosedRange<UInt64>) async throws -> Void
-    ) async throws {
-        let multipart = Multipart(ranges: list, size: size)
-        var headers = headers
-        headers.replaceOrAdd(name: "content-type", value: multipart.contentType)
-        headers.add(name: "content-length", value: String(multipart.contentLength))
-        try await response.head(.partialContent, headers)
-        for (index, range) in list.enumerated() {
-            try await response.body(response.allocator.buffer(string: multipart.partHeader(index)))
-            try await writePart(range)
-        }
-        try await response.body(response.allocator.buffer(string: multipart.closing))
     }
 
     /// Streams `range` from a fill as its bytes land.
     ///
-    /// With `verifyBeforeLastByte`, the last byte waits until the fill committed (its digests
-    /// matched Glance's), so a client never receives a complete-looking wrong image.
-    func stream(_ fill: Fill, range: ClosedRange<UInt64>, to response: ResponseWriter, verifyBeforeLastByte: Bool) async throws {
+    /// With `holdLastByte` (the range ends at the image's last byte), that byte waits until the
+    /// fill committed (its digests matched Glance's), so a client never receives a
+    /// complete-looking wrong image; a failed fill cuts the response before it.
+    func stream(_ fill: Fill, range: ClosedRange<UInt64>, to response: ResponseWriter, holdLastByte: Bool) async throws {
         let fd = try fill.openForReading()
         defer { close(fd) }
         var offset = range.lowerBound
@@ -243,7 +155,7 @@ struct ImageFileResponder {
                 throw CacheError.fillFailed(imageID: fill.imageID, reason: "the fill ended at \(written) bytes, before offset \(offset)")
             }
             var end = min(range.upperBound, written - 1, offset + UInt64(Self.chunkSize) - 1)
-            if verifyBeforeLastByte && end == range.upperBound && outcome == nil {
+            if holdLastByte && end == range.upperBound && outcome == nil {
                 if end == offset {
                     // Only the last byte is left: wait for the verdict, then loop.
                     _ = await fill.waitForBytes(beyond: written)
@@ -263,12 +175,6 @@ struct ImageFileResponder {
     }
 
     // MARK: Helpers
-
-    static func baseHeaders(image: GlanceImage, cacheResult: String) -> HTTPHeaders {
-        var headers: HTTPHeaders = ["content-type": "application/octet-stream", "accept-ranges": "bytes", "x-depot-cache": cacheResult]
-        if let md5 = image.checksum { headers.add(name: "content-md5", value: md5) }
-        return headers
-    }
 
     /// The HTTP answer for a cache error; `headers` go with it (e.g. `connection: close` when
     /// the request's body was not read).
@@ -293,47 +199,6 @@ struct ImageFileResponder {
             var headers = headers
             headers.replaceOrAdd(name: "retry-after", value: "5")
             await response.sendError(.serviceUnavailable, error.description, headers: headers)
-        }
-    }
-}
-
-/// The framing of a `multipart/byteranges` body.
-struct Multipart {
-    let ranges: [ClosedRange<UInt64>]
-    let size: UInt64
-    let boundary = "depot-" + String(UInt64.random(in: .min ... .max), radix: 16)
-
-    var contentType: String { "multipart/byteranges; boundary=\(boundary)" }
-
-    func partHeader(_ index: Int) -> String {
-        let range = ranges[index]
-        return "\r\n--\(boundary)\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes \(range.lowerBound)-\(range.upperBound)/\(size)\r\n\r\n"
-    }
-
-    var closing: String { "\r\n--\(boundary)--\r\n" }
-
-    var contentLength: UInt64 {
-        ranges.indices.reduce(UInt64(closing.utf8.count)) { total, index in
-            total + UInt64(partHeader(index).utf8.count) + ranges[index].count
-        }
-    }
-}
-
-extension ClosedRange where Bound == UInt64 {
-    var count: UInt64 { upperBound - lowerBound + 1 }
-}
-
-/// Why a download streamed without a copy was cut short.
-enum BypassError: Error, CustomStringConvertible {
-    case mismatch(expected: Digest, actual: Digest)
-    case tooLong(expected: UInt64)
-    case tooShort(expected: UInt64, received: UInt64)
-
-    var description: String {
-        switch self {
-        case let .mismatch(expected, actual): "content mismatch: Glance's \(expected.algorithm) is \(expected.hex), the bytes hash to \(actual.hex)"
-        case let .tooLong(expected): "the image service sent more than the image's \(expected) bytes"
-        case let .tooShort(expected, received): "the image service sent \(received) of the image's \(expected) bytes"
         }
     }
 }

@@ -9,7 +9,7 @@
 import BlobStore
 import Eviction
 import Foundation
-import Proxy
+import HTTPSemantics
 
 struct Measurement {
     let name: String

@@ -71,26 +71,6 @@ public enum RangeRequest: Equatable, Sendable {
     }
 }
 
-/// Conditional request checks against a strong entity tag.
-public enum ConditionalRequest {
-    /// Whether `If-None-Match` matches the tag (`*` or any listed tag, weak comparison).
-    public static func noneMatchMatches(_ header: String?, etag: String) -> Bool {
-        guard let header else { return false }
-        return header.split(separator: ",").contains { candidate in
-            let tag = candidate.trimmingCharacters(in: " \t")
-            return tag == "*" || tag == etag || tag == "W/" + etag
-        }
-    }
-
-    /// Whether a `Range` should be honoured given `If-Range` (strong comparison; a date never
-    /// validates a content-addressed body, so it falls back to the whole body).
-    public static func ifRangeAllowsRange(_ header: String?, etag: String?) -> Bool {
-        guard let header else { return true }
-        guard let etag else { return false }
-        return header.trimmingCharacters(in: " \t") == etag
-    }
-}
-
 extension Character {
     /// One of 0-9. Not `("0"..."9").contains(self)`: a digit followed by a combining mark
     /// ("5\u{301}", a keycap) is one Character that sorts between "0" and "9".

@@ -1,4 +1,4 @@
-@testable import Proxy
+@testable import HTTPSemantics
 import Testing
 
 /// The shapes of Hummingbird's FileMiddlewareTests, against a 10 000-byte body.

@@ -2,7 +2,7 @@ import DepotTestSupport
 import Foundation
 import Testing
 
-@testable import Proxy
+@testable import HTTPSemantics
 
 /// Property-based fuzzing of `Range`, `If-None-Match` and `If-Range` parsing against
 /// independent reference implementations of RFC 9110 section 14 and 13.1. See

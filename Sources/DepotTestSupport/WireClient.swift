@@ -1,0 +1,101 @@
+import Foundation
+
+/// An HTTP/1.1 client that owes nothing to Depot's code: Python's `http.client` in a child
+/// process, one kept-alive connection per base URL, driven one exchange at a time.
+///
+/// It reports what arrived on the wire, header fields in order, and refuses a short body
+/// (`IncompleteRead`) instead of passing it off as complete.
+public final class WireClient: @unchecked Sendable {
+    /// One answer as the client saw it.
+    public struct Exchange: Sendable, Equatable {
+        public var status: Int
+        /// Header fields in arrival order, names lowercased.
+        public var headers: [HeaderLine]
+        public var body: [UInt8]
+        /// Why the exchange failed (connection reset, short body…); nil when it completed.
+        public var error: String?
+
+        public func header(_ name: String) -> String? { headers.first { $0.name == name.lowercased() }?.value }
+    }
+
+    public struct HeaderLine: Sendable, Equatable, CustomStringConvertible {
+        public var name: String
+        public var value: String
+        public var description: String { "\(name): \(value)" }
+    }
+
+    private let process = Process()
+    private let input = Pipe()
+    private let output = Pipe()
+    private var pending: [UInt8] = []
+
+    /// - Parameter authority: a CA certificate (PEM) that `https` URLs must chain to.
+    public init(authority: String? = nil) throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = ["-u", "-c", Self.script, authority ?? ""]
+        process.standardInput = input
+        process.standardOutput = output
+        try process.run()
+    }
+
+    deinit {
+        try? input.fileHandleForWriting.close()
+        process.waitUntilExit()
+    }
+
+    /// Sends one request and returns the answer (off the cooperative pool: the server under
+    /// test may run in this process).
+    public func exchange(_ method: String, _ url: String, headers: [(String, String)] = []) async throws -> Exchange {
+        let request: [String: Any] = ["method": method, "url": url, "headers": headers.map { [$0.0, $0.1] }]
+        let line = try JSONSerialization.data(withJSONObject: request) + Data("\n".utf8)
+        return try await offThePool { try self.roundTrip(line) }
+    }
+
+    private func roundTrip(_ line: Data) throws -> Exchange {
+        try input.fileHandleForWriting.write(contentsOf: line)
+        while !pending.contains(UInt8(ascii: "\n")) {
+            let chunk = output.fileHandleForReading.availableData
+            guard !chunk.isEmpty else { throw CommandFailed(command: "python3 http.client exited", status: 1) }
+            pending += chunk
+        }
+        let end = pending.firstIndex(of: UInt8(ascii: "\n"))!
+        let answer = try JSONSerialization.jsonObject(with: Data(pending[..<end])) as? [String: Any] ?? [:]
+        pending.removeSubrange(...end)
+        let headers = (answer["headers"] as? [[String]] ?? []).map { HeaderLine(name: $0[0].lowercased(), value: $0[1]) }
+        let body = (answer["body"] as? String).flatMap { Data(base64Encoded: $0) }.map { Array($0) } ?? []
+        return Exchange(status: answer["status"] as? Int ?? 0, headers: headers, body: body, error: answer["error"] as? String)
+    }
+
+    static let script = #"""
+import base64, http.client, json, ssl, sys, urllib.parse
+authority = sys.argv[1]
+connections = {}
+for line in sys.stdin:
+    request = json.loads(line)
+    url = urllib.parse.urlsplit(request["url"])
+    key = (url.scheme, url.netloc)
+    answer = {}
+    try:
+        connection = connections.get(key)
+        if connection is None:
+            if url.scheme == "https":
+                connection = http.client.HTTPSConnection(url.netloc, timeout=60, context=ssl.create_default_context(cafile=authority))
+            else:
+                connection = http.client.HTTPConnection(url.netloc, timeout=60)
+            connections[key] = connection
+        target = url.path + ("?" + url.query if url.query else "")
+        connection.request(request["method"], target, headers={name: value for name, value in request["headers"]})
+        response = connection.getresponse()
+        body = response.read()
+        answer = {"status": response.status, "headers": response.getheaders(), "body": base64.b64encode(body).decode()}
+        if response.will_close:
+            connection.close()
+            del connections[key]
+    except Exception as error:
+        answer["error"] = repr(error)
+        connection = connections.pop(key, None)
+        if connection is not None:
+            connection.close()
+    print(json.dumps(answer), flush=True)
+"""#
+}

@@ -1,0 +1,191 @@
+/// What HTTP serves of an image's data (RFC 9110 section 3.2): everything a serving path
+/// knows before it has any of the bytes, so that every path decides from the same facts.
+public struct Representation: Sendable, Equatable {
+    /// Bytes in the image.
+    public var size: UInt64
+    /// The strong entity tag, quoted (`"…"`); nil when the image has no hash to name it by.
+    public var entityTag: String?
+    /// Glance's `checksum` (hex MD5), sent as `Content-MD5` the way Glance sends it
+    /// (`glance/api/v2/image_data.py`, `ResponseSerializer.download`).
+    public var contentMD5: String?
+
+    public init(size: UInt64, entityTag: String?, contentMD5: String?) {
+        self.size = size
+        self.entityTag = entityTag
+        self.contentMD5 = contentMD5
+    }
+}
+
+/// The parts of a request head that decide a response to `GET` or `HEAD` of a representation.
+public struct RepresentationRequest: Sendable, Equatable {
+    /// `GET` or `HEAD`: the only methods with a representation to send.
+    public enum Method: Sendable, Equatable {
+        case get, head
+    }
+
+    public var method: Method
+    public var range: String?
+    public var ifRange: String?
+    public var ifNoneMatch: String?
+
+    public init(method: Method, range: String? = nil, ifRange: String? = nil, ifNoneMatch: String? = nil) {
+        self.method = method
+        self.range = range
+        self.ifRange = ifRange
+        self.ifNoneMatch = ifNoneMatch
+    }
+}
+
+/// One header field of a planned response, in the order it is sent.
+public struct HeaderField: Sendable, Equatable {
+    public var name: String
+    public var value: String
+
+    public init(_ name: String, _ value: String) {
+        self.name = name
+        self.value = value
+    }
+}
+
+/// The complete answer to a `GET` or `HEAD` of a representation: status, header fields and
+/// the body as literal bytes and byte ranges of the representation, decided before any byte
+/// is read.
+///
+/// Every serving path (a hit sent on the event loop or from a task, a running fill, a range
+/// fetched ahead of a fill, a stream without a copy, TLS) carries out the same plan, so they
+/// cannot disagree on status, headers or bytes. The rules, in RFC 9110's order
+/// (section 13.2.2): `If-None-Match` first (304 for a match); then `Range`, honoured only for
+/// `GET` (section 14.2) and only when `If-Range` allows it (section 13.1.5); an unsatisfiable
+/// range gets 416 with `Content-Range: bytes */size` (section 15.5.17); several ranges get
+/// `multipart/byteranges` (section 14.6).
+public struct ResponsePlan: Sendable, Equatable {
+    /// A piece of the body: bytes the plan carries itself, or a range of the representation.
+    public enum Segment: Sendable, Equatable {
+        case literal([UInt8])
+        case representation(ClosedRange<UInt64>)
+    }
+
+    /// The HTTP status code.
+    public let status: Int
+    /// Header fields in sending order (without the per-response `x-depot-…` fields).
+    public let headers: [HeaderField]
+    /// The body; empty for `HEAD`, 304 and empty representations.
+    public let body: [Segment]
+    /// Bytes in the body (what `Content-Length` states, except for `HEAD`, where it states
+    /// the length a `GET` would have).
+    public let bodyLength: UInt64
+
+    /// Plans the response to `request` for `representation`.
+    public init(_ request: RepresentationRequest, for representation: Representation) {
+        let size = representation.size
+        var headers = [HeaderField("content-type", "application/octet-stream"), HeaderField("accept-ranges", "bytes")]
+        if let md5 = representation.contentMD5 { headers.append(HeaderField("content-md5", md5)) }
+        if let etag = representation.entityTag { headers.append(HeaderField("etag", etag)) }
+        if ConditionalRequest.noneMatchMatches(request.ifNoneMatch, etag: representation.entityTag) {
+            // 304 carries the validators, not the content's metadata (section 15.4.5).
+            self.init(status: 304, headers: headers.filter { $0.name != "content-type" }, body: [], bodyLength: 0)
+            return
+        }
+        var ranges = RangeRequest.whole
+        if request.method == .get, let header = request.range {
+            ranges = ConditionalRequest.ifRangeAllowsRange(request.ifRange, etag: representation.entityTag)
+                ? RangeRequest.parse(header, size: size) : .whole
+        }
+        let isHead = request.method == .head
+        switch ranges {
+        case .whole:
+            headers.append(HeaderField("content-length", String(size)))
+            self.init(status: 200, headers: headers, body: isHead || size == 0 ? [] : [.representation(0...(size - 1))], bodyLength: size)
+        case let .ranges(list) where list.count == 1:
+            headers.append(HeaderField("content-length", String(list[0].byteCount)))
+            headers.append(HeaderField("content-range", "bytes \(list[0].lowerBound)-\(list[0].upperBound)/\(size)"))
+            self.init(status: 206, headers: headers, body: [.representation(list[0])], bodyLength: list[0].byteCount)
+        case let .ranges(list):
+            let framing = MultipartByteRanges(ranges: list, size: size, boundarySeed: representation.entityTag)
+            headers = headers.map { $0.name == "content-type" ? HeaderField("content-type", framing.contentType) : $0 }
+            headers.append(HeaderField("content-length", String(framing.contentLength)))
+            self.init(status: 206, headers: headers, body: framing.segments, bodyLength: framing.contentLength)
+        case .unsatisfiable:
+            let json = Array(#"{"error":{"code":416,"message":"the requested range is not satisfiable for an image of \#(size) bytes; ask for bytes below \#(size)","title":"Range Not Satisfiable"}}"#.utf8)
+            headers = headers.map { $0.name == "content-type" ? HeaderField("content-type", "application/json") : $0 }
+            headers.append(HeaderField("content-length", String(json.count)))
+            headers.append(HeaderField("content-range", "bytes */\(size)"))
+            self.init(status: 416, headers: headers, body: [.literal(json)], bodyLength: UInt64(json.count))
+        }
+    }
+
+    init(status: Int, headers: [HeaderField], body: [Segment], bodyLength: UInt64) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.bodyLength = bodyLength
+    }
+
+    /// The representation's ranges the body sends, in order.
+    public var ranges: [ClosedRange<UInt64>] {
+        body.compactMap { segment in
+            if case let .representation(range) = segment { return range }
+            return nil
+        }
+    }
+
+    /// Whether the body ends with the representation's last byte (of `size` bytes): a path
+    /// sending bytes that are not yet verified holds that byte until the whole image is.
+    public func carriesLastByte(ofSize size: UInt64) -> Bool {
+        size > 0 && ranges.last?.upperBound == size - 1
+    }
+
+    /// The value of a header field, if the plan has it.
+    public func header(_ name: String) -> String? {
+        headers.first { $0.name == name }?.value
+    }
+}
+
+/// The framing of a `multipart/byteranges` body (RFC 9110 section 14.6).
+public struct MultipartByteRanges: Sendable {
+    public let ranges: [ClosedRange<UInt64>]
+    public let size: UInt64
+    public let boundary: String
+
+    /// - Parameter boundarySeed: what names the representation (its entity tag): the same
+    ///   representation gets the same boundary on every path, so its answers are identical
+    ///   byte for byte, and a body cannot contain a boundary derived from its own hash.
+    public init(ranges: [ClosedRange<UInt64>], size: UInt64, boundarySeed: String?) {
+        self.ranges = ranges
+        self.size = size
+        // FNV-1a: stable across processes and platforms (Swift's Hasher is seeded per process).
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in (boundarySeed ?? "size \(size)").utf8 {
+            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+        }
+        let hex = String(hash, radix: 16)
+        boundary = "depot-" + String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    public var contentType: String { "multipart/byteranges; boundary=\(boundary)" }
+
+    public func partHeader(_ index: Int) -> String {
+        let range = ranges[index]
+        return "\r\n--\(boundary)\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes \(range.lowerBound)-\(range.upperBound)/\(size)\r\n\r\n"
+    }
+
+    public var closing: String { "\r\n--\(boundary)--\r\n" }
+
+    /// The body: each part's header, then its bytes; then the closing delimiter.
+    public var segments: [ResponsePlan.Segment] {
+        ranges.indices.flatMap { index -> [ResponsePlan.Segment] in
+            [.literal(Array(partHeader(index).utf8)), .representation(ranges[index])]
+        } + [.literal(Array(closing.utf8))]
+    }
+
+    public var contentLength: UInt64 {
+        ranges.indices.reduce(UInt64(closing.utf8.count)) { total, index in
+            total + UInt64(partHeader(index).utf8.count) + ranges[index].byteCount
+        }
+    }
+}
+
+extension ClosedRange where Bound == UInt64 {
+    /// Bytes in an inclusive byte range.
+    public var byteCount: UInt64 { upperBound - lowerBound + 1 }
+}
