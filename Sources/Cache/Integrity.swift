@@ -166,8 +166,8 @@ public final class Scrubber: Sendable {
         }
     }
 
-    /// Scrubs the blobs that are due; returns how long to wait before looking again.
-    func pass() async -> Duration {
+    /// Scrubs the blobs that are due (up to 32); returns how long to wait before looking again.
+    public func pass() async -> Duration {
         let due = Date().timeIntervalSince1970 - Double(interval.components.seconds)
         let batch: [BlobRecord]
         do { batch = try cache.catalog.blobsToScrub(limit: 32) } catch {

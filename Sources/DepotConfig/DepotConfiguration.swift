@@ -14,6 +14,11 @@ public struct DepotConfiguration: Sendable, Equatable {
     public var lowWatermark = 0.85
     /// Free space the data directory's filesystem must keep.
     public var minimumFreeDisk: UInt64?
+    /// Bytes per second the background scrub re-hashes at most; 0 turns it off.
+    public var scrubRate: UInt64 = 50_000_000
+    /// A blob verified more recently than this is not scrubbed again (Ceph's
+    /// `osd_deep_scrub_interval` is a week too).
+    public var scrubInterval: Duration = .seconds(7 * 24 * 3600)
     public var adminToken: String?
     public var decisionTTL: Duration = .seconds(60)
     public var offlineGrace: Duration = .seconds(24 * 3600)
@@ -111,7 +116,10 @@ public struct DepotConfiguration: Sendable, Equatable {
                     case "high_watermark": config.highWatermark = try reader.fraction(sub)
                     case "low_watermark": config.lowWatermark = try reader.fraction(sub)
                     case "min_free_disk": config.minimumFreeDisk = try reader.size(sub)
-                    default: throw reader.unknown(sub, in: "cache", known: ["size", "high_watermark", "low_watermark", "min_free_disk"])
+                    case "scrub_rate": config.scrubRate = try reader.rate(sub)
+                    case "scrub_interval": config.scrubInterval = try reader.duration(sub)
+                    default:
+                        throw reader.unknown(sub, in: "cache", known: ["size", "high_watermark", "low_watermark", "min_free_disk", "scrub_rate", "scrub_interval"])
                     }
                 }
             case "auth":
@@ -279,6 +287,16 @@ struct Reader {
 
     func size(_ entry: Entry) throws(ConfigurationError) -> UInt64 {
         guard let bytes = parseSize(try string(entry)) else { throw error(entry, "expected a size such as 20GiB, 500MB or 1073741824") }
+        return bytes
+    }
+
+    /// A rate in bytes per second: a size per second (50MB/s), or 0.
+    func rate(_ entry: Entry) throws(ConfigurationError) -> UInt64 {
+        let text = try string(entry)
+        let amount = text.hasSuffix("/s") ? String(text.dropLast(2)) : text
+        guard let bytes = parseSize(amount), text.hasSuffix("/s") || bytes == 0 else {
+            throw error(entry, "expected a rate such as 50MB/s or 1GiB/s, or 0 to turn it off")
+        }
         return bytes
     }
 

@@ -12,7 +12,8 @@ public final class WireClient: @unchecked Sendable {
         /// Header fields in arrival order, names lowercased.
         public var headers: [HeaderLine]
         public var body: [UInt8]
-        /// Why the exchange failed (connection reset, short body…); nil when it completed.
+        /// Why the exchange failed (connection reset, short body…); nil when it completed. The
+        /// status, header fields and the bytes that did arrive are kept.
         public var error: String?
 
         public func header(_ name: String) -> String? { headers.first { $0.name == name.lowercased() }?.value }
@@ -39,8 +40,10 @@ public final class WireClient: @unchecked Sendable {
     }
 
     deinit {
+        // Not waited for: another client's child may hold this pipe's write end (descriptors
+        // are inherited), so end-of-input alone need not end this one.
         try? input.fileHandleForWriting.close()
-        process.waitUntilExit()
+        if process.isRunning { process.terminate() }
     }
 
     /// Sends one request and returns the answer (off the cooperative pool: the server under
@@ -53,12 +56,16 @@ public final class WireClient: @unchecked Sendable {
 
     private func roundTrip(_ line: Data) throws -> Exchange {
         try input.fileHandleForWriting.write(contentsOf: line)
-        while !pending.contains(UInt8(ascii: "\n")) {
+        // Only new bytes are searched: an answer line holds a whole body in base64.
+        var newline = pending.firstIndex(of: UInt8(ascii: "\n"))
+        while newline == nil {
             let chunk = output.fileHandleForReading.availableData
             guard !chunk.isEmpty else { throw CommandFailed(command: "python3 http.client exited", status: 1) }
+            let start = pending.count
             pending += chunk
+            newline = pending[start...].firstIndex(of: UInt8(ascii: "\n"))
         }
-        let end = pending.firstIndex(of: UInt8(ascii: "\n"))!
+        let end = newline!
         let answer = try JSONSerialization.jsonObject(with: Data(pending[..<end])) as? [String: Any] ?? [:]
         pending.removeSubrange(...end)
         let headers = (answer["headers"] as? [[String]] ?? []).map { HeaderLine(name: $0[0].lowercased(), value: $0[1]) }
@@ -86,8 +93,13 @@ for line in sys.stdin:
         target = url.path + ("?" + url.query if url.query else "")
         connection.request(request["method"], target, headers={name: value for name, value in request["headers"]})
         response = connection.getresponse()
-        body = response.read()
-        answer = {"status": response.status, "headers": response.getheaders(), "body": base64.b64encode(body).decode()}
+        answer = {"status": response.status, "headers": response.getheaders(), "body": ""}
+        try:
+            body = response.read()
+        except http.client.IncompleteRead as short:
+            answer["body"] = base64.b64encode(short.partial).decode()
+            raise
+        answer["body"] = base64.b64encode(body).decode()
         if response.will_close:
             connection.close()
             del connections[key]

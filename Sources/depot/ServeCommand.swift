@@ -134,7 +134,8 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let service = HTTPService(server: server)
         let pushes = PushService(queue: cache.pushes)
-        var groupConfiguration = ServiceGroupConfiguration(services: [service, pushes], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        let scrub = ScrubService(scrubber: Scrubber(cache: cache, bytesPerSecond: settings.scrubRate, interval: settings.scrubInterval))
+        var groupConfiguration = ServiceGroupConfiguration(services: [service, pushes, scrub], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // Transfers get this long to finish after SIGTERM/SIGINT; then connections are closed.
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(30)
         groupConfiguration.maximumCancellationDuration = .seconds(5)
@@ -221,6 +222,17 @@ struct HTTPService: Service {
             }
         } onGracefulShutdown: {
             server.shutdown()
+        }
+    }
+}
+
+/// Runs the background scrub until shutdown.
+struct ScrubService: Service {
+    let scrubber: Scrubber
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await scrubber.run()
         }
     }
 }
