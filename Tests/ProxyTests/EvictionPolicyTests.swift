@@ -60,9 +60,11 @@ import Testing
     }
 
     @Test func aPinnedImageSurvivesAnyPressureAndAnOpenDownloadIsNotRemoved() async throws {
-        let pinned = try await images(1, megabytes: 4, seed: 950)[0]
         // Larger than Depot's send buffer and the reader's receive window together (4 MiB and
         // 16 KiB here): a paused reader keeps Depot's response, and its read of the blob, open.
+        let sendBufferMax = try String(contentsOfFile: "/proc/sys/net/ipv4/tcp_wmem", encoding: .utf8).split(whereSeparator: \.isWhitespace).last.flatMap { Int($0) }
+        try #require(sendBufferMax.map { $0 <= 8 << 20 } == true, "net.ipv4.tcp_wmem allows a \(sendBufferMax ?? 0)-byte send buffer: a 12 MiB download would not stay open")
+        let pinned = try await images(1, megabytes: 4, seed: 950)[0]
         let readBytes = pseudoRandomBytes(count: 12 << 20, seed: 951)
         let read = (image: try await uploadImage(glanceAsAlice(glance.url), readBytes), digest: Digest.of(readBytes, algorithm: .sha256))
         let others = try await images(3, megabytes: 6, seed: 952)
