@@ -3,7 +3,8 @@ import Synchronization
 
 /// A TCP proxy on loopback that sits between a client and a real server and misbehaves on
 /// request: latency, a bandwidth cap, a connection cut after N bytes, a stall, and canned 503
-/// answers. It also counts the bytes that pass, so tests can see what the backend really sent.
+/// answers. It also counts the bytes that pass and records request lines, so tests can see what the
+/// backend really sent and was asked.
 ///
 /// Faults that end a response (cut, stall) are one-shot and count bytes from the server from the
 /// moment they are set, on whatever connection carries them; 503s answer the next requests,
@@ -30,6 +31,7 @@ public final class FaultProxy: @unchecked Sendable {
     private let faults = Mutex(Faults())
     private let counters = Mutex((fromServer: 0, toServer: 0, connections: 0, injected503: 0))
     private let sockets = Mutex<Set<Int32>>([])
+    private let heads = Mutex<[RecordedRequest]>([])
     private let stopped = Atomic<Bool>(false)
 
     /// Starts a proxy on a free loopback port forwarding to `127.0.0.1:upstreamPort`.
@@ -80,8 +82,18 @@ public final class FaultProxy: @unchecked Sendable {
     public var openConnections: Int { sockets.withLock { $0.count / 2 } }
     public var injected503Count: Int { counters.withLock { $0.injected503 } }
 
+    /// The request heads clients sent through the proxy so far, in order, those answered with
+    /// an injected 503 included.
+    public var requests: [RecordedRequest] { heads.withLock { $0 } }
+
+    /// The requests whose method is `method` and whose target's path is `path`.
+    public func requests(_ method: String, path: String) -> [RecordedRequest] {
+        requests.filter { $0.method == method && $0.path == path }
+    }
+
     public func resetCounters() {
         counters.withLock { $0 = (0, 0, 0, 0) }
+        heads.withLock { $0 = [] }
     }
 
     /// Stops accepting and closes every connection.
@@ -146,10 +158,13 @@ public final class FaultProxy: @unchecked Sendable {
 
     private func pumpRequests(_ c: Connection) {
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var scanner = RequestLineScanner()
         defer { forget(c) }
         while true {
             let n = read(c.client, &buffer, buffer.count)
             if n <= 0 { c.close(); return }
+            let found = scanner.scan(buffer[..<n])
+            if !found.isEmpty { heads.withLock { $0 += found } }
             let (latency, inject503) = faults.withLock { f -> (Duration?, Bool) in
                 let inject = f.serviceUnavailableCount > 0
                 if inject { f.serviceUnavailableCount -= 1 }
@@ -228,5 +243,74 @@ public final class FaultProxy: @unchecked Sendable {
             offset += n
         }
         return true
+    }
+}
+
+
+/// A request head seen by a `FaultProxy`.
+public struct RecordedRequest: Sendable, CustomStringConvertible {
+    public let method: String
+    /// The request target's path (without the query).
+    public let path: String
+    public let target: String
+    /// Header fields, names lowercased, in order.
+    public let fields: [(name: String, value: String)]
+
+    public func header(_ name: String) -> String? { fields.first { $0.name == name.lowercased() }?.value }
+
+    public var description: String { "\(method) \(target)" + (header("range").map { " (range \($0))" } ?? "") }
+}
+
+/// Finds HTTP/1.x request heads in a byte stream cut at arbitrary points (a line may span two
+/// reads). Body bytes are scanned too: a body line that looks exactly like a request line
+/// would be counted, which random image bytes practically never do.
+struct RequestLineScanner {
+    private var partial: [UInt8] = []
+    /// The request line and fields of a head still being read.
+    private var head: (line: [Substring], fields: [(name: String, value: String)])?
+
+    mutating func scan(_ chunk: ArraySlice<UInt8>) -> [RecordedRequest] {
+        var found: [RecordedRequest] = []
+        chunk.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress else { return }
+            var start = 0
+            while start < raw.count, let hit = memchr(base + start, 0x0A, raw.count - start) {
+                let end = base.distance(to: UnsafeRawPointer(hit))
+                partial += UnsafeRawBufferPointer(rebasing: raw[start..<end])
+                if let request = line(partial) { found.append(request) }
+                partial.removeAll(keepingCapacity: true)
+                start = end + 1
+            }
+            // Longer than any head line a test sends: a body, not worth keeping.
+            if raw.count - start + partial.count <= 16 << 10 {
+                partial += UnsafeRawBufferPointer(rebasing: raw[start...])
+            } else {
+                partial.removeAll(keepingCapacity: true)
+            }
+        }
+        return found
+    }
+
+    /// Takes one line (without its LF); returns a request whose head it ends.
+    private mutating func line(_ bytes: [UInt8]) -> RecordedRequest? {
+        guard bytes.last == 0x0D else { head = nil; return nil }
+        let text = String(decoding: bytes.dropLast(), as: UTF8.self)
+        if let current = head {
+            if text.isEmpty {
+                head = nil
+                let target = String(current.line[1])
+                return RecordedRequest(
+                    method: String(current.line[0]), path: String(target.prefix { $0 != "?" }), target: target, fields: current.fields)
+            }
+            guard let colon = text.firstIndex(of: ":") else { head = nil; return nil }
+            head?.fields.append((text[..<colon].lowercased(), text[text.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+            return nil
+        }
+        let fields = text.split(separator: " ", omittingEmptySubsequences: false)
+        if fields.count == 3, !fields[0].isEmpty, fields[0].allSatisfy({ ("A"..."Z").contains($0) }), fields[1].hasPrefix("/"),
+           fields[2] == "HTTP/1.1" || fields[2] == "HTTP/1.0" {
+            head = (fields, [])
+        }
+        return nil
     }
 }

@@ -24,6 +24,7 @@ import Testing
         settings.budget = Watermarks(budget: UInt64(10 * mib))   // high 9.5 MiB, low 8.5 MiB
         let depot = try await DepotHarness(glanceURL: glance.url, settings: settings)
         defer { Task { await depot.stop() } }
+        let disk = DiskUsageSampler(depot.dir.path)
         func get(_ n: Int) async throws -> CurlResult { try await curl("\(depot.url)/v2/images/\(images[n].0.id)/file") }
         func cached(_ n: Int) -> Bool { depot.store.contains(Digest.of(images[n].1, algorithm: .sha256)) }
 
@@ -34,6 +35,7 @@ import Testing
         #expect(cached(0) && cached(3))
         #expect(!cached(1) && !cached(2))
         #expect(try depot.catalog.mapping(cloud: "default_RegionOne", imageID: images[1].0.id) == nil)
+        #expect(dataDirectoryUsage(depot.dir.path).bytes == UInt64(6 * mib), "blobs/ holds images 0 and 3")
         let usage = try #require(depot.cache.budgetUsage)
         #expect(usage.used == UInt64(6 * mib) && usage.reserved == 0)
         // An evicted image is simply a miss again.
@@ -56,11 +58,15 @@ import Testing
         #expect(parts.body.firstRange(of: hugeBytes[5_000_000...5_000_099]) != nil)
         #expect(!depot.store.contains(Digest.of(hugeBytes, algorithm: .sha256)))
         #expect(depot.dir.files(under: "tmp").isEmpty)
+        #expect(dataDirectoryUsage(depot.dir.path).bytes <= UInt64(10 * mib))
         #expect(depot.cache.budgetUsage!.used + depot.cache.budgetUsage!.reserved <= UInt64(10 * mib))
         // Counted when the handler finishes, which may be just after curl has the last byte.
         func bypassCount() -> Int? { depot.cache.statistics.snapshot["bypassed"] as? Int }
         for _ in 0..<200 where bypassCount() != 3 { try await Task.sleep(for: .milliseconds(50)) }
         #expect(bypassCount() == 3)
+        let (peak, samples) = await disk.stop()
+        #expect(samples > 10)
+        #expect(peak.bytes <= UInt64(10 * mib), "blobs/ and tmp/ held \(peak.bytes) bytes at most")
     }
 
     @Test func bytesStreamedWithoutACopyThatDoNotMatchGlancesHashNeverLookComplete() async throws {

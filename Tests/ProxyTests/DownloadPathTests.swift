@@ -79,7 +79,10 @@ import Testing
     }
 
     @Test func headEtagsAndConditionals() async throws {
-        let depot = try await DepotHarness(glanceURL: glance.url)
+        // Counts what Depot asks Glance for: a fill shows as a GET of the image's file.
+        let backend = try FaultProxy(upstreamPort: glance.port)
+        defer { backend.stop() }
+        let depot = try await DepotHarness(glanceURL: backend.url)
         defer { Task { await depot.stop() } }
         let bytes = pseudoRandomBytes(count: 50_000, seed: 3)
         let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
@@ -89,9 +92,15 @@ import Testing
         #expect(coldHead.status == 200)
         #expect(coldHead.header("content-length") == "50000")
         #expect(coldHead.body.count < 1000, "curl -I prints only the head")
+        // A fill would have asked Glance for the file within milliseconds, and a 50 kB one
+        // would have been committed long before this.
+        try await Task.sleep(for: .milliseconds(1500))
+        #expect(imageFetches(backend, image.id).isEmpty, "HEAD does not start a fill: \(backend.requests)")
         #expect(try depot.store.allDigests().isEmpty, "HEAD does not start a fill")
+        #expect(depot.dir.files(under: "tmp").isEmpty)
 
-        _ = try await curl(url)
+        #expect(try await curl(url).header("x-depot-cache") == "miss")
+        #expect(imageFetches(backend, image.id).count == 1, "the GET filled it, seen here: \(backend.requests)")
         let etag = "\"\(Digest.of(bytes, algorithm: .sha512).hex)\""
         let head = try await curl(url, ["-I"])
         #expect(head.status == 200)

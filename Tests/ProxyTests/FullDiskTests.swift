@@ -90,6 +90,7 @@ struct FullDiskTests {
         #expect(try await curl(coldURL).header("x-depot-cache") == "hit")
         #expect(try await curl(uploadURL, ["-X", "PUT", "-T", uploadFile.path + "/image.raw"]).status == 204)
         #expect(try await depot.settledPush(upload.id).state == .done)
+        try await expectGlanceHolds(glance.url, upload.id, bytesOf: uploadFile.path + "/image.raw")
         #expect(try await curl(uploadURL).body == uploadBytes)
     }
 }

@@ -2,31 +2,25 @@ import DepotTestSupport
 import Foundation
 import Testing
 
-/// Raw, malformed or unusual HTTP on the socket: every case gets a 4xx or a closed
-/// connection, never a crash, and the server keeps serving.
+/// Raw, malformed or unusual HTTP on the socket: every case gets an explicit status line (the
+/// one RFC 9112 or RFC 9110 names), the connection is closed where RFC 9112 says it must be,
+/// nothing crashes, and the server keeps serving. Silence is never an answer.
 @Suite(.serialized) struct MalformedHTTPTests {
     let glance: GlanceServer
 
     init() async throws { glance = try await GlanceServer.shared() }
 
-    /// Sends `bytes` on a new connection and returns what came back until the server closed
-    /// the connection or went quiet for `quiet` seconds.
-    func exchange(port: Int, _ bytes: [UInt8], quiet: Double = 1.0) async throws -> String {
+    /// Sends `bytes` on a new connection; reads the first response whole, then, with
+    /// `untilClosed`, on until the server closes or `deadline` seconds pass.
+    func exchange(port: Int, _ bytes: [UInt8], untilClosed: Bool, deadline: Double = 10) async throws -> (text: String, closed: Bool) {
         try await offThePool {
             let fd = try connectLoopback(port: port)
             defer { close(fd) }
-            var timeout = timeval(tv_sec: Int(quiet), tv_usec: Int((quiet - Double(Int(quiet))) * 1e6))
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             // The server may close early on a refused request.
             sendAll(fd, bytes)
-            var received: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let n = recv(fd, &buffer, buffer.count, 0)
-                if n <= 0 { break }
-                received += buffer[..<n]
-            }
-            return String(decoding: received, as: UTF8.self)
+            let end = ContinuousClock.now + .milliseconds(Int(deadline * 1000))
+            let answer = untilClosed ? readUntilClosed(fd, deadline: end) : readOneResponse(fd, deadline: end)
+            return (String(decoding: answer.bytes, as: UTF8.self), answer.closed)
         }
     }
 
@@ -39,45 +33,102 @@ import Testing
         }
     }
 
-    @Test func malformedAndUnusualRequestsGetA4xxOrAClosedConnection() async throws {
+    /// A malformed or unusual request, the answers the RFCs allow, and whether the connection
+    /// must close after the answer.
+    struct Case {
+        let name: String
+        let bytes: [UInt8]
+        let allowed: Set<Int>
+        let mustClose: Bool
+    }
+
+    static func cases(port: Int) -> [Case] {
+        func raw(_ text: String) -> [UInt8] { Array(text.utf8) }
+        let alice = "X-Auth-Token: \(GlanceServer.alice)\r\n"
+        return [
+            // RFC 9112 §2.2: octets that are not an HTTP message get 400 and a closed connection
+            // (§3: an invalid request-line; HTTP/0.9's line without a version is one).
+            Case(name: "garbage request line", bytes: raw("GARBAGE\r\n\r\n"), allowed: [400], mustClose: true),
+            Case(name: "no version", bytes: raw("GET /healthz\r\n\r\n"), allowed: [400], mustClose: true),
+            // RFC 9110 §15.6.6 lets a server refuse a major version with 505; or it is unparseable.
+            Case(name: "bad version", bytes: raw("GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n"), allowed: [400, 505], mustClose: true),
+            Case(name: "header without colon", bytes: raw("GET /healthz HTTP/1.1\r\nHost x\r\n\r\n"), allowed: [400], mustClose: true),
+            Case(name: "binary in the target", bytes: [71, 69, 84, 32, 47, 0xFF, 0xFE, 0x00, 32] + raw("HTTP/1.1\r\nHost: x\r\n\r\n"), allowed: [400], mustClose: true),
+            // RFC 6585 §5 names 431; a parser that gives up mid-header has no request to answer
+            // but 400, and the rest of the stream cannot be resynchronized.
+            Case(
+                name: "huge header", bytes: raw("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + String(repeating: "a", count: 200_000) + "\r\n\r\n"),
+                allowed: [400, 431], mustClose: true),
+            // RFC 9112 §3: a target longer than the server parses MUST get 414.
+            Case(name: "huge target", bytes: raw("GET /v2/images/" + String(repeating: "b", count: 20_000) + " HTTP/1.1\r\nHost: x\r\n\r\n"), allowed: [414], mustClose: false),
+            // RFC 9112 §6.1: a server MAY refuse both framings, and MUST close after answering.
+            Case(
+                name: "content-length and chunked",
+                bytes: raw("PUT /v2/images/x/file HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\nhello"),
+                allowed: [400, 401], mustClose: true),
+            // RFC 9112 §6.3: an invalid Content-Length MUST get 400 and a closed connection.
+            Case(name: "negative content-length", bytes: raw("PUT /v2/images/x/file HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n"), allowed: [400], mustClose: true),
+            // The body's framing is broken (RFC 9112 §7.1), so the connection cannot go on; the
+            // answer may be the one the head already earned (no token: 401, Glance's answer).
+            Case(
+                name: "bad chunk size", bytes: raw("PUT /v2/images/x/file HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
+                allowed: [400, 401], mustClose: true),
+            // RFC 9110 §14.2: an invalid Range is ignored; the image does not exist (Glance: 404).
+            Case(
+                name: "range on a missing image",
+                bytes: raw("GET /v2/images/00000000-0000-0000-0000-000000000000/file HTTP/1.1\r\nHost: x\r\nRange: bytes=abc\r\n\(alice)\r\n"),
+                allowed: [404], mustClose: false),
+            Case(
+                name: "path traversal", bytes: raw("GET /v2/images/../../../../etc/passwd/file HTTP/1.1\r\nHost: x\r\n\(alice)\r\n"),
+                allowed: [400, 404], mustClose: false),
+        ]
+    }
+
+    @Test func malformedAndUnusualRequestsGetTheirStatusAndACloseWhereRequired() async throws {
         let depot = try await DepotHarness(glanceURL: glance.url)
         defer { Task { await depot.stop() } }
         let port = depot.port
         func raw(_ text: String) -> [UInt8] { Array(text.utf8) }
 
-        let cases: [(name: String, bytes: [UInt8])] = [
-            ("garbage request line", raw("GARBAGE\r\n\r\n")),
-            ("no version", raw("GET /healthz\r\n\r\n")),
-            ("bad version", raw("GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n")),
-            ("header without colon", raw("GET /healthz HTTP/1.1\r\nHost x\r\n\r\n")),
-            ("binary in the target", [71, 69, 84, 32, 47, 0xFF, 0xFE, 0x00, 32] + raw("HTTP/1.1\r\nHost: x\r\n\r\n")),
-            ("huge header", raw("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + String(repeating: "a", count: 200_000) + "\r\n\r\n")),
-            ("huge target", raw("GET /v2/images/" + String(repeating: "b", count: 20_000) + " HTTP/1.1\r\nHost: x\r\n\r\n")),
-            ("absolute-form target", raw("GET http://127.0.0.1:\(port)/v2/images HTTP/1.1\r\nHost: x\r\n\r\n")),
-            ("content-length and chunked", raw("PUT /v2/images/x/file HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\nhello")),
-            ("negative content-length", raw("PUT /v2/images/x/file HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n")),
-            ("bad chunk size", raw("PUT /v2/images/x/file HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")),
-            ("range on a missing image", raw("GET /v2/images/00000000-0000-0000-0000-000000000000/file HTTP/1.1\r\nHost: x\r\nRange: bytes=abc\r\nX-Auth-Token: \(GlanceServer.alice)\r\n\r\n")),
-            ("path traversal", raw("GET /v2/images/../../../../etc/passwd/file HTTP/1.1\r\nHost: x\r\nX-Auth-Token: \(GlanceServer.alice)\r\n\r\n")),
-        ]
-        for (name, bytes) in cases {
-            let answer = try await exchange(port: port, bytes)
-            let codes = statuses(answer)
-            // A 4xx, or nothing at all (the connection closed); never a 2xx, 5xx or a leak.
-            #expect(codes.allSatisfy { (400..<500).contains($0) }, "\(name): \(codes) \(answer.prefix(300))")
-            #expect(!answer.contains("root:x:0:0"), "\(name)")
+        for item in Self.cases(port: port) {
+            let answer = try await exchange(port: port, item.bytes, untilClosed: item.mustClose)
+            let codes = statuses(answer.text)
+            #expect(codes.count == 1 && item.allowed.contains(codes[0]), "\(item.name): \(codes), allowed \(item.allowed.sorted()): \(answer.text.prefix(300))")
+            #expect(answer.text.hasPrefix("HTTP/1.1 "), "\(item.name): an explicit status line first")
+            #expect(answer.text.lowercased().contains("content-type: application/json"), "\(item.name): a JSON error")
+            if item.mustClose { #expect(answer.closed, "\(item.name): RFC 9112 says the connection closes") }
+            #expect(!answer.text.contains("root:x:0:0"), "\(item.name)")
         }
 
         // HTTP/1.0 gets an answer and a closed connection; pipelined requests are answered in order.
-        let old = try await exchange(port: port, raw("GET /healthz HTTP/1.0\r\n\r\n"))
-        #expect(statuses(old) == [200])
-        let pipelined = try await exchange(port: port, raw("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nowhere HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
-        #expect(statuses(pipelined) == [200, 404, 200])
+        let old = try await exchange(port: port, raw("GET /healthz HTTP/1.0\r\n\r\n"), untilClosed: true)
+        #expect(statuses(old.text) == [200] && old.closed)
+        let pipelined = try await exchange(
+            port: port, raw("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nowhere HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            untilClosed: true)
+        #expect(statuses(pipelined.text) == [200, 404, 200] && pipelined.closed)
 
         // A client that sends half a request and stops ties up nothing the others need.
-        async let slow = exchange(port: port, raw("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "), quiet: 2)
+        async let slow = exchange(port: port, raw("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "), untilClosed: true, deadline: 2)
         #expect(try await curl("\(depot.url)/healthz", token: nil).status == 200)
         _ = try await slow
         #expect(try await curl("\(depot.url)/healthz", token: nil).status == 200)
+    }
+
+    /// RFC 9112 §3.2.2: "a server MUST accept the absolute-form in requests", and answer it as
+    /// the same target in origin-form.
+    @Test func anAbsoluteFormTargetIsAnsweredAsItsOriginForm() async throws {
+        let depot = try await DepotHarness(glanceURL: glance.url)
+        defer { Task { await depot.stop() } }
+        for path in ["/healthz", "/v2/images"] {
+            let origin = try await exchange(port: depot.port, Array("GET \(path) HTTP/1.1\r\nHost: x\r\n\r\n".utf8), untilClosed: false)
+            let absolute = try await exchange(port: depot.port, Array("GET \(depot.url)\(path) HTTP/1.1\r\nHost: x\r\n\r\n".utf8), untilClosed: false)
+            #expect(statuses(origin.text).count == 1)
+            // PRODUCT BUG (found by issue 18's test review): Depot routes the absolute form's
+            // whole URL as a path and answers 404 "no route". Remove withKnownIssue once fixed.
+            withKnownIssue("Depot answers an absolute-form target 404 (RFC 9112 §3.2.2 says MUST accept)") {
+                #expect(statuses(absolute.text) == statuses(origin.text), "\(path): \(absolute.text.prefix(300))")
+            }
+        }
     }
 }

@@ -80,31 +80,43 @@ struct CurlResult {
     let status: Int
     let headers: [String: String]
     let body: [UInt8]
+    /// curl's exit status: 0 when the answer arrived whole (18: the body ended before its
+    /// Content-Length or chunked end; 56: reset; 28: timeout; 7: refused; 35/60: TLS).
+    let exit: Int32
+    /// curl's own error message, if any.
+    let error: String
 
     func header(_ name: String) -> String? { headers[name.lowercased()] }
 }
 
-/// Runs curl (the real client) and returns status, headers (lowercased names) and body.
-func curl(_ url: String, token: String? = GlanceServer.alice, _ extra: [String] = []) async throws -> CurlResult {
-    let dir = NSTemporaryDirectory() + "depot-curl-\(UUID().uuidString)"
-    defer {
-        try? FileManager.default.removeItem(atPath: dir + ".h")
-        try? FileManager.default.removeItem(atPath: dir + ".b")
+/// curl ended otherwise than the test expected: a status alone says nothing of a body cut short.
+struct CurlFailed: Error, CustomStringConvertible {
+    let url: String
+    let expected: Int32
+    let result: CurlResult
+    var description: String {
+        "curl \(url) exited \(result.exit), expected \(expected) (http \(result.status), \(result.body.count) body bytes): \(result.error)"
     }
-    var arguments = ["-s", "-D", dir + ".h", "-o", dir + ".b", "-w", "%{http_code}"]
+}
+
+/// Runs curl (the real client) and returns status, headers (lowercased names), body and exit.
+///
+/// - Parameter expectingExit: the exit status the test expects, 0 (a whole answer) unless it
+///   says otherwise; any other throws `CurlFailed`.
+func curl(_ url: String, token: String? = GlanceServer.alice, _ extra: [String] = [], expectingExit: Int32 = 0) async throws -> CurlResult {
+    let dir = TemporaryDirectory("depot-curl")
+    var arguments = ["-sS", "--stderr", dir.path + "/stderr", "-D", dir.path + "/head", "-o", dir.path + "/body", "-w", "%{http_code}"]
     if let token { arguments += ["-H", "X-Auth-Token: \(token)"] }
     arguments += extra + [url]
-    let result = try await spawn("/usr/bin/curl", arguments)
-    let status = Int(String(decoding: result.stdout, as: UTF8.self)) ?? 0
-    var headers: [String: String] = [:]
-    let headerText = (try? String(contentsOfFile: dir + ".h", encoding: .utf8)) ?? ""
-    for line in headerText.split(separator: "\r\n") {
-        if line.hasPrefix("HTTP/") { headers = [:]; continue }
-        guard let colon = line.firstIndex(of: ":") else { continue }
-        headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-    }
-    let body = (try? Data(contentsOf: URL(fileURLWithPath: dir + ".b"))).map { Array($0) } ?? []
-    return CurlResult(status: status, headers: headers, body: body)
+    let run = try await spawn("/usr/bin/curl", arguments)
+    let result = CurlResult(
+        status: Int(String(decoding: run.stdout, as: UTF8.self)) ?? 0,
+        headers: parseHeaderBlock((try? String(contentsOfFile: dir.path + "/head", encoding: .utf8)) ?? ""),
+        body: (try? Data(contentsOf: URL(fileURLWithPath: dir.path + "/body"))).map { Array($0) } ?? [],
+        exit: run.status,
+        error: ((try? String(contentsOfFile: dir.path + "/stderr", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines))
+    guard result.exit == expectingExit else { throw CurlFailed(url: url, expected: expectingExit, result: result) }
+    return result
 }
 
 /// A client acting as Alice against Glance directly (to set up images).
@@ -152,8 +164,12 @@ func glanceCLI(_ endpoint: String, token: String, _ arguments: [String]) async t
 }
 
 /// A blocking TCP connection to 127.0.0.1:`port` (call it off the cooperative pool).
-func connectLoopback(port: Int) throws -> Int32 {
+///
+/// - Parameter receiveBuffer: SO_RCVBUF in bytes, set before connecting so that the window
+///   offered to the server stays that small.
+func connectLoopback(port: Int, receiveBuffer: Int32? = nil) throws -> Int32 {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    if var size = receiveBuffer { setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size)) }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -169,6 +185,37 @@ func connectLoopback(port: Int) throws -> Int32 {
     return fd
 }
 
+/// Reads from `fd` until the peer closes (or resets) or `deadline` passes; returns the bytes
+/// and whether the peer closed. Blocks: call it off the cooperative pool.
+func readUntilClosed(_ fd: Int32, deadline: ContinuousClock.Instant) -> (bytes: [UInt8], closed: Bool) {
+    receive(fd, deadline: deadline, stopAfterOneResponse: false)
+}
+
+/// Reads one whole response (head and `content-length` bytes of body) of a kept-alive
+/// connection, or what arrived before it closed or the deadline passed.
+func readOneResponse(_ fd: Int32, deadline: ContinuousClock.Instant) -> (bytes: [UInt8], closed: Bool) {
+    receive(fd, deadline: deadline, stopAfterOneResponse: true)
+}
+
+private func receive(_ fd: Int32, deadline: ContinuousClock.Instant, stopAfterOneResponse: Bool) -> (bytes: [UInt8], closed: Bool) {
+    var timeout = timeval(tv_sec: 0, tv_usec: 50_000)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var received: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while ContinuousClock.now < deadline {
+        let n = recv(fd, &buffer, buffer.count, 0)
+        if n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) { return (received, true) }
+        if n > 0 { received += buffer[..<n] }
+        if stopAfterOneResponse, let end = received.firstRange(of: Array("\r\n\r\n".utf8)) {
+            let head = String(decoding: received[..<end.lowerBound], as: UTF8.self).lowercased()
+            let length = head.split(separator: "\r\n").first { $0.hasPrefix("content-length:") }
+                .flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) } ?? 0
+            if received.count - end.upperBound >= length { return (received, false) }
+        }
+    }
+    return (received, false)
+}
+
 /// Writes `bytes` to a socket, stopping early if the peer closes.
 func sendAll(_ fd: Int32, _ bytes: [UInt8]) {
     var offset = 0
@@ -176,5 +223,54 @@ func sendAll(_ fd: Int32, _ bytes: [UInt8]) {
         let n = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         if n <= 0 { return }
         offset += n
+    }
+}
+
+/// An image's record read straight from Glance by curl as Glance's admin (who sees every
+/// project's images), parsed by Foundation: what Glance holds, read by no Depot code.
+func glanceRecord(_ glanceURL: String, _ imageID: String) async throws -> [String: Any] {
+    let answer = try await curl("\(glanceURL)/v2/images/\(imageID)", token: GlanceServer.admin)
+    guard answer.status == 200, let record = try JSONSerialization.jsonObject(with: Data(answer.body)) as? [String: Any] else {
+        throw CommandFailed(command: "GET \(glanceURL)/v2/images/\(imageID) answered \(answer.status): \(String(decoding: answer.body, as: UTF8.self))", status: 1)
+    }
+    return record
+}
+
+/// Checks that Glance itself holds the bytes of the file at `path` as `imageID`: active, of the
+/// file's size, with an `os_hash_value` equal to the SHA-512 that coreutils computes from the
+/// file. A push Depot calls done proves nothing by itself.
+func expectGlanceHolds(
+    _ glanceURL: String, _ imageID: String, bytesOf path: String, sourceLocation: SourceLocation = #_sourceLocation
+) async throws {
+    let record = try await glanceRecord(glanceURL, imageID)
+    let sha512 = try await offThePool { try coreutilsDigest("sha512sum", of: path) }
+    let size = try #require(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int, sourceLocation: sourceLocation)
+    #expect(record["status"] as? String == "active", "Glance's status: \(record["status"] ?? "none")", sourceLocation: sourceLocation)
+    #expect(record["size"] as? Int == size, "Glance's size: \(record["size"] ?? "none"), the file's: \(size)", sourceLocation: sourceLocation)
+    #expect(record["os_hash_algo"] as? String == "sha512", sourceLocation: sourceLocation)
+    #expect(record["os_hash_value"] as? String == sha512, "Glance's os_hash_value is not the file's SHA-512", sourceLocation: sourceLocation)
+}
+
+/// The GETs of an image's file that reached the backend through `proxy`, other than Depot's
+/// one-byte permission probes (`Range: bytes=0-0`, asked with the user's token): the fetches
+/// of the image's bytes.
+func imageFetches(_ proxy: FaultProxy, _ imageID: String) -> [RecordedRequest] {
+    proxy.requests("GET", path: "/v2/images/\(imageID)/file").filter { $0.header("range") != "bytes=0-0" }
+}
+
+/// Sends a request whose body stops short of its Content-Length, ends its side of the
+/// connection (a TCP half-close: the body can never be completed, and the answer can still
+/// come back) and returns what Depot answered before it closed.
+func sendTruncatedBody(port: Int, path: String, declared: Int, sent: Int) async throws -> (answer: String, closed: Bool) {
+    try await offThePool {
+        let fd = try connectLoopback(port: port)
+        defer { close(fd) }
+        let head = "PUT \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Auth-Token: \(GlanceServer.alice)\r\nContent-Type: application/octet-stream\r\nContent-Length: \(declared)\r\n\r\n"
+        sendAll(fd, Array(head.utf8) + pseudoRandomBytes(count: sent, seed: 99))
+        // Give Depot a moment to authorize and start reading before the body ends.
+        usleep(300_000)
+        shutdown(fd, Int32(SHUT_WR))
+        let answer = readUntilClosed(fd, deadline: .now + .seconds(10))
+        return (String(decoding: answer.bytes, as: UTF8.self), answer.closed)
     }
 }

@@ -14,37 +14,6 @@ import Testing
 
     init() async throws { glance = try await GlanceServer.shared() }
 
-    /// Reads from `fd` until the peer closes or `deadline` passes; returns the bytes and
-    /// whether the peer closed.
-    static func readUntilClosed(_ fd: Int32, deadline: ContinuousClock.Instant) -> (bytes: [UInt8], closed: Bool) {
-        receive(fd, deadline: deadline, stopAfterOneResponse: false)
-    }
-
-    /// Reads one whole response (head and `content-length` bytes of body) of a kept-alive
-    /// connection, or what arrived before it closed or the deadline passed.
-    static func readOneResponse(_ fd: Int32, deadline: ContinuousClock.Instant) -> (bytes: [UInt8], closed: Bool) {
-        receive(fd, deadline: deadline, stopAfterOneResponse: true)
-    }
-
-    private static func receive(_ fd: Int32, deadline: ContinuousClock.Instant, stopAfterOneResponse: Bool) -> (bytes: [UInt8], closed: Bool) {
-        var timeout = timeval(tv_sec: 0, tv_usec: 50_000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var received: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while ContinuousClock.now < deadline {
-            let n = recv(fd, &buffer, buffer.count, 0)
-            if n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) { return (received, true) }
-            if n > 0 { received += buffer[..<n] }
-            if stopAfterOneResponse, let end = received.firstRange(of: Array("\r\n\r\n".utf8)) {
-                let head = String(decoding: received[..<end.lowerBound], as: UTF8.self).lowercased()
-                let length = head.split(separator: "\r\n").first { $0.hasPrefix("content-length:") }
-                    .flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) } ?? 0
-                if received.count - end.upperBound >= length { return (received, false) }
-            }
-        }
-        return (received, false)
-    }
-
     @Test func aSlowlorisClientIsClosedAtTheHeaderTimeoutEvenWhileItTrickles() async throws {
         var limits = ServerLimits()
         limits.headerTimeout = .seconds(1)
@@ -77,7 +46,7 @@ import Testing
             let idle = try connectLoopback(port: port)
             defer { close(idle) }
             sendAll(idle, Array("GET /healthz HTTP/1.1\r\nHost: depot\r\n\r\n".utf8))
-            let idleResult = Self.readUntilClosed(idle, deadline: .now + .seconds(4))
+            let idleResult = readUntilClosed(idle, deadline: .now + .seconds(4))
             let busy = try connectLoopback(port: port)
             defer { close(busy) }
             var statuses: [String] = []
@@ -86,7 +55,7 @@ import Testing
                 sendAll(busy, Array("GET /healthz HTTP/1.1\r\nHost: depot\r\n\r\n".utf8))
                 // The answer may be slow on a busy machine; the next request still goes 0.5 s
                 // after this one (the header timeout counts from the answer's last byte).
-                let answer = Self.readOneResponse(busy, deadline: sent + .seconds(10))
+                let answer = readOneResponse(busy, deadline: sent + .seconds(10))
                 statuses.append(String(decoding: answer.bytes.prefix(12), as: UTF8.self))
                 if answer.closed { break }
                 let wait = sent + .milliseconds(500) - ContinuousClock.now
@@ -126,13 +95,13 @@ import Testing
                 let fd = try connectLoopback(port: port)
                 sendAll(fd, Array("GET /healthz HTTP/1.1\r\nHost: depot\r\n\r\n".utf8))
                 // Kept alive: the whole answer, however long a busy machine takes to send it.
-                let answer = Self.readOneResponse(fd, deadline: .now + .seconds(10))
+                let answer = readOneResponse(fd, deadline: .now + .seconds(10))
                 #expect(String(decoding: answer.bytes, as: UTF8.self).hasPrefix("HTTP/1.1 200"))
                 held.append(fd)
             }
             let extra = try connectLoopback(port: port)
             defer { close(extra) }
-            let answer = Self.readUntilClosed(extra, deadline: .now + .seconds(3))
+            let answer = readUntilClosed(extra, deadline: .now + .seconds(3))
             #expect(answer.closed, "the connection over the limit is closed")
             return (held, String(decoding: answer.bytes, as: UTF8.self))
         }
@@ -211,14 +180,16 @@ import Testing
         let firstStatus = try await offThePool { () -> String in
             defer { close(holder) }
             sendAll(holder, Array(bytes[(2 << 20)...]))
-            let answer = Self.readUntilClosed(holder, deadline: .now + .seconds(10))
+            let answer = readUntilClosed(holder, deadline: .now + .seconds(10))
             return String(decoding: answer.bytes.prefix(12), as: UTF8.self)
         }
         #expect(firstStatus == "HTTP/1.1 204", "the upload holding the slot ends well")
         #expect(try await depot.settledPush(first.id).state == .done)
+        try await expectGlanceHolds(glance.url, first.id, bytesOf: file.path + "/image.raw")
         #expect(depot.cache.uploadSlots.inUse == 0)
         #expect(try await curl(secondURL, ["-X", "PUT", "-T", file.path + "/image.raw"]).status == 204)
         #expect(try await depot.settledPush(second.id).state == .done)
+        try await expectGlanceHolds(glance.url, second.id, bytesOf: file.path + "/image.raw")
         #expect(try await curl(secondURL).body == bytes)
     }
 

@@ -32,9 +32,7 @@ import Testing
         #expect(created.status == 0, "\(created.output)")
         let id = try #require(imageID(fromTable: created.output))
         #expect(try await depot.settledPush(id).state == .done)
-        let image = try await glanceAsAlice(glance.url).showImage(id)
-        #expect(image.status == "active")
-        #expect(image.osHashValue == file.sha512)
+        try await expectGlanceHolds(glance.url, id, bytesOf: file.path)
         #expect(try await download("\(depot.url)/v2/images/\(id)/file").sha256 == file.sha256)
     }
 
@@ -59,6 +57,7 @@ import Testing
         #expect(output[1] == "active")
         #expect(output[2] == file.sha512)
         #expect(try depot.catalog.push(cloud: "default_RegionOne", imageID: output[0])?.state == .done)
+        try await expectGlanceHolds(glance.url, output[0], bytesOf: file.path)
         #expect(try await download("\(depot.url)/v2/images/\(output[0])/file").sha256 == file.sha256)
     }
 
@@ -75,9 +74,7 @@ import Testing
         let push = try await depot.settledPush(id)
         #expect(push.method == .glanceDirect)
         #expect(push.state == .done, "\(push.lastError ?? "")")
-        let image = try await glanceAsAlice(glance.url).showImage(id)
-        #expect(image.status == "active")
-        #expect(image.osHashValue == file.sha512)
+        try await expectGlanceHolds(glance.url, id, bytesOf: file.path)
         #expect(try await download("\(depot.url)/v2/images/\(id)/file").sha256 == file.sha256)
     }
 
@@ -104,6 +101,7 @@ import Testing
         #expect(served.status == 200)
         #expect(served.sha256 == file.sha256)
         #expect(try await depot.settledPush(id).state == .done)
+        try await expectGlanceHolds(glance.url, id, bytesOf: file.path)
 
         let metadata = try await curl("\(api)/images/\(id)")
         #expect(metadata.status == 200)

@@ -35,11 +35,9 @@ import Testing
 
         let push = try await depot.settledPush(image.id)
         #expect(push.state == .done, "\(push.lastError ?? "")")
-        let inGlance = try await glanceAsAlice(glance.url).showImage(image.id)
-        #expect(inGlance.status == "active")
-        #expect(inGlance.size == file.size)
-        #expect(inGlance.osHashValue == file.sha512)
-        #expect(inGlance.checksum == file.md5)
+        try await expectGlanceHolds(glance.url, image.id, bytesOf: file.path)
+        let md5 = try await offThePool { [path = file.path] in try coreutilsDigest("md5sum", of: path) }
+        #expect(try await glanceRecord(glance.url, image.id)["checksum"] as? String == md5)
 
         let late = try await download("\(depot.url)/v2/images/\(image.id)/file")
         #expect(late.status == 200)
@@ -68,9 +66,7 @@ import Testing
         #expect(try await depot.settledPush(other.id).state == .done)
         #expect(try await depot.settledPush(cloud: "edge_RegionTwo", remote.id).state == .done)
         for (url, id) in [(glance.url, first.id), (glance.url, other.id), (second.url, remote.id)] {
-            let image = try await glanceAsAlice(url).showImage(id)
-            #expect(image.status == "active")
-            #expect(image.osHashValue == file.sha512)
+            try await expectGlanceHolds(url, id, bytesOf: file.path)
         }
         let viaSecond = try await download("\(depot.url)/clouds/edge_RegionTwo/v2/images/\(remote.id)/file")
         #expect(viaSecond.sha256 == file.sha256)
@@ -85,6 +81,7 @@ import Testing
         let original = try await createImage(depot.url)
         #expect(try await curl("\(depot.url)/v2/images/\(original.id)/file", ["-X", "PUT", "-T", file.path]).status == 204)
         #expect(try await depot.settledPush(original.id).state == .done)
+        try await expectGlanceHolds(glance.url, original.id, bytesOf: file.path)
 
         // Alice may read the original: her second upload of the same bytes travels without its body.
         let copy = try await createImage(depot.url)
@@ -95,7 +92,7 @@ import Testing
         #expect(instant.status == 204)
         #expect(counter.bytesToServer < 64 << 10, "sent \(counter.bytesToServer) bytes")
         #expect(try await depot.settledPush(copy.id).state == .done)
-        #expect(try await glanceAsAlice(glance.url).showImage(copy.id).osHashValue == file.sha512)
+        try await expectGlanceHolds(glance.url, copy.id, bytesOf: file.path)
 
         // Bob cannot read Alice's image: knowing the digest is not enough, he must send a body,
         // and a body that is not those bytes is refused.
@@ -119,6 +116,8 @@ import Testing
             token: GlanceServer.bob, ["-X", "PUT", "-T", file.path, "-H", "Expect: 100-continue", "-H", "Repr-Digest: \(reprDigest)"])
         #expect(proof.status == 204)
         #expect(try depot.store.allDigests().count == 1)
+        #expect(try await depot.settledPush(bobs.id).state == .done)
+        try await expectGlanceHolds(glance.url, bobs.id, bytesOf: file.path)
     }
 
     @Test func badUploadsAreRefusedAndLeaveNothingBehind() async throws {
@@ -146,7 +145,18 @@ import Testing
         let wrongDigest = try await curl(url, put + ["-H", "X-Image-Sha256: \(String(repeating: "ab", count: 32))"])
         #expect(wrongDigest.status == 422)
         #expect(try await curl(url, put + ["-H", "X-Image-Sha256: nothex"]).status == 400)
-        try await sendTruncatedBody(port: depot.port, path: "/v2/images/\(image.id)/file", declared: 1 << 20, sent: 300_000)
+        let truncated = try await sendTruncatedBody(port: depot.port, path: "/v2/images/\(image.id)/file", declared: 1 << 20, sent: 300_000)
+        #expect(truncated.closed, "the connection cannot carry another request")
+        // PRODUCT BUG (found by issue 18's test review): the README promises 400 for a short
+        // body, but Depot's server does not allow half-closed connections, so the client's end
+        // of input closes the connection and the answer is never written. Remove
+        // withKnownIssue once fixed.
+        withKnownIssue("Depot closes a half-closed connection without answering a short upload body") {
+            #expect(truncated.answer.hasPrefix("HTTP/1.1 400 "), "a body shorter than its Content-Length is refused: \(truncated.answer.prefix(300))")
+            #expect(truncated.answer.contains("application/json"), "\(truncated.answer.prefix(300))")
+        }
+        // The partial blob goes when the handler ends, which may be just after the close.
+        for _ in 0..<100 where !depot.dir.files(under: "tmp").isEmpty { try await Task.sleep(for: .milliseconds(20)) }
 
         // Nothing stored, nothing queued, Glance untouched.
         #expect(try depot.store.allDigests().isEmpty)
@@ -168,6 +178,7 @@ import Testing
         #expect(again.status == 409)
         // Glance's SQLite fails one of two uploads at the same moment (500): let the push end.
         #expect(try await depot.settledPush(image.id).state == .done)
+        try await expectGlanceHolds(glance.url, image.id, bytesOf: file.path)
         let active = try await uploadImage(glanceAsAlice(glance.url), [1, 2, 3])
         #expect(try await curl("\(depot.url)/v2/images/\(active.id)/file", put).status == 409)
     }
@@ -183,9 +194,7 @@ import Testing
         #expect(put.status == 204)
         #expect(put.header("x-depot-push") == "done")
         // No waiting: Glance has it when the answer comes.
-        let inGlance = try await glanceAsAlice(glance.url).showImage(image.id)
-        #expect(inGlance.status == "active")
-        #expect(inGlance.osHashValue == file.sha512)
+        try await expectGlanceHolds(glance.url, image.id, bytesOf: file.path)
 
         // Glance's own inspection goes deeper than Depot's signature check: a VMDK header with
         // nothing behind it fails its safety checks, and Glance's status comes back.
@@ -231,7 +240,7 @@ import Testing
         #expect(push.state == .done, "\(push.lastError ?? "")")
         #expect(push.attempts > 1)
         #expect(proxy.injected503Count == 12)
-        #expect(try await glanceAsAlice(glance.url).showImage(image.id).osHashValue == file.sha512)
+        try await expectGlanceHolds(glance.url, image.id, bytesOf: file.path)
     }
 
     @Test func aPendingPushSurvivesKill9AndCompletesAfterRestart() async throws {
@@ -263,8 +272,7 @@ import Testing
             try await Task.sleep(for: .milliseconds(200))
             inGlance = try await glanceAsAlice(glance.url).showImage(image.id)
         }
-        #expect(inGlance.status == "active")
-        #expect(inGlance.osHashValue == file.sha512)
+        try await expectGlanceHolds(glance.url, image.id, bytesOf: file.path)
         let served = try await download("\(second.url)/v2/images/\(image.id)/file")
         #expect(served.sha256 == file.sha256)
     }
@@ -310,20 +318,6 @@ func errorMessage(_ result: CurlResult) -> String {
     return ((json?["error"] as? [String: Any])?["message"] as? String) ?? String(decoding: result.body, as: UTF8.self)
 }
 
-/// Sends a request whose body stops short of its Content-Length, then closes the socket.
-func sendTruncatedBody(port: Int, path: String, declared: Int, sent: Int) async throws {
-    try await offThePool {
-        let fd = try connectLoopback(port: port)
-        defer { close(fd) }
-        let head = "PUT \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Auth-Token: \(GlanceServer.alice)\r\nContent-Type: application/octet-stream\r\nContent-Length: \(declared)\r\n\r\n"
-        sendAll(fd, Array(head.utf8) + pseudoRandomBytes(count: sent, seed: 99))
-        // Give Depot a moment to authorize and start reading before the line goes dead.
-        usleep(300_000)
-    }
-    // The server notices the closed connection and drops the partial blob.
-    try await Task.sleep(for: .milliseconds(300))
-}
-
 /// Uploads against the cache budget and a real full disk.
 @Suite(.serialized) struct UploadStorageTests {
     let glance: GlanceServer
@@ -358,10 +352,12 @@ func sendTruncatedBody(port: Int, path: String, declared: Int, sent: Int) async 
         // Once pushed, the upload is an ordinary cache entry again.
         depot.startPushes()
         #expect(try await depot.settledPush(uploaded.id).state == .done)
+        try await expectGlanceHolds(glance.url, uploaded.id, bytesOf: upload.path)
         try await Task.sleep(for: .milliseconds(1100))   // the hit above is older than the next download
         #expect(try await curl("\(depot.url)/v2/images/\(cached[1].0.id)/file").status == 200)
         #expect(try await curl("\(depot.url)/v2/images/\(cached[2].0.id)/file").status == 200)
         #expect(!depot.store.contains(uploadDigest))
+        #expect(dataDirectoryUsage(depot.dir.path).bytes <= UInt64(10 * mib))
         let usage = try #require(depot.cache.budgetUsage)
         #expect(usage.used + usage.reserved <= UInt64(10 * mib))
     }
@@ -393,5 +389,6 @@ func sendTruncatedBody(port: Int, path: String, declared: Int, sent: Int) async 
         #expect(try await curl(url, ["-X", "PUT", "-T", small.path]).status == 204)
         #expect(try await download(url).sha256 == small.sha256)
         #expect(try await depot.settledPush(image.id).state == .done)
+        try await expectGlanceHolds(glance.url, image.id, bytesOf: small.path)
     }
 }
