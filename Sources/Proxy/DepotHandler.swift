@@ -235,7 +235,8 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
     // MARK: Readiness
 
     /// Ready when the store is writable and the Catalog answers. Backends are reported per
-    /// cloud but do not make Depot unready: it serves cached images through an outage.
+    /// cloud (a Glance version document, or what is wrong: see `BackendCheck`) but do not make
+    /// Depot unready: it serves cached images through an outage.
     func readiness(_ response: ResponseWriter) async {
         var report: [String: Any] = [:]
         var ready = true
@@ -253,17 +254,14 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
             report["catalog"] = "\(error)"
             ready = false
         }
-        var clouds: [String: String] = [:]
-        for (name, client) in cache.clouds {
-            do {
-                let answer = try await client.forward(method: "GET", pathAndQuery: "/versions", headers: [], body: nil)
-                for try await _ in answer.body {}
-                clouds[name] = answer.head.status < 500 ? "reachable" : "answered \(answer.head.status)"
-            } catch {
-                clouds[name] = "unreachable: \(error)"
+        report["clouds"] = await withTaskGroup(of: (String, String).self) { group in
+            for (name, client) in cache.clouds {
+                group.addTask { (name, await client.checkBackend(timeout: .seconds(5)).summary) }
             }
+            var clouds: [String: String] = [:]
+            for await (name, summary) in group { clouds[name] = summary }
+            return clouds
         }
-        report["clouds"] = clouds
         report["status"] = ready ? "ready" : "not ready"
         await response.sendJSON(ready ? .ok : .serviceUnavailable, report)
     }
