@@ -103,7 +103,12 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         guard path.hasPrefix("/v2/") else { return .notFound("no route for \(path); Depot serves the Glance v2 API under /v2/") }
         let segments = Self.segments(path)
         if segments.count >= 3, segments[2] == "cache" {
-            return .admin(.glanceCache(cloud: cloud, rest: segments.dropFirst(3).filter { !$0.isEmpty }.map(String.init)))
+            let rest = segments.dropFirst(3)
+            // Glance's router has no route with an empty segment ("/v2/cache/" is 404 there).
+            guard !rest.contains(where: \.isEmpty) else {
+                return .notFound("no route for \(path); the cache API is /v2/cache, /v2/cache/{image_id}, /v2/cache/nodes/{image_id}, /v2/cache/prune and /v2/cache/clean")
+            }
+            return .admin(.glanceCache(cloud: cloud, rest: rest.map(String.init)))
         }
         // ["", "v2", "images", ID, "file"]
         if segments.count == 5, segments[2] == "images" {
@@ -353,7 +358,19 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
             return
         }
         // libcurl negotiates its own 100-continue with the backend.
-        let headers = request.headers.filter { $0.name.lowercased() != "expect" }.map { ($0.name, $0.value) }
+        var headers = request.headers.filter { $0.name.lowercased() != "expect" }.map { ($0.name, $0.value) }
+        if carriesAdminTokenToSchemas(request, pathAndQuery: pathAndQuery) {
+            // Schemas are the same for every caller, and glanceclient fetches them before any
+            // command (`glance --os-auth-token ADMIN_TOKEN cache-list`); Glance does not know
+            // Depot's admin token, so Depot's own credentials ask for them.
+            headers.removeAll { $0.0.lowercased() == "x-auth-token" }
+            do {
+                if let token = try await client.serviceToken() { headers.append(("X-Auth-Token", token)) }
+            } catch {
+                await response.sendError(.serviceUnavailable, "cannot get Depot's service token for cloud \(cloud) (\(error)); retry later")
+                return
+            }
+        }
         var body: UploadSource?
         if let bodyBytes {
             body = .bytes(bodyBytes)
@@ -386,6 +403,15 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         } catch {
             response.abort()
         }
+    }
+
+    /// Whether a request for Glance's schemas (`/v2/schemas…`) carries Depot's own admin token.
+    func carriesAdminTokenToSchemas(_ request: Request, pathAndQuery: String) -> Bool {
+        let path = Self.pathPart(Substring(pathAndQuery))
+        guard path == "/v2/schemas" || path.hasPrefix("/v2/schemas/"), let adminToken = admin.token, !adminToken.isEmpty,
+              let token = request.headers.first(name: "x-auth-token")
+        else { return false }
+        return AdminResponder.constantTimeEquals(token, adminToken)
     }
 
     /// Drops cached knowledge of an image that Glance just deleted or deactivated.
