@@ -119,7 +119,9 @@ extension ImageCache {
 
     /// Starts caching an image with Depot's service credentials (Glance's cache queue).
     ///
-    /// - Returns: the fill, or nil when the image is already cached.
+    /// - Returns: the fill, or nil when the image is already here.
+    /// - Throws: `CacheError` (see `prefetch(cloud:image:)`; `.backendRefused` when the service
+    ///   credentials cannot read the image).
     public func prefetch(cloud: String, imageID: String) async throws -> Fill? {
         let client = try client(for: cloud)
         let image: GlanceImage
@@ -129,7 +131,19 @@ extension ImageCache {
             if let status = error.status, !error.isTransient { throw CacheError.backendRefused(status: status, message: GlanceError.message(of: error)) }
             throw CacheError.backendUnavailable(cloud: cloud, reason: "\(error)")
         }
-        guard image.isActive else { throw CacheError.imageNotActive(imageID: imageID, status: image.status ?? "unknown") }
+        return try prefetch(cloud: cloud, image: image)
+    }
+
+    /// Starts caching an image whose record was just read: the fill runs with Depot's service
+    /// credentials, in the background.
+    ///
+    /// - Returns: the fill, or nil when the image is already here (cached, or uploaded here
+    ///   and still owed to Glance).
+    /// - Throws: `CacheError.imageNotActive` for an image without data to cache (Glance's cache
+    ///   queues only active images); budget, disk and fill-limit errors as for a download.
+    public func prefetch(cloud: String, image: GlanceImage) throws -> Fill? {
+        if !image.isActive, pendingUpload(cloud: cloud, image: image) != nil { return nil }
+        guard image.isActive else { throw CacheError.imageNotActive(imageID: image.id, status: image.status ?? "unknown") }
         let authorized = AuthorizedImage(cloud: cloud, image: image, fromOfflineGrace: false)
         if try resolve(authorized) != nil { return nil }
         return try fill(authorized).fill

@@ -15,6 +15,8 @@ public final class GlanceServer: Sendable {
     public static let alice = "alice:projA:member,reader"
     public static let bob = "bob:projB:member,reader"
     public static let admin = "root:admin:admin,member,reader"
+    /// A reader of Alice's project: may see its images, not change or download them.
+    public static let carol = "carol:projA:reader"
 
     private static let script = repositoryRoot + "/scripts/glance-dev"
     private static let servers = Mutex<[String: GlanceServer]>([:])
@@ -24,14 +26,16 @@ public final class GlanceServer: Sendable {
     /// Suites run in parallel and Glance keeps its records in SQLite, which answers concurrent
     /// writers with "database is locked" (HTTP 500): so each suite gets a Glance of its own and
     /// serializes its tests.
-    public static func shared(_ name: String = #fileID) async throws -> GlanceServer {
-        try await offThePool { try sharedBlocking(name) }
+    ///
+    /// - Parameter imageCache: with Glance's own image cache on (see `start`).
+    public static func shared(_ name: String = #fileID, imageCache: Bool = false) async throws -> GlanceServer {
+        try await offThePool { try sharedBlocking(imageCache ? name + "+cache" : name, imageCache: imageCache) }
     }
 
-    private static func sharedBlocking(_ name: String) throws -> GlanceServer {
+    private static func sharedBlocking(_ name: String, imageCache: Bool) throws -> GlanceServer {
         try servers.withLock { servers in
             if let server = servers[name] { return server }
-            let started = try GlanceServer.start()
+            let started = try GlanceServer.start(imageCache: imageCache)
             if servers.isEmpty {
                 atexit { GlanceServer.servers.withLock { $0.values.forEach { $0.stop() } } }
             }
@@ -46,10 +50,15 @@ public final class GlanceServer: Sendable {
     ///   - tls: serve HTTPS with these certificates' server certificate.
     ///   - requireClientCertificate: with `tls`, refuse clients without a certificate signed by
     ///     its CA.
-    public static func start(tls: TestCertificates? = nil, requireClientCertificate: Bool = false) throws -> GlanceServer {
+    ///   - imageCache: turn Glance's own image cache on (`glance-dev start --cache`: an
+    ///     `image_cache_dir`, the `centralized_db` driver, the cache filter), so that its
+    ///     `/v2/cache` API answers as a production Glance with a cache does: the reference for
+    ///     Depot's.
+    public static func start(tls: TestCertificates? = nil, requireClientCertificate: Bool = false, imageCache: Bool = false) throws -> GlanceServer {
         try run("/bin/bash", [script, "install"])
         let dir = NSTemporaryDirectory() + "depot-glance-\(UUID().uuidString)"
         var arguments = [script, "start", "--data", dir]
+        if imageCache { arguments.append("--cache") }
         if let tls {
             arguments += ["--tls-cert", tls.serverCertificate, "--tls-key", tls.serverKey]
             if requireClientCertificate { arguments += ["--tls-client-ca", tls.authority] }

@@ -61,20 +61,37 @@ public enum GlanceError: Error, CustomStringConvertible, Sendable {
         }
     }
 
-    /// Glance's message from an error body: the `message` of a JSON body, or the text of an
-    /// HTML page with its tags and title removed.
+    /// Glance's message from an error body, as plain text: the `message` of a JSON body, or the
+    /// text of an HTML page without its title and heading.
+    ///
+    /// Glance's webob errors carry HTML in both forms: the page
+    /// `<html><head><title>404 Not Found</title></head><body><h1>404 Not Found</h1>…<br /><br />…`
+    /// and, asked for JSON, `{"message": "Image … not found.<br /><br />\n\n\n", …}`.
     static func message(fromBody body: [UInt8]) -> String {
         guard !body.isEmpty else { return "" }
         if let json = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] {
-            if let message = json["message"] as? String { return message }
+            if let message = json["message"] as? String { return plainText(message) }
             for value in json.values {
-                if let inner = value as? [String: Any], let message = inner["message"] as? String { return message }
+                if let inner = value as? [String: Any], let message = inner["message"] as? String { return plainText(message) }
             }
         }
         var text = String(decoding: body, as: UTF8.self)
-        if let range = text.range(of: "<title>.*?</title>", options: .regularExpression) { text.removeSubrange(range) }
-        if let range = text.range(of: "<h1>.*?</h1>", options: .regularExpression) { text.removeSubrange(range) }
-        text = text.replacingOccurrences(of: "<[^>]*>", with: " ", options: .regularExpression)
+        for element in ["title", "h1"] {
+            if let range = text.range(of: "<\(element)>.*?</\(element)>", options: [.regularExpression, .caseInsensitive]) {
+                text.removeSubrange(range)
+            }
+        }
+        return plainText(text)
+    }
+
+    /// Text without HTML markup and with the entities webob escapes decoded, whitespace runs
+    /// (newlines too) made one space; at most 500 characters.
+    public static func plainText(_ html: String) -> String {
+        // Tags, `<!DOCTYPE …>` and comments.
+        var text = html.replacingOccurrences(of: "<!--.*?-->|<[!/]?[A-Za-z][^>]*>", with: " ", options: .regularExpression)
+        for (entity, character) in [("&lt;", "<"), ("&gt;", ">"), ("&quot;", "\""), ("&#x27;", "'"), ("&#39;", "'"), ("&amp;", "&")] {
+            text = text.replacingOccurrences(of: entity, with: character)
+        }
         text = text.replacingOccurrences(of: "\\s+", with: " ", options: .regularExpression)
         return String(text.trimmingCharacters(in: .whitespaces).prefix(500))
     }

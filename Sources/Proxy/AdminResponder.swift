@@ -6,17 +6,47 @@ import Glance
 import Logging
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// Who may use the admin APIs.
 public struct AdminAccess: Sendable {
     /// The configured admin token (`admin_token`, `--admin-token`).
     public var token: String?
+    /// Glance's recent answers on who is an admin.
+    let decisions = AdminDecisions()
 
     public init(token: String? = nil) { self.token = token }
 }
 
-/// The operator's APIs: Glance's cache management (`/v2/cache…`, so `glance cache-list` and
-/// friends work unchanged) and Depot's own `/depot/v1/…` (pins, inventory, stats, pushes).
+/// Whether a token is an admin's, as Glance answered, kept a minute per token and cloud (never
+/// across tokens): the cache API's calls come in bursts (`glance cache-list` asks twice).
+final class AdminDecisions: Sendable {
+    static let lifetime: Duration = .seconds(60)
+    private let table = Mutex<[String: (admin: Bool, at: ContinuousClock.Instant)]>([:])
+
+    func lookup(_ key: String) -> Bool? {
+        table.withLock { table in
+            guard let entry = table[key], ContinuousClock.now - entry.at < Self.lifetime else { return nil }
+            return entry.admin
+        }
+    }
+
+    func record(_ key: String, admin: Bool) {
+        let now = ContinuousClock.now
+        table.withLock { table in
+            if table.count >= 4096 { table = table.filter { now - $0.value.at < Self.lifetime } }
+            table[key] = (admin, now)
+        }
+    }
+
+    /// The table's key: a hash, so it never holds live credentials.
+    static func key(token: String, cloud: String) -> String {
+        "\(Digest.of(Array(token.utf8), algorithm: .sha256).hex)|\(cloud)"
+    }
+}
+
+/// The operator's APIs: Glance's cache management (`/v2/cache…`, see `GlanceCacheResponder`)
+/// and Depot's own `/depot/v1/…` (pins, inventory, stats, pushes).
 struct AdminResponder {
     let cache: ImageCache
     let access: AdminAccess
@@ -30,18 +60,73 @@ struct AdminResponder {
 
     // MARK: Authorization
 
-    /// An admin is the bearer of the admin token, or (with Keystone) of a token with the
-    /// `admin` role, validated against Keystone.
-    func isAdmin(_ request: Request, cloud: String) async -> Bool {
-        guard let token = request.headers.first(name: "x-auth-token"), !token.isEmpty else { return false }
-        if let adminToken = access.token, !adminToken.isEmpty, Self.constantTimeEquals(token, adminToken) { return true }
-        guard let client = cache.clouds[cloud] else { return false }
+    /// Who is asking.
+    enum Caller: Equatable {
+        /// The bearer of Depot's admin token; Depot's service credentials act for it upstream.
+        case depotAdmin
+        /// A token Glance's policy lets use its cache API (the admin role, by default).
+        case admin(token: String)
+        /// A token Glance knows, refused the cache API.
+        case member(token: String)
+        /// No token, or one Glance does not accept: its message.
+        case unauthenticated(String)
+        /// Neither Glance nor Keystone could be asked.
+        case undecided(String)
+
+        /// The credentials that look images up for this caller, as Glance would with its own.
+        var auth: RequestAuth? {
+            switch self {
+            case .depotAdmin: .service
+            case let .admin(token), let .member(token): .token(token)
+            case .unauthenticated, .undecided: nil
+            }
+        }
+
+        var isAdmin: Bool {
+            switch self {
+            case .depotAdmin, .admin: true
+            default: false
+            }
+        }
+    }
+
+    static let missingToken =
+        "This server could not verify that you are authorized to access the document you requested. Send an X-Auth-Token: a token with the admin role, or Depot's admin_token."
+
+    /// Decides who is asking: Depot's admin token, or Glance's own answer for the token (its
+    /// cache policy, see `GlanceClient.cachePolicy`), so that whoever Glance treats as an admin
+    /// Depot does too, with Keystone or without. Keystone's roles decide when Glance cannot.
+    func caller(_ request: Request, cloud: String) async -> Caller {
+        guard let token = request.headers.first(name: "x-auth-token"), !token.isEmpty else { return .unauthenticated(Self.missingToken) }
+        if let adminToken = access.token, !adminToken.isEmpty, Self.constantTimeEquals(token, adminToken) { return .depotAdmin }
+        guard let client = cache.clouds[cloud] else { return .undecided("no cloud named \(cloud) is configured") }
+        let key = AdminDecisions.key(token: token, cloud: cloud)
+        if let admin = access.decisions.lookup(key) { return admin ? .admin(token: token) : .member(token: token) }
+        let reason: String
+        switch await client.cachePolicy(token: token) {
+        case .allowed:
+            access.decisions.record(key, admin: true)
+            return .admin(token: token)
+        case .refused:
+            access.decisions.record(key, admin: false)
+            return .member(token: token)
+        case let .unauthenticated(message):
+            return .unauthenticated(message.isEmpty ? Self.missingToken : message)
+        case let .undecided(answer):
+            reason = answer
+        case let .unavailable(error):
+            reason = error
+        }
         do {
-            return try await client.tokenRoles(token)?.contains("admin") ?? false
+            if let roles = try await client.tokenRoles(token) {
+                guard !roles.isEmpty else { return .unauthenticated("Keystone does not accept the token; get a new one") }
+                return roles.contains("admin") ? .admin(token: token) : .member(token: token)
+            }
         } catch {
             logger.warning("cannot validate a token with Keystone", metadata: ["error": "\(error)"])
-            return false
+            return .undecided("\(reason); Keystone: \(error)")
         }
+        return .undecided(reason)
     }
 
     static func constantTimeEquals(_ a: String, _ b: String) -> Bool {
@@ -50,95 +135,29 @@ struct AdminResponder {
         return zip(x, y).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
     }
 
-    func respond(_ request: Request, _ response: ResponseWriter, route: Route) async {
-        let cloud: String
-        switch route {
-        case let .glanceCache(name, _): cloud = name
-        case .depot: cloud = cache.defaultCloud
-        }
-        guard await isAdmin(request, cloud: cloud) else {
-            let status: HTTPResponseStatus = request.headers.first(name: "x-auth-token") == nil ? .unauthorized : .forbidden
-            await response.sendError(
-                status, "the cache management APIs are for admins: send the admin token (admin_token in the config) or a Keystone token with the admin role")
-            return
-        }
-        switch route {
-        case let .glanceCache(cloud, rest): await glanceCache(request, response, cloud: cloud, rest: rest)
-        case let .depot(rest): await depot(request, response, rest: rest)
+    /// Answers a caller who may not go on (not an admin, or not known); nil for an admin.
+    static func refusal(_ caller: Caller, cloud: String, action: String) -> (status: HTTPResponseStatus, message: String)? {
+        switch caller {
+        case .depotAdmin, .admin: nil
+        case .member:
+            (.forbidden, "You are not authorized to complete \(action) action. The cache and admin APIs are for admins: send a token with the admin role, or Depot's admin_token (admin_token in the config).")
+        case let .unauthenticated(message): (.unauthorized, message)
+        case let .undecided(reason):
+            (.serviceUnavailable, "cannot ask the image service of cloud \(cloud) whether this token is an admin's (\(reason)); retry later, or send Depot's admin_token")
         }
     }
 
-    // MARK: Glance's cache API
-
-    func glanceCache(_ request: Request, _ response: ResponseWriter, cloud: String, rest: [String]) async {
-        switch (request.method, rest.count) {
-        case (.GET, 0):
-            await listGlanceCache(response, cloud: cloud)
-        case (.PUT, 1):
-            do {
-                _ = try await cache.prefetch(cloud: cloud, imageID: rest[0])
-                await response.send(.accepted)
-            } catch let error as CacheError {
-                await ImageFileResponder(cache: cache, logger: logger).sendCacheError(error, response)
-            } catch {
-                await response.sendError(.internalServerError, "\(error)")
-            }
-        case (.DELETE, 1):
-            do {
-                guard let digest = try cache.cachedBlob(cloud: cloud, imageID: rest[0]) else {
-                    await response.sendError(.notFound, "image \(rest[0]) is not cached here")
-                    return
-                }
-                try cache.evict(digest)
-                await response.send(.noContent)
-            } catch let refusal as EvictionRefusal {
-                await response.sendError(.conflict, refusal.description)
-            } catch {
-                await response.sendError(.internalServerError, "\(error)")
-            }
-        case (.DELETE, 0):
-            let target = request.headers.first(name: "x-image-cache-clear-target")?.lowercased() ?? ""
-            guard ["", "both", "cache", "queue"].contains(target) else {
-                await response.sendError(.badRequest, "If provided 'x-image-cache-clear-target' must be 'cache', 'queue' or empty string.")
+    func respond(_ request: Request, _ response: ResponseWriter, route: Route) async {
+        switch route {
+        case let .glanceCache(cloud, rest):
+            await GlanceCacheResponder(cache: cache, admin: self, logger: logger).respond(request, response, cloud: cloud, rest: rest)
+        case let .depot(rest):
+            let caller = await caller(request, cloud: cache.defaultCloud)
+            if let refusal = Self.refusal(caller, cloud: cache.defaultCloud, action: "depot_admin") {
+                await response.sendError(refusal.status, refusal.message)
                 return
             }
-            if target != "queue" { _ = cache.prune(everything: true) }
-            // Queued images are fills in progress: they finish (their clients are waiting).
-            await response.send(.noContent)
-        case (.POST, 1) where rest[0] == "prune":
-            let (blobs, bytes) = cache.prune()
-            await response.sendJSON(.ok, ["total_files_pruned": blobs, "total_bytes_pruned": bytes])
-        case (.POST, 1) where rest[0] == "clean":
-            do {
-                let report = try cache.store.cleanTemporaryFiles()
-                await response.sendJSON(.ok, ["total_files_cleaned": report.removedTemporaryFiles.count, "total_bytes_cleaned": report.removedTemporaryBytes])
-            } catch {
-                await response.sendError(.internalServerError, "\(error)")
-            }
-        case (.GET, 2) where rest[0] == "nodes":
-            // One node: this Depot.
-            let host = request.headers.first(name: "host") ?? "localhost"
-            let cached = (try? cache.cachedBlob(cloud: cloud, imageID: rest[1])) != nil
-            await response.sendJSON(.ok, cached ? ["http://\(host)"] : [String]())
-        default:
-            await response.sendError(.methodNotAllowed, "\(request.method.rawValue) \(request.path) is not part of the cache API")
-        }
-    }
-
-    func listGlanceCache(_ response: ResponseWriter, cloud: String) async {
-        do {
-            let blobs = Dictionary(uniqueKeysWithValues: try cache.catalog.allBlobs().map { ($0.sha256, $0) })
-            let cached: [[String: Any]] = try cache.catalog.allImages().filter { $0.cloud == cloud }.compactMap { image in
-                guard let blob = blobs[image.sha256] else { return nil }
-                return [
-                    "image_id": image.imageID, "hits": blob.hits, "last_accessed": blob.lastAccess, "last_modified": blob.createdAt,
-                    "size": blob.size,
-                ]
-            }
-            let queued = cache.runningFills().filter { $0.cloud == cloud }.map(\.imageID)
-            await response.sendJSON(.ok, ["cached_images": cached, "queued_images": queued])
-        } catch {
-            await response.sendError(.internalServerError, "cannot read the catalog: \(error)")
+            await depot(request, response, rest: rest)
         }
     }
 
@@ -202,7 +221,7 @@ struct AdminResponder {
         } catch let refusal as EvictionRefusal {
             if case .notCached = refusal { await response.sendError(.notFound, refusal.description) } else { await response.sendError(.conflict, refusal.description) }
         } catch let error as CacheError {
-            await ImageFileResponder(cache: cache, logger: logger).sendCacheError(error, response)
+            await GlanceCacheResponder.send(error, imageID: nil, response)
         } catch {
             await response.sendError(.internalServerError, "\(error)")
         }

@@ -104,7 +104,12 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         guard path.hasPrefix("/v2/") else { return .notFound("no route for \(path); Depot serves the Glance v2 API under /v2/") }
         let segments = Self.segments(path)
         if segments.count >= 3, segments[2] == "cache" {
-            return .admin(.glanceCache(cloud: cloud, rest: segments.dropFirst(3).filter { !$0.isEmpty }.map(String.init)))
+            let rest = segments.dropFirst(3)
+            // Glance's router has no route with an empty segment ("/v2/cache/" is 404 there).
+            guard !rest.contains(where: \.isEmpty) else {
+                return .notFound("no route for \(path); the cache API is /v2/cache, /v2/cache/{image_id}, /v2/cache/nodes/{image_id}, /v2/cache/prune and /v2/cache/clean")
+            }
+            return .admin(.glanceCache(cloud: cloud, rest: rest.map(String.init)))
         }
         // ["", "v2", "images", ID, "file"]
         if segments.count == 5, segments[2] == "images" {
@@ -239,7 +244,8 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
     // MARK: Readiness
 
     /// Ready when the store is writable and the Catalog answers. Backends are reported per
-    /// cloud but do not make Depot unready: it serves cached images through an outage.
+    /// cloud (a Glance version document, or what is wrong: see `BackendCheck`) but do not make
+    /// Depot unready: it serves cached images through an outage.
     func readiness(_ response: ResponseWriter) async {
         var report: [String: Any] = [:]
         var ready = true
@@ -257,17 +263,14 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
             report["catalog"] = "\(error)"
             ready = false
         }
-        var clouds: [String: String] = [:]
-        for (name, client) in cache.clouds {
-            do {
-                let answer = try await client.forward(method: "GET", pathAndQuery: "/versions", headers: [], body: nil)
-                for try await _ in answer.body {}
-                clouds[name] = answer.head.status < 500 ? "reachable" : "answered \(answer.head.status)"
-            } catch {
-                clouds[name] = "unreachable: \(error)"
+        report["clouds"] = await withTaskGroup(of: (String, String).self) { group in
+            for (name, client) in cache.clouds {
+                group.addTask { (name, await client.checkBackend(timeout: .seconds(5)).summary) }
             }
+            var clouds: [String: String] = [:]
+            for await (name, summary) in group { clouds[name] = summary }
+            return clouds
         }
-        report["clouds"] = clouds
         report["status"] = ready ? "ready" : "not ready"
         await response.sendJSON(ready ? .ok : .serviceUnavailable, report)
     }
@@ -359,7 +362,19 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
             return
         }
         // libcurl negotiates its own 100-continue with the backend.
-        let headers = request.headers.filter { $0.name.lowercased() != "expect" }.map { ($0.name, $0.value) }
+        var headers = request.headers.filter { $0.name.lowercased() != "expect" }.map { ($0.name, $0.value) }
+        if carriesAdminTokenToSchemas(request, pathAndQuery: pathAndQuery) {
+            // Schemas are the same for every caller, and glanceclient fetches them before any
+            // command (`glance --os-auth-token ADMIN_TOKEN cache-list`); Glance does not know
+            // Depot's admin token, so Depot's own credentials ask for them.
+            headers.removeAll { $0.0.lowercased() == "x-auth-token" }
+            do {
+                if let token = try await client.serviceToken() { headers.append(("X-Auth-Token", token)) }
+            } catch {
+                await response.sendError(.serviceUnavailable, "cannot get Depot's service token for cloud \(cloud) (\(error)); retry later")
+                return
+            }
+        }
         var body: UploadSource?
         if let bodyBytes {
             body = .bytes(bodyBytes)
@@ -392,6 +407,15 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         } catch {
             response.abort()
         }
+    }
+
+    /// Whether a request for Glance's schemas (`/v2/schemas…`) carries Depot's own admin token.
+    func carriesAdminTokenToSchemas(_ request: Request, pathAndQuery: String) -> Bool {
+        let path = Self.pathPart(Substring(pathAndQuery))
+        guard path == "/v2/schemas" || path.hasPrefix("/v2/schemas/"), let adminToken = admin.token, !adminToken.isEmpty,
+              let token = request.headers.first(name: "x-auth-token")
+        else { return false }
+        return AdminResponder.constantTimeEquals(token, adminToken)
     }
 
     /// Drops cached knowledge of an image that Glance just deleted or deactivated.

@@ -122,16 +122,7 @@ struct ServeCommand: AsyncParsableCommand {
         let server = HTTPServer(
             host: settings.listenHost, port: settings.listenPort, handler: handler, tls: try tlsContext(settings), limits: limits)
 
-        for cloud in settings.clouds {
-            let client = clients[cloud.name]!
-            Task {
-                do {
-                    _ = try await client.forward(method: "GET", pathAndQuery: "/versions", headers: [], body: nil)
-                } catch {
-                    logger.warning("backend Glance not reachable yet; cached images are still served", metadata: ["cloud": "\(cloud.name)", "error": "\(error)"])
-                }
-            }
-        }
+        try await checkBackends(clients, logger: logger)
         let service = HTTPService(server: server)
         let pushes = PushService(queue: cache.pushes)
         let scrub = ScrubService(scrubber: Scrubber(cache: cache, bytesPerSecond: settings.scrubRate, interval: settings.scrubInterval))
@@ -146,6 +137,31 @@ struct ServeCommand: AsyncParsableCommand {
         } catch let error as HTTPServerError {
             throw CLIError(error.description)
         }
+    }
+
+    /// Checks that each cloud's URL is a Glance (its version document). A URL that is not one
+    /// (a wrong path, another service) is a configuration mistake: Depot refuses to start and
+    /// says what to give. A backend that does not answer now is not: Depot serves its cache and
+    /// reports it in /readyz.
+    func checkBackends(_ clients: [String: GlanceClient], logger: Logger) async throws {
+        let checks = await withTaskGroup(of: (String, BackendCheck).self) { group in
+            for (name, client) in clients { group.addTask { (name, await client.checkBackend()) } }
+            var checks: [(String, BackendCheck)] = []
+            for await check in group { checks.append(check) }
+            return checks.sorted { $0.0 < $1.0 }
+        }
+        var mistakes: [String] = []
+        for (name, check) in checks {
+            switch check {
+            case let .glance(version):
+                logger.info("backend Glance answers", metadata: ["cloud": "\(name)", "version": "\(version)"])
+            case let .unavailable(reason):
+                logger.warning("backend Glance not reachable yet; cached images are still served", metadata: ["cloud": "\(name)", "error": "\(reason)"])
+            case let .misconfigured(message):
+                mistakes.append("cloud \(name): \(message)")
+            }
+        }
+        guard mistakes.isEmpty else { throw CLIError("the image service URL is wrong:\n  " + mistakes.joined(separator: "\n  ")) }
     }
 
     func clientConfiguration(_ cloud: DepotConfiguration.CloudConfiguration) -> GlanceClientConfiguration {

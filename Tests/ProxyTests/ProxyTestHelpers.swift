@@ -157,9 +157,16 @@ extension CacheSettings {
 
 /// Runs the glance CLI against `endpoint` as `token`, stdin closed (glanceclient reads image
 /// data from any other stdin); returns its exit status and output (stdout and stderr).
+///
+/// Each run has a fresh home: glanceclient caches the image schemas in ~/.glanceclient and
+/// skips fetching them when they are there, so a run must not depend on what an earlier one
+/// (or another user of the machine) left.
 func glanceCLI(_ endpoint: String, token: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
-    let command = [GlanceServer.venv + "/bin/glance", "--os-image-url", endpoint, "--os-auth-token", token] + arguments
-    let result = try await spawn("/bin/sh", ["-c", "exec \"$0\" \"$@\" <&- 2>&1"] + command)
+    let home = TemporaryDirectory("depot-glanceclient-home")
+    let command = [home.path, GlanceServer.venv + "/bin/glance", "--os-image-url", endpoint, "--os-auth-token", token] + arguments
+    let script = "HOME=\"$0\" XDG_CACHE_HOME=\"$0/.cache\" exec \"$@\" <&- 2>&1"
+    let result = try await spawn("/bin/sh", ["-c", script] + command)
+    withExtendedLifetime(home) {}
     return (result.status, String(decoding: result.stdout, as: UTF8.self))
 }
 
