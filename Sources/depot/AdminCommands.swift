@@ -85,6 +85,8 @@ struct CacheCommand: AsyncParsableCommand {
         func run() async throws {
             let blobs: [[String: Any]]
             if let dataDir {
+                let lock = try lockDataDirectory(dataDir, .shared)
+                defer { withExtendedLifetime(lock) {} }
                 blobs = try BlobInventory.all(in: openCatalog(dataDir)).map(\.json)
             } else {
                 blobs = (try await target.call("GET", "/depot/v1/blobs") as? [String: Any])?["blobs"] as? [[String: Any]] ?? []
@@ -205,6 +207,8 @@ struct PushesCommand: AsyncParsableCommand {
         func run() async throws {
             let pushes: [[String: Any]]
             if let dataDir {
+                let lock = try lockDataDirectory(dataDir, .shared)
+                defer { withExtendedLifetime(lock) {} }
                 pushes = try openCatalog(dataDir).pushes().map(\.json)
             } else {
                 pushes = (try await target.call("GET", "/depot/v1/pushes") as? [String: Any])?["pushes"] as? [[String: Any]] ?? []

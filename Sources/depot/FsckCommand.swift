@@ -42,6 +42,9 @@ struct FsckCommand: ParsableCommand {
         guard FileManager.default.fileExists(atPath: dataDir.path) else {
             throw CLIError("no data directory at \(dataDir.path); pass --data-dir")
         }
+        // Exclusive even for --dry-run: opening the store removes leftover temporary files.
+        let lock = try lockDataDirectory(dataDir.path, .exclusive)
+        defer { withExtendedLifetime(lock) {} }
         var report = Report()
         let catalogPath = dataDir.path + "/catalog.sqlite"
         report.catalogRebuilt = !FileManager.default.fileExists(atPath: catalogPath)

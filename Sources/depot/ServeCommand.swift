@@ -86,11 +86,17 @@ struct ServeCommand: AsyncParsableCommand {
         let logger = Logger(label: "depot")
 
         try checkWritable(settings.dataDirectory)
+        // Held until the process exits: one Catalog, one budget and one push queue per directory.
+        let lock = try lockDataDirectory(settings.dataDirectory, .exclusive)
+        defer { withExtendedLifetime(lock) {} }
         let store = try BlobStore(dataDirectory: settings.dataDirectory)
         let catalog: Catalog
         do { catalog = try Catalog(path: settings.dataDirectory + "/catalog.sqlite") } catch {
+            // GRDB writes when it opens a database: an unwritable catalog fails here.
+            if "\(error)".contains("readonly") { throw Self.unwritableCatalog(settings.dataDirectory + "/catalog.sqlite", error) }
             throw CLIError("cannot open the catalog in \(settings.dataDirectory): \(error); if it is damaged, move it away and run depot fsck to rebuild it")
         }
+        try checkWritable(store: store, catalog: catalog)
         var clients: [String: GlanceClient] = [:]
         for cloud in settings.clouds {
             clients[cloud.name] = GlanceClient(configuration: clientConfiguration(cloud))
@@ -197,6 +203,18 @@ struct ServeCommand: AsyncParsableCommand {
             throw CLIError("cannot write in the data directory \(directory); choose another --data-dir or fix its permissions")
         }
         try? FileManager.default.removeItem(atPath: probe)
+    }
+
+    /// Where a first upload or fill would write: `tmp/`, a link into `blobs/`, the Catalog.
+    func checkWritable(store: BlobStore, catalog: Catalog) throws {
+        do { try store.checkWritable() } catch {
+            throw CLIError("cannot write blobs in \(store.root) (tmp/ and blobs/ must be writable by this user, on one filesystem): \(error); fix their ownership or permissions")
+        }
+        do { try catalog.checkWritable() } catch { throw Self.unwritableCatalog(catalog.path, error) }
+    }
+
+    static func unwritableCatalog(_ path: String, _ error: any Error) -> CLIError {
+        CLIError("cannot write the catalog \(path): \(error); it and its -wal and -shm files must be writable by this user (a depot fsck run as root leaves them root's): fix their ownership")
     }
 }
 

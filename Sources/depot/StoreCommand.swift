@@ -29,6 +29,8 @@ struct StoreCommand: ParsableCommand {
         var allDigests = false
 
         func run() throws {
+            let lock = try lockDataDirectory(dataDir.path, .exclusive)
+            defer { withExtendedLifetime(lock) {} }
             let store = try BlobStore(dataDirectory: dataDir.path)
             var expectation = BlobExpectation(size: expectedSize)
             if let hex = expectedSHA256 {
@@ -85,6 +87,8 @@ struct StoreCommand: ParsableCommand {
         var range: String?
 
         func run() throws {
+            let lock = try lockDataDirectory(dataDir.path, .shared)
+            defer { withExtendedLifetime(lock) {} }
             let store = try BlobStore(dataDirectory: dataDir.path)
             let reader = try store.open(try parseDigest(digest))
             let selected = try range.map(parseInclusiveRange).map { $0.lowerBound..<($0.upperBound + 1) }
@@ -108,6 +112,8 @@ struct StoreCommand: ParsableCommand {
         @OptionGroup var dataDir: DataDirectoryOption
 
         func run() throws {
+            let lock = try lockDataDirectory(dataDir.path, .shared)
+            defer { withExtendedLifetime(lock) {} }
             let store = try BlobStore(dataDirectory: dataDir.path)
             for digest in try store.allDigests().sorted(by: { $0.hex < $1.hex }) {
                 print("\(digest.hex)  \(try store.size(of: digest))")
@@ -126,6 +132,8 @@ struct StoreCommand: ParsableCommand {
         var digest: String?
 
         func run() throws {
+            let lock = try lockDataDirectory(dataDir.path, .exclusive)
+            defer { withExtendedLifetime(lock) {} }
             let store = try BlobStore(dataDirectory: dataDir.path)
             for stray in store.recovery.strayFiles {
                 printError("stray file (not a blob name, never served): \(stray)")
