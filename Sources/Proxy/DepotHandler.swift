@@ -132,6 +132,7 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
             // The event-loop path has no Request: log and count it here.
             cache.statistics.record(.hit, bytes: hit.bodyBytes)
             Counter(label: "depot_http_requests_total", dimensions: [("route", "image_file"), ("status", String(hit.status.code))]).increment()
+            Timer(label: "depot_http_request_duration_seconds", dimensions: [("route", "image_file")]).record(duration: ContinuousClock.now - started)
             accessLogger.info(
                 "\(head.method.rawValue) \(head.uri.split(separator: "?").first ?? "") \(hit.status.code)",
                 metadata: ["bytes": "\(hit.bodyBytes)", "duration_ms": "\(Self.milliseconds(ContinuousClock.now - started))", "cache": "hit", "path": "fast"])

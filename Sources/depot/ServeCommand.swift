@@ -116,11 +116,16 @@ struct ServeCommand: AsyncParsableCommand {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let cache = try ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: settings.clouds[0].name, settings: cacheSettings)
+        cache.registerCounters()
         var uploads = UploadSettings()
         uploads.mode = UploadMode(rawValue: settings.uploadMode) ?? .writeBack
         uploads.maximumSize = settings.maxUploadSize
         let handler = DepotHandler(
-            cache: cache, uploads: uploads, admin: AdminAccess(token: settings.adminToken), metrics: { registry.emitToBuffer() })
+            cache: cache, uploads: uploads, admin: AdminAccess(token: settings.adminToken),
+            metrics: {
+                cache.recordGauges()
+                return registry.emitToBuffer()
+            })
         var limits = ServerLimits()
         limits.maximumConnections = settings.maxConnections
         limits.headerTimeout = TimeAmount(settings.headerTimeout)
@@ -140,7 +145,8 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let service = HTTPService(server: server)
         let pushes = PushService(queue: cache.pushes)
-        var groupConfiguration = ServiceGroupConfiguration(services: [service, pushes], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        let probe = BackendProbeService(probe: BackendProbe(clouds: clients))
+        var groupConfiguration = ServiceGroupConfiguration(services: [service, pushes, probe], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // Transfers get this long to finish after SIGTERM/SIGINT; then connections are closed.
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(30)
         groupConfiguration.maximumCancellationDuration = .seconds(5)
@@ -250,6 +256,17 @@ struct PushService: Service {
     func run() async throws {
         await cancelWhenGracefulShutdown {
             await queue.run()
+        }
+    }
+}
+
+/// Probes the backends for `depot_backend_up` until shutdown.
+struct BackendProbeService: Service {
+    let probe: BackendProbe
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await probe.run()
         }
     }
 }
