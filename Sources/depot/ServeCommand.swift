@@ -125,7 +125,7 @@ struct ServeCommand: AsyncParsableCommand {
             metrics: {
                 cache.recordGauges()
                 return registry.emitToBuffer()
-            })
+            }, exportDirectory: settings.multicloudExportDirectory)
         var limits = ServerLimits()
         limits.maximumConnections = settings.maxConnections
         limits.headerTimeout = TimeAmount(settings.headerTimeout)
