@@ -22,19 +22,37 @@ struct ServeCommand: AsyncParsableCommand {
         abstract: "Serve the Glance v2 API from the cache, fetching from the backend Glance on a miss.",
         discussion: "Flags override the config file; config/depot.example.yaml documents every key.")
 
-    @Option(help: "The config file (YAML).") var config: String?
-    @Option(help: "Where to listen, HOST:PORT (port 0 picks a free one).") var listen: String?
-    @Option(name: .customLong("data-dir"), help: "The data directory (blobs/, tmp/, catalog.sqlite).") var dataDir: String?
-    @Option(name: .customLong("glance-url"), help: "The default cloud's Glance endpoint, without /v2.") var glanceURL: String?
-    @Option(name: .customLong("service-token"), help: "A static token for Depot's own calls to Glance.") var serviceToken: String?
-    @Option(name: .customLong("cloud-owner"), help: "Owner of the cloud given by --glance-url (default: default).") var cloudOwner: String?
-    @Option(name: .customLong("cloud-region"), help: "Region of the cloud given by --glance-url (default: RegionOne).") var cloudRegion: String?
-    @Option(name: .customLong("cache-size"), help: "Disk budget for blobs, e.g. 20GiB.") var cacheSize: String?
-    @Option(name: .customLong("admin-token"), help: "Token for the admin APIs.") var adminToken: String?
-    @Option(name: .customLong("upload-mode"), help: "write-back (acknowledge once durable here) or write-through (once Glance has it).") var uploadMode: String?
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.") var logLevel: String?
-    @Option(name: .customLong("tls-certificate"), help: "Serve HTTPS with this certificate chain (PEM); needs --tls-key.") var tlsCertificate: String?
-    @Option(name: .customLong("tls-key"), help: "The private key (PEM) of --tls-certificate.") var tlsKey: String?
+    /// What applies when neither a flag nor the config file says otherwise (shown in --help).
+    static let defaults = DepotConfiguration()
+
+    @Option(help: "The config file (YAML); flags override its keys. Default: none.") var config: String?
+    @Option(help: "Where to listen, HOST:PORT (port 0 picks a free one). Default: \(defaults.listenHost):\(defaults.listenPort) (listen:).")
+    var listen: String?
+    @Option(
+        name: .customLong("data-dir"),
+        help: "The data directory (blobs/, tmp/, catalog.sqlite, depot.lock). Default: ./\(defaults.dataDirectory) (data_dir:).")
+    var dataDir: String?
+    @Option(name: .customLong("glance-url"), help: "The default cloud's Glance endpoint, without /v2, e.g. http://glance:9292. Required unless the config file has clouds:.")
+    var glanceURL: String?
+    @Option(name: .customLong("service-token"), help: "A static token for Depot's own calls to Glance. Default: none (clouds[].service_token or keystone:).")
+    var serviceToken: String?
+    @Option(name: .customLong("cloud-owner"), help: "Owner of the cloud given by --glance-url. Default: \(DepotConfiguration.CloudConfiguration().owner).")
+    var cloudOwner: String?
+    @Option(name: .customLong("cloud-region"), help: "Region of the cloud given by --glance-url. Default: \(DepotConfiguration.CloudConfiguration().region).")
+    var cloudRegion: String?
+    @Option(name: .customLong("cache-size"), help: "Disk budget for blobs, e.g. 20GiB. Default: no budget, blobs stay until evicted (cache.size:).")
+    var cacheSize: String?
+    @Option(name: .customLong("admin-token"), help: "Token for the admin APIs (/depot/v1, /v2/cache). Default: none, only Keystone admins (admin_token:).")
+    var adminToken: String?
+    @Option(
+        name: .customLong("upload-mode"),
+        help: "write-back (acknowledge once durable here) or write-through (once Glance has it). Default: \(defaults.uploadMode) (upload_mode:).")
+    var uploadMode: String?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. Default: \(defaults.logLevel) (log_level:).")
+    var logLevel: String?
+    @Option(name: .customLong("tls-certificate"), help: "Serve HTTPS with this certificate chain (PEM); needs --tls-key. Default: plain HTTP (tls.certificate:).")
+    var tlsCertificate: String?
+    @Option(name: .customLong("tls-key"), help: "The private key (PEM) of --tls-certificate (tls.key:).") var tlsKey: String?
 
     /// The config file with the flags applied.
     func effectiveConfiguration() throws -> DepotConfiguration {

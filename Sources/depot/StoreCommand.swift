@@ -48,6 +48,10 @@ struct StoreCommand: ParsableCommand {
                 }
             }
             defer { if input != STDIN_FILENO { close(input) } }
+            var info = stat()
+            let size: UInt64? = fstat(input, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG ? UInt64(info.st_size) : nil
+            let progress = Progress(label: "store put", total: size)
+            var stored: UInt64 = 0
             let writer = try store.makeWriter(expecting: expectation, alsoCompute: allDigests ? [.sha512, .md5] : [])
             let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
             defer { chunk.deallocate() }
@@ -60,8 +64,11 @@ struct StoreCommand: ParsableCommand {
                 }
                 if n == 0 { break }
                 try writer.write(UnsafeRawBufferPointer(rebasing: chunk[..<n]))
+                stored += UInt64(n)
+                progress.update(done: stored)
             }
             let blob = try writer.commit()
+            progress.finish()
             if allDigests {
                 for algorithm in DigestAlgorithm.allCases {
                     if let digest = blob.digests[algorithm] {
@@ -143,11 +150,12 @@ struct StoreCommand: ParsableCommand {
                 corrupt = try store.verify(try parseDigest(digest)).map { [$0] } ?? []
                 if corrupt.isEmpty { print("ok \(digest)") }
             } else {
-                let progress = ProgressLine(label: "verifying")
-                let report = try store.verifyAll { done, total, bytes in
-                    progress.update("\(done)/\(total) blobs, \(formatBytes(bytes))")
+                let total = try store.allDigests().reduce(UInt64(0)) { $0 + ((try? store.size(of: $1)) ?? 0) }
+                let progress = Progress(label: "verify", total: total)
+                let report = try store.verifyAll { done, count, bytes in
+                    progress.update(done: bytes, note: "blob \(done) of \(count)")
                 }
-                progress.finish()
+                progress.finish(note: "\(report.checked) blobs")
                 corrupt = report.corrupt
                 print("checked \(report.checked) blobs (\(formatBytes(report.bytesChecked))), \(report.corrupt.count) corrupt")
             }
