@@ -85,13 +85,14 @@ public final class DataDirectoryLock: Sendable {
         return found
     }
 
-    /// A process's command line, e.g. "depot serve --data-dir /var/lib/depot", if it can be read.
+    /// A process's program and first argument, e.g. "depot serve", if they can be read. Not
+    /// the whole command line: it may carry a token (--admin-token, --service-token).
     static func command(of pid: Int32) -> String? {
         guard let text = readSmallFile("/proc/\(pid)/cmdline"), !text.isEmpty else { return nil }
         let words = text.split(separator: "\0").map(String.init)
         guard let first = words.first else { return nil }
         let name = first.split(separator: "/").last.map(String.init) ?? first
-        return ([name] + words.dropFirst()).joined(separator: " ")
+        return ([name] + words.dropFirst().prefix(1)).joined(separator: " ")
     }
 
     static func readSmallFile(_ path: String) -> String? {
@@ -123,7 +124,7 @@ public struct LockHolder: Sendable, Equatable, CustomStringConvertible {
     /// Its command line, when it could be read.
     public let command: String?
 
-    public var description: String { "pid \(pid)" + (command.map { " (\($0.prefix(120)))" } ?? "") }
+    public var description: String { "pid \(pid)" + (command.map { " (\($0.prefix(80)))" } ?? "") }
 }
 
 /// Why a data directory's lock could not be taken; the text says what to do.

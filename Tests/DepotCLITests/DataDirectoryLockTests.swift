@@ -17,16 +17,34 @@ import Testing
         try await offThePool { try depot(arguments, stdin: stdin) }
     }
 
+    /// `depot serve` that must refuse to start: one that starts anyway is stopped after 30 s
+    /// (exit 124) rather than hanging the test.
+    static func serveExpectingRefusal(_ dir: String) async throws -> Outcome {
+        let glance = try await GlanceServer.shared()
+        return try await offThePool {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+            process.arguments = [
+                "30", depotExecutable, "serve", "--listen", "127.0.0.1:0", "--data-dir", dir, "--glance-url", glance.url, "--service-token", "depot:service:admin",
+            ]
+            let out = Pipe(), err = Pipe()
+            (process.standardOutput, process.standardError) = (out, err)
+            try process.run()
+            let stderr = err.fileHandleForReading.readDataToEndOfFile()
+            let stdout = out.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return Outcome(status: process.terminationStatus, stdout: stdout, stderr: String(decoding: stderr, as: UTF8.self))
+        }
+    }
+
     @Test func aSecondServerAndTheOfflineToolsAreRefusedWithTheHoldersPid() async throws {
         let dir = TemporaryDirectory("depot-lock")
         let first = try await Self.serve(dir.path)
-        let glance = try await GlanceServer.shared()
-        let second = try await Self.depotOffPool([
-            "serve", "--listen", "127.0.0.1:0", "--data-dir", dir.path, "--glance-url", glance.url, "--service-token", "depot:service:admin",
-        ])
+        let second = try await Self.serveExpectingRefusal(dir.path)
         #expect(second.status != 0)
         #expect(second.stderr.contains("pid \(first.pid)"), "\(second.stderr)")
-        #expect(second.stderr.contains("depot serve"), "the message names the holder's command: \(second.stderr)")
+        #expect(second.stderr.contains("(depot serve)"), "the message names the holder's command: \(second.stderr)")
+        #expect(!second.stderr.contains("depot:service:admin"), "never the holder's tokens: \(second.stderr)")
         #expect(!second.text.contains("listening"))
 
         let refusals: [[String]] = [
@@ -92,10 +110,7 @@ import Testing
             try run("/bin/mount", ["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", target])
         }
         defer { _ = try? run("/bin/umount", ["-l", target]) }
-        let glance = try await GlanceServer.shared()
-        let serve = try await Self.depotOffPool([
-            "serve", "--listen", "127.0.0.1:0", "--data-dir", dir.path, "--glance-url", glance.url, "--service-token", "depot:service:admin",
-        ])
+        let serve = try await Self.serveExpectingRefusal(dir.path)
         #expect(serve.status != 0, "started with \(part) read-only")
         #expect(serve.stderr.contains(part.hasSuffix(".sqlite") ? "cannot write the catalog" : "cannot write blobs"), "\(serve.stderr)")
         #expect(serve.stderr.contains(part.hasSuffix(".sqlite") ? "readonly database" : "Read-only file system"), "\(serve.stderr)")
