@@ -30,21 +30,12 @@ extension GlanceClient {
     /// - Returns: nil for a token Keystone does not accept.
     /// - Throws: `GlanceError` when Keystone or Glance cannot be asked, or refuses the probe.
     public func tokenProject(_ userToken: String) async throws(GlanceError) -> TokenProject? {
-        if let keystone {
-            let service = try await keystone.current(using: self)
-            let url = keystone.credentials.authURL + "/auth/tokens"
-            var request = HTTPRequest(method: "GET", url: url, totalTimeout: configuration.requestTimeout)
-            request.headers = [("X-Auth-Token", service.token), ("X-Subject-Token", userToken), ("Accept", "application/json")]
-            switch await perform(request) {
-            case let .success((head, body)):
-                guard head.status == 200 else { return nil }
-                guard let project = (try? JSONDecoder().decode(ScopedToken.self, from: Data(body)))?.token.project else {
-                    throw .authentication(reason: "the token is not scoped to a project (a domain- or system-scoped token); use a project-scoped token")
-                }
-                return TokenProject(id: project.id, name: project.name, source: .keystone)
-            case let .failure(failure):
-                throw glanceError(failure, method: "GET", url: url)
+        if let (status, body) = try await validateWithKeystone(userToken) {
+            guard status == 200 else { return nil }
+            guard let project = (try? JSONDecoder().decode(ScopedToken.self, from: Data(body)))?.token.project else {
+                throw .authentication(reason: "the token is not scoped to a project (a domain- or system-scoped token); use a project-scoped token")
             }
+            return TokenProject(id: project.id, name: project.name, source: .keystone)
         }
         let probe = try await createImage(
             ["name": .string("depot-project-probe"), "visibility": .string("private"), "tags": .array([.string("depot-project-probe")])],
