@@ -190,9 +190,12 @@ public final class BlobStore: Sendable {
         return report
     }
 
-    /// Checks that the store can create, sync and remove a file (for readiness probes).
+    /// Checks that the store can write a file in `tmp/` and publish it under `blobs/` with a
+    /// hard link, as a commit does (so `blobs/` on another filesystem fails here, not at the
+    /// first upload); for start-up and readiness probes.
     public func checkWritable() throws(BlobStoreError) {
-        let probe = "\(tmpRoot)/.ready-\(UInt64.random(in: .min ... .max))"
+        let name = ".write-check-\(UInt64.random(in: .min ... .max))"
+        let probe = "\(tmpRoot)/\(name)"
         let fd = try POSIX.open(probe, O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
         defer {
             Glibc.close(fd)
@@ -202,6 +205,9 @@ public final class BlobStore: Sendable {
             Result { () throws(BlobStoreError) in try POSIX.writeAll(fd, bytes, path: probe) }
         }
         try written.get()
+        let published = "\(blobsRoot)/\(name)"
+        guard Glibc.link(probe, published) == 0 else { throw .io(operation: "link", path: published, errno: errno) }
+        Glibc.unlink(published)
     }
 
     /// Removes temporary files no live writer holds (what a crash left), as at start-up.

@@ -114,6 +114,16 @@ final class DiskBudget: Sendable {
         state.withLock { ($0.index.count, $0.pinned.count, $0.held.count, $0.evictions, $0.evictedBytes) }
     }
 
+    /// Bytes that eviction may not take: pinned blobs, and blobs whose push is pending (a
+    /// blob both pinned and held counts as pinned), for the budget gauges.
+    var keptBytes: (pinned: UInt64, pushHeld: UInt64) {
+        state.withLock { state in
+            let pinned = state.pinned.reduce(UInt64(0)) { $0 + (state.index.size(of: $1) ?? 0) }
+            let held = state.held.keys.reduce(UInt64(0)) { $0 + (state.pinned.contains($1) ? 0 : state.index.size(of: $1) ?? 0) }
+            return (pinned, held)
+        }
+    }
+
     /// Blobs from least to most recently used.
     var recencyOrder: [Digest] { state.withLock { $0.index.order } }
 

@@ -75,6 +75,13 @@ public final class Catalog: Sendable {
         return migrator
     }
 
+    /// Checks that the database takes a write transaction: SQLite opens a file it may not
+    /// write (say, one a root-run fsck left owned by root) read-only without a word, and the
+    /// first upload would fail instead of the start.
+    public func checkWritable() throws {
+        try pool.write { db in try db.execute(sql: "DELETE FROM blob WHERE 0") }
+    }
+
     /// Checks that the database answers (for readiness probes).
     public func ping() throws {
         _ = try pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }

@@ -46,6 +46,8 @@ public struct DepotConfiguration: Sendable, Equatable {
     /// The listener's TLS certificate chain and private key (PEM); both or neither.
     public var tlsCertificate: String?
     public var tlsKey: String?
+    /// Where the ONAP Multicloud route may write images (`imagePath`); nil turns it off.
+    public var multicloudExportDirectory: String?
 
     public init() {}
 
@@ -169,6 +171,16 @@ public struct DepotConfiguration: Sendable, Equatable {
                 guard (config.tlsCertificate == nil) == (config.tlsKey == nil) else {
                     throw ConfigurationError(path: path, line: entry.line, message: "tls: needs both certificate: and key: (PEM files)")
                 }
+            case "multicloud":
+                for sub in try reader.map(entry) {
+                    switch sub.key {
+                    case "export_dir":
+                        let directory = try reader.string(sub)
+                        guard directory.hasPrefix("/") else { throw reader.error(sub, "expected an absolute path, e.g. /srv/depot-export") }
+                        config.multicloudExportDirectory = directory
+                    default: throw reader.unknown(sub, in: "multicloud", known: ["export_dir"])
+                    }
+                }
             case "clouds":
                 guard case let .list(items) = entry.value else {
                     throw ConfigurationError(path: path, line: entry.line, message: "clouds: must be a list of clouds (- owner: ...)")
@@ -182,7 +194,7 @@ public struct DepotConfiguration: Sendable, Equatable {
             default:
                 throw reader.unknown(entry, in: nil, known: [
                     "listen", "data_dir", "log_level", "admin_token", "cache", "auth", "upload_mode", "max_upload_size", "push", "limits", "tls",
-                    "clouds",
+                    "multicloud", "clouds",
                 ])
             }
         }

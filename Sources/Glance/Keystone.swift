@@ -110,18 +110,23 @@ extension GlanceClient {
     /// The roles of a user's token, as Keystone validates it with Depot's service token; nil
     /// when this cloud has no Keystone (static service token), empty for an invalid token.
     public func tokenRoles(_ userToken: String) async throws(GlanceError) -> Set<String>? {
+        guard let (status, body) = try await validateWithKeystone(userToken) else { return nil }
+        guard status == 200 else { return [] }
+        let decoded = try? JSONDecoder().decode(ValidatedToken.self, from: Data(body))
+        return Set(decoded?.token.roles?.map(\.name) ?? [])
+    }
+
+    /// Keystone's validation of a user's token (`GET /v3/auth/tokens`, with Depot's service
+    /// token): its status and body; nil when this cloud has no Keystone.
+    func validateWithKeystone(_ userToken: String) async throws(GlanceError) -> (status: Int, body: [UInt8])? {
         guard let keystone else { return nil }
         let service = try await keystone.current(using: self)
         let url = keystone.credentials.authURL + "/auth/tokens"
         var request = HTTPRequest(method: "GET", url: url, totalTimeout: configuration.requestTimeout)
         request.headers = [("X-Auth-Token", service.token), ("X-Subject-Token", userToken), ("Accept", "application/json")]
         switch await perform(request) {
-        case let .success((head, body)):
-            guard head.status == 200 else { return [] }
-            let decoded = try? JSONDecoder().decode(ValidatedToken.self, from: Data(body))
-            return Set(decoded?.token.roles?.map(\.name) ?? [])
-        case let .failure(failure):
-            throw glanceError(failure, method: "GET", url: url)
+        case let .success((head, body)): return (head.status, body)
+        case let .failure(failure): throw glanceError(failure, method: "GET", url: url)
         }
     }
 }

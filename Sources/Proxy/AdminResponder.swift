@@ -199,6 +199,8 @@ struct AdminResponder {
                 }
                 try cache.setPinned(digest, method == .PUT)
                 await response.sendJSON(.ok, ["cloud": cloud, "image_id": imageID, "sha256": digest.hex, "pinned": method == .PUT])
+            } else if method == .GET, let ids = path("images", "*", "*") {
+                await response.sendJSON(.ok, try prefetchState(cloud: ids[0], imageID: ids[1]))
             } else if method == .PUT, let ids = path("images", "*", "*") {
                 let fill = try await cache.prefetch(cloud: ids[0], imageID: ids[1])
                 await response.sendJSON(.accepted, ["cloud": ids[0], "image_id": ids[1], "state": fill == nil ? "cached" : "filling"])
@@ -225,5 +227,22 @@ struct AdminResponder {
         } catch {
             await response.sendError(.internalServerError, "\(error)")
         }
+    }
+
+    /// Where an image's caching stands (`cached`, `filling` with bytes written, `not cached`),
+    /// for `depot cache prefetch`'s progress.
+    func prefetchState(cloud: String, imageID: String) throws -> [String: Any] {
+        var state: [String: Any] = ["cloud": cloud, "image_id": imageID, "state": "not cached"]
+        if let fill = cache.runningFill(cloud: cloud, imageID: imageID) {
+            state["state"] = "filling"
+            state["size"] = fill.expectedSize
+            state["written"] = fill.written
+        } else if let digest = try cache.cachedBlob(cloud: cloud, imageID: imageID) {
+            let size = (try? cache.store.size(of: digest)) ?? 0
+            state["state"] = "cached"
+            state["size"] = size
+            state["written"] = size
+        }
+        return state
     }
 }

@@ -18,15 +18,21 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
     let metrics: (@Sendable () -> [UInt8])?
     let logger: Logger
     let accessLogger: Logger
+    /// The ONAP routes' token → project answers.
+    let projects: TokenProjects
+    /// Where the ONAP route may write images (`multicloud.export_dir`); nil: nowhere.
+    let exportDirectory: ExportDirectory?
 
     public init(
         cache: ImageCache, uploads: UploadSettings = .init(), admin: AdminAccess = .init(), metrics: (@Sendable () -> [UInt8])? = nil,
-        logger: Logger = Logger(label: "depot.proxy")
+        exportDirectory: String? = nil, logger: Logger = Logger(label: "depot.proxy")
     ) {
         self.cache = cache
         self.uploads = uploads
         self.admin = admin
         self.metrics = metrics
+        self.projects = TokenProjects(ttl: cache.settings.decisionTTL)
+        self.exportDirectory = exportDirectory.map(ExportDirectory.init(path:))
         self.logger = logger
         self.accessLogger = Logger(label: "depot.access")
     }
@@ -39,6 +45,7 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         case imageImport(cloud: String, imageID: String, pathAndQuery: String)
         case forward(cloud: String, pathAndQuery: String)
         case multicloud(MulticloudResponder.Route)
+        case multicloudVIO(MulticloudVIOResponder.Route)
         case admin(AdminResponder.Route)
         case metrics
         case health
@@ -75,6 +82,13 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
             return .admin(.depot(rest: Self.segments(path.dropFirst("/depot/v1".count), omittingEmpty: true).map(String.init)))
         }
         if uri == "/metrics" { return .metrics }
+        if uri.hasPrefix(MulticloudVIOResponder.prefix) {
+            let path = Self.pathPart(uri)
+            guard let route = MulticloudVIOResponder.route(path: path) else {
+                return .notFound("no route for \(path); the ONAP Multicloud API has {vimid}/{tenantid}/images/file and images/file/{id}")
+            }
+            return .multicloudVIO(route)
+        }
         if uri.hasPrefix(MulticloudResponder.prefix) {
             let path = Self.pathPart(uri)
             guard let route = MulticloudResponder.route(path: path) else {
@@ -141,6 +155,7 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
             // The event-loop path has no Request: log and count it here.
             cache.statistics.record(.hit, bytes: hit.bodyBytes)
             Counter(label: "depot_http_requests_total", dimensions: [("route", "image_file"), ("status", String(hit.status.code))]).increment()
+            Timer(label: "depot_http_request_duration_seconds", dimensions: [("route", "image_file")]).record(duration: ContinuousClock.now - started)
             accessLogger.info(
                 "\(head.method.rawValue) \(head.uri.split(separator: "?").first ?? "") \(hit.status.code)",
                 metadata: ["bytes": "\(hit.bodyBytes)", "duration_ms": "\(Self.milliseconds(ContinuousClock.now - started))", "cache": "hit", "path": "fast"])
@@ -163,6 +178,7 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         case .imageImport: "image_import"
         case .forward: "forward"
         case .multicloud: "multicloud"
+        case .multicloudVIO: "multicloud_vio"
         case .admin: "admin"
         case .metrics: "metrics"
         case .health: "health"
@@ -176,7 +192,7 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
     public func responded(_ request: Request, _ response: ResponseWriter, duration: Duration) {
         let status = response.status.map { Int($0.code) } ?? 0
         let route = routeLabel(request)
-        if request.method == .GET || request.method == .HEAD, route == "image_file" || route == "multicloud",
+        if request.method == .GET || request.method == .HEAD, route == "image_file" || route == "multicloud" || route == "multicloud_vio",
            let result = response.cacheResult.flatMap(CacheStatistics.Result.init(rawValue:)), (200..<300).contains(status) {
             cache.statistics.record(result, bytes: Int(response.bytesWritten))
         }
@@ -206,6 +222,9 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
             }
         case let .multicloud(route):
             await MulticloudResponder(cache: cache, uploads: uploads, logger: requestLogger(request)).respond(request, response, route: route)
+        case let .multicloudVIO(route):
+            await MulticloudVIOResponder(cache: cache, uploads: uploads, projects: projects, export: exportDirectory, logger: requestLogger(request))
+                .respond(request, response, route: route)
         case .health:
             await response.sendJSON(.ok, ["status": "ok"])
         case .readiness:

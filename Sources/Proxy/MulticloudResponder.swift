@@ -119,7 +119,11 @@ struct MulticloudResponder {
 
     /// `POST …/images/file`: the file part is stored once while it arrives; then the image is
     /// created in the cloud with the caller's token and the bytes are owed to it.
-    func upload(_ request: Request, _ response: ResponseWriter, cloud: String) async {
+    ///
+    /// - Parameter onapTenant: the ONAP (VIO) shape: the image's name and disk format default
+    ///   to the file's name and extension, the image must belong to this project, and the
+    ///   answer's `status` is ONAP's `upload OK` (Glance's status is in `image_status`).
+    func upload(_ request: Request, _ response: ResponseWriter, cloud: String, onapTenant: String? = nil) async {
         guard let token = request.headers.first(name: "x-auth-token"), !token.isEmpty else {
             await response.sendError(.unauthorized, "send an X-Auth-Token of the cloud \(cloud)", headers: ["connection": "close"])
             return
@@ -154,9 +158,10 @@ struct MulticloudResponder {
             // one can read (no image maps to them).
             if !blobKept { cache.keepUnreferenced(received.blob, reserved: received.reserved) }
         }
+        let named = onapTenant == nil ? nil : received.fileName.map(Self.nameAndFormat)
         var properties: [String: JSONValue] = [
-            "name": .string(received.fields["name"] ?? "image"),
-            "disk_format": .string(received.fields["disk_format"] ?? "raw"),
+            "name": .string(received.fields["name"] ?? named?.name ?? "image"),
+            "disk_format": .string(received.fields["disk_format"] ?? named?.diskFormat ?? "raw"),
             "container_format": .string(received.fields["container_format"] ?? "bare"),
             "visibility": .string(received.fields["visibility"] ?? "private"),
         ]
@@ -182,6 +187,12 @@ struct MulticloudResponder {
             return
         } catch {
             await response.sendError(.notFound, "\(error)")
+            return
+        }
+        if let onapTenant, image.owner != onapTenant {
+            // The project was checked before the body; Glance's owner is the last word.
+            try? await cache.client(for: cloud).deleteImage(image.id, auth: .token(token))
+            await response.sendError(.forbidden, "the token's project \(image.owner ?? "?") is not the tenant \(onapTenant) of the path; nothing was kept")
             return
         }
         let target = UploadTarget(cloud: cloud, image: image, method: .upload)
@@ -212,16 +223,33 @@ struct MulticloudResponder {
         let blob = received.blob
         // The answer carries Glance's checksums of the bytes: computed now if not yet known.
         let record = try? await cache.completeDigests(blob.digest)
-        let document: [String: Any] = [
+        var document: [String: Any] = [
             "id": image.id, "name": image.name ?? NSNull(), "status": image.status ?? NSNull(), "size": blob.size,
             "sha256": blob.digest.hex, "checksum": record?.md5 ?? NSNull(), "os_hash_algo": "sha512",
             "os_hash_value": record?.sha512 ?? NSNull(), "push": Self.pushView(push),
         ]
+        if onapTenant != nil {
+            document["image_status"] = document["status"]
+            document["status"] = status == .created ? "upload OK" : "upload failed"
+        }
         await response.sendJSON(status, document, headers: ["location": "\(Self.prefix)\(cloud.replacingOccurrences(of: "_", with: "/"))/images/\(image.id)"])
+    }
+
+    /// ONAP's plugin took the image's name and disk format from the uploaded file's name:
+    /// "cirros-0.6.qcow2" → ("cirros-0.6", "qcow2"); an extension Glance does not know as a
+    /// disk format (".img", none) means raw.
+    static func nameAndFormat(_ fileName: String) -> (name: String, diskFormat: String) {
+        let base = fileName.split(separator: "/").last.map(String.init) ?? fileName
+        guard let dot = base.lastIndex(of: "."), dot != base.startIndex else { return (base, "raw") }
+        let ext = base[base.index(after: dot)...].lowercased()
+        let formats: Set<String> = ["ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"]
+        return (String(base[..<dot]), formats.contains(ext) ? ext : "raw")
     }
 
     struct ReceivedForm {
         var fields: [String: String]
+        /// The file part's `filename`, if it had one.
+        var fileName: String?
         var blob: CommittedBlob
         var reserved: UInt64
         /// The file's first bytes, for the format check.
@@ -253,6 +281,7 @@ struct MulticloudResponder {
         var current: (name: String?, isFile: Bool, value: [UInt8])?
         var fileBytes: UInt64 = 0
         var header: [UInt8] = []
+        var fileName: String?
         var blob: CommittedBlob?
         func fail(_ status: HTTPResponseStatus, _ message: String) async -> FormFailure {
             await ingest?.abort(message)
@@ -273,6 +302,7 @@ struct MulticloudResponder {
                         let isFile = name == "file" || filename != nil
                         if isFile {
                             guard ingest == nil, blob == nil else { throw await fail(.badRequest, "send one file part") }
+                            fileName = filename
                             do {
                                 ingest = try BlobIngest(store: cache.store, expecting: .init(), alsoCompute: [], beforeCommit: hold.hold)
                             } catch {
@@ -340,7 +370,7 @@ struct MulticloudResponder {
             cache.settle(reserved: reserved, committed: nil)
             throw FormFailure(status: .badRequest, message: "the form has no file part; send the image as a part named file")
         }
-        return ReceivedForm(fields: fields, blob: blob, reserved: reserved, header: header)
+        return ReceivedForm(fields: fields, fileName: fileName, blob: blob, reserved: reserved, header: header)
     }
 }
 

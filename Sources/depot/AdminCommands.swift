@@ -24,8 +24,18 @@ struct AdminTarget: ParsableArguments {
 
     var token: String? { adminToken ?? ProcessInfo.processInfo.environment["DEPOT_ADMIN_TOKEN"] }
 
+    /// A `--url` that ends in `/v2` (Glance's API root, an easy slip when copying
+    /// OS_IMAGE_URL) makes every admin path a Glance path: say so before calling.
+    static func urlMistake(_ endpoint: String) -> String? {
+        let path = endpoint.split(separator: "/", omittingEmptySubsequences: true).dropFirst(2)
+        guard let last = path.last, last == "v2" || last.hasPrefix("v2.") else { return nil }
+        let base = endpoint.dropLast(last.count + 1)
+        return "--url \(endpoint) ends in /\(last), which is the image API's root; give Depot's own address without it, e.g. --url \(base)"
+    }
+
     /// Calls the admin API and decodes its JSON answer; errors say what to do.
     func call(_ method: String, _ path: String) async throws -> Any {
+        if let mistake = Self.urlMistake(endpoint) { throw CLIError(mistake) }
         let client = GlanceClient(configuration: GlanceClientConfiguration(endpoint: endpoint, credentials: .none))
         var headers: [(String, String)] = [("Accept", "application/json")]
         if let token { headers.append(("X-Auth-Token", token)) }
@@ -41,7 +51,12 @@ struct AdminTarget: ParsableArguments {
         guard (200..<300).contains(answer.head.status) else {
             let message = ((object as? [String: Any])?["error"] as? [String: Any])?["message"] as? String ?? String(decoding: bytes, as: UTF8.self)
             if answer.head.status == 401 || answer.head.status == 403 {
-                throw CLIError("Depot refused the admin call (\(answer.head.status)): pass --admin-token or set DEPOT_ADMIN_TOKEN")
+                guard let token, !token.isEmpty else {
+                    throw CLIError("Depot refused the admin call (\(answer.head.status)) without a token: pass --admin-token or set DEPOT_ADMIN_TOKEN")
+                }
+                let origin = adminToken != nil ? "--admin-token" : "DEPOT_ADMIN_TOKEN"
+                throw CLIError(
+                    "Depot at \(endpoint) answered \(answer.head.status): the token was refused (from \(origin)). Give the admin_token this Depot was started with (--admin-token of depot serve), or a Keystone token with the admin role")
             }
             throw CLIError("Depot answered \(answer.head.status): \(message)")
         }
@@ -51,6 +66,14 @@ struct AdminTarget: ParsableArguments {
     func printJSON(_ object: Any) {
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) ?? Data()
         print(String(decoding: data, as: UTF8.self))
+    }
+}
+
+/// Prints label/value rows, the labels aligned, without a header.
+func printRows(_ rows: [[String]]) {
+    let width = rows.map { $0.first?.count ?? 0 }.max() ?? 0
+    for row in rows {
+        print((row.first ?? "").padding(toLength: width, withPad: " ", startingAt: 0) + "  " + row.dropFirst().joined(separator: "  "))
     }
 }
 
@@ -85,6 +108,8 @@ struct CacheCommand: AsyncParsableCommand {
         func run() async throws {
             let blobs: [[String: Any]]
             if let dataDir {
+                let lock = try lockDataDirectory(dataDir, .shared)
+                defer { withExtendedLifetime(lock) {} }
                 blobs = try BlobInventory.all(in: openCatalog(dataDir)).map(\.json)
             } else {
                 blobs = (try await target.call("GET", "/depot/v1/blobs") as? [String: Any])?["blobs"] as? [[String: Any]] ?? []
@@ -110,8 +135,10 @@ struct CacheCommand: AsyncParsableCommand {
             let stats = try await target.call("GET", "/depot/v1/stats") as? [String: Any] ?? [:]
             if target.json { return target.printJSON(stats) }
             func bytes(_ key: String) -> String { (stats[key] as? Int).map { formatBytes(UInt64($0)) } ?? "-" }
-            printTable(["", ""], [
-                ["budget", bytes("budget_bytes")], ["used", bytes("used_bytes")], ["reserved", bytes("reserved_bytes")],
+            let budget = (stats["budget_bytes"] as? Int).map { formatBytes(UInt64($0)) }
+                ?? "none (no cache.size or --cache-size: blobs stay until evicted by hand or for cache.min_free_disk)"
+            printRows([
+                ["budget", budget], ["used", bytes("used_bytes")], ["reserved", bytes("reserved_bytes")],
                 ["free on disk", bytes("free_disk_bytes")], ["blobs", "\(stats["blobs"] ?? 0)"], ["pinned", "\(stats["pinned_blobs"] ?? 0)"],
                 ["hits / misses / shared", "\(stats["hits"] ?? 0) / \(stats["misses"] ?? 0) / \(stats["shared_fills"] ?? 0)"],
                 ["hit ratio", String(format: "%.3f", stats["hit_ratio"] as? Double ?? 0)],
@@ -123,19 +150,43 @@ struct CacheCommand: AsyncParsableCommand {
     }
 
     struct Prefetch: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Cache images now (Depot's service credentials).")
+        static let configuration = CommandConfiguration(
+            abstract: "Cache images now (Depot's service credentials) and wait until they are cached.",
+            discussion: "Shows a progress bar with the rate and time left on a terminal, plain lines otherwise. Exits 1 if an image could not be cached.")
         @OptionGroup var target: AdminTarget
         @Option(help: "The cloud, OWNER_REGION (default: default_RegionOne).") var cloud = "default_RegionOne"
+        @Flag(help: "Start the fills and return without waiting for them.") var noWait = false
         @Argument(help: "Image ids.") var images: [String]
 
         func run() async throws {
-            let progress = ProgressLine(label: "prefetch")
-            for (n, id) in images.enumerated() {
-                progress.update("\(n + 1)/\(images.count) \(id)")
+            for id in images {
                 let answer = try await target.call("PUT", "/depot/v1/images/\(cloud)/\(id)") as? [String: Any] ?? [:]
-                progress.finish()
-                print("\(id)  \(answer["state"] ?? "?")")
+                if noWait { print("\(id)  \(answer["state"] ?? "?")") }
             }
+            if noWait { return }
+            let progress = Progress(label: "prefetch")
+            var states: [String: [String: Any]] = [:]
+            while true {
+                for id in images where states[id]?["state"] as? String != "cached" && states[id]?["state"] as? String != "not cached" {
+                    states[id] = try await target.call("GET", "/depot/v1/images/\(cloud)/\(id)") as? [String: Any] ?? [:]
+                }
+                func sum(_ key: String) -> UInt64 { images.reduce(0) { $0 + UInt64(states[$1]?[key] as? Int ?? 0) } }
+                let settled = images.filter { ["cached", "not cached"].contains(states[$0]?["state"] as? String ?? "") }.count
+                progress.update(done: sum("written"), total: sum("size"), note: "\(settled) of \(images.count) images")
+                if settled == images.count { break }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            progress.finish(note: "\(images.count) images")
+            var failed = false
+            for id in images {
+                if states[id]?["state"] as? String == "cached" {
+                    print("\(id)  cached  \(formatBytes(UInt64(states[id]?["size"] as? Int ?? 0)))")
+                } else {
+                    failed = true
+                    print("\(id)  not cached: its fill failed; Depot's log says why (depot.cache, \"fill failed\")")
+                }
+            }
+            if failed { throw ExitCode(1) }
         }
     }
 
@@ -205,6 +256,8 @@ struct PushesCommand: AsyncParsableCommand {
         func run() async throws {
             let pushes: [[String: Any]]
             if let dataDir {
+                let lock = try lockDataDirectory(dataDir, .shared)
+                defer { withExtendedLifetime(lock) {} }
                 pushes = try openCatalog(dataDir).pushes().map(\.json)
             } else {
                 pushes = (try await target.call("GET", "/depot/v1/pushes") as? [String: Any])?["pushes"] as? [[String: Any]] ?? []

@@ -27,29 +27,114 @@ func formatBytes(_ bytes: UInt64) -> String {
     return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
 }
 
-/// A progress line on stderr that rewrites itself, shown only on a terminal.
-final class ProgressLine {
-    private let label: String
-    private let enabled = isatty(STDERR_FILENO) == 1
-    private var lastDraw: timespec = timespec()
-    private var drawn = false
-
-    init(label: String) { self.label = label }
-
-    func update(_ text: String) {
-        guard enabled else { return }
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        // At most ten redraws a second: a terminal is slower than a fast verify.
-        let elapsedMs = (now.tv_sec - lastDraw.tv_sec) * 1000 + (now.tv_nsec - lastDraw.tv_nsec) / 1_000_000
-        guard !drawn || elapsedMs >= 100 else { return }
-        lastDraw = now
-        drawn = true
-        writeStderr("\r\u{1B}[K\(label) \(text)")
+/// The progress of a long command, on stderr: on a terminal a bar with the rate and the time
+/// left, redrawn in place; otherwise (a log, a pipe) a plain line every `plainInterval`
+/// seconds (`DEPOT_PROGRESS_INTERVAL`, default 5) and one at the end, so cron mails and CI
+/// logs show progress without control characters. A command done sooner shows nothing (on a
+/// terminal, one done within 0.3 s; a smaller `DEPOT_PROGRESS_INTERVAL` shortens that too).
+final class Progress {
+    enum Unit {
+        case bytes
+        /// Counted things, e.g. "blobs".
+        case items(String)
     }
 
-    func finish() {
-        if enabled && drawn { writeStderr("\r\u{1B}[K") }
+    private let label: String
+    private let unit: Unit
+    private let terminal: Bool
+    private let plainInterval: Double
+    private let started = Progress.now()
+    private var lastDraw: Double = -1
+    private var total: UInt64?
+    private var done: UInt64 = 0
+    private var drawn = false
+
+    init(
+        label: String, unit: Unit = .bytes, total: UInt64? = nil, terminal: Bool = isatty(STDERR_FILENO) == 1,
+        plainInterval: Double = ProcessInfo.processInfo.environment["DEPOT_PROGRESS_INTERVAL"].flatMap(Double.init) ?? 5
+    ) {
+        self.label = label
+        self.unit = unit
+        self.total = total
+        self.terminal = terminal
+        self.plainInterval = plainInterval
+    }
+
+    static func now() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+    }
+
+    /// Records how far the work is; draws at most ten times a second on a terminal.
+    func update(done: UInt64, total: UInt64? = nil, note: String = "") {
+        self.done = done
+        if let total { self.total = total }
+        let now = Self.now()
+        // The first draw waits too: a quick command should not flash a bar or log a line.
+        let since = lastDraw < 0 ? started : lastDraw
+        let wait = terminal ? min(lastDraw < 0 ? 0.3 : 0.1, plainInterval) : plainInterval
+        guard now - since >= wait else { return }
+        lastDraw = now
+        draw(now: now, note: note)
+    }
+
+    /// Ends the progress: a terminal's line is cleared, a log gets the closing line.
+    func finish(note: String = "") {
+        if terminal {
+            if drawn { writeStderr("\r\u{1B}[K") }
+        } else if drawn {
+            writeStderr("\(label): done, \(amount(done)) in \(Self.duration(Self.now() - started))\(rateText(Self.now()))\(note.isEmpty ? "" : ", " + note)\n")
+        }
+    }
+
+    private func amount(_ value: UInt64) -> String {
+        switch unit {
+        case .bytes: formatBytes(value)
+        case let .items(name): "\(value) \(name)"
+        }
+    }
+
+    private func rateText(_ now: Double) -> String {
+        let elapsed = now - started
+        guard elapsed > 0.05, done > 0 else { return "" }
+        let rate = Double(done) / elapsed
+        switch unit {
+        case .bytes: return ", \(formatBytes(UInt64(rate)))/s"
+        case let .items(name): return String(format: ", %.1f %@/s", rate, name)
+        }
+    }
+
+    private func etaText(_ now: Double) -> String? {
+        let elapsed = now - started
+        guard let total, done > 0, elapsed > 0.05, total >= done else { return nil }
+        return Self.duration(Double(total - done) / (Double(done) / elapsed))
+    }
+
+    /// 75 → "1:15", 3725 → "1:02:05".
+    static func duration(_ seconds: Double) -> String {
+        let whole = Int(seconds.rounded(.up))
+        let (h, m, s) = (whole / 3600, whole / 60 % 60, whole % 60)
+        return h > 0 ? String(format: "%d:%02d:%02d", h, m, s) : String(format: "%d:%02d", m, s)
+    }
+
+    private func draw(now: Double, note: String) {
+        let fraction = total.map { $0 == 0 ? 1 : min(1, Double(done) / Double($0)) }
+        let amounts = total.map { "\(amount(done)) of \(amount($0))" } ?? amount(done)
+        let eta = etaText(now).map { ", ETA \($0)" } ?? ""
+        let percent = fraction.map { String(format: "%3.0f%%, ", $0 * 100) } ?? ""
+        if terminal {
+            let width = 24
+            let bar = fraction.map { f in
+                let filled = Int(f * Double(width))
+                return "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] "
+            } ?? ""
+            drawn = true
+            writeStderr("\r\u{1B}[K\(label) \(bar)\(percent)\(amounts)\(rateText(now))\(eta)\(note.isEmpty ? "" : "  " + note)")
+        } else {
+            drawn = true
+            writeStderr("\(label): \(percent)\(amounts)\(rateText(now))\(eta)\(note.isEmpty ? "" : ", " + note)\n")
+        }
     }
 }
 

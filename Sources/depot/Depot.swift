@@ -1,4 +1,5 @@
 import ArgumentParser
+import BlobStore
 import Foundation
 import Logging
 import Synchronization
@@ -55,4 +56,12 @@ struct DataDirectoryOption: ParsableArguments {
         }
         return "depot-data"
     }
+}
+
+/// Takes the data directory's lock (see `DataDirectoryLock`) or fails with a message naming
+/// the process that holds it. A reader of a directory that does not exist gets no lock (nil):
+/// no server runs there, and the command says what is missing.
+func lockDataDirectory(_ path: String, _ mode: DataDirectoryLock.Mode) throws -> DataDirectoryLock? {
+    if mode == .shared && !FileManager.default.fileExists(atPath: path) { return nil }
+    do { return try DataDirectoryLock(directory: path, mode: mode) } catch { throw CLIError(error.description) }
 }

@@ -42,6 +42,9 @@ struct FsckCommand: ParsableCommand {
         guard FileManager.default.fileExists(atPath: dataDir.path) else {
             throw CLIError("no data directory at \(dataDir.path); pass --data-dir")
         }
+        // Exclusive even for --dry-run: opening the store removes leftover temporary files.
+        let lock = try lockDataDirectory(dataDir.path, .exclusive)
+        defer { withExtendedLifetime(lock) {} }
         var report = Report()
         let catalogPath = dataDir.path + "/catalog.sqlite"
         report.catalogRebuilt = !FileManager.default.fileExists(atPath: catalogPath)
@@ -53,14 +56,18 @@ struct FsckCommand: ParsableCommand {
 
         let onDisk = try store.allDigests()
         let rows = Dictionary(uniqueKeysWithValues: try catalog.allBlobs().map { ($0.sha256, $0) })
-        let progress = ProgressLine(label: "fsck")
-        let total = onDisk.count
+        let totalBytes = onDisk.reduce(UInt64(0)) { $0 + ((try? store.size(of: $1)) ?? 0) }
+        let progress = Progress(label: "fsck", total: totalBytes)
         var present: Set<String> = []
         for (n, digest) in onDisk.enumerated() {
-            progress.update("\(n + 1)/\(total) \(formatBytes(report.bytesChecked))")
             let reader = try store.open(digest)
             let hashers = [DigestHasher(.sha256), DigestHasher(.sha512), DigestHasher(.md5)]
-            try reader.forEachChunk(chunkSize: 4 << 20) { chunk in for hasher in hashers { hasher.update(chunk) } }
+            var hashed: UInt64 = 0
+            try reader.forEachChunk(chunkSize: 4 << 20) { chunk in
+                for hasher in hashers { hasher.update(chunk) }
+                hashed += UInt64(chunk.count)
+                progress.update(done: report.bytesChecked + hashed, note: "blob \(n + 1) of \(onDisk.count)")
+            }
             let digests = hashers.map { $0.finish() }
             report.blobsChecked += 1
             report.bytesChecked += reader.size
@@ -87,7 +94,7 @@ struct FsckCommand: ParsableCommand {
                 }
             }
         }
-        progress.finish()
+        progress.finish(note: "\(onDisk.count) blobs")
         let pendingPushes = try catalog.pushes(in: [.pending, .staged])
         for (hex, _) in rows where !present.contains(hex) {
             report.rowsWithoutFile.append(hex)

@@ -22,19 +22,37 @@ struct ServeCommand: AsyncParsableCommand {
         abstract: "Serve the Glance v2 API from the cache, fetching from the backend Glance on a miss.",
         discussion: "Flags override the config file; config/depot.example.yaml documents every key.")
 
-    @Option(help: "The config file (YAML).") var config: String?
-    @Option(help: "Where to listen, HOST:PORT (port 0 picks a free one).") var listen: String?
-    @Option(name: .customLong("data-dir"), help: "The data directory (blobs/, tmp/, catalog.sqlite).") var dataDir: String?
-    @Option(name: .customLong("glance-url"), help: "The default cloud's Glance endpoint, without /v2.") var glanceURL: String?
-    @Option(name: .customLong("service-token"), help: "A static token for Depot's own calls to Glance.") var serviceToken: String?
-    @Option(name: .customLong("cloud-owner"), help: "Owner of the cloud given by --glance-url (default: default).") var cloudOwner: String?
-    @Option(name: .customLong("cloud-region"), help: "Region of the cloud given by --glance-url (default: RegionOne).") var cloudRegion: String?
-    @Option(name: .customLong("cache-size"), help: "Disk budget for blobs, e.g. 20GiB.") var cacheSize: String?
-    @Option(name: .customLong("admin-token"), help: "Token for the admin APIs.") var adminToken: String?
-    @Option(name: .customLong("upload-mode"), help: "write-back (acknowledge once durable here) or write-through (once Glance has it).") var uploadMode: String?
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.") var logLevel: String?
-    @Option(name: .customLong("tls-certificate"), help: "Serve HTTPS with this certificate chain (PEM); needs --tls-key.") var tlsCertificate: String?
-    @Option(name: .customLong("tls-key"), help: "The private key (PEM) of --tls-certificate.") var tlsKey: String?
+    /// What applies when neither a flag nor the config file says otherwise (shown in --help).
+    static let defaults = DepotConfiguration()
+
+    @Option(help: "The config file (YAML); flags override its keys. Default: none.") var config: String?
+    @Option(help: "Where to listen, HOST:PORT (port 0 picks a free one). Default: \(defaults.listenHost):\(defaults.listenPort) (listen:).")
+    var listen: String?
+    @Option(
+        name: .customLong("data-dir"),
+        help: "The data directory (blobs/, tmp/, catalog.sqlite, depot.lock). Default: ./\(defaults.dataDirectory) (data_dir:).")
+    var dataDir: String?
+    @Option(name: .customLong("glance-url"), help: "The default cloud's Glance endpoint, without /v2, e.g. http://glance:9292. Required unless the config file has clouds:.")
+    var glanceURL: String?
+    @Option(name: .customLong("service-token"), help: "A static token for Depot's own calls to Glance. Default: none (clouds[].service_token or keystone:).")
+    var serviceToken: String?
+    @Option(name: .customLong("cloud-owner"), help: "Owner of the cloud given by --glance-url. Default: \(DepotConfiguration.CloudConfiguration().owner).")
+    var cloudOwner: String?
+    @Option(name: .customLong("cloud-region"), help: "Region of the cloud given by --glance-url. Default: \(DepotConfiguration.CloudConfiguration().region).")
+    var cloudRegion: String?
+    @Option(name: .customLong("cache-size"), help: "Disk budget for blobs, e.g. 20GiB. Default: no budget, blobs stay until evicted (cache.size:).")
+    var cacheSize: String?
+    @Option(name: .customLong("admin-token"), help: "Token for the admin APIs (/depot/v1, /v2/cache). Default: none, only Keystone admins (admin_token:).")
+    var adminToken: String?
+    @Option(
+        name: .customLong("upload-mode"),
+        help: "write-back (acknowledge once durable here) or write-through (once Glance has it). Default: \(defaults.uploadMode) (upload_mode:).")
+    var uploadMode: String?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. Default: \(defaults.logLevel) (log_level:).")
+    var logLevel: String?
+    @Option(name: .customLong("tls-certificate"), help: "Serve HTTPS with this certificate chain (PEM); needs --tls-key. Default: plain HTTP (tls.certificate:).")
+    var tlsCertificate: String?
+    @Option(name: .customLong("tls-key"), help: "The private key (PEM) of --tls-certificate (tls.key:).") var tlsKey: String?
 
     /// The config file with the flags applied.
     func effectiveConfiguration() throws -> DepotConfiguration {
@@ -86,11 +104,17 @@ struct ServeCommand: AsyncParsableCommand {
         let logger = Logger(label: "depot")
 
         try checkWritable(settings.dataDirectory)
+        // Held until the process exits: one Catalog, one budget and one push queue per directory.
+        let lock = try lockDataDirectory(settings.dataDirectory, .exclusive)
+        defer { withExtendedLifetime(lock) {} }
         let store = try BlobStore(dataDirectory: settings.dataDirectory)
         let catalog: Catalog
         do { catalog = try Catalog(path: settings.dataDirectory + "/catalog.sqlite") } catch {
+            // GRDB writes when it opens a database: an unwritable catalog fails here.
+            if "\(error)".contains("readonly") { throw Self.unwritableCatalog(settings.dataDirectory + "/catalog.sqlite", error) }
             throw CLIError("cannot open the catalog in \(settings.dataDirectory): \(error); if it is damaged, move it away and run depot fsck to rebuild it")
         }
+        try checkWritable(store: store, catalog: catalog)
         var clients: [String: GlanceClient] = [:]
         for cloud in settings.clouds {
             clients[cloud.name] = GlanceClient(configuration: clientConfiguration(cloud))
@@ -110,11 +134,16 @@ struct ServeCommand: AsyncParsableCommand {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let cache = try ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: settings.clouds[0].name, settings: cacheSettings)
+        cache.registerCounters()
         var uploads = UploadSettings()
         uploads.mode = UploadMode(rawValue: settings.uploadMode) ?? .writeBack
         uploads.maximumSize = settings.maxUploadSize
         let handler = DepotHandler(
-            cache: cache, uploads: uploads, admin: AdminAccess(token: settings.adminToken), metrics: { registry.emitToBuffer() })
+            cache: cache, uploads: uploads, admin: AdminAccess(token: settings.adminToken),
+            metrics: {
+                cache.recordGauges()
+                return registry.emitToBuffer()
+            }, exportDirectory: settings.multicloudExportDirectory)
         var limits = ServerLimits()
         limits.maximumConnections = settings.maxConnections
         limits.headerTimeout = TimeAmount(settings.headerTimeout)
@@ -126,7 +155,9 @@ struct ServeCommand: AsyncParsableCommand {
         let service = HTTPService(server: server)
         let pushes = PushService(queue: cache.pushes)
         let scrub = ScrubService(scrubber: Scrubber(cache: cache, bytesPerSecond: settings.scrubRate, interval: settings.scrubInterval))
-        var groupConfiguration = ServiceGroupConfiguration(services: [service, pushes, scrub], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        let probe = BackendProbeService(probe: BackendProbe(clouds: clients))
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [service, pushes, scrub, probe], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // Transfers get this long to finish after SIGTERM/SIGINT; then connections are closed.
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(30)
         groupConfiguration.maximumCancellationDuration = .seconds(5)
@@ -215,6 +246,18 @@ struct ServeCommand: AsyncParsableCommand {
         }
         try? FileManager.default.removeItem(atPath: probe)
     }
+
+    /// Where a first upload or fill would write: `tmp/`, a link into `blobs/`, the Catalog.
+    func checkWritable(store: BlobStore, catalog: Catalog) throws {
+        do { try store.checkWritable() } catch {
+            throw CLIError("cannot write blobs in \(store.root) (tmp/ and blobs/ must be writable by this user, on one filesystem): \(error); fix their ownership or permissions")
+        }
+        do { try catalog.checkWritable() } catch { throw Self.unwritableCatalog(catalog.path, error) }
+    }
+
+    static func unwritableCatalog(_ path: String, _ error: any Error) -> CLIError {
+        CLIError("cannot write the catalog \(path): \(error); it and its -wal and -shm files must be writable by this user (a depot fsck run as root leaves them root's): fix their ownership")
+    }
 }
 
 /// Runs the HTTP server as a service: graceful shutdown stops accepting and lets transfers end.
@@ -260,6 +303,17 @@ struct PushService: Service {
     func run() async throws {
         await cancelWhenGracefulShutdown {
             await queue.run()
+        }
+    }
+}
+
+/// Probes the backends for `depot_backend_up` until shutdown.
+struct BackendProbeService: Service {
+    let probe: BackendProbe
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await probe.run()
         }
     }
 }

@@ -29,6 +29,8 @@ struct StoreCommand: ParsableCommand {
         var allDigests = false
 
         func run() throws {
+            let lock = try lockDataDirectory(dataDir.path, .exclusive)
+            defer { withExtendedLifetime(lock) {} }
             let store = try BlobStore(dataDirectory: dataDir.path)
             var expectation = BlobExpectation(size: expectedSize)
             if let hex = expectedSHA256 {
@@ -46,6 +48,10 @@ struct StoreCommand: ParsableCommand {
                 }
             }
             defer { if input != STDIN_FILENO { close(input) } }
+            var info = stat()
+            let size: UInt64? = fstat(input, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG ? UInt64(info.st_size) : nil
+            let progress = Progress(label: "store put", total: size)
+            var stored: UInt64 = 0
             let writer = try store.makeWriter(expecting: expectation, alsoCompute: allDigests ? [.sha512, .md5] : [])
             let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
             defer { chunk.deallocate() }
@@ -58,8 +64,11 @@ struct StoreCommand: ParsableCommand {
                 }
                 if n == 0 { break }
                 try writer.write(UnsafeRawBufferPointer(rebasing: chunk[..<n]))
+                stored += UInt64(n)
+                progress.update(done: stored)
             }
             let blob = try writer.commit()
+            progress.finish()
             if allDigests {
                 for algorithm in DigestAlgorithm.allCases {
                     if let digest = blob.digests[algorithm] {
@@ -85,6 +94,8 @@ struct StoreCommand: ParsableCommand {
         var range: String?
 
         func run() throws {
+            let lock = try lockDataDirectory(dataDir.path, .shared)
+            defer { withExtendedLifetime(lock) {} }
             let store = try BlobStore(dataDirectory: dataDir.path)
             let reader = try store.open(try parseDigest(digest))
             let selected = try range.map(parseInclusiveRange).map { $0.lowerBound..<($0.upperBound + 1) }
@@ -108,6 +119,8 @@ struct StoreCommand: ParsableCommand {
         @OptionGroup var dataDir: DataDirectoryOption
 
         func run() throws {
+            let lock = try lockDataDirectory(dataDir.path, .shared)
+            defer { withExtendedLifetime(lock) {} }
             let store = try BlobStore(dataDirectory: dataDir.path)
             for digest in try store.allDigests().sorted(by: { $0.hex < $1.hex }) {
                 print("\(digest.hex)  \(try store.size(of: digest))")
@@ -126,6 +139,8 @@ struct StoreCommand: ParsableCommand {
         var digest: String?
 
         func run() throws {
+            let lock = try lockDataDirectory(dataDir.path, .exclusive)
+            defer { withExtendedLifetime(lock) {} }
             let store = try BlobStore(dataDirectory: dataDir.path)
             for stray in store.recovery.strayFiles {
                 printError("stray file (not a blob name, never served): \(stray)")
@@ -135,11 +150,12 @@ struct StoreCommand: ParsableCommand {
                 corrupt = try store.verify(try parseDigest(digest)).map { [$0] } ?? []
                 if corrupt.isEmpty { print("ok \(digest)") }
             } else {
-                let progress = ProgressLine(label: "verifying")
-                let report = try store.verifyAll { done, total, bytes in
-                    progress.update("\(done)/\(total) blobs, \(formatBytes(bytes))")
+                let total = try store.allDigests().reduce(UInt64(0)) { $0 + ((try? store.size(of: $1)) ?? 0) }
+                let progress = Progress(label: "verify", total: total)
+                let report = try store.verifyAll { done, count, bytes in
+                    progress.update(done: bytes, note: "blob \(done) of \(count)")
                 }
-                progress.finish()
+                progress.finish(note: "\(report.checked) blobs")
                 corrupt = report.corrupt
                 print("checked \(report.checked) blobs (\(formatBytes(report.bytesChecked))), \(report.corrupt.count) corrupt")
             }

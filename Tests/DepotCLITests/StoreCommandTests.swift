@@ -12,10 +12,11 @@ struct Outcome {
 }
 
 /// Runs `depot` with arguments and optional stdin; waits for it to exit.
-func depot(_ arguments: [String], stdin: Data? = nil) throws -> Outcome {
+func depot(_ arguments: [String], stdin: Data? = nil, environment: [String: String]? = nil) throws -> Outcome {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: depotExecutable)
     process.arguments = arguments
+    if let environment { process.environment = environment }
     // stderr goes to a file: two pipes read one after the other can deadlock the child.
     let errPath = NSTemporaryDirectory() + "depot-stderr-\(UUID().uuidString)"
     _ = FileManager.default.createFile(atPath: errPath, contents: nil)

@@ -65,6 +65,21 @@ import Testing
         try await alice.deleteImage(image.id)
     }
 
+    /// The ONAP routes' tenant check: Keystone names a token's project, the same id Glance
+    /// records as the owner of what that token creates.
+    @Test func aTokensProjectComesFromKeystone() async throws {
+        let depot = try passwordClient("depot")
+        let alice = try passwordClient("alice")
+        let aliceToken = try await alice.keystone!.current(using: alice).token
+        let project = try #require(try await depot.tokenProject(aliceToken))
+        #expect(project.source == .keystone)
+        #expect(project.name == "projA")
+        let image = try await alice.createImage(["name": .string("ks-owner"), "disk_format": .string("raw"), "container_format": .string("bare")])
+        #expect(image.owner == project.id)
+        try await alice.deleteImage(image.id)
+        #expect(try await depot.tokenProject("not-a-token") == nil)
+    }
+
     @Test func userTokensAreValidatedWithTheirRoles() async throws {
         // Depot's admin check: a user's token, validated with Depot's own service token.
         let depot = try passwordClient("depot")

@@ -25,7 +25,8 @@ final class DepotHarness: @unchecked Sendable {
     /// - Parameter startPushes: run the push queue at once (else call `startPushes`).
     init(
         glanceURL: String, settings: CacheSettings = .testing, clouds extra: [String: String] = [:], uploads: UploadSettings = .init(),
-        startPushes: Bool = true, directory: TemporaryDirectory = TemporaryDirectory("depot-proxy"), limits: ServerLimits = .init()
+        startPushes: Bool = true, directory: TemporaryDirectory = TemporaryDirectory("depot-proxy"), limits: ServerLimits = .init(),
+        exportDirectory: String? = nil
     ) async throws {
         dir = directory
         store = try BlobStore(dataDirectory: dir.path)
@@ -38,7 +39,7 @@ final class DepotHarness: @unchecked Sendable {
             clients[name] = GlanceClient(configuration: configuration)
         }
         cache = try ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: "default_RegionOne", settings: settings)
-        let handler = DepotHandler(cache: cache, uploads: uploads, admin: AdminAccess(token: Self.adminToken))
+        let handler = DepotHandler(cache: cache, uploads: uploads, admin: AdminAccess(token: Self.adminToken), exportDirectory: exportDirectory)
         let server = HTTPServer(host: "127.0.0.1", port: 0, handler: handler, limits: limits, threads: 2)
         self.server = server
         let bound = AsyncStream<Int>.makeStream()

@@ -184,6 +184,19 @@ enum RouterCheck {
                 if let problem = segmentProblem(imageID, "multicloud image id", counters: counters) { return problem }
             }
             if names.count < 2 || names[0].isEmpty || names[1].isEmpty { return "multicloud route without owner and region" }
+        case let .multicloudVIO(route):
+            counters?.count("multicloud_vio")
+            guard path.hasPrefix(MulticloudVIOResponder.prefix) else { return "ONAP route for \(path)" }
+            let names = path.dropFirst(MulticloudVIOResponder.prefix.count).unicodeScalars
+                .split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+            guard names.count >= 4, !names[0].isEmpty, !names[1].isEmpty else { return "ONAP route without vimid and tenant" }
+            switch route {
+            case let .upload(cloud, tenant):
+                if (cloud, tenant) != (names[0], names[1]) { return "ONAP route to \(cloud)/\(tenant), path names \(names[0])/\(names[1])" }
+            case let .file(cloud, tenant, imageID):
+                if (cloud, tenant) != (names[0], names[1]) { return "ONAP route to \(cloud)/\(tenant), path names \(names[0])/\(names[1])" }
+                if let problem = segmentProblem(imageID, "ONAP image id", counters: counters) { return problem }
+            }
         case .metrics:
             if uri != "/metrics" { return "metrics for \(uri)" }
         case .health, .readiness:
