@@ -68,6 +68,12 @@ public final class Catalog: Sendable {
                 t.primaryKey(["cloud", "imageID"])
             }
         }
+        migrator.registerMigration("format-virtual-size") { db in
+            // The virtual size Glance computes from an upload's bytes (its format inspection),
+            // recorded by Depot's own inspection when it takes an upload; null where Glance
+            // records none.
+            try db.alter(table: "image") { t in t.add(column: "virtualSize", .integer) }
+        }
         return migrator
     }
 
@@ -222,11 +228,14 @@ public struct ImageRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
     public var visibility: String?
     public var name: String?
     public var updatedAt: Double
+    /// Glance's `virtual_size` for the image's bytes, as Depot's inspection of an upload
+    /// computed it; nil where Glance records none or the record came from elsewhere.
+    public var virtualSize: Int64?
 
     public init(
         cloud: String, imageID: String, sha256: String, status: String? = nil, checksum: String? = nil, osHashAlgo: String? = nil,
         osHashValue: String? = nil, size: Int64? = nil, owner: String? = nil, visibility: String? = nil, name: String? = nil,
-        updatedAt: Double = Date().timeIntervalSince1970
+        updatedAt: Double = Date().timeIntervalSince1970, virtualSize: Int64? = nil
     ) {
         self.cloud = cloud
         self.imageID = imageID
@@ -240,6 +249,7 @@ public struct ImageRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
         self.visibility = visibility
         self.name = name
         self.updatedAt = updatedAt
+        self.virtualSize = virtualSize
     }
 
     public var digest: Digest { try! Digest.sha256(hex: sha256) }
