@@ -77,9 +77,9 @@ extension Inspection {
     ///
     /// Only `bare` containers are inspected. Several matching formats are refused, except ISO
     /// with a GPT in front (a bootable ISO), taken as ISO. Data of another format than
-    /// declared is refused, except for `raw` (anything, with the byte length as virtual size)
-    /// and for formats oslo.utils cannot inspect (unless something was recognized). The
-    /// detected format's safety checks always run; GPT's may be made non-fatal.
+    /// declared is refused, except for `raw` (anything but ISO+GPT, with the byte length as
+    /// virtual size) and for formats oslo.utils cannot inspect (unless something was
+    /// recognized). The detected format's safety checks always run; GPT's may be non-fatal.
     public func verdict(diskFormat: String?, containerFormat: String?, policy: FormatPolicy = FormatPolicy()) -> FormatVerdict {
         guard containerFormat == "bare", !undecidable else { return FormatVerdict(refusal: nil, format: nil, virtualSize: nil) }
         let diskFormat = diskFormat ?? ""
@@ -106,6 +106,10 @@ extension Inspection {
         } else if format == "raw" && !inspectableFormats.contains(diskFormat) {
             // ami, aki, ari: nothing recognized, nothing to check.
         } else if diskFormat == "raw" {
+            // Glance logs `data.format` here, which raises for the ISO+GPT pair it allowed above.
+            if matching.count > 1 {
+                return refuse(.multipleFormats, "Multiple formats detected: \(matching.map(\.format).joined(separator: ","))", as: format)
+            }
             virtualSize = inspector.actualSize
         } else {
             return refuse(.mismatch, "Image disk_format \(diskFormat) does not match stream data \(format)", as: format)

@@ -45,6 +45,8 @@ struct VerdictTests {
         var both = Crafted.iso(blocks: 500)
         both.replaceSubrange(0..<512, with: Crafted.mbr([Crafted.Partition()]).prefix(512))
         #expect(verdict(Crafted.inspect(both), "iso") == FormatVerdict(refusal: nil, format: "iso", virtualSize: 500 * 2048))
+        // …but not as raw: Glance's warning for raw names `data.format`, which raises.
+        #expect(verdict(Crafted.inspect(both), "raw").refusal?.kind == .multipleFormats)
         var qcowIso = Crafted.iso(blocks: 500)
         qcowIso.replaceSubrange(0..<512, with: Crafted.qcow2().prefix(512))
         let refused = verdict(Crafted.inspect(qcowIso), "qcow2").refusal
