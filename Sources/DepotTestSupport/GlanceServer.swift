@@ -46,10 +46,16 @@ public final class GlanceServer: Sendable {
     ///   - tls: serve HTTPS with these certificates' server certificate.
     ///   - requireClientCertificate: with `tls`, refuse clients without a certificate signed by
     ///     its CA.
-    public static func start(tls: TestCertificates? = nil, requireClientCertificate: Bool = false) throws -> GlanceServer {
+    ///   - configuration: text appended to glance-api.conf (e.g. an `[image_format]` section).
+    public static func start(tls: TestCertificates? = nil, requireClientCertificate: Bool = false, configuration: String? = nil) throws -> GlanceServer {
         try run("/bin/bash", [script, "install"])
         let dir = NSTemporaryDirectory() + "depot-glance-\(UUID().uuidString)"
         var arguments = [script, "start", "--data", dir]
+        if let configuration {
+            let path = dir + ".conf"
+            try configuration.write(toFile: path, atomically: true, encoding: .utf8)
+            arguments += ["--conf", path]
+        }
         if let tls {
             arguments += ["--tls-cert", tls.serverCertificate, "--tls-key", tls.serverKey]
             if requireClientCertificate { arguments += ["--tls-client-ca", tls.authority] }
@@ -79,6 +85,7 @@ public final class GlanceServer: Sendable {
         // DEPOT_TEST_KEEP_GLANCE=1 keeps the server's data and logs for a post-mortem.
         if ProcessInfo.processInfo.environment["DEPOT_TEST_KEEP_GLANCE"] != "1" {
             try? FileManager.default.removeItem(atPath: dataDirectory)
+            try? FileManager.default.removeItem(atPath: dataDirectory + ".conf")
         }
     }
 
