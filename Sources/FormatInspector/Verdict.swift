@@ -37,6 +37,15 @@ public struct FormatRefusal: Error, Sendable, Equatable, CustomStringConvertible
     /// Glance's status for every refusal here.
     public var status: Int { 415 }
 
+    /// What to do about a failed safety check, by format.
+    static let remedy = [
+        "qcow2": "upload a self-contained qcow2 v2 or v3: qemu-img convert -O qcow2 (without -B) copies the backing or data file in",
+        "vmdk": "upload a monolithicSparse or streamOptimized VMDK whose extents name no path: qemu-img convert -O vmdk -o subformat=streamOptimized",
+        "gpt": "fix the MBR partition table (one protective 0xEE partition at LBA 1 for GPT), or set image_format.gpt_safety_checks_nonfatal: mbr as your Glance has it",
+        "qed": "convert it: qemu-img convert -O qcow2",
+        "luks": "use LUKS1 (cryptsetup luksFormat --type luks1) or upload the image unencrypted",
+    ]
+
     /// Glance's message, then why and what to do.
     public var description: String {
         switch kind {
@@ -47,8 +56,7 @@ public struct FormatRefusal: Error, Sendable, Equatable, CustomStringConvertible
         case .incomplete:
             "\(glanceMessage): the \(format) data ends before its header does; upload the whole image"
         case let .unsafe(failures):
-            "\(glanceMessage) (\(format): \(failures.map(\.description).joined(separator: "; "))); upload a self-contained image "
-                + "(no backing or data file, no host paths; qemu-img convert makes one)"
+            "\(glanceMessage) (\(format): \(failures.map(\.description).joined(separator: "; "))); \(Self.remedy[format] ?? "convert the image to qcow2 or raw with qemu-img convert")"
         case .inspectionFailed:
             "\(glanceMessage): the \(format) header holds values Glance cannot read; check the file with qemu-img check"
         }
