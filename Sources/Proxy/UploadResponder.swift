@@ -155,7 +155,18 @@ struct UploadResponder {
             return
         }
         let verdict = target.verdict(inspector.finish(), policy: settings.formats)
-        if refusal == nil, let refused = self.refusal(verdict, target: target) { refusal = (.unsupportedMediaType, refused) }
+        if refusal == nil, let refused = self.refusal(verdict, target: target) {
+            // As in Glance, the bytes are stored first: a full disk is the answer before the format.
+            do {
+                try await ingest.discard(refused)
+                cache.settle(reserved: reserved, committed: nil)
+                await refuse(response, .unsupportedMediaType, refused)
+            } catch {
+                cache.settle(reserved: reserved, committed: nil)
+                await refuse(response, error)
+            }
+            return
+        }
         if let refusal {
             await ingest.abort(refusal.1)
             cache.settle(reserved: reserved, committed: nil)
