@@ -65,6 +65,9 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
+        // What Glance's upload inspection finds in an image's bytes (format, virtual size, safety
+        // checks) and decides: pure, fed as the bytes stream past.
+        .target(name: "FormatInspector"),
         // The LRU engine: byte-accurate recency order, watermarks.
         .target(name: "Eviction", dependencies: ["BlobStore"]),
         // What a cache decides without sockets: authorization decisions, single-flight fills,
@@ -72,7 +75,7 @@ let package = Package(
         .target(
             name: "Cache",
             dependencies: [
-                "BlobStore", "Catalog", "Eviction", "Glance",
+                "BlobStore", "Catalog", "Eviction", "FormatInspector", "Glance",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
@@ -84,7 +87,7 @@ let package = Package(
         .target(
             name: "Proxy",
             dependencies: [
-                "BlobStore", "Catalog", "Cache", "Glance", "HTTPSemantics",
+                "BlobStore", "Catalog", "Cache", "FormatInspector", "Glance", "HTTPSemantics",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -96,7 +99,7 @@ let package = Package(
         .executableTarget(
             name: "depot",
             dependencies: [
-                "BlobStore", "CFileIO", "Catalog", "Cache", "DepotConfig", "Eviction", "Glance", "Proxy",
+                "BlobStore", "CFileIO", "Catalog", "Cache", "DepotConfig", "Eviction", "FormatInspector", "Glance", "Proxy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -112,11 +115,12 @@ let package = Package(
         .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "DepotTestSupport"]),
         .testTarget(name: "GlanceTests", dependencies: ["Glance", "BlobStore", "DepotTestSupport"]),
         .testTarget(name: "EvictionTests", dependencies: ["Eviction", "BlobStore"]),
+        .testTarget(name: "FormatInspectorTests", dependencies: ["FormatInspector", "DepotTestSupport"]),
         .testTarget(name: "DepotConfigTests", dependencies: ["DepotConfig", "DepotTestSupport"]),
         .testTarget(name: "HTTPSemanticsTests", dependencies: ["HTTPSemantics", "DepotTestSupport"]),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog", "DepotTestSupport"]),
-        .testTarget(name: "CacheTests", dependencies: ["Cache", "Catalog", "BlobStore", "DepotTestSupport"]),
-        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Cache", "Catalog", "BlobStore", "Glance", "DepotTestSupport", "depot"]),
+        .testTarget(name: "CacheTests", dependencies: ["Cache", "Catalog", "BlobStore", "FormatInspector", "DepotTestSupport"]),
+        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Cache", "Catalog", "BlobStore", "FormatInspector", "Glance", "DepotTestSupport", "depot"]),
         .testTarget(name: "DepotCLITests", dependencies: ["BlobStore", "DepotTestSupport", "depot"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,6 +1,7 @@
 import BlobStore
 import Foundation
 import Glance
+import Synchronization
 
 /// Streams bytes that arrive in async code (an upload's body) into a new blob, writing and
 /// hashing on a thread of its own so the cooperative pool never blocks on the disk.
@@ -9,6 +10,8 @@ import Glance
 public final class BlobIngest: Sendable {
     private let channel = ByteChannel(capacity: 8 << 20)
     private let outcome: Task<Result<CommittedBlob, BlobStoreError>, Never>
+    /// Set by `discard`: why the written bytes are removed instead of committed.
+    private let discardReason = DiscardReason()
 
     /// Bytes per write: large enough that the writer hashes its digests in parallel lanes.
     static let batchSize = 4 << 20
@@ -23,13 +26,14 @@ public final class BlobIngest: Sendable {
     ) throws(BlobStoreError) {
         let writer = WriterBox(try store.makeWriter(expecting: expectation, alsoCompute: alsoCompute))
         let channel = self.channel
+        let discardReason = self.discardReason
         outcome = Task {
-            await TransferThreads.run { _ in Self.drain(channel, into: writer.writer, beforeCommit: beforeCommit) }
+            await TransferThreads.run { _ in Self.drain(channel, into: writer.writer, discardReason: discardReason, beforeCommit: beforeCommit) }
         }
     }
 
     private static func drain(
-        _ channel: ByteChannel, into writer: BlobWriter, beforeCommit: (Digest) -> Void
+        _ channel: ByteChannel, into writer: BlobWriter, discardReason: DiscardReason, beforeCommit: (Digest) -> Void
     ) -> Result<CommittedBlob, BlobStoreError> {
         let batch = UnsafeMutableRawBufferPointer.allocate(byteCount: batchSize, alignment: 64)
         defer { batch.deallocate() }
@@ -49,7 +53,13 @@ public final class BlobIngest: Sendable {
                         return .failure(error)
                     }
                 }
-                if ended { return Result { () throws(BlobStoreError) in try writer.commit(beforePublishing: beforeCommit) } }
+                if ended {
+                    if let reason = discardReason.value.withLock({ $0 }) {
+                        writer.abort()
+                        return .failure(.aborted(reason: reason))
+                    }
+                    return Result { () throws(BlobStoreError) in try writer.commit(beforePublishing: beforeCommit) }
+                }
             }
         } catch {
             // The sender gave up (client gone, bad body): nothing is kept.
@@ -69,6 +79,20 @@ public final class BlobIngest: Sendable {
         return try await outcome.value.get()
     }
 
+    /// Ends a body that was received whole but is refused: once every byte is written, the
+    /// temporary file is removed instead of committed. A failure of the writer (a full disk)
+    /// comes first, as it would have for an accepted body.
+    ///
+    /// - Throws: the writer's failure, if it failed before the end.
+    public func discard(_ reason: String) async throws(BlobStoreError) {
+        discardReason.value.withLock { $0 = reason }
+        channel.finish()
+        switch await outcome.value {
+        case .success, .failure(.aborted): return
+        case let .failure(error): throw error
+        }
+    }
+
     /// Abandons the body: the temporary file is removed, nothing is committed.
     public func abort(_ reason: String) async {
         channel.finish(throwing: IngestAborted(reason: reason))
@@ -80,6 +104,10 @@ public final class BlobIngest: Sendable {
         if case let .failure(error) = await outcome.value { return error }
         return nil
     }
+}
+
+final class DiscardReason: Sendable {
+    let value = Mutex<String?>(nil)
 }
 
 struct IngestAborted: Error, CustomStringConvertible {

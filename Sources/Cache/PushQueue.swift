@@ -239,6 +239,11 @@ public final class PushQueue: Sendable {
             if push.method == .glanceDirect {
                 let deadline = ContinuousClock.now + settings.importWait
                 while image.status == "importing" || image.status == "uploading", ContinuousClock.now < deadline {
+                    // Glance leaves an image whose import failed (its format inspection refused
+                    // the staged bytes, say) `importing` and names the store that failed.
+                    if let stores = image["os_glance_failed_import"]?.stringValue, !stores.isEmpty {
+                        return .permanent("the backend's import failed for store \(stores) (its log says why; a format refusal is the usual cause)")
+                    }
                     try? await Task.sleep(for: .milliseconds(500))
                     image = try await client.showImage(push.imageID, auth: .service)
                 }

@@ -60,6 +60,7 @@ extension ImageCache {
             throw UploadError.refused(status: 409, message: "Image status transition from \(image.status ?? "unknown") to \(target) is not allowed")
         }
         try await probeModify(client, cloud: cloud, imageID: imageID, token: token, action: method == .upload ? "upload_image" : "modify_image")
+        if method == .upload, let missing = UploadTarget.missingFormats(image) { throw missing }
         return UploadTarget(cloud: cloud, image: image, method: method)
     }
 
@@ -170,9 +171,11 @@ extension ImageCache {
     /// that owes it to the backend, in one transaction; from now on the blob is kept until the
     /// push is settled and the image is served from it.
     ///
-    /// - Parameter claimed: the caller runs the push itself (write-through).
+    /// - Parameters:
+    ///   - claimed: the caller runs the push itself (write-through).
+    ///   - virtualSize: Glance's `virtual_size` for these bytes, from the upload's inspection.
     @discardableResult
-    public func accept(_ blob: CommittedBlob, for target: UploadTarget, staged: Bool, claimed: Bool = false) async throws -> PushRecord {
+    public func accept(_ blob: CommittedBlob, for target: UploadTarget, staged: Bool, claimed: Bool = false, virtualSize: Int64? = nil) async throws -> PushRecord {
         let push = PushRecord(cloud: target.cloud, imageID: target.image.id, digest: blob.digest, method: target.method, state: staged ? .staged : .pending)
         var record = Self.record(cloud: target.cloud, image: target.image, digest: blob.digest)
         // Digests a deduplicated blob already had; otherwise `completeDigests` fills them in.
@@ -181,6 +184,7 @@ extension ImageCache {
         record.checksum = blob.digests[.md5]?.hex ?? known?.md5
         record.osHashValue = blob.digests[.sha512]?.hex ?? known?.sha512
         record.osHashAlgo = record.osHashValue == nil ? nil : "sha512"
+        record.virtualSize = virtualSize
         await budget.hold(blob.digest, cloud: target.cloud, imageID: target.image.id)
         // Held now, the blob stays; but a blob this upload deduplicated against may have been
         // evicted in the moment before. Then the bytes are gone: say so rather than acknowledge.

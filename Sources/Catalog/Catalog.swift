@@ -72,6 +72,12 @@ public final class Catalog: Sendable {
             // When the blob's bytes last hashed to its name (nil: at its commit only).
             try db.alter(table: "blob") { t in t.add(column: "verifiedAt", .double) }
         }
+        migrator.registerMigration("format-virtual-size") { db in
+            // The virtual size Glance computes from an upload's bytes (its format inspection),
+            // recorded by Depot's own inspection when it takes an upload; null where Glance
+            // records none.
+            try db.alter(table: "image") { t in t.add(column: "virtualSize", .integer) }
+        }
         return migrator
     }
 
@@ -257,11 +263,14 @@ public struct ImageRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
     public var visibility: String?
     public var name: String?
     public var updatedAt: Double
+    /// Glance's `virtual_size` for the image's bytes, as Depot's inspection of an upload
+    /// computed it; nil where Glance records none or the record came from elsewhere.
+    public var virtualSize: Int64?
 
     public init(
         cloud: String, imageID: String, sha256: String, status: String? = nil, checksum: String? = nil, osHashAlgo: String? = nil,
         osHashValue: String? = nil, size: Int64? = nil, owner: String? = nil, visibility: String? = nil, name: String? = nil,
-        updatedAt: Double = Date().timeIntervalSince1970
+        updatedAt: Double = Date().timeIntervalSince1970, virtualSize: Int64? = nil
     ) {
         self.cloud = cloud
         self.imageID = imageID
@@ -275,6 +284,7 @@ public struct ImageRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
         self.visibility = visibility
         self.name = name
         self.updatedAt = updatedAt
+        self.virtualSize = virtualSize
     }
 
     public var digest: Digest { try! Digest.sha256(hex: sha256) }

@@ -27,6 +27,12 @@ public struct DepotConfiguration: Sendable, Equatable {
     public var uploadMode = "write-back"
     /// The largest upload accepted; Glance's own `image_size_cap` default.
     public var maxUploadSize: UInt64 = 1 << 40
+    /// Refuse uploads whose data is not of their `disk_format` (Glance's
+    /// `[image_format] require_image_format_match`, default true).
+    public var requireImageFormatMatch = true
+    /// Safety checks that do not refuse an image detected as GPT (Glance's
+    /// `[image_format] gpt_safety_checks_nonfatal`, default none).
+    public var gptSafetyChecksNonfatal: [String] = []
     /// Pushes to backends running at once.
     public var pushConcurrency = 2
     /// The first retry delay of a failed push (doubled per attempt, with jitter) and the cap.
@@ -139,6 +145,14 @@ public struct DepotConfiguration: Sendable, Equatable {
                 }
                 config.uploadMode = mode
             case "max_upload_size": config.maxUploadSize = try reader.size(entry)
+            case "image_format":
+                for sub in try reader.map(entry) {
+                    switch sub.key {
+                    case "require_image_format_match": config.requireImageFormatMatch = try reader.bool(sub)
+                    case "gpt_safety_checks_nonfatal": config.gptSafetyChecksNonfatal = try reader.list(sub)
+                    default: throw reader.unknown(sub, in: "image_format", known: ["require_image_format_match", "gpt_safety_checks_nonfatal"])
+                    }
+                }
             case "push":
                 for sub in try reader.map(entry) {
                     switch sub.key {
@@ -193,8 +207,8 @@ public struct DepotConfiguration: Sendable, Equatable {
                 }
             default:
                 throw reader.unknown(entry, in: nil, known: [
-                    "listen", "data_dir", "log_level", "admin_token", "cache", "auth", "upload_mode", "max_upload_size", "push", "limits", "tls",
-                    "multicloud", "clouds",
+                    "listen", "data_dir", "log_level", "admin_token", "cache", "auth", "upload_mode", "max_upload_size", "image_format", "push",
+                    "limits", "tls", "multicloud", "clouds",
                 ])
             }
         }
@@ -266,6 +280,24 @@ struct Reader {
         case "true", "yes", "on": return true
         case "false", "no", "off": return false
         default: throw error(entry, "expected true or false")
+        }
+    }
+
+    /// A list of names: a block list, or one value of comma-separated names (as oslo.config
+    /// writes a list option); `[]` or nothing is the empty list.
+    func list(_ entry: Entry) throws(ConfigurationError) -> [String] {
+        switch entry.value {
+        case .null: return []
+        case let .scalar(text):
+            return text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        case let .list(items):
+            var names: [String] = []
+            for item in items {
+                guard case let .scalar(name) = item else { throw error(entry, "expected a list of names") }
+                names.append(name)
+            }
+            return names
+        case .map: throw error(entry, "expected a list of names: one value (mbr, or names separated by commas) or a block list (- mbr)")
         }
     }
 

@@ -54,11 +54,19 @@ public final class GlanceServer: Sendable {
     ///     `image_cache_dir`, the `centralized_db` driver, the cache filter), so that its
     ///     `/v2/cache` API answers as a production Glance with a cache does: the reference for
     ///     Depot's.
-    public static func start(tls: TestCertificates? = nil, requireClientCertificate: Bool = false, imageCache: Bool = false) throws -> GlanceServer {
+    ///   - configuration: text appended to glance-api.conf (e.g. an `[image_format]` section).
+    public static func start(
+        tls: TestCertificates? = nil, requireClientCertificate: Bool = false, imageCache: Bool = false, configuration: String? = nil
+    ) throws -> GlanceServer {
         try run("/bin/bash", [script, "install"])
         let dir = NSTemporaryDirectory() + "depot-glance-\(UUID().uuidString)"
         var arguments = [script, "start", "--data", dir]
         if imageCache { arguments.append("--cache") }
+        if let configuration {
+            let path = dir + ".conf"
+            try configuration.write(toFile: path, atomically: true, encoding: .utf8)
+            arguments += ["--conf", path]
+        }
         if let tls {
             arguments += ["--tls-cert", tls.serverCertificate, "--tls-key", tls.serverKey]
             if requireClientCertificate { arguments += ["--tls-client-ca", tls.authority] }
@@ -88,6 +96,7 @@ public final class GlanceServer: Sendable {
         // DEPOT_TEST_KEEP_GLANCE=1 keeps the server's data and logs for a post-mortem.
         if ProcessInfo.processInfo.environment["DEPOT_TEST_KEEP_GLANCE"] != "1" {
             try? FileManager.default.removeItem(atPath: dataDirectory)
+            try? FileManager.default.removeItem(atPath: dataDirectory + ".conf")
         }
     }
 

@@ -1,6 +1,7 @@
 import BlobStore
 import Cache
 import Catalog
+import FormatInspector
 import Foundation
 import Glance
 import Logging
@@ -144,7 +145,7 @@ struct MulticloudResponder {
         defer { uploadHold.release() }
         let received: ReceivedForm
         do {
-            received = try await receive(request, boundary: boundary, hold: uploadHold)
+            received = try await receive(request, boundary: boundary, hold: uploadHold, formatFromFileName: onapTenant != nil)
         } catch let failure as FormFailure {
             await response.sendError(failure.status, failure.message, headers: ["connection": "close"])
             return
@@ -172,12 +173,6 @@ struct MulticloudResponder {
             }
             for (key, value) in extra where properties[key] == nil { properties[key] = value }
         }
-        do {
-            try FormatInspection.check(header: received.header, diskFormat: properties["disk_format"]?.stringValue, containerFormat: properties["container_format"]?.stringValue)
-        } catch {
-            await response.sendError(HTTPResponseStatus(statusCode: error.status), error.description)
-            return
-        }
         let image: GlanceImage
         do {
             image = try await cache.client(for: cloud).createImage(properties, auth: .token(token))
@@ -200,7 +195,7 @@ struct MulticloudResponder {
         var push: PushRecord
         // Held for its push first, then counted in the budget: never evictable in between.
         do {
-            push = try await cache.accept(received.blob, for: target, staged: false, claimed: writeThrough)
+            push = try await cache.accept(received.blob, for: target, staged: false, claimed: writeThrough, virtualSize: received.virtualSize)
         } catch let error as UploadError {
             cache.settle(reserved: received.reserved, committed: received.blob)
             blobKept = true
@@ -252,8 +247,8 @@ struct MulticloudResponder {
         var fileName: String?
         var blob: CommittedBlob
         var reserved: UInt64
-        /// The file's first bytes, for the format check.
-        var header: [UInt8]
+        /// Glance's `virtual_size` for the file, from its inspection.
+        var virtualSize: Int64?
     }
 
     struct FormFailure: Error {
@@ -261,8 +256,13 @@ struct MulticloudResponder {
         let message: String
     }
 
-    /// Reads the whole form: fields into memory (small), the file part into a new blob.
-    private func receive(_ request: Request, boundary: String, hold: UploadHold) async throws -> ReceivedForm {
+    /// Reads the whole form: fields into memory (small), the file part into a new blob, which
+    /// is committed only once the form has ended and Glance's format inspection, with the
+    /// form's `disk_format` and `container_format`, takes the file (415 otherwise, nothing kept).
+    ///
+    /// - Parameter formatFromFileName: without a `disk_format` field, the file's name gives it
+    ///   (the ONAP shape), as it will for the image Depot creates.
+    private func receive(_ request: Request, boundary: String, hold: UploadHold, formatFromFileName: Bool) async throws -> ReceivedForm {
         var parser: MultipartParser
         do { parser = try MultipartParser(boundary: boundary) } catch {
             throw FormFailure(status: .badRequest, message: error.description)
@@ -280,8 +280,10 @@ struct MulticloudResponder {
         var ingest: BlobIngest?
         var current: (name: String?, isFile: Bool, value: [UInt8])?
         var fileBytes: UInt64 = 0
-        var header: [UInt8] = []
         var fileName: String?
+        var inspector = FormatInspector()
+        var fileEnded = false
+        var virtualSize: Int64?
         var blob: CommittedBlob?
         func fail(_ status: HTTPResponseStatus, _ message: String) async -> FormFailure {
             await ingest?.abort(message)
@@ -301,7 +303,7 @@ struct MulticloudResponder {
                         let (name, filename) = MultipartParser.Event.disposition(headers)
                         let isFile = name == "file" || filename != nil
                         if isFile {
-                            guard ingest == nil, blob == nil else { throw await fail(.badRequest, "send one file part") }
+                            guard ingest == nil, !fileEnded else { throw await fail(.badRequest, "send one file part") }
                             fileName = filename
                             do {
                                 ingest = try BlobIngest(store: cache.store, expecting: .init(), alsoCompute: [], beforeCommit: hold.hold)
@@ -313,7 +315,7 @@ struct MulticloudResponder {
                     case let .partData(bytes):
                         guard var part = current else { continue }
                         if part.isFile {
-                            if header.count < FormatInspection.headerLength { header += bytes.prefix(FormatInspection.headerLength - header.count) }
+                            inspector.feed(bytes)
                             fileBytes += UInt64(bytes.count)
                             if fileBytes > uploads.maximumSize {
                                 throw await fail(.payloadTooLarge, UploadError.tooLarge(size: fileBytes, limit: uploads.maximumSize).description)
@@ -336,14 +338,8 @@ struct MulticloudResponder {
                     case .partEnd:
                         guard let part = current else { continue }
                         if part.isFile {
-                            do { blob = try await ingest!.finish() } catch {
-                                ingest = nil
-                                if case .diskFull = error {
-                                    throw await fail(.insufficientStorage, "Depot's disk is full; nothing was kept. Free space in its data directory or retry later")
-                                }
-                                throw await fail(.internalServerError, "Depot could not store the file: \(error)")
-                            }
-                            ingest = nil
+                            // Committed once the fields that decide its format are all known.
+                            fileEnded = true
                         } else if let name = part.name {
                             guard Self.fieldNames.contains(name) else {
                                 throw await fail(.badRequest, "unknown form field \(name); the fields are file, \(Self.fieldNames.sorted().joined(separator: ", "))")
@@ -357,6 +353,22 @@ struct MulticloudResponder {
                 }
             }
             guard ended else { throw await fail(.badRequest, "the multipart body ended before its closing boundary; nothing was kept") }
+            if let pending = ingest {
+                let inspection = inspector.finish()
+                let named = formatFromFileName ? fileName.map { Self.nameAndFormat($0).diskFormat } : nil
+                let verdict = inspection.verdict(
+                    diskFormat: fields["disk_format"] ?? named ?? "raw", containerFormat: fields["container_format"] ?? "bare", policy: uploads.formats)
+                if let refusal = verdict.refusal { throw await fail(.unsupportedMediaType, refusal.description) }
+                virtualSize = verdict.virtualSize
+                do { blob = try await pending.finish() } catch {
+                    ingest = nil
+                    if case .diskFull = error {
+                        throw await fail(.insufficientStorage, "Depot's disk is full; nothing was kept. Free space in its data directory or retry later")
+                    }
+                    throw await fail(.internalServerError, "Depot could not store the file: \(error)")
+                }
+                ingest = nil
+            }
         } catch let failure as FormFailure {
             if let blob { cache.keepUnreferenced(blob, reserved: 0) }
             throw failure
@@ -370,7 +382,7 @@ struct MulticloudResponder {
             cache.settle(reserved: reserved, committed: nil)
             throw FormFailure(status: .badRequest, message: "the form has no file part; send the image as a part named file")
         }
-        return ReceivedForm(fields: fields, fileName: fileName, blob: blob, reserved: reserved, header: header)
+        return ReceivedForm(fields: fields, fileName: fileName, blob: blob, reserved: reserved, virtualSize: virtualSize)
     }
 }
 

@@ -1,6 +1,7 @@
 import BlobStore
 import Cache
 import Catalog
+import FormatInspector
 import Foundation
 import Glance
 import Logging
@@ -20,6 +21,8 @@ public struct UploadSettings: Sendable {
     public var mode: UploadMode = .writeBack
     /// The largest upload accepted (413 beyond); Glance's own `image_size_cap` default.
     public var maximumSize: UInt64 = 1 << 40
+    /// Glance's `[image_format]` options the inspection of uploads follows.
+    public var formats = FormatPolicy()
 
     public init() {}
 }
@@ -68,9 +71,23 @@ struct UploadResponder {
                 await refuse(response, .badRequest, "Content-Length says \(declaredLength) bytes but the declared digest names \(blob.size) bytes")
                 return
             }
-            // The caller may already read these bytes: the body need not travel.
+            // The caller may already read these bytes: the body need not travel. Glance will
+            // inspect them for this image's formats all the same.
+            let verdict: FormatVerdict
+            do {
+                verdict = target.verdict(try await cache.inspectStored(blob.digest), policy: settings.formats)
+            } catch {
+                await refuse(response, error)
+                return
+            }
+            if let refusal = refusal(verdict, target: target) {
+                await refuse(response, .unsupportedMediaType, refusal)
+                return
+            }
             logger.info("instant upload: body skipped", metadata: ["cloud": "\(cloud)", "image": "\(imageID)", "blob": "\(blob.sha256)"])
-            await finish(request, response, blob: blob.committed(path: cache.store.path(for: blob.digest)), target: target, token: token, instant: true)
+            await finish(
+                request, response, blob: blob.committed(path: cache.store.path(for: blob.digest)), target: target, token: token, instant: true,
+                virtualSize: verdict.virtualSize)
             return
         }
         // Refused before the body is asked for: each upload holds a writer thread and buffers.
@@ -110,28 +127,10 @@ struct UploadResponder {
         }
         var received: UInt64 = 0
         var refusal: (HTTPResponseStatus, String)?
-        // The first bytes decide whether Glance will take the format at all.
-        var header: [UInt8]? = []
-        func inspect() -> (HTTPResponseStatus, String)? {
-            guard let bytes = header else { return nil }
-            header = nil
-            do {
-                try FormatInspection.check(header: bytes, diskFormat: target.image.diskFormat, containerFormat: target.image.containerFormat)
-                return nil
-            } catch {
-                return (HTTPResponseStatus(statusCode: error.status), error.description)
-            }
-        }
+        // Glance's format inspection, in the same pass as the hashing.
+        var inspector = FormatInspector()
         do {
             while let chunk = try await request.body.next() {
-                if var bytes = header {
-                    bytes += chunk.readableBytesView.prefix(FormatInspection.headerLength - bytes.count)
-                    header = bytes
-                    if bytes.count >= FormatInspection.headerLength, let refused = inspect() {
-                        refusal = refused
-                        break
-                    }
-                }
                 received += UInt64(chunk.readableBytes)
                 if received > settings.maximumSize {
                     refusal = (.payloadTooLarge, UploadError.tooLarge(size: received, limit: settings.maximumSize).description)
@@ -141,7 +140,9 @@ struct UploadResponder {
                     try cache.reserve(Self.reservationStep)
                     reserved += Self.reservationStep
                 }
-                guard await ingest.send(Array(chunk.readableBytesView)) else { break }
+                let bytes = Array(chunk.readableBytesView)
+                inspector.feed(bytes)
+                guard await ingest.send(bytes) else { break }
             }
         } catch let error as CacheError {
             refusal = (.insufficientStorage, error.description)
@@ -153,7 +154,19 @@ struct UploadResponder {
             response.abort()
             return
         }
-        if refusal == nil { refusal = inspect() }
+        let verdict = target.verdict(inspector.finish(), policy: settings.formats)
+        if refusal == nil, let refused = self.refusal(verdict, target: target) {
+            // As in Glance, the bytes are stored first: a full disk is the answer before the format.
+            do {
+                try await ingest.discard(refused)
+                cache.settle(reserved: reserved, committed: nil)
+                await refuse(response, .unsupportedMediaType, refused)
+            } catch {
+                cache.settle(reserved: reserved, committed: nil)
+                await refuse(response, error)
+            }
+            return
+        }
         if let refusal {
             await ingest.abort(refusal.1)
             cache.settle(reserved: reserved, committed: nil)
@@ -170,7 +183,21 @@ struct UploadResponder {
         }
         logger.info(
             "upload stored", metadata: ["image": "\(target.image.id)", "blob": "\(blob.digest.hex)", "size": "\(blob.size)", "deduplicated": "\(blob.deduplicated)"])
-        await finish(request, response, blob: blob, reserved: reserved, target: target, token: token, instant: false)
+        await finish(request, response, blob: blob, reserved: reserved, target: target, token: token, instant: false, virtualSize: verdict.virtualSize)
+    }
+
+    /// The message of Glance's refusal of these bytes for the image, when Glance refuses them
+    /// at upload time. Staged bytes are taken whatever they are, as Glance's stage takes them:
+    /// Glance inspects them during the import and fails it there, as it would without Depot.
+    private func refusal(_ verdict: FormatVerdict, target: UploadTarget) -> String? {
+        guard let refusal = verdict.refusal else { return nil }
+        guard target.method == .upload else {
+            logger.warning(
+                "staged data that Glance's import will refuse", metadata: ["image": "\(target.image.id)", "reason": "\(refusal.glanceMessage)"])
+            return nil
+        }
+        logger.info("upload refused by the format inspection", metadata: ["image": "\(target.image.id)", "reason": "\(refusal)"])
+        return refusal.description
     }
 
     // MARK: Acknowledging
@@ -178,7 +205,8 @@ struct UploadResponder {
     /// Records the upload and answers. `reserved` is the budget room the body took; the blob
     /// takes its place once it is held for its push, so it is never evictable in between.
     private func finish(
-        _ request: Request, _ response: ResponseWriter, blob: CommittedBlob, reserved: UInt64 = 0, target: UploadTarget, token: String?, instant: Bool
+        _ request: Request, _ response: ResponseWriter, blob: CommittedBlob, reserved: UInt64 = 0, target: UploadTarget, token: String?, instant: Bool,
+        virtualSize: Int64?
     ) async {
         let staged = target.method == .glanceDirect
         let writeThrough = settings.mode == .writeThrough && !staged
@@ -187,7 +215,7 @@ struct UploadResponder {
         if instant { headers.add(name: "connection", value: "close") }
         let push: PushRecord
         do {
-            push = try await cache.accept(blob, for: target, staged: staged, claimed: writeThrough)
+            push = try await cache.accept(blob, for: target, staged: staged, claimed: writeThrough, virtualSize: virtualSize)
             cache.settle(reserved: reserved, committed: blob)
         } catch let error as UploadError {
             cache.settle(reserved: reserved, committed: blob)

@@ -5,6 +5,7 @@ import Cache
 import Catalog
 import DepotConfig
 import Eviction
+import FormatInspector
 import Foundation
 import Glance
 import Logging
@@ -138,6 +139,8 @@ struct ServeCommand: AsyncParsableCommand {
         var uploads = UploadSettings()
         uploads.mode = UploadMode(rawValue: settings.uploadMode) ?? .writeBack
         uploads.maximumSize = settings.maxUploadSize
+        uploads.formats = FormatPolicy(
+            requireImageFormatMatch: settings.requireImageFormatMatch, gptSafetyChecksNonfatal: Set(settings.gptSafetyChecksNonfatal))
         let handler = DepotHandler(
             cache: cache, uploads: uploads, admin: AdminAccess(token: settings.adminToken),
             metrics: {

@@ -26,6 +26,32 @@ import Testing
         #expect(try catalog.blob(md5: String(repeating: "0", count: 32)) == nil)
     }
 
+    /// A catalog written before the virtual size existed gains the column, keeps its rows
+    /// (without a virtual size), and records the virtual size of new ones.
+    @Test func theVirtualSizeColumnIsAddedToAnOlderCatalog() throws {
+        let path = dir.path + "/old.sqlite"
+        let committed = try blob("older bytes")
+        do {
+            let catalog = try Catalog(path: path)
+            try catalog.recordBlob(committed)
+        }
+        // Back to the schema before "format-virtual-size", with a row written then.
+        let downgrade = """
+            import sqlite3, sys
+            db = sqlite3.connect(sys.argv[1])
+            db.execute("ALTER TABLE image DROP COLUMN virtualSize")
+            db.execute("DELETE FROM grdb_migrations WHERE identifier = 'format-virtual-size'")
+            db.execute("INSERT INTO image (cloud, imageID, sha256, status, size, updatedAt) VALUES ('a_R1', 'old', ?, 'active', 11, 0)", (sys.argv[2],))
+            db.commit()
+            """
+        _ = try run("/usr/bin/env", ["python3", "-c", downgrade, path, committed.digest.hex])
+        let catalog = try Catalog(path: path)
+        #expect(try catalog.mapping(cloud: "a_R1", imageID: "old")?.virtualSize == nil)
+        #expect(try catalog.mapping(cloud: "a_R1", imageID: "old")?.size == 11)
+        try catalog.map(ImageRecord(cloud: "a_R1", imageID: "new", sha256: committed.digest.hex, status: "queued", size: 11, virtualSize: 1 << 34))
+        #expect(try Catalog(path: path).mapping(cloud: "a_R1", imageID: "new")?.virtualSize == 1 << 34)
+    }
+
     @Test func mappingsAreKeptPerCloudAndSurviveReopening() throws {
         let path = dir.path + "/catalog.sqlite"
         let committed = try blob("shared bytes")

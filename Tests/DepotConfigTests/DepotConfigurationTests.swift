@@ -18,6 +18,8 @@ import Testing
         #expect(config.offlineGrace == .seconds(86400))
         #expect(config.uploadMode == "write-back")
         #expect(config.maxUploadSize == 1 << 40)
+        #expect(config.requireImageFormatMatch == true)
+        #expect(config.gptSafetyChecksNonfatal == [])
         #expect(config.pushConcurrency == 2)
         #expect(config.pushInitialBackoff == .seconds(2))
         #expect(config.pushMaximumBackoff == .seconds(300))
@@ -60,6 +62,20 @@ import Testing
         #expect(badMode?.description.contains("write-back or write-through") == true)
         #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("push:\n  concurrency: 0", path: "depot.yaml") }
         #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("push:\n  speed: 3", path: "depot.yaml") }
+    }
+
+    /// Glance's `[image_format]` options, with Glance's defaults when absent.
+    @Test func imageFormatKeysMirrorGlances() throws {
+        #expect(try DepotConfiguration.parse("", path: "depot.yaml").requireImageFormatMatch == true)
+        let lax = try DepotConfiguration.parse("image_format:\n  require_image_format_match: false\n  gpt_safety_checks_nonfatal: mbr", path: "depot.yaml")
+        #expect(lax.requireImageFormatMatch == false)
+        #expect(lax.gptSafetyChecksNonfatal == ["mbr"])
+        let listed = try DepotConfiguration.parse("image_format:\n  gpt_safety_checks_nonfatal:\n    - mbr\n    - gptmbr", path: "depot.yaml")
+        #expect(listed.gptSafetyChecksNonfatal == ["mbr", "gptmbr"])
+        #expect(try DepotConfiguration.parse("image_format:\n  gpt_safety_checks_nonfatal: mbr, gptmbr", path: "depot.yaml").gptSafetyChecksNonfatal == ["mbr", "gptmbr"])
+        #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("image_format:\n  require_image_format_match: maybe", path: "depot.yaml") }
+        let unknown = #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("image_format:\n  vmdk_allowed_types: x", path: "depot.yaml") }
+        #expect(unknown?.description.contains("require_image_format_match") == true)
     }
 
     @Test func limitsAndTLSKeysAreChecked() throws {

@@ -196,16 +196,26 @@ import Testing
         // No waiting: Glance has it when the answer comes.
         try await expectGlanceHolds(glance.url, image.id, bytesOf: file.path)
 
-        // Glance's own inspection goes deeper than Depot's signature check: a VMDK header with
-        // nothing behind it fails its safety checks, and Glance's status comes back.
+        // What Glance's format inspection refuses, Depot refuses itself before pushing: a VMDK
+        // header with nothing behind it fails the safety checks.
         let vmdk = try await createImage(depot.url, diskFormat: "vmdk")
         let hollow = depot.dir.path + "/hollow.vmdk"
         try Data(Array("KDMV".utf8) + [UInt8](repeating: 0, count: 1 << 20)).write(to: URL(fileURLWithPath: hollow))
         let refused = try await curl("\(depot.url)/v2/images/\(vmdk.id)/file", ["-X", "PUT", "-T", hollow])
         #expect(refused.status == 415)
         #expect(errorMessage(refused).contains("safety checks"))
-        #expect(try depot.catalog.push(cloud: "default_RegionOne", imageID: vmdk.id)?.state == .failed)
-        #expect(try await curl("\(depot.url)/v2/images/\(vmdk.id)/file").status == 204)
+        #expect(try depot.catalog.push(cloud: "default_RegionOne", imageID: vmdk.id) == nil)
+        // A refusal only Glance gives comes back with Glance's status: an image signature it
+        // cannot verify (no key manager holds the certificate) is a 400.
+        let signed = try await GlanceClient(configuration: .init(endpoint: depot.url, credentials: .token(GlanceServer.alice))).createImage([
+            "name": .string("signed"), "disk_format": .string("raw"), "container_format": .string("bare"), "img_signature": .string("c2ln"),
+            "img_signature_hash_method": .string("SHA-256"), "img_signature_key_type": .string("RSA-PSS"),
+            "img_signature_certificate_uuid": .string("6f1b5a3c-0000-4000-8000-000000000001"),
+        ])
+        let unverified = try await curl("\(depot.url)/v2/images/\(signed.id)/file", ["-X", "PUT", "-T", file.path])
+        #expect(unverified.status == 400)
+        #expect(try depot.catalog.push(cloud: "default_RegionOne", imageID: signed.id)?.state == .failed)
+        #expect(try await curl("\(depot.url)/v2/images/\(signed.id)/file").status == 204)
     }
 
     @Test func anImageIsServedWhenGlanceStillSaysSavingButThePushHasEnded() async throws {
@@ -380,6 +390,11 @@ func errorMessage(_ result: CurlResult) -> String {
         // Unknown length: the disk fills mid-body.
         let chunked = try await curl(url, ["-X", "PUT", "-T", large.path, "-H", "Transfer-Encoding: chunked"])
         #expect(chunked.status == 507)
+        // The full disk is the answer even for bytes the format inspection would refuse (random
+        // bytes declared qcow2): it never judges a body that was not all received.
+        let qcow2 = try await createImage(depot.url, diskFormat: "qcow2")
+        let unjudged = try await curl("\(depot.url)/v2/images/\(qcow2.id)/file", ["-X", "PUT", "-T", large.path, "-H", "Transfer-Encoding: chunked"])
+        #expect(unjudged.status == 507)
         #expect(depot.dir.files(under: "tmp").isEmpty)
         #expect(try depot.store.allDigests().isEmpty)
         #expect(try depot.catalog.pushes().isEmpty)
