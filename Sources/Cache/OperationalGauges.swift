@@ -44,5 +44,6 @@ extension ImageCache {
         _ = Counter(label: "depot_backend_errors_total", dimensions: [("operation", "fill")])
         _ = Counter(label: "depot_evictions_total")
         _ = Counter(label: "depot_evicted_bytes_total")
+        _ = Counter(label: "depot_push_failures_after_ack_total")
     }
 }
