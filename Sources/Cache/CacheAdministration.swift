@@ -75,6 +75,7 @@ extension ImageCache {
             "evictions": counts.evictions, "evicted_bytes": counts.evictedBytes,
             "fills_running": runningFills().count, "pushes_running": self.pushes.inFlight,
             "pushes": byState,
+            "push_failures_after_ack": self.pushes.failureAfterAcknowledgementCount,
         ]
         for (key, value) in statistics.snapshot { result[key] = value }
         for (key, value) in integrity.snapshot { result[key] = value }
@@ -142,7 +143,7 @@ extension ImageCache {
     /// - Throws: `CacheError.imageNotActive` for an image without data to cache (Glance's cache
     ///   queues only active images); budget, disk and fill-limit errors as for a download.
     public func prefetch(cloud: String, image: GlanceImage) throws -> Fill? {
-        if !image.isActive, pendingUpload(cloud: cloud, image: image) != nil { return nil }
+        if !image.isActive, owesAcknowledgedBytes(cloud: cloud, image: image) { return nil }
         guard image.isActive else { throw CacheError.imageNotActive(imageID: image.id, status: image.status ?? "unknown") }
         let authorized = AuthorizedImage(cloud: cloud, image: image, fromOfflineGrace: false)
         if try resolve(authorized) != nil { return nil }

@@ -121,6 +121,8 @@ public final class ImageCache: Sendable {
     /// Image → blob, as resolved; images are immutable once active, so this only changes when
     /// an image is forgotten or its blob goes.
     let resolved = Mutex<[String: Digest]>([:])
+    /// Each cloud's default store id (`stores` of an uploaded image), once Glance told it.
+    let defaultStores = Mutex<[String: String?]>([:])
     /// Running passes that compute an uploaded blob's SHA-512 and MD5.
     let digestJobs = Mutex<[Digest: Task<BlobRecord, any Error>]>([:])
 
@@ -210,14 +212,14 @@ public final class ImageCache: Sendable {
             decisions.withLock { $0[key] = nil }
             throw .backendRefused(status: status, message: GlanceError.message(of: refusal))
         }
-        if !image.isActive, pendingUpload(cloud: cloud, image: image) == nil, Self.inTransition(image),
+        if !image.isActive, !owesAcknowledgedBytes(cloud: cloud, image: image), Self.inTransition(image),
            let fresh = try? await client.showImage(imageID, auth: .token(token)) {
             // The record was read while the download check ran; an upload's push may have
             // ended since (and its blob gone), leaving "saving" stale.
             image = fresh
         }
         guard image.isActive else {
-            if let pending = pendingUpload(cloud: cloud, image: image) {
+            if owesAcknowledgedBytes(cloud: cloud, image: image), case let pending = await asAcknowledged(image, cloud: cloud), pending.isActive {
                 // Depot holds the bytes and owes them to Glance: serve them meanwhile.
                 decisions.withLock { $0[key] = Decision(image: pending, decidedAt: now) }
                 return AuthorizedImage(cloud: cloud, image: pending, fromOfflineGrace: false)

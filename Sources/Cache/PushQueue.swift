@@ -14,6 +14,10 @@ public struct PushSettings: Sendable {
     public var initialBackoff: Duration = .seconds(2)
     /// The longest wait between attempts.
     public var maximumBackoff: Duration = .seconds(300)
+    /// How long a request that needs Glance to hold an image's acknowledged bytes (an action,
+    /// a PATCH, a location call) waits for their push, run ahead of the queue; 503 with
+    /// `Retry-After` beyond.
+    public var landingWait: Duration = .seconds(60)
     /// How long one attempt waits for a glance-direct import to become active.
     public var importWait: Duration = .seconds(120)
     /// An image left `saving` (or `importing`) this long without an update will not recover
@@ -44,6 +48,9 @@ public final class PushQueue: Sendable {
     /// deferred them.
     private let digestProvider = Mutex<(@Sendable (Digest) async throws -> BlobRecord)?>(nil)
     private let running = Mutex<Set<String>>([])
+    private let failuresAfterAcknowledgement = Atomic<Int>(0)
+    /// Running pushes whose image was deleted meanwhile: their outcome is not recorded.
+    private let cancelled = Mutex<Set<String>>([])
     private let wakeup = Wakeup()
 
     init(catalog: Catalog, store: BlobStore, clouds: [String: GlanceClient], settings: PushSettings, logger: Logger) {
@@ -67,7 +74,39 @@ public final class PushQueue: Sendable {
     /// Counts a push that failed for good after its upload was acknowledged (write-back): the
     /// image goes back to what Glance says, and the operator must act.
     func countFailureAfterAcknowledgement() {
+        failuresAfterAcknowledgement.add(1, ordering: .relaxed)
         Counter(label: "depot_push_failures_after_ack_total").increment()
+    }
+
+    /// Pushes that failed for good after their upload was acknowledged, since start.
+    public var failureAfterAcknowledgementCount: Int { failuresAfterAcknowledgement.load(ordering: .relaxed) }
+
+    /// Forgets a push whose image was deleted: nothing is owed any more. A transfer running
+    /// now ends without recording its outcome.
+    func cancel(_ push: PushRecord) {
+        let key = Self.key(push.cloud, push.imageID)
+        running.withLock { running in
+            if running.contains(key) { cancelled.withLock { _ = $0.insert(key) } }
+        }
+        do { try catalog.removePush(cloud: push.cloud, imageID: push.imageID) } catch {
+            logger.error("cannot forget a cancelled push", metadata: ["cloud": "\(push.cloud)", "image": "\(push.imageID)", "error": "\(error)"])
+        }
+    }
+
+    /// Puts staged bytes into Glance's staging area (as the client's `PUT …/stage` would have),
+    /// so that a request needing Glance to hold them can go on; the push stays staged until
+    /// the client's import. True when Glance holds them.
+    func stageInBackend(_ push: PushRecord) async -> Bool {
+        guard let client = clouds[push.cloud] else { return false }
+        do {
+            let image = try await client.showImage(push.imageID, auth: .service)
+            if image.status == "uploading" { return true }
+            try await client.stageImageData(push.imageID, from: .file(path: store.path(for: push.digest)), auth: .service)
+            return true
+        } catch {
+            logger.warning("staging the acknowledged bytes in the backend failed", metadata: ["cloud": "\(push.cloud)", "image": "\(push.imageID)", "error": "\(error)"])
+            return false
+        }
     }
 
     /// Pushes currently transferring.
@@ -156,6 +195,12 @@ public final class PushQueue: Sendable {
             let wait = after ?? backoff(afterAttempt: push.attempts)
             push.nextAttempt = Date().timeIntervalSince1970 + wait
             logger.warning("push will be retried", metadata: metadata.merging(["reason": "\(reason)", "in": "\(String(format: "%.1f", wait)) s"]) { $1 })
+        }
+        if cancelled.withLock({ $0.remove(Self.key(push.cloud, push.imageID)) != nil }) {
+            push.state = .failed
+            push.lastError = "cancelled: the image was deleted"
+            logger.info("push cancelled: the image was deleted", metadata: metadata)
+            return (push, outcome.status)
         }
         do {
             try catalog.update(push)

@@ -251,22 +251,11 @@ extension ImageCache {
         }
     }
 
-    /// The image as it will be once its pending push is done (size and hashes of Depot's
-    /// copy), when Depot holds its bytes; nil otherwise.
-    func pendingUpload(cloud: String, image: GlanceImage) -> GlanceImage? {
-        // A push that is done also counts: Glance's answer may predate its end by a moment.
-        guard ["queued", "saving", "uploading", "importing"].contains(image.status ?? ""),
-              let push = try? catalog.push(cloud: cloud, imageID: image.id), push.state == .pending || push.state == .done,
-              let blob = try? catalog.blob(push.digest)
-        else { return nil }
-        var properties = image.properties
-        properties["size"] = .number(Double(blob.size))
-        if let md5 = blob.md5 { properties["checksum"] = .string(md5) }
-        if let sha512 = blob.sha512 {
-            properties["os_hash_algo"] = .string("sha512")
-            properties["os_hash_value"] = .string(sha512)
-        }
-        return GlanceImage(properties: properties)
+    /// Whether Depot holds bytes it acknowledged for this image that Glance's record does not
+    /// show yet (a pending push, or one done a moment after Glance answered).
+    func owesAcknowledgedBytes(cloud: String, image: GlanceImage) -> Bool {
+        guard Self.statusesBeforeData.contains(image.status ?? ""), let push = try? catalog.push(cloud: cloud, imageID: image.id) else { return false }
+        return push.state == .pending || push.state == .done
     }
 }
 

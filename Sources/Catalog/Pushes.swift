@@ -85,6 +85,11 @@ extension Catalog {
         try pool.read { db in try PushRecord.filter(Column("sha256") == digest.hex).fetchAll(db) }
     }
 
+    /// Forgets a push: the image is gone, nothing is owed any more.
+    public func removePush(cloud: String, imageID: String) throws {
+        _ = try pool.write { db in try PushRecord.deleteOne(db, key: ["cloud": cloud, "imageID": imageID]) }
+    }
+
     /// Saves a push's new state.
     public func update(_ push: PushRecord) throws {
         var push = push

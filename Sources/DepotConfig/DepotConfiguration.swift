@@ -38,6 +38,8 @@ public struct DepotConfiguration: Sendable, Equatable {
     /// The first retry delay of a failed push (doubled per attempt, with jitter) and the cap.
     public var pushInitialBackoff: Duration = .seconds(2)
     public var pushMaximumBackoff: Duration = .seconds(300)
+    /// How long a request that needs Glance to hold an upload's bytes waits for their push.
+    public var pushActionWait: Duration = .seconds(60)
     /// Connections open at once (503 beyond).
     public var maxConnections = 4096
     /// Time a connection has to send a complete request head (from its start or the previous
@@ -159,7 +161,8 @@ public struct DepotConfiguration: Sendable, Equatable {
                     case "concurrency": config.pushConcurrency = try reader.positiveInteger(sub)
                     case "initial_backoff": config.pushInitialBackoff = try reader.duration(sub)
                     case "max_backoff": config.pushMaximumBackoff = try reader.duration(sub)
-                    default: throw reader.unknown(sub, in: "push", known: ["concurrency", "initial_backoff", "max_backoff"])
+                    case "action_wait": config.pushActionWait = try reader.positiveDuration(sub)
+                    default: throw reader.unknown(sub, in: "push", known: ["concurrency", "initial_backoff", "max_backoff", "action_wait"])
                     }
                 }
             case "limits":

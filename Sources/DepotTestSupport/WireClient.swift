@@ -17,6 +17,9 @@ public final class WireClient: @unchecked Sendable {
         public var error: String?
 
         public func header(_ name: String) -> String? { headers.first { $0.name == name.lowercased() }?.value }
+
+        /// The body as a JSON object, if it is one.
+        public var json: [String: Any]? { try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] }
     }
 
     public struct HeaderLine: Sendable, Equatable, CustomStringConvertible {
@@ -48,8 +51,9 @@ public final class WireClient: @unchecked Sendable {
 
     /// Sends one request and returns the answer (off the cooperative pool: the server under
     /// test may run in this process).
-    public func exchange(_ method: String, _ url: String, headers: [(String, String)] = []) async throws -> Exchange {
-        let request: [String: Any] = ["method": method, "url": url, "headers": headers.map { [$0.0, $0.1] }]
+    public func exchange(_ method: String, _ url: String, headers: [(String, String)] = [], body: [UInt8]? = nil) async throws -> Exchange {
+        var request: [String: Any] = ["method": method, "url": url, "headers": headers.map { [$0.0, $0.1] }]
+        if let body { request["body"] = Data(body).base64EncodedString() }
         let line = try JSONSerialization.data(withJSONObject: request) + Data("\n".utf8)
         return try await offThePool { try self.roundTrip(line) }
     }
@@ -77,22 +81,35 @@ public final class WireClient: @unchecked Sendable {
 import base64, http.client, json, ssl, sys, urllib.parse
 authority = sys.argv[1]
 connections = {}
+def exchange(request, url, key, body):
+    connection = connections.get(key)
+    reused = connection is not None
+    if connection is None:
+        if url.scheme == "https":
+            connection = http.client.HTTPSConnection(url.netloc, timeout=60, context=ssl.create_default_context(cafile=authority))
+        else:
+            connection = http.client.HTTPConnection(url.netloc, timeout=60)
+        connections[key] = connection
+    target = url.path + ("?" + url.query if url.query else "")
+    try:
+        connection.request(request["method"], target, body=body, headers={name: value for name, value in request["headers"]})
+        return connection.getresponse()
+    except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+        # A kept-alive connection the server closed while idle: a GET or HEAD is sent again on
+        # a new one, as browsers and urllib3 do. Anything else is the server's answer.
+        connections.pop(key).close()
+        if not reused or request["method"] not in ("GET", "HEAD"):
+            raise
+        return exchange(request, url, key, body)
+
 for line in sys.stdin:
     request = json.loads(line)
     url = urllib.parse.urlsplit(request["url"])
     key = (url.scheme, url.netloc)
     answer = {}
     try:
-        connection = connections.get(key)
-        if connection is None:
-            if url.scheme == "https":
-                connection = http.client.HTTPSConnection(url.netloc, timeout=60, context=ssl.create_default_context(cafile=authority))
-            else:
-                connection = http.client.HTTPConnection(url.netloc, timeout=60)
-            connections[key] = connection
-        target = url.path + ("?" + url.query if url.query else "")
-        connection.request(request["method"], target, headers={name: value for name, value in request["headers"]})
-        response = connection.getresponse()
+        body = base64.b64decode(request["body"]) if "body" in request else None
+        response = exchange(request, url, key, body)
         answer = {"status": response.status, "headers": response.getheaders(), "body": ""}
         try:
             body = response.read()
@@ -101,8 +118,7 @@ for line in sys.stdin:
             raise
         answer["body"] = base64.b64encode(body).decode()
         if response.will_close:
-            connection.close()
-            del connections[key]
+            connections.pop(key).close()
     except Exception as error:
         answer["error"] = repr(error)
         connection = connections.pop(key, None)

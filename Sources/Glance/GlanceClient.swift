@@ -78,6 +78,32 @@ public final class GlanceClient: Sendable {
         _ = try await send(method: "POST", path: "/v2/images/\(pathComponent(id))/import", body: body, contentType: "application/json", auth: auth)
     }
 
+    /// The id of the store Glance writes uploaded data to: the one `GET /v2/info/stores`
+    /// marks as default. Nil when Glance has a single store and no stores API (it answers 400
+    /// or 404 then); such a Glance sets no `stores` on images.
+    public func defaultStoreID(auth: RequestAuth = .service) async throws(GlanceError) -> String? {
+        struct Stores: Decodable {
+            struct Store: Decodable {
+                var id: String
+                var isDefault: Bool
+                enum CodingKeys: String, CodingKey { case id, isDefault = "default" }
+                init(from decoder: any Decoder) throws {
+                    let container = try decoder.container(keyedBy: CodingKeys.self)
+                    id = try container.decode(String.self, forKey: .id)
+                    // Glance 33 sends "true" as a string; older ones a boolean.
+                    isDefault = (try? container.decode(Bool.self, forKey: .isDefault))
+                        ?? ((try? container.decode(String.self, forKey: .isDefault))?.lowercased() == "true")
+                }
+            }
+            var stores: [Store]
+        }
+        do {
+            return try await json(Stores.self, method: "GET", path: "/v2/info/stores", auth: auth).stores.first { $0.isDefault }?.id
+        } catch where error.status == 400 || error.status == 404 {
+            return nil
+        }
+    }
+
     // MARK: Uploads
 
     /// `PUT /v2/images/{id}/file`: uploads image data (the image becomes active).

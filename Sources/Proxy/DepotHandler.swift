@@ -394,6 +394,8 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
                 return
             }
         }
+        let imageRequest = Self.imageRequest(method: request.method, pathAndQuery: pathAndQuery)
+        guard await landOwedBytes(imageRequest, cloud: cloud, response: response) else { return }
         var body: UploadSource?
         if let bodyBytes {
             body = .bytes(bodyBytes)
@@ -418,6 +420,14 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         var headersOut = HTTPHeaders(answer.head.headers.map { ($0.name, $0.value) })
         if request.method == .HEAD { headersOut.remove(name: "transfer-encoding") }
         do {
+            if let rewritten = try await acknowledgedBody(imageRequest, cloud: cloud, pathAndQuery: pathAndQuery, headers: headers, answer: answer) {
+                headersOut.remove(name: "transfer-encoding")
+                headersOut.replaceOrAdd(name: "content-length", value: String(rewritten.count))
+                try await response.head(HTTPResponseStatus(statusCode: answer.head.status), headersOut)
+                try await response.body(response.allocator.buffer(bytes: rewritten))
+                try await response.end()
+                return
+            }
             try await response.head(HTTPResponseStatus(statusCode: answer.head.status), headersOut)
             for try await chunk in answer.body {
                 try await response.body(response.allocator.buffer(bytes: chunk))
@@ -444,6 +454,7 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         let segments = path.split(separator: "/")
         // /v2/images/{id}  or  /v2/images/{id}/actions/deactivate
         if method == .DELETE, segments.count == 3, segments[1] == "images" {
+            cache.cancelOwedBytes(cloud: cloud, imageID: String(segments[2]))
             cache.forget(cloud: cloud, imageID: String(segments[2]))
         } else if method == .POST, segments.count == 5, segments[1] == "images", segments[3] == "actions", segments[4] == "deactivate" {
             cache.forget(cloud: cloud, imageID: String(segments[2]))

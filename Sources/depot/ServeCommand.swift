@@ -128,6 +128,7 @@ struct ServeCommand: AsyncParsableCommand {
         cacheSettings.push.concurrency = settings.pushConcurrency
         cacheSettings.push.initialBackoff = settings.pushInitialBackoff
         cacheSettings.push.maximumBackoff = settings.pushMaximumBackoff
+        cacheSettings.push.landingWait = settings.pushActionWait
         cacheSettings.maximumFills = settings.maxFills
         cacheSettings.maximumUploads = settings.maxUploads
         // Metrics go to a Prometheus registry that /metrics renders; bootstrapped before the
