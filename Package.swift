@@ -120,7 +120,12 @@ let package = Package(
         .testTarget(name: "HTTPSemanticsTests", dependencies: ["HTTPSemantics", "DepotTestSupport"]),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog", "DepotTestSupport"]),
         .testTarget(name: "CacheTests", dependencies: ["Cache", "Catalog", "BlobStore", "FormatInspector", "DepotTestSupport"]),
-        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Cache", "Catalog", "BlobStore", "FormatInspector", "Glance", "DepotTestSupport", "depot"]),
+        .testTarget(
+            name: "ProxyTests",
+            dependencies: [
+                "Proxy", "Cache", "Catalog", "BlobStore", "FormatInspector", "Glance", "DepotTestSupport", "depot",
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]),
         .testTarget(name: "DepotCLITests", dependencies: ["BlobStore", "DepotTestSupport", "depot"]),
     ],
     swiftLanguageModes: [.v6]

@@ -173,6 +173,9 @@ public final class HTTPServer: Sendable {
             // which only root may set (an ordinary user got EACCES on every connection).
             .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 4)
+            // A client that ends its side mid-body (a half-close) still hears why its request
+            // failed: without this, the end of its input would close the whole connection.
+            .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .bind(host: host, port: requestedPort) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let open = self.connectionCount.wrappingAdd(1, ordering: .relaxed).newValue
@@ -188,6 +191,7 @@ public final class HTTPServer: Sendable {
                     // Parse errors are answered in `serve`, which knows whether a response is
                     // already under way (NIO's own error handler would write a second one).
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
+                    try channel.pipeline.syncOperations.addHandler(AbsoluteFormTarget())
                     try channel.pipeline.syncOperations.addHandler(RequestHeadTimeout(limits.headerTimeout))
                     if let fastPath { try channel.pipeline.syncOperations.addHandler(FastPathHandler(responder: fastPath)) }
                     return .accepted(try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel))
@@ -284,6 +288,38 @@ extension HTTPRequestHead {
     /// The client sent `Expect: 100-continue` and waits before sending its body.
     public var expectsContinue: Bool {
         headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
+    }
+}
+
+/// Turns a request target in absolute form (`GET http://depot:9494/v2/images HTTP/1.1`) into
+/// its origin form (`/v2/images`), which every route expects. RFC 9112 section 3.2.2: a
+/// server MUST accept the absolute form, and then uses its authority instead of `Host`.
+final class AbsoluteFormTarget: ChannelInboundHandler, Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case var .head(head) = unwrapInboundIn(data), let (authority, target) = Self.split(head.uri) else {
+            context.fireChannelRead(data)
+            return
+        }
+        head.uri = target
+        head.headers.replaceOrAdd(name: "host", value: authority)
+        context.fireChannelRead(wrapInboundOut(.head(head)))
+    }
+
+    /// The authority and the origin-form target of an absolute-form `http` or `https` URI; nil
+    /// for any other form.
+    static func split(_ uri: String) -> (authority: String, target: String)? {
+        let lowered = uri.prefix(8).lowercased()
+        let schemeLength = lowered.hasPrefix("http://") ? 7 : lowered.hasPrefix("https://") ? 8 : 0
+        guard schemeLength > 0 else { return nil }
+        let rest = uri.dropFirst(schemeLength)
+        let end = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
+        let authority = String(rest[..<end])
+        guard !authority.isEmpty else { return nil }
+        let remainder = rest[end...]
+        return (authority, remainder.hasPrefix("/") ? String(remainder) : "/" + remainder)
     }
 }
 

@@ -150,7 +150,8 @@ struct MulticloudResponder {
             await response.sendError(failure.status, failure.message, headers: ["connection": "close"])
             return
         } catch {
-            response.abort()
+            // The body ended early; a client that only closed its sending side hears it.
+            await response.sendError(.badRequest, "the request body ended early (\(error)); nothing was kept: send the whole form again", headers: ["connection": "close"])
             return
         }
         var blobKept = false

@@ -147,11 +147,16 @@ struct UploadResponder {
         } catch let error as CacheError {
             refusal = (.insufficientStorage, error.description)
         } catch {
-            // The client went away or sent a broken body: there is no one to answer.
+            // The body ended early (the client stopped sending, or its framing broke): nothing
+            // is kept, and a client that is still there (one that only closed its sending side)
+            // hears why. Writing to one that is gone fails quietly.
             await ingest.abort("the client stopped after \(received) bytes: \(error)")
             cache.settle(reserved: reserved, committed: nil)
             logger.warning("upload abandoned; nothing was kept", metadata: ["image": "\(target.image.id)", "received": "\(received)", "error": "\(error)"])
-            response.abort()
+            let expected = request.body.declaredLength.map { " of the \($0) its Content-Length announced" } ?? ""
+            await response.sendError(
+                .badRequest, "the request body ended after \(received) bytes\(expected); nothing was kept: send the whole body again",
+                headers: ["connection": "close"])
             return
         }
         let verdict = target.verdict(inspector.finish(), policy: settings.formats)

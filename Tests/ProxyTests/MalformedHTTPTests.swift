@@ -124,11 +124,9 @@ import Testing
             let origin = try await exchange(port: depot.port, Array("GET \(path) HTTP/1.1\r\nHost: x\r\n\r\n".utf8), untilClosed: false)
             let absolute = try await exchange(port: depot.port, Array("GET \(depot.url)\(path) HTTP/1.1\r\nHost: x\r\n\r\n".utf8), untilClosed: false)
             #expect(statuses(origin.text).count == 1)
-            // PRODUCT BUG (found by issue 18's test review): Depot routes the absolute form's
-            // whole URL as a path and answers 404 "no route". Remove withKnownIssue once fixed.
-            withKnownIssue("Depot answers an absolute-form target 404 (RFC 9112 §3.2.2 says MUST accept)") {
-                #expect(statuses(absolute.text) == statuses(origin.text), "\(path): \(absolute.text.prefix(300))")
-            }
+            // RFC 9112 section 3.2.2: a server MUST accept the absolute form (found by issue
+            // 18's test review: Depot routed the whole URL as a path, 404).
+            #expect(statuses(absolute.text) == statuses(origin.text), "\(path): \(absolute.text.prefix(300))")
         }
     }
 }

@@ -147,14 +147,10 @@ import Testing
         #expect(try await curl(url, put + ["-H", "X-Image-Sha256: nothex"]).status == 400)
         let truncated = try await sendTruncatedBody(port: depot.port, path: "/v2/images/\(image.id)/file", declared: 1 << 20, sent: 300_000)
         #expect(truncated.closed, "the connection cannot carry another request")
-        // PRODUCT BUG (found by issue 18's test review): the README promises 400 for a short
-        // body, but Depot's server does not allow half-closed connections, so the client's end
-        // of input closes the connection and the answer is never written. Remove
-        // withKnownIssue once fixed.
-        withKnownIssue("Depot closes a half-closed connection without answering a short upload body") {
-            #expect(truncated.answer.hasPrefix("HTTP/1.1 400 "), "a body shorter than its Content-Length is refused: \(truncated.answer.prefix(300))")
-            #expect(truncated.answer.contains("application/json"), "\(truncated.answer.prefix(300))")
-        }
+        // Found by issue 18's test review: the client's half-close used to close the whole
+        // connection before the answer was written.
+        #expect(truncated.answer.hasPrefix("HTTP/1.1 400 "), "a body shorter than its Content-Length is refused: \(truncated.answer.prefix(300))")
+        #expect(truncated.answer.contains("application/json"), "\(truncated.answer.prefix(300))")
         // The partial blob goes when the handler ends, which may be just after the close.
         for _ in 0..<100 where !depot.dir.files(under: "tmp").isEmpty { try await Task.sleep(for: .milliseconds(20)) }
 
