@@ -15,11 +15,24 @@ public final class Catalog: Sendable {
     public init(path: String) throws {
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
-        configuration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = NORMAL")
-        }
         self.path = path
         pool = try DatabasePool(path: path, configuration: configuration)
+        // Every commit is on stable storage before the write returns: an upload's 204, a push
+        // marked done or failed, a fill counted as cached and an operator's pin or evict are
+        // all answered after their transaction. In WAL mode NORMAL syncs the WAL only at
+        // checkpoints, so a transaction committed under it "might roll back following a power
+        // loss or system crash" (sqlite.org/pragma.html#pragma_synchronous); FULL syncs the WAL
+        // at every commit (sqlite.org/wal.html). It is set on the pool's one writer connection,
+        // for every write, so none can forget it: the others (hits, batched once a second;
+        // digests computed after the fact) are few, and an fdatasync of a few WAL pages is
+        // what each costs (benchmarks/results/upload-*.md). Set here, after the pool opened:
+        // GRDB's DatabasePool sets NORMAL itself when it turns WAL on, after
+        // `prepareDatabase` has run (GRDB Database.setUpWALMode), so a pragma there is undone.
+        let level = try pool.writeWithoutTransaction { db -> Int? in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            return try Int.fetchOne(db, sql: "PRAGMA synchronous")
+        }
+        guard level == 2 else { throw DatabaseError(message: "PRAGMA synchronous = FULL did not hold on \(path) (reads \(level.map(String.init) ?? "nothing"))") }
         try Self.migrator.migrate(pool)
     }
 

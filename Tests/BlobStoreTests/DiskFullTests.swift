@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 /// ENOSPC on a real, small filesystem: a tmpfs mounted for the test (needs root, as CI has).
-@Suite(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root"), .serialized)
+@Suite(.enabled(if: rootTestsEnabled, "mounting a tmpfs needs root; CI=true runs it anyway, to fail"), .serialized)
 struct DiskFullTests {
     final class SmallFilesystem {
         let dir = TemporaryDirectory("depot-enospc")
