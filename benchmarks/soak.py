@@ -11,7 +11,7 @@ Stdlib only, except `report --chart`, which needs matplotlib (benchmarks/work/ve
 Traffic: CLIENTS clients (threads spread over PROCS processes), each with its own keep-alive
 connection and its own seeded random stream, pick an image by a Zipf law over the images
 (a seeded permutation, so popularity is not size) and one operation from MIX. Every answer is
-checked: status, Content-Length, Content-Range, ETag (the SHA-256, when sent), Content-MD5
+checked: status, Content-Length, Content-Range, ETag (the SHA-512, as Glance's os_hash_value), Content-MD5
 (Glance's checksum, when sent), and the body (SHA-256 of whole images, byte comparison against
 the local copy for ranges). Any 5xx is a failure (a budget with no room streams the image from
 Glance without a copy, X-Depot-Cache: bypass, rather than 507), as is any unexpected status,
@@ -67,11 +67,11 @@ def cmd_images(args):
         path = os.path.join(args.dir, name)
         prev = old.get(name)
         if prev and prev["size"] == size and os.path.exists(path) and os.path.getsize(path) == size \
-                and prev.get("seed") == args.seed:
+                and prev.get("seed") == args.seed and "sha512" in prev:
             entries.append(prev)
             continue
         print(f"+ generating {path} ({size} bytes)", file=sys.stderr)
-        sha256, md5 = hashlib.sha256(), hashlib.md5()
+        sha256, sha512, md5 = hashlib.sha256(), hashlib.sha512(), hashlib.md5()
         # AES-CTR keystream: fast, deterministic from the seed, incompressible.
         gen = subprocess.Popen(
             ["openssl", "enc", "-aes-128-ctr", "-pass", f"pass:depot-soak-{args.seed}-{i}", "-nosalt", "-pbkdf2"],
@@ -83,13 +83,15 @@ def cmd_images(args):
                 if not block:
                     raise SystemExit("openssl ended early")
                 sha256.update(block)
+                sha512.update(block)
                 md5.update(block)
                 out.write(block)
                 left -= len(block)
         gen.kill()
         gen.wait()
         os.replace(path + ".part", path)
-        entries.append({"file": name, "size": size, "sha256": sha256.hexdigest(), "md5": md5.hexdigest(), "seed": args.seed})
+        entries.append({"file": name, "size": size, "sha256": sha256.hexdigest(), "sha512": sha512.hexdigest(), "md5": md5.hexdigest(),
+                        "seed": args.seed})
     with open(manifest_path + ".part", "w") as f:
         json.dump({"images": entries}, f, indent=1)
     os.replace(manifest_path + ".part", manifest_path)
@@ -244,8 +246,8 @@ class Client:
 
     def check_common(self, resp, img):
         etag = resp.getheader("ETag")
-        if etag is not None and etag.strip('"') != img["sha256"] and etag != f'W/"{img["sha256"]}"':
-            raise Failure(f"ETag {etag} is not the image's SHA-256 {img['sha256']}")
+        if etag is not None and etag.strip('"') != img["sha512"] and etag != f'W/"{img["sha512"]}"':
+            raise Failure(f"ETag {etag} is not the image's SHA-512 {img['sha512']}")
         md5 = resp.getheader("Content-MD5")
         if md5 is not None and md5 != img["md5"]:
             raise Failure(f"Content-MD5 {md5} is not Glance's checksum {img['md5']}")
@@ -354,8 +356,8 @@ class Client:
             return 200, cache, size
         if op == "cond":
             if rng.random() < 0.7:
-                # The ETag the client knows: 304 on a hit; a miss knows no ETag yet, so 200.
-                resp = self.send("GET", img, {"If-None-Match": f'"{img["sha256"]}"'})
+                # The ETag the client knows (the SHA-512): 304, on a hit as on a miss.
+                resp = self.send("GET", img, {"If-None-Match": f'"{img["sha512"]}"'})
                 cache = resp.getheader("X-Depot-Cache")
                 if resp.status == 304:
                     resp.read()
@@ -864,8 +866,8 @@ def cmd_report(args):
           f"{', '.join(f'{k}: {v}' for k, v in sorted(ca.items()))} | {lat['p50']:.3f} s | {lat['p99']:.3f} s | {lat['max']:.3f} s |")
     p("")
     p("get: whole image, SHA-256 checked; range: `bytes=a-b` (1 B-8 MiB, log-uniform); suffix: `bytes=-n`; open: `bytes=a-` near the end; "
-      "multi: 2-4 disjoint ranges (multipart/byteranges parsed); head: HEAD; cond: `If-None-Match` with the image's ETag (304 on a hit, "
-      "200 and the whole image on a miss) or, 30%, a stale ETag with a range (206); abort: a whole GET dropped after 64 KiB-8 MiB; "
+      "multi: 2-4 disjoint ranges (multipart/byteranges parsed); head: HEAD; cond: `If-None-Match` with the image's ETag, its SHA-512 (304, on a hit "
+      "as on a miss) or, 30%, a stale ETag with a range (206); abort: a whole GET dropped after 64 KiB-8 MiB; "
       "denied: a token of another project (404 expected); unsat: a range past the end (416). Ranges compared byte for byte with the local copy.")
     p("")
     if errs:
