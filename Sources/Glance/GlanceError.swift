@@ -45,7 +45,7 @@ public enum GlanceError: Error, CustomStringConvertible, Sendable {
         case let .http(status, message, method, url):
             "\(method) \(url): HTTP \(status)" + (message.isEmpty ? "" : ": \(message)")
         case let .transport(message, method, url, code):
-            "\(method) \(url): \(message) (curl \(code))"
+            "\(method) \(url): \(message) (curl \(code))" + Self.tlsHint(url: url, curlCode: code)
         case let .stalled(seconds, url):
             "\(url): transfer stalled for \(String(format: "%.1f", seconds)) s"
         case let .sizeMismatch(expected, received, url):
@@ -59,6 +59,17 @@ public enum GlanceError: Error, CustomStringConvertible, Sendable {
         case let .requestBody(reason, url):
             "\(url): request body failed: \(reason)"
         }
+    }
+
+    /// A hint for an HTTPS backend that broke the connection without saying why.
+    ///
+    /// Under TLS 1.3 a server that wants a client certificate finishes the handshake and only
+    /// then refuses; its alert races the client's request, so the client may see a reset (curl
+    /// 55/56) or an empty reply (52) instead of an SSL error (35). The operator's fix is the same.
+    static func tlsHint(url: String, curlCode: Int) -> String {
+        guard url.lowercased().hasPrefix("https://"), [35, 52, 55, 56].contains(curlCode) else { return "" }
+        return "; the backend broke the TLS connection: if it wants a client certificate, set client_certificate"
+            + " and client_key for this cloud; if it is not trusted, set ca_bundle"
     }
 
     /// Glance's message from an error body, as plain text: the `message` of a JSON body, or the

@@ -127,4 +127,18 @@ import Testing
             #expect(message == "The resource could not be found.", "\(message)")
         }
     }
+
+    /// An HTTPS backend that breaks the connection (reset, empty reply, handshake failure) is
+    /// named as a TLS failure with the settings that fix it; a plain-HTTP one is not.
+    @Test(arguments: [35, 52, 55, 56])
+    func aBrokenTLSConnectionNamesTheClientCertificate(curlCode: Int) {
+        let https = GlanceError.transport(message: "Recv failure: Connection reset by peer", method: "GET",
+                                          url: "https://127.0.0.1:9292/v2/images", curlCode: curlCode)
+        #expect(https.description.contains("TLS") && https.description.contains("client_certificate"))
+        let plain = GlanceError.transport(message: "Recv failure: Connection reset by peer", method: "GET",
+                                          url: "http://127.0.0.1:9292/v2/images", curlCode: curlCode)
+        #expect(!plain.description.contains("client_certificate"))
+        let refused = GlanceError.transport(message: "Failed to connect", method: "GET", url: "https://127.0.0.1:1/", curlCode: 7)
+        #expect(!refused.description.contains("client_certificate"))
+    }
 }

@@ -92,7 +92,7 @@ import Testing
             "client_key: \(certificates.clientKey)",
         ])
         let good = try await curl("\(verified.url)/v2/images/\(image.id)/file")
-        #expect(good.status == 200)
+        #expect(good.status == 200, "\(String(decoding: good.body.prefix(400), as: UTF8.self))")
         #expect(good.body == bytes, "fetched over TLS with a verified server and a client certificate")
         await verified.stop()
         _ = dirA
@@ -106,7 +106,7 @@ import Testing
         ] {
             let (refused, dir) = try await depot(lines)
             let answer = try await curl("\(refused.url)/v2/images/\(image.id)/file")
-            #expect(answer.status == 503 || answer.status == 502, "\(lines): \(answer.status)")
+            #expect(answer.status == 503 || answer.status == 502, "\(lines): \(answer.status) \(String(decoding: answer.body, as: UTF8.self))")
             #expect(answer.body != bytes)
             let message = String(decoding: answer.body, as: UTF8.self)
             #expect(message.contains("SSL") || message.contains("certificate"), "the message says TLS failed: \(message)")
