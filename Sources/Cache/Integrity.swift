@@ -120,15 +120,33 @@ extension ImageCache {
             "blob no longer matches the catalog; quarantined", metadata: ["blob": "\(digest.hex)", "finding": "\(detail)", "moved_to": "\(movedTo)"])
     }
 
-    /// The SHA-256 of a byte range of a committed blob, and the byte just after the range;
-    /// read off the cooperative pool.
-    public func hashRange(of digest: Digest, _ range: Range<UInt64>) async throws -> (Digest, UInt8) {
-        try await TransferThreads.run { [store] _ in
-            Result { () throws(BlobStoreError) -> (Digest, UInt8) in
-                let reader = try store.open(digest)
+    /// The SHA-256 of a byte range of a fill's bytes, and the byte just after the range; read
+    /// off the cooperative pool.
+    ///
+    /// Reads the fill's own file (the inode it wrote and committed), not the blob by name: under
+    /// budget pressure a blob can be evicted the moment after its commit, and a client that
+    /// waited for the verdict must still get its last byte.
+    /// - Throws: `CacheError.fillFailed` when the file cannot be read to the range's end.
+    public func hashRange(of fill: Fill, _ range: Range<UInt64>) async throws -> (Digest, UInt8) {
+        let fd = try fill.openForReading()
+        defer { close(fd) }
+        let imageID = fill.imageID
+        return try await TransferThreads.run { _ in
+            Result { () throws(CacheError) -> (Digest, UInt8) in
                 let hasher = DigestHasher(.sha256)
-                try reader.forEachChunk(of: range) { hasher.update($0) }
-                return (hasher.finish(), try reader.read(range.upperBound..<(range.upperBound + 1))[0])
+                var buffer = [UInt8](repeating: 0, count: 1 << 20)
+                var offset = range.lowerBound
+                while offset <= range.upperBound {
+                    let want = offset == range.upperBound ? 1 : Int(min(UInt64(buffer.count), range.upperBound - offset))
+                    let read = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, want, off_t(offset)) }
+                    guard read > 0 else {
+                        throw .fillFailed(imageID: imageID, reason: "the fill's file ends at \(offset), before \(range.upperBound + 1)")
+                    }
+                    if offset == range.upperBound { return (hasher.finish(), buffer[0]) }
+                    buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[..<read])) }
+                    offset += UInt64(read)
+                }
+                preconditionFailure("unreachable: the loop returns at the range's end")
             }
         }.get()
     }

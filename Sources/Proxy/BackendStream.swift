@@ -91,10 +91,10 @@ struct BackendStream {
             offset += UInt64(chunk.count)
         }
         guard offset == size, let last else { throw BackendStreamError.tooShort(expected: size - range.lowerBound, received: offset - range.lowerBound) }
-        guard case let .committed(blob) = await fill.ended() else {
+        guard case .committed = await fill.ended() else {
             throw CacheError.fillFailed(imageID: image.id, reason: "the image did not verify; its last byte was held back")
         }
-        let (verified, lastVerified) = try await cache.hashRange(of: blob.digest, range.lowerBound..<(size - 1))
+        let (verified, lastVerified) = try await cache.hashRange(of: fill, range.lowerBound..<(size - 1))
         guard verified == sent.finish(), lastVerified == last else { throw BackendStreamError.differsFromVerified(range: range) }
         try await write(cursor.feed([last], at: size - 1), to: response)
         try await response.end()

@@ -120,6 +120,28 @@ import Testing
         #expect(try await good.value.body == bytes)
     }
 
+    /// A far-ahead range's last byte is checked against the fill's own bytes, which outlive an
+    /// eviction of the blob right after its commit (the soak's cache turns over every ~25 s, and
+    /// 45 ranges lost their last byte when the check read the blob by name).
+    @Test func theFarAheadCheckReadsTheFillsOwnBytesEvenWhenTheBlobWasEvictedAfterItsCommit() async throws {
+        let bytes = pseudoRandomBytes(count: 3 << 20, seed: 503)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        let depot = try await DepotHarness(glanceURL: glance.url)
+        defer { Task { await depot.stop() } }
+        let authorized = try await depot.cache.authorize(token: GlanceServer.alice, cloud: "default_RegionOne", imageID: image.id)
+        let (fill, _) = try depot.cache.fill(authorized)
+        guard case let .committed(blob) = await fill.ended() else {
+            Issue.record("the fill did not commit")
+            return
+        }
+        #expect(try depot.cache.evict(blob.digest) == UInt64(bytes.count))
+        #expect(!FileManager.default.fileExists(atPath: depot.store.path(for: blob.digest)), "the blob is gone by name")
+        let range: Range<UInt64> = 1_000_000..<UInt64(bytes.count - 1)
+        let (digest, last) = try await depot.cache.hashRange(of: fill, range)
+        #expect(digest == Digest.of(Array(bytes[1_000_000..<(bytes.count - 1)]), algorithm: .sha256))
+        #expect(last == bytes[bytes.count - 1])
+    }
+
     @Test func theScrubQuarantinesARottenBlobAndFetchesItAgainButReportsALostUpload() async throws {
         let bytes = pseudoRandomBytes(count: 2 << 20, seed: 504)
         let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
