@@ -77,6 +77,8 @@ public struct AuthorizedImage: Sendable {
         self.image = image
         self.fromOfflineGrace = fromOfflineGrace
     }
+
+    package var key: ImageKey { ImageKey(cloud: cloud, imageID: image.id) }
 }
 
 /// Settings of the cache's behaviour.
@@ -115,7 +117,7 @@ public final class ImageCache: Sendable {
     }
 
     private let decisions = Mutex<[String: Decision]>([:])
-    private let fills = Mutex<[String: Fill]>([:])
+    private let fills: Mutex<SingleFlight<Fill, CheckedContinuation<FillClaim, Never>>>
     private let outage = Mutex<Set<String>>([])
     private let pendingHits = Mutex<[Digest: (Int, Date)]>([:])
     /// Image → blob, as resolved; images are immutable once active, so this only changes when
@@ -147,6 +149,7 @@ public final class ImageCache: Sendable {
         self.settings = settings
         self.logger = logger
         uploadSlots = ConcurrencyLimit(settings.maximumUploads)
+        fills = Mutex(SingleFlight(limit: settings.maximumFills))
         budget = try DiskBudget(watermarks: settings.budget, minimumFreeBytes: settings.minimumFreeDisk, store: store, catalog: catalog, logger: logger)
         pushes = PushQueue(catalog: catalog, store: store, clouds: clouds, settings: settings.push, logger: logger)
         pushes.onSettled { [unowned self] push in self.pushSettled(push) }
@@ -374,13 +377,51 @@ public final class ImageCache: Sendable {
 
     /// The running fill of an image, or a new one started now. `shared` is true when the
     /// caller joins a fill another request started.
-    public func fill(_ authorized: AuthorizedImage) throws(CacheError) -> (fill: Fill, shared: Bool) {
-        let image = authorized.image
+    ///
+    /// The image is claimed before any room is reserved: requests that arrive while the claimer
+    /// reserves room (which may evict) and opens the writer wait for it and join its fill, so
+    /// one image is reserved, evicted for and fetched once.
+    ///
+    /// - Throws: `CacheError` (`.budgetExhausted` when the image has no room: the caller may
+    ///   stream it without a copy; the requests that waited for the claimer hear the same).
+    public func fill(_ authorized: AuthorizedImage) async throws(CacheError) -> (fill: Fill, shared: Bool) {
         let client = try client(for: authorized.cloud)
-        let key = "\(authorized.cloud)|\(image.id)"
-        let (running, count) = fills.withLock { ($0[key], $0.count) }
-        if let running { return (running, true) }
-        guard count < settings.maximumFills else { throw .tooManyFills(running: count) }
+        let key = authorized.key
+        let claim = await withCheckedContinuation { (continuation: CheckedContinuation<FillClaim, Never>) in
+            switch fills.withLock({ $0.claim(key, waiter: continuation) }) {
+            case .lead: continuation.resume(returning: .lead)
+            case let .join(fill): continuation.resume(returning: .joined(fill))
+            case let .refuse(running): continuation.resume(returning: .refused(.tooManyFills(running: running)))
+            case .wait: break
+            }
+        }
+        switch claim {
+        case let .joined(fill): return (fill, true)
+        case let .refused(error): throw error
+        case .lead: break
+        }
+        do throws(CacheError) {
+            let (fill, writer) = try startFill(authorized)
+            for waiter in fills.withLock({ $0.started(key, fill) }) { waiter.resume(returning: .joined(fill)) }
+            Task { await self.run(fill, key: key, writer: writer, client: client, image: authorized.image) }
+            return (fill, false)
+        } catch {
+            for waiter in fills.withLock({ $0.abandoned(key) }) { waiter.resume(returning: .refused(error)) }
+            throw error
+        }
+    }
+
+    /// What a request that asked for an image's fill gets.
+    enum FillClaim: Sendable {
+        /// It claimed the image and starts the fill.
+        case lead
+        case joined(Fill)
+        case refused(CacheError)
+    }
+
+    /// Reserves room for a claimed image and opens the fill's writer.
+    private func startFill(_ authorized: AuthorizedImage) throws(CacheError) -> (Fill, WriterBox) {
+        let image = authorized.image
         let reserved = image.size ?? 0
         for evicted in try budget.reserve(reserved, isFill: true) { forgetBlob(evicted) }
         var expectation = BlobExpectation(size: image.size)
@@ -398,36 +439,17 @@ public final class ImageCache: Sendable {
             if case .diskFull = error { throw .diskFull(imageID: image.id, needed: reserved) }
             throw .fillFailed(imageID: image.id, reason: "\(error)")
         }
-        let fill: Fill
         do {
-            fill = try Fill(cloud: authorized.cloud, imageID: image.id, expectedSize: image.size ?? 0, temporaryPath: writer.temporaryPath)
+            let fill = try Fill(cloud: authorized.cloud, imageID: image.id, expectedSize: image.size ?? 0, temporaryPath: writer.temporaryPath)
+            return (fill, WriterBox(writer))
         } catch {
             writer.abort()
             budget.settle(reserved: reserved, committed: nil)
             throw error
         }
-        let winner = fills.withLock { table -> Fill? in
-            if let running = table[key] { return running }
-            guard table.count < settings.maximumFills else { return nil }
-            table[key] = fill
-            return fill
-        }
-        guard let winner else {
-            writer.abort()
-            budget.settle(reserved: reserved, committed: nil)
-            throw .tooManyFills(running: settings.maximumFills)
-        }
-        guard winner === fill else {
-            writer.abort()
-            budget.settle(reserved: reserved, committed: nil)
-            return (winner, true)
-        }
-        let box = WriterBox(writer)
-        Task { await self.run(fill, key: key, writer: box, client: client, image: image) }
-        return (fill, false)
     }
 
-    private func run(_ fill: Fill, key: String, writer box: WriterBox, client: GlanceClient, image: GlanceImage) async {
+    private func run(_ fill: Fill, key: ImageKey, writer box: WriterBox, client: GlanceClient, image: GlanceImage) async {
         let started = ContinuousClock.now
         logger.info("fill started", metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "size": "\(fill.expectedSize)"])
         do {
@@ -465,15 +487,15 @@ public final class ImageCache: Sendable {
             Counter(label: "depot_backend_errors_total", dimensions: [("operation", "fill")]).increment()
             logger.error("fill failed; nothing was committed", metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "error": "\(error)"])
         }
-        fills.withLock { _ = $0.removeValue(forKey: key) }
+        fills.withLock { $0.ended(key) }
     }
 
-    /// Keys (`cloud|image`) of the running fills.
-    func fillKeys() -> [String] { fills.withLock { Array($0.keys) } }
+    /// Images whose fill is running.
+    func fillKeys() -> [ImageKey] { fills.withLock { $0.running } }
 
     /// The fill running for an image, if any.
     public func runningFill(cloud: String, imageID: String) -> Fill? {
-        fills.withLock { $0["\(cloud)|\(imageID)"] }
+        fills.withLock { $0.flight(ImageKey(cloud: cloud, imageID: imageID)) }
     }
 
     /// Streams a byte range straight from the backend (for a cold range far ahead of a fill).

@@ -40,7 +40,9 @@ import Testing
         let authorized = AuthorizedImage(cloud: Self.cloud, image: image, fromOfflineGrace: false)
         return await withTaskGroup(of: Result<Fill, CacheError>.self) { group in
             for _ in 0..<count {
-                group.addTask { Result { () throws(CacheError) in try cache.fill(authorized).fill } }
+                group.addTask {
+                    do throws(CacheError) { return .success(try await cache.fill(authorized).fill) } catch { return .failure(error) }
+                }
             }
             var results: [Result<Fill, CacheError>] = []
             for await result in group { results.append(result) }
@@ -49,63 +51,57 @@ import Testing
     }
 
     @Test func eightFirstRequestsForAnImageThatNeedsOneEvictionEvictOnce() async throws {
-        // Known issue until fills claim the image before they reserve: 2 evictions in 6 runs of 6.
-        try await withKnownIssue(isIntermittent: true) {
-            let mib = 1 << 20
-            // Budget 4 MiB (high 3.8, low 3.4): three 1 MiB images fit; a fourth crosses the high
-            // mark and takes the least recently used one, and only that one.
-            let dir = TemporaryDirectory("fill-race-evict")
-            do {
-                let store = try BlobStore(dataDirectory: dir.path)
-                let catalog = try Catalog(path: dir.path + "/catalog.sqlite")
-                for seed in 0..<3 {
-                    let writer = try store.makeWriter()
-                    try writer.write(pseudoRandomBytes(count: mib, seed: UInt64(1400 + seed)))
-                    try catalog.recordBlob(try writer.commit())
-                }
+        let mib = 1 << 20
+        // Budget 4 MiB (high 3.8, low 3.4): three 1 MiB images fit; a fourth crosses the high
+        // mark and takes the least recently used one, and only that one.
+        let dir = TemporaryDirectory("fill-race-evict")
+        do {
+            let store = try BlobStore(dataDirectory: dir.path)
+            let catalog = try Catalog(path: dir.path + "/catalog.sqlite")
+            for seed in 0..<3 {
+                let writer = try store.makeWriter()
+                try writer.write(pseudoRandomBytes(count: mib, seed: UInt64(1400 + seed)))
+                try catalog.recordBlob(try writer.commit())
             }
-            let bytes = pseudoRandomBytes(count: mib, seed: 1410)
-            let image = try await upload(bytes)
-            let cache = try makeCache(dir, endpoint: glance.url, budget: UInt64(4 * mib))
-            let results = await concurrentFills(cache, image, count: 8)
-            let fills = try results.map { try $0.get() }
-            #expect(Set(fills.map(ObjectIdentifier.init)).count == 1, "every request has the one fill")
-            guard case let .committed(blob) = await fills[0].ended() else { Issue.record("the fill failed"); return }
-            #expect(blob.digest == Digest.of(bytes, algorithm: .sha256))
-            let evictions = try cache.stats()["evictions"] as? Int
-            #expect(evictions == 1, "one eviction made room; \(evictions ?? -1) happened")
-            #expect(cache.budgetUsage?.used == UInt64(3 * mib) && cache.budgetUsage?.reserved == 0)
         }
+        let bytes = pseudoRandomBytes(count: mib, seed: 1410)
+        let image = try await upload(bytes)
+        let cache = try makeCache(dir, endpoint: glance.url, budget: UInt64(4 * mib))
+        let results = await concurrentFills(cache, image, count: 8)
+        let fills = try results.map { try $0.get() }
+        #expect(Set(fills.map(ObjectIdentifier.init)).count == 1, "every request has the one fill")
+        guard case let .committed(blob) = await fills[0].ended() else { Issue.record("the fill failed"); return }
+        #expect(blob.digest == Digest.of(bytes, algorithm: .sha256))
+        let evictions = try cache.stats()["evictions"] as? Int
+        #expect(evictions == 1, "one eviction made room; \(evictions ?? -1) happened")
+        #expect(cache.budgetUsage?.used == UInt64(3 * mib) && cache.budgetUsage?.reserved == 0)
     }
 
     @Test func eightFirstRequestsForOneColdImageAllJoinOneFillWhateverTheBudgetSays() async throws {
-        // Known issue until fills claim the image before they reserve: a round refused in 8 runs of 9.
-        try await withKnownIssue(isIntermittent: true) {
-            let mib = 1 << 20
-            let bytes = pseudoRandomBytes(count: 2 * mib, seed: 1420)
-            let image = try await upload(bytes)
-            let proxy = try FaultProxy(upstreamPort: glance.port)
-            defer { proxy.stop() }
-            // Each round starts from an empty cache of three times the image: two reservations of
-            // the image would break the fill-share rule, one never does. The race it guards against
-            // is narrow (a quarter of the rounds lost it here): sixteen rounds.
-            for round in 0..<16 {
-                let dir = TemporaryDirectory("fill-race-join")
-                let cache = try makeCache(dir, endpoint: proxy.url, budget: UInt64(6 * mib))
-                proxy.setFaults { $0.bytesPerSecond = 8 << 20 }
-                proxy.resetCounters()
-                let results = await concurrentFills(cache, image, count: 8)
-                let refused = results.compactMap { result -> CacheError? in
-                    if case let .failure(error) = result { return error }
-                    return nil
-                }
-                #expect(refused.isEmpty, "round \(round): a request for an image being filled was refused: \(refused)")
-                let fills = results.compactMap { try? $0.get() }
-                #expect(Set(fills.map(ObjectIdentifier.init)).count == 1, "round \(round): one fill")
-                for fill in fills { _ = await fill.ended() }
-                #expect(proxy.bytesFromServer < bytes.count + 64 << 10, "round \(round): the backend sent \(proxy.bytesFromServer) bytes for a \(bytes.count)-byte image")
-                withExtendedLifetime(dir) {}
+        let mib = 1 << 20
+        let bytes = pseudoRandomBytes(count: 2 * mib, seed: 1420)
+        let image = try await upload(bytes)
+        let proxy = try FaultProxy(upstreamPort: glance.port)
+        defer { proxy.stop() }
+        // Each round starts from an empty cache of three times the image: two reservations of
+        // the image would break the fill-share rule, one never does. The race it guards against
+        // is narrow (a quarter of the rounds lost it here): sixteen rounds.
+        for round in 0..<16 {
+            let dir = TemporaryDirectory("fill-race-join")
+            let cache = try makeCache(dir, endpoint: proxy.url, budget: UInt64(6 * mib))
+            proxy.setFaults { $0.bytesPerSecond = 8 << 20 }
+            proxy.resetCounters()
+            let results = await concurrentFills(cache, image, count: 8)
+            let refused = results.compactMap { result -> CacheError? in
+                if case let .failure(error) = result { return error }
+                return nil
             }
+            #expect(refused.isEmpty, "round \(round): a request for an image being filled was refused: \(refused)")
+            let fills = results.compactMap { try? $0.get() }
+            #expect(Set(fills.map(ObjectIdentifier.init)).count == 1, "round \(round): one fill")
+            for fill in fills { _ = await fill.ended() }
+            #expect(proxy.bytesFromServer < bytes.count + 64 << 10, "round \(round): the backend sent \(proxy.bytesFromServer) bytes for a \(bytes.count)-byte image")
+            withExtendedLifetime(dir) {}
         }
     }
 }
