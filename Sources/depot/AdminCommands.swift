@@ -145,7 +145,16 @@ struct CacheCommand: AsyncParsableCommand {
                 ["served from cache", bytes("bytes_served_from_cache")], ["served from backend", bytes("bytes_served_from_backend")],
                 ["evictions", "\(stats["evictions"] ?? 0) (\(bytes("evicted_bytes")))"],
                 ["pushes", ((stats["pushes"] as? [String: Any]) ?? [:]).map { "\($0.key) \($0.value)" }.sorted().joined(separator: ", ")],
+                ["push failures after ack", "\(stats["push_failures_after_ack"] ?? 0)"],
+                ["scrub verified", "\(bytes("scrub_verified_bytes")) in \(stats["scrub_verified_blobs"] ?? 0) blobs"],
+                ["scrub findings", Self.counts(stats["scrub_findings"])],
+                ["quarantined", Self.counts(stats["quarantined_blobs"]) + " (uploads lost: \(stats["uploads_lost_to_damage"] ?? 0))"],
             ])
+        }
+
+        /// `{"size": 1, "digest": 0}` as "digest 0, size 1".
+        static func counts(_ value: Any?) -> String {
+            ((value as? [String: Any]) ?? [:]).map { "\($0.key) \($0.value)" }.sorted().joined(separator: ", ")
         }
     }
 

@@ -80,7 +80,7 @@ import Testing
         }
         // curl resuming a download whose first half it has: the rest must not complete either.
         let partial = fills.dir.path + "/partial"
-        FileManager.default.createFile(atPath: partial, contents: Data(bytes[..<(size / 2)]))
+        _ = FileManager.default.createFile(atPath: partial, contents: Data(bytes[..<(size / 2)]))
         let resumed = try await spawn("/usr/bin/curl", ["-s", "-C", "-", "-o", partial, "-H", "X-Auth-Token: \(GlanceServer.alice)", fills.url + url])
         #expect(resumed.status == 18, "curl -C - reports a partial transfer (exit \(resumed.status))")
         #expect((try FileManager.default.attributesOfItem(atPath: partial)[.size] as? Int ?? 0) < size)

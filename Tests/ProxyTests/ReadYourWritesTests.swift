@@ -180,7 +180,7 @@ import Testing
         let dir = TemporaryDirectory("depot-ryw-clients")
         let file = dir.path + "/image.raw"
         let bytes = pseudoRandomBytes(count: 3 << 20, seed: 620)
-        FileManager.default.createFile(atPath: file, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: file, contents: Data(bytes))
         // glanceclient prints the image it just uploaded.
         let created = try await glanceCLI(depot.url, token: GlanceServer.alice, [
             "image-create", "--name", "ryw-cli", "--disk-format", "raw", "--container-format", "bare", "--file", file,
@@ -240,7 +240,7 @@ import Testing
         depot.startPushes()
         #expect(try await depot.settledPush(id).state == .done)
         let file = depot.dir.path + "/uploaded"
-        FileManager.default.createFile(atPath: file, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: file, contents: Data(bytes))
         try await expectGlanceHolds(glance.url, id, bytesOf: file)
     }
 

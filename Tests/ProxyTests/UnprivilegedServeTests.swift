@@ -49,7 +49,7 @@ import Testing
 
         // An upload, acknowledged from the unprivileged Depot's disk and pushed to Glance.
         let file = data.path + "/upload.raw"
-        FileManager.default.createFile(atPath: file, contents: Data(pseudoRandomBytes(count: 2 << 20, seed: 702)))
+        _ = FileManager.default.createFile(atPath: file, contents: Data(pseudoRandomBytes(count: 2 << 20, seed: 702)))
         let created = try await glanceCLI(depot.url, token: GlanceServer.alice, [
             "image-create", "--name", "unprivileged", "--disk-format", "raw", "--container-format", "bare", "--file", file,
         ])
