@@ -150,9 +150,9 @@ extension ImageCache {
     /// Makes a failed push pending again, with its attempts reset.
     public func retryPush(cloud: String, imageID: String) async throws -> PushRecord? {
         guard var push = try catalog.push(cloud: cloud, imageID: imageID), push.state == .failed else { return nil }
-        await budget.hold(push.digest, cloud: cloud, imageID: imageID)
+        await budget.hold(push.digest, by: .push(ImageKey(cloud: cloud, imageID: imageID)))
         guard store.contains(push.digest) else {
-            budget.release(push.digest, cloud: cloud, imageID: imageID)
+            budget.release(push.digest, by: .push(ImageKey(cloud: cloud, imageID: imageID)))
             throw EvictionRefusal.notCached(push.sha256)
         }
         push.state = .pending
@@ -160,7 +160,7 @@ extension ImageCache {
         push.lastError = nil
         push.nextAttempt = Date().timeIntervalSince1970
         do { try catalog.update(push) } catch {
-            budget.release(push.digest, cloud: cloud, imageID: imageID)
+            budget.release(push.digest, by: .push(ImageKey(cloud: cloud, imageID: imageID)))
             throw error
         }
         // The failure unmapped the image; while the push is pending it is served from here.

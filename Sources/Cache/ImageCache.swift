@@ -401,7 +401,7 @@ public final class ImageCache: Sendable {
         case .lead: break
         }
         do throws(CacheError) {
-            let (fill, writer) = try startFill(authorized)
+            let (fill, writer) = try await startFill(authorized)
             for waiter in fills.withLock({ $0.started(key, fill) }) { waiter.resume(returning: .joined(fill)) }
             Task { await self.run(fill, key: key, writer: writer, client: client, image: authorized.image) }
             return (fill, false)
@@ -420,10 +420,10 @@ public final class ImageCache: Sendable {
     }
 
     /// Reserves room for a claimed image and opens the fill's writer.
-    private func startFill(_ authorized: AuthorizedImage) throws(CacheError) -> (Fill, WriterBox) {
+    private func startFill(_ authorized: AuthorizedImage) async throws(CacheError) -> (Fill, WriterBox) {
         let image = authorized.image
         let reserved = image.size ?? 0
-        for evicted in try budget.reserve(reserved, isFill: true) { forgetBlob(evicted) }
+        for evicted in try await budget.reserve(reserved, isFill: true) { forgetBlob(evicted) }
         var expectation = BlobExpectation(size: image.size)
         // MD5 is computed after the commit, off the fill's path, when SHA-512 proves the bytes.
         switch Self.provingDigest(of: image) {
