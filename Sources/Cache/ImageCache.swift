@@ -137,6 +137,8 @@ public final class ImageCache: Sendable {
     public let integrity = IntegrityStatistics()
     /// Uploads being received now, within `settings.maximumUploads`.
     public let uploadSlots: ConcurrencyLimit
+    /// Fills and the hit flush; the application runs it (see `BackgroundWork`).
+    public let background = BackgroundWork()
 
     public init(
         store: BlobStore, catalog: Catalog, clouds: [String: GlanceClient], defaultCloud: String, settings: CacheSettings = .init(),
@@ -348,10 +350,12 @@ public final class ImageCache: Sendable {
             return first
         }
         guard scheduleFlush else { return }
-        Task {
+        let scheduled = background.submit {
+            // Cancelled at shutdown: the hits are written at once then.
             try? await Task.sleep(for: .seconds(1))
-            flushHits()
+            self.flushHits()
         }
+        if !scheduled { flushHits() }
     }
 
     /// Writes the hits collected since the last flush.
@@ -403,7 +407,8 @@ public final class ImageCache: Sendable {
         do throws(CacheError) {
             let (fill, writer) = try await startFill(authorized)
             for waiter in fills.withLock({ $0.started(key, fill) }) { waiter.resume(returning: .joined(fill)) }
-            Task { await self.run(fill, key: key, writer: writer, client: client, image: authorized.image) }
+            let scheduled = background.submit { await self.run(fill, key: key, writer: writer, client: client, image: authorized.image) }
+            if !scheduled { abandon(fill, key: key, writer: writer, reason: "Depot is shutting down") }
             return (fill, false)
         } catch {
             for waiter in fills.withLock({ $0.abandoned(key) }) { waiter.resume(returning: .refused(error)) }
@@ -451,6 +456,7 @@ public final class ImageCache: Sendable {
 
     private func run(_ fill: Fill, key: ImageKey, writer box: WriterBox, client: GlanceClient, image: GlanceImage) async {
         let started = ContinuousClock.now
+        var deferredDigests: Digest?
         logger.info("fill started", metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "size": "\(fill.expectedSize)"])
         do {
             // libcurl hands over tens of KiB at a time; whole batches let the writer hash its
@@ -473,20 +479,29 @@ public final class ImageCache: Sendable {
             resolved.withLock { $0["\(fill.cloud)|\(image.id)"] = blob.digest }
             budget.settle(reserved: fill.expectedSize, committed: blob)
             fill.finish(.committed(blob))
-            if blob.digests[.md5] == nil { Task { _ = try? await self.completeDigests(blob.digest) } }
+            if blob.digests[.md5] == nil { deferredDigests = blob.digest }
             Counter(label: "depot_fills_total", dimensions: [("outcome", "committed")]).increment()
             Timer(label: "depot_fill_duration_seconds").record(duration: ContinuousClock.now - started)
             logger.info(
                 "fill committed",
                 metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "blob": "\(blob.digest.hex)", "duration": "\(ContinuousClock.now - started)"])
         } catch {
-            box.writer.abort()
-            budget.settle(reserved: fill.expectedSize, committed: nil)
-            fill.finish(.failed("\(error)"))
-            Counter(label: "depot_fills_total", dimensions: [("outcome", "failed")]).increment()
+            abandon(fill, key: key, writer: box, reason: "\(error)")
             Counter(label: "depot_backend_errors_total", dimensions: [("operation", "fill")]).increment()
-            logger.error("fill failed; nothing was committed", metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "error": "\(error)"])
+            return
         }
+        fills.withLock { $0.ended(key) }
+        // Off the fill's path: its readers have every byte already.
+        if let deferredDigests { _ = try? await completeDigests(deferredDigests) }
+    }
+
+    /// Ends a fill that will not commit: nothing is kept, its readers hear why.
+    private func abandon(_ fill: Fill, key: ImageKey, writer box: WriterBox, reason: String) {
+        box.writer.abort()
+        budget.settle(reserved: fill.expectedSize, committed: nil)
+        fill.finish(.failed(reason))
+        Counter(label: "depot_fills_total", dimensions: [("outcome", "failed")]).increment()
+        logger.error("fill failed; nothing was committed", metadata: ["cloud": "\(fill.cloud)", "image": "\(fill.imageID)", "error": "\(reason)"])
         fills.withLock { $0.ended(key) }
     }
 

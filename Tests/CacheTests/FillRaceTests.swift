@@ -35,6 +35,16 @@ import Testing
             defaultCloud: Self.cloud, settings: settings)
     }
 
+    /// Runs `body` while the cache's background work (its fills) runs, as `depot serve`'s
+    /// service group runs it; the work is cancelled when `body` returns.
+    func withBackground<T: Sendable>(_ cache: ImageCache, _ body: () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await cache.background.run() }
+            defer { group.cancelAll() }
+            return try await body()
+        }
+    }
+
     /// Asks for `image`'s fill from `count` tasks released together; returns what each got.
     func concurrentFills(_ cache: ImageCache, _ image: GlanceImage, count: Int) async -> [Result<Fill, CacheError>] {
         let authorized = AuthorizedImage(cloud: Self.cloud, image: image, fromOfflineGrace: false)
@@ -67,10 +77,13 @@ import Testing
         let bytes = pseudoRandomBytes(count: mib, seed: 1410)
         let image = try await upload(bytes)
         let cache = try makeCache(dir, endpoint: glance.url, budget: UInt64(4 * mib))
-        let results = await concurrentFills(cache, image, count: 8)
-        let fills = try results.map { try $0.get() }
+        let fills = try await withBackground(cache) {
+            let fills = try await concurrentFills(cache, image, count: 8).map { try $0.get() }
+            _ = await fills[0].ended()
+            return fills
+        }
         #expect(Set(fills.map(ObjectIdentifier.init)).count == 1, "every request has the one fill")
-        guard case let .committed(blob) = await fills[0].ended() else { Issue.record("the fill failed"); return }
+        guard case let .committed(blob) = fills[0].outcome else { Issue.record("the fill failed"); return }
         #expect(blob.digest == Digest.of(bytes, algorithm: .sha256))
         let evictions = try cache.stats()["evictions"] as? Int
         #expect(evictions == 1, "one eviction made room; \(evictions ?? -1) happened")
@@ -91,7 +104,11 @@ import Testing
             let cache = try makeCache(dir, endpoint: proxy.url, budget: UInt64(6 * mib))
             proxy.setFaults { $0.bytesPerSecond = 8 << 20 }
             proxy.resetCounters()
-            let results = await concurrentFills(cache, image, count: 8)
+            let results = try await withBackground(cache) {
+                let results = await concurrentFills(cache, image, count: 8)
+                for case let .success(fill) in results { _ = await fill.ended() }
+                return results
+            }
             let refused = results.compactMap { result -> CacheError? in
                 if case let .failure(error) = result { return error }
                 return nil
@@ -99,7 +116,6 @@ import Testing
             #expect(refused.isEmpty, "round \(round): a request for an image being filled was refused: \(refused)")
             let fills = results.compactMap { try? $0.get() }
             #expect(Set(fills.map(ObjectIdentifier.init)).count == 1, "round \(round): one fill")
-            for fill in fills { _ = await fill.ended() }
             #expect(proxy.bytesFromServer < bytes.count + 64 << 10, "round \(round): the backend sent \(proxy.bytesFromServer) bytes for a \(bytes.count)-byte image")
             withExtendedLifetime(dir) {}
         }

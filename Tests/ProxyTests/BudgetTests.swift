@@ -208,8 +208,13 @@ import Testing
         // Same data directory, a new process's view: image 2 must evict 1, not 0.
         let cache = try ImageCache(store: depot.store, catalog: depot.catalog, clouds: depot.cache.clouds, defaultCloud: "default_RegionOne", settings: settings)
         let authorized = try await cache.authorize(token: GlanceServer.alice, cloud: "default_RegionOne", imageID: images[2].0.id)
-        let (fill, _) = try await cache.fill(authorized)
-        while fill.outcome == nil { try await Task.sleep(for: .milliseconds(20)) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            // The cache's fills run in its background work, as in `depot serve`'s service group.
+            group.addTask { await cache.background.run() }
+            let (fill, _) = try await cache.fill(authorized)
+            while fill.outcome == nil { try await Task.sleep(for: .milliseconds(20)) }
+            group.cancelAll()
+        }
         #expect(depot.store.contains(Digest.of(images[0].1, algorithm: .sha256)))
         #expect(!depot.store.contains(Digest.of(images[1].1, algorithm: .sha256)))
         #expect(depot.store.contains(Digest.of(images[2].1, algorithm: .sha256)))
