@@ -116,13 +116,18 @@ public final class ImageCache: Sendable {
         var decidedAt: ContinuousClock.Instant
     }
 
-    private let decisions = Mutex<[String: Decision]>([:])
+    /// Per token (hashed) and image.
+    private struct DecisionKey: Hashable {
+        var tokenHash: String
+        var image: ImageKey
+    }
+
+    private let decisions = Mutex<[DecisionKey: Decision]>([:])
     private let fills: Mutex<SingleFlight<Fill, CheckedContinuation<FillClaim, Never>>>
     private let outage = Mutex<Set<String>>([])
     private let pendingHits = Mutex<[Digest: (Int, Date)]>([:])
-    /// Image → blob, as resolved; images are immutable once active, so this only changes when
-    /// an image is forgotten or its blob goes.
-    let resolved = Mutex<[String: Digest]>([:])
+    /// Which blob holds an image's bytes.
+    let resolver: BlobResolver
     /// Each cloud's default store id (`stores` of an uploaded image), once Glance told it.
     let defaultStores = Mutex<[String: String?]>([:])
     /// Running passes that compute an uploaded blob's SHA-512 and MD5.
@@ -152,6 +157,7 @@ public final class ImageCache: Sendable {
         self.logger = logger
         uploadSlots = ConcurrencyLimit(settings.maximumUploads)
         fills = Mutex(SingleFlight(limit: settings.maximumFills))
+        resolver = BlobResolver(store: store, catalog: catalog)
         budget = try DiskBudget(watermarks: settings.budget, minimumFreeBytes: settings.minimumFreeDisk, store: store, catalog: catalog, logger: logger)
         pushes = PushQueue(catalog: catalog, store: store, clouds: clouds, settings: settings.push, logger: logger)
         pushes.onSettled { [unowned self] push in self.pushSettled(push) }
@@ -255,9 +261,9 @@ public final class ImageCache: Sendable {
         }
     }
 
-    func decisionKey(token: String, cloud: String, imageID: String) -> String {
+    private func decisionKey(token: String, cloud: String, imageID: String) -> DecisionKey {
         // Hash the token: the table must not become a list of live credentials.
-        "\(Digest.of(Array(token.utf8), algorithm: .sha256).hex)|\(cloud)|\(imageID)"
+        DecisionKey(tokenHash: Digest.of(Array(token.utf8), algorithm: .sha256).hex, image: ImageKey(cloud: cloud, imageID: imageID))
     }
 
     private func noteOutage(cloud: String, error: GlanceError) {
@@ -277,28 +283,7 @@ public final class ImageCache: Sendable {
     /// The blob that holds an image's bytes, if Depot has it: by mapping, or by matching
     /// Glance's SHA-512 / MD5 against a blob it already holds (same bytes, another image id or
     /// cloud), in which case the mapping is recorded.
-    public func resolve(_ authorized: AuthorizedImage) throws -> Digest? {
-        let image = authorized.image
-        let key = "\(authorized.cloud)|\(image.id)"
-        if let known = resolved.withLock({ $0[key] }), store.contains(known) { return known }
-        if let mapped = try catalog.mapping(cloud: authorized.cloud, imageID: image.id) {
-            if store.contains(mapped.digest) {
-                resolved.withLock { $0[key] = mapped.digest }
-                return mapped.digest
-            }
-            try catalog.unmap(cloud: authorized.cloud, imageID: image.id)
-        }
-        var match: BlobRecord?
-        if image.osHashAlgo == "sha512", let hash = image.osHashValue {
-            match = try catalog.blob(sha512: hash)
-        } else if let md5 = image.checksum {
-            match = try catalog.blob(md5: md5)
-        }
-        guard let match, UInt64(match.size) == image.size, store.contains(match.digest) else { return nil }
-        try catalog.map(Self.record(cloud: authorized.cloud, image: image, digest: match.digest))
-        resolved.withLock { $0[key] = match.digest }
-        return match.digest
-    }
+    public func resolve(_ authorized: AuthorizedImage) throws -> Digest? { try resolver.resolve(authorized) }
 
     /// What Depot can answer without any I/O: the image record of a still-valid positive
     /// decision for this token, and the blob the image resolved to. Nil when either is not
@@ -307,7 +292,7 @@ public final class ImageCache: Sendable {
         guard let token, !token.isEmpty else { return nil }
         let key = decisionKey(token: token, cloud: cloud, imageID: imageID)
         guard let decision = decisions.withLock({ $0[key] }), ContinuousClock.now - decision.decidedAt < settings.decisionTTL,
-              let digest = resolved.withLock({ $0["\(cloud)|\(imageID)"] })
+              let digest = resolver.known(key.image)
         else { return nil }
         return (decision.image, digest)
     }
@@ -321,22 +306,18 @@ public final class ImageCache: Sendable {
         } catch {
             logger.error("cannot drop image mapping", metadata: ["cloud": "\(cloud)", "image": "\(imageID)", "error": "\(error)"])
         }
-        resolved.withLock { _ = $0.removeValue(forKey: "\(cloud)|\(imageID)") }
+        let key = ImageKey(cloud: cloud, imageID: imageID)
+        resolver.forget(key)
         decisions.withLock { table in
-            table = table.filter { !$0.key.hasSuffix("|\(cloud)|\(imageID)") }
+            table = table.filter { $0.key.image != key }
         }
     }
 
     /// Drops in-memory knowledge of an evicted blob (the Catalog rows are already gone).
-    func forgetBlob(_ digest: Digest) {
-        resolved.withLock { table in table = table.filter { $0.value != digest } }
-    }
+    func forgetBlob(_ digest: Digest) { resolver.forgetBlob(digest) }
 
     static func record(cloud: String, image: GlanceImage, digest: Digest) -> ImageRecord {
-        ImageRecord(
-            cloud: cloud, imageID: image.id, sha256: digest.hex, status: image.status, checksum: image.checksum,
-            osHashAlgo: image.osHashAlgo, osHashValue: image.osHashValue, size: image.size.map { Int64($0) }, owner: image.owner,
-            visibility: image.visibility, name: image.name)
+        BlobResolver.record(cloud: cloud, image: image, digest: digest)
     }
 
     /// Counts a hit on a blob (last access for LRU, hit count). Hits are kept in memory and
@@ -476,7 +457,7 @@ public final class ImageCache: Sendable {
             let blob = try result.get()
             try catalog.recordBlob(blob)
             try catalog.map(Self.record(cloud: fill.cloud, image: image, digest: blob.digest))
-            resolved.withLock { $0["\(fill.cloud)|\(image.id)"] = blob.digest }
+            resolver.remember(key, blob.digest)
             budget.settle(reserved: fill.expectedSize, committed: blob)
             fill.finish(.committed(blob))
             if blob.digests[.md5] == nil { deferredDigests = blob.digest }

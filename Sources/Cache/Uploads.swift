@@ -201,7 +201,7 @@ extension ImageCache {
             if claimed { pushes.unclaim(cloud: target.cloud, imageID: target.image.id) }
             throw error
         }
-        if !staged { resolved.withLock { $0["\(target.cloud)|\(target.image.id)"] = blob.digest } }
+        if !staged { resolver.remember(ImageKey(cloud: target.cloud, imageID: target.image.id), blob.digest) }
         if !staged && !claimed { pushes.wake() }
         return push
     }
@@ -229,7 +229,7 @@ extension ImageCache {
         push.state = .pending
         push.nextAttempt = Date().timeIntervalSince1970
         try catalog.update(push)
-        resolved.withLock { $0["\(cloud)|\(imageID)"] = push.digest }
+        resolver.remember(ImageKey(cloud: cloud, imageID: imageID), push.digest)
         pushes.wake()
         return push
     }

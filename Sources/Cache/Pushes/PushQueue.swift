@@ -47,10 +47,10 @@ public final class PushQueue: Sendable {
     /// Supplies a blob's record with its SHA-512 and MD5, computing them if an upload
     /// deferred them.
     private let digestProvider = Mutex<(@Sendable (Digest) async throws -> BlobRecord)?>(nil)
-    private let running = Mutex<Set<String>>([])
+    private let running = Mutex<Set<ImageKey>>([])
     private let failuresAfterAcknowledgement = Atomic<Int>(0)
     /// Running pushes whose image was deleted meanwhile: their outcome is not recorded.
-    private let cancelled = Mutex<Set<String>>([])
+    private let cancelled = Mutex<Set<ImageKey>>([])
     private let wakeup = Wakeup()
 
     init(catalog: Catalog, store: BlobStore, clouds: [String: GlanceClient], settings: PushSettings, logger: Logger) {
@@ -69,7 +69,7 @@ public final class PushQueue: Sendable {
         settledHandler.withLock { $0 = handler }
     }
 
-    static func key(_ cloud: String, _ imageID: String) -> String { "\(cloud)|\(imageID)" }
+    static func key(_ cloud: String, _ imageID: String) -> ImageKey { ImageKey(cloud: cloud, imageID: imageID) }
 
     /// Counts a push that failed for good after its upload was acknowledged (write-back): the
     /// image goes back to what Glance says, and the operator must act.
