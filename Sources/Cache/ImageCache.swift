@@ -103,7 +103,7 @@ public struct CacheSettings: Sendable {
 
 /// The cache's decisions, without sockets: who may read an image, which blob holds it, and the
 /// single backend fill per image.
-public final class ImageCache: Sendable {
+public final class ImageCache: Sendable, AcknowledgedUploads {
     public let store: BlobStore
     public let catalog: Catalog
     public let clouds: [String: GlanceClient]
@@ -111,20 +111,9 @@ public final class ImageCache: Sendable {
     public let settings: CacheSettings
     let logger: Logger
 
-    private struct Decision {
-        var image: GlanceImage
-        var decidedAt: ContinuousClock.Instant
-    }
-
-    /// Per token (hashed) and image.
-    private struct DecisionKey: Hashable {
-        var tokenHash: String
-        var image: ImageKey
-    }
-
-    private let decisions = Mutex<[DecisionKey: Decision]>([:])
+    /// Who may read an image.
+    let authorizer: Authorizer
     private let fills: Mutex<SingleFlight<Fill, CheckedContinuation<FillClaim, Never>>>
-    private let outage = Mutex<Set<String>>([])
     private let pendingHits = Mutex<[Digest: (Int, Date)]>([:])
     /// Which blob holds an image's bytes.
     let resolver: BlobResolver
@@ -158,6 +147,7 @@ public final class ImageCache: Sendable {
         uploadSlots = ConcurrencyLimit(settings.maximumUploads)
         fills = Mutex(SingleFlight(limit: settings.maximumFills))
         resolver = BlobResolver(store: store, catalog: catalog)
+        authorizer = Authorizer(clouds: clouds, settings: settings, logger: logger)
         budget = try DiskBudget(watermarks: settings.budget, minimumFreeBytes: settings.minimumFreeDisk, store: store, catalog: catalog, logger: logger)
         pushes = PushQueue(catalog: catalog, store: store, clouds: clouds, settings: settings.push, logger: logger)
         pushes.onSettled { [unowned self] push in self.pushSettled(push) }
@@ -182,99 +172,14 @@ public final class ImageCache: Sendable {
 
     // MARK: Authorization
 
-    /// Asks the backend, with the caller's own token, whether the caller may read the image.
-    ///
-    /// Positive decisions are reused for `decisionTTL` per (token, cloud, image), never across
-    /// tokens. When the backend is unreachable, a decision younger than `offlineGrace` is used.
+    /// Asks the backend, with the caller's own token, whether the caller may read the image;
+    /// see `Authorizer`. An image Glance no longer shows active is forgotten.
     public func authorize(token: String?, cloud: String, imageID: String) async throws(CacheError) -> AuthorizedImage {
-        let client = try client(for: cloud)
-        guard let token, !token.isEmpty else {
-            // Glance refuses a request without identity; Depot's own credentials never stand in.
-            throw .backendRefused(status: 401, message: "This server could not verify that you are authorized to access the document you requested. Send an X-Auth-Token.")
-        }
-        let key = decisionKey(token: token, cloud: cloud, imageID: imageID)
-        let now = ContinuousClock.now
-        let cached = decisions.withLock { $0[key] }
-        if let cached, now - cached.decidedAt < settings.decisionTTL {
-            return AuthorizedImage(cloud: cloud, image: cached.image, fromOfflineGrace: false)
-        }
-        // Seeing an image's record is not downloading it (a reader-only token may do the first
-        // and not the second): Glance's own download check runs alongside, on one byte.
-        async let downloadRefusal = Self.downloadRefusal(client, imageID: imageID, token: token)
-        var image: GlanceImage
         do {
-            image = try await client.showImage(imageID, auth: .token(token))
+            return try await authorizer.authorize(token: token, cloud: cloud, imageID: imageID, uploads: self)
         } catch {
-            if let status = error.status, !error.isTransient {
-                // A 404 says the image is gone *or* hidden from this token, so the mapping
-                // stays: image ids are never reused, and other tokens may still read it.
-                decisions.withLock { $0[key] = nil }
-                throw .backendRefused(status: status, message: GlanceError.message(of: error))
-            }
-            if let cached, now - cached.decidedAt < settings.offlineGrace {
-                noteOutage(cloud: cloud, error: error)
-                return AuthorizedImage(cloud: cloud, image: cached.image, fromOfflineGrace: true)
-            }
-            noteOutage(cloud: cloud, error: error)
-            throw .backendUnavailable(cloud: cloud, reason: "\(error)")
-        }
-        noteRecovery(cloud: cloud)
-        if let refusal = await downloadRefusal, let status = refusal.status {
-            decisions.withLock { $0[key] = nil }
-            throw .backendRefused(status: status, message: GlanceError.message(of: refusal))
-        }
-        if !image.isActive, !owesAcknowledgedBytes(cloud: cloud, image: image), Self.inTransition(image),
-           let fresh = try? await client.showImage(imageID, auth: .token(token)) {
-            // The record was read while the download check ran; an upload's push may have
-            // ended since (and its blob gone), leaving "saving" stale.
-            image = fresh
-        }
-        guard image.isActive else {
-            if owesAcknowledgedBytes(cloud: cloud, image: image), case let pending = await asAcknowledged(image, cloud: cloud), pending.isActive {
-                // Depot holds the bytes and owes them to Glance: serve them meanwhile.
-                decisions.withLock { $0[key] = Decision(image: pending, decidedAt: now) }
-                return AuthorizedImage(cloud: cloud, image: pending, fromOfflineGrace: false)
-            }
-            decisions.withLock { $0[key] = nil }
-            forget(cloud: cloud, imageID: imageID)
-            throw .imageNotActive(imageID: imageID, status: image.status ?? "unknown")
-        }
-        decisions.withLock { $0[key] = Decision(image: image, decidedAt: now) }
-        return AuthorizedImage(cloud: cloud, image: image, fromOfflineGrace: false)
-    }
-
-    /// Whether the image is on its way to active (its data is being written).
-    static func inTransition(_ image: GlanceImage) -> Bool {
-        ["saving", "uploading", "importing"].contains(image.status ?? "")
-    }
-
-    /// Glance's refusal (401/403) to let this token download the image, asked with a one-byte
-    /// range; nil when it allows it or answers anything else (the record decides then).
-    static func downloadRefusal(_ client: GlanceClient, imageID: String, token: String) async -> GlanceError? {
-        do {
-            // No retries: Glance 33 answers 500 to a range of an image without data, and only
-            // 401/403 matter here.
-            _ = try await client.download(imageID: imageID, range: 0...0, auth: .token(token), retries: false) { _ in }
-            return nil
-        } catch {
-            return error.status == 403 || error.status == 401 ? error : nil
-        }
-    }
-
-    private func decisionKey(token: String, cloud: String, imageID: String) -> DecisionKey {
-        // Hash the token: the table must not become a list of live credentials.
-        DecisionKey(tokenHash: Digest.of(Array(token.utf8), algorithm: .sha256).hex, image: ImageKey(cloud: cloud, imageID: imageID))
-    }
-
-    private func noteOutage(cloud: String, error: GlanceError) {
-        if outage.withLock({ $0.insert(cloud).inserted }) {
-            logger.error("image service unreachable; serving cached images within the offline grace", metadata: ["cloud": "\(cloud)", "error": "\(error)"])
-        }
-    }
-
-    private func noteRecovery(cloud: String) {
-        if outage.withLock({ $0.remove(cloud) != nil }) {
-            logger.notice("image service reachable again", metadata: ["cloud": "\(cloud)"])
+            if case .imageNotActive = error { forget(cloud: cloud, imageID: imageID) }
+            throw error
         }
     }
 
@@ -290,11 +195,9 @@ public final class ImageCache: Sendable {
     /// known (the caller then takes the full path).
     public func knownHit(token: String?, cloud: String, imageID: String) -> (image: GlanceImage, digest: Digest)? {
         guard let token, !token.isEmpty else { return nil }
-        let key = decisionKey(token: token, cloud: cloud, imageID: imageID)
-        guard let decision = decisions.withLock({ $0[key] }), ContinuousClock.now - decision.decidedAt < settings.decisionTTL,
-              let digest = resolver.known(key.image)
-        else { return nil }
-        return (decision.image, digest)
+        let key = ImageKey(cloud: cloud, imageID: imageID)
+        guard let image = authorizer.decidedImage(token: token, key), let digest = resolver.known(key) else { return nil }
+        return (image, digest)
     }
 
     /// Drops what Depot knows of an image (deleted or deactivated upstream).
@@ -308,9 +211,7 @@ public final class ImageCache: Sendable {
         }
         let key = ImageKey(cloud: cloud, imageID: imageID)
         resolver.forget(key)
-        decisions.withLock { table in
-            table = table.filter { $0.key.image != key }
-        }
+        authorizer.forget(key)
     }
 
     /// Drops in-memory knowledge of an evicted blob (the Catalog rows are already gone).
