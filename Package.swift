@@ -119,7 +119,7 @@ let package = Package(
         .testTarget(name: "DepotConfigTests", dependencies: ["DepotConfig", "DepotTestSupport"]),
         .testTarget(name: "HTTPSemanticsTests", dependencies: ["HTTPSemantics", "DepotTestSupport"]),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog", "DepotTestSupport"]),
-        .testTarget(name: "CacheTests", dependencies: ["Cache", "Catalog", "BlobStore", "FormatInspector", "DepotTestSupport"]),
+        .testTarget(name: "CacheTests", dependencies: ["Cache", "Catalog", "BlobStore", "Eviction", "FormatInspector", "Glance", "DepotTestSupport"]),
         .testTarget(
             name: "ProxyTests",
             dependencies: [

@@ -84,10 +84,7 @@ extension ImageCache {
 
     /// Images whose fill is running (Glance's "queued images").
     public func runningFills() -> [(cloud: String, imageID: String)] {
-        fillKeys().compactMap { key in
-            let parts = key.split(separator: "|", maxSplits: 1).map(String.init)
-            return parts.count == 2 ? (parts[0], parts[1]) : nil
-        }
+        fillKeys().map { ($0.cloud, $0.imageID) }
     }
 
     /// Pins (or unpins) a blob: a pinned blob survives any budget pressure.
@@ -132,7 +129,7 @@ extension ImageCache {
             if let status = error.status, !error.isTransient { throw CacheError.backendRefused(status: status, message: GlanceError.message(of: error)) }
             throw CacheError.backendUnavailable(cloud: cloud, reason: "\(error)")
         }
-        return try prefetch(cloud: cloud, image: image)
+        return try await prefetch(cloud: cloud, image: image)
     }
 
     /// Starts caching an image whose record was just read: the fill runs with Depot's service
@@ -142,20 +139,20 @@ extension ImageCache {
     ///   and still owed to Glance).
     /// - Throws: `CacheError.imageNotActive` for an image without data to cache (Glance's cache
     ///   queues only active images); budget, disk and fill-limit errors as for a download.
-    public func prefetch(cloud: String, image: GlanceImage) throws -> Fill? {
+    public func prefetch(cloud: String, image: GlanceImage) async throws -> Fill? {
         if !image.isActive, owesAcknowledgedBytes(cloud: cloud, image: image) { return nil }
         guard image.isActive else { throw CacheError.imageNotActive(imageID: image.id, status: image.status ?? "unknown") }
         let authorized = AuthorizedImage(cloud: cloud, image: image, fromOfflineGrace: false)
         if try resolve(authorized) != nil { return nil }
-        return try fill(authorized).fill
+        return try await fill(authorized).fill
     }
 
     /// Makes a failed push pending again, with its attempts reset.
     public func retryPush(cloud: String, imageID: String) async throws -> PushRecord? {
         guard var push = try catalog.push(cloud: cloud, imageID: imageID), push.state == .failed else { return nil }
-        await budget.hold(push.digest, cloud: cloud, imageID: imageID)
+        await budget.hold(push.digest, by: .push(ImageKey(cloud: cloud, imageID: imageID)))
         guard store.contains(push.digest) else {
-            budget.release(push.digest, cloud: cloud, imageID: imageID)
+            budget.release(push.digest, by: .push(ImageKey(cloud: cloud, imageID: imageID)))
             throw EvictionRefusal.notCached(push.sha256)
         }
         push.state = .pending
@@ -163,7 +160,7 @@ extension ImageCache {
         push.lastError = nil
         push.nextAttempt = Date().timeIntervalSince1970
         do { try catalog.update(push) } catch {
-            budget.release(push.digest, cloud: cloud, imageID: imageID)
+            budget.release(push.digest, by: .push(ImageKey(cloud: cloud, imageID: imageID)))
             throw error
         }
         // The failure unmapped the image; while the push is pending it is served from here.

@@ -77,6 +77,8 @@ public struct AuthorizedImage: Sendable {
         self.image = image
         self.fromOfflineGrace = fromOfflineGrace
     }
+
+    package var key: ImageKey { ImageKey(cloud: cloud, imageID: image.id) }
 }
 
 /// Settings of the cache's behaviour.
@@ -101,7 +103,7 @@ public struct CacheSettings: Sendable {
 
 /// The cache's decisions, without sockets: who may read an image, which blob holds it, and the
 /// single backend fill per image.
-public final class ImageCache: Sendable {
+public final class ImageCache: Sendable, AcknowledgedUploads {
     public let store: BlobStore
     public let catalog: Catalog
     public let clouds: [String: GlanceClient]
@@ -109,18 +111,12 @@ public final class ImageCache: Sendable {
     public let settings: CacheSettings
     let logger: Logger
 
-    private struct Decision {
-        var image: GlanceImage
-        var decidedAt: ContinuousClock.Instant
-    }
-
-    private let decisions = Mutex<[String: Decision]>([:])
-    private let fills = Mutex<[String: Fill]>([:])
-    private let outage = Mutex<Set<String>>([])
+    /// Who may read an image.
+    let authorizer: Authorizer
+    private let fills: Mutex<SingleFlight<Fill, CheckedContinuation<FillClaim, Never>>>
     private let pendingHits = Mutex<[Digest: (Int, Date)]>([:])
-    /// Image → blob, as resolved; images are immutable once active, so this only changes when
-    /// an image is forgotten or its blob goes.
-    let resolved = Mutex<[String: Digest]>([:])
+    /// Which blob holds an image's bytes.
+    let resolver: BlobResolver
     /// Each cloud's default store id (`stores` of an uploaded image), once Glance told it.
     let defaultStores = Mutex<[String: String?]>([:])
     /// Running passes that compute an uploaded blob's SHA-512 and MD5.
@@ -135,6 +131,8 @@ public final class ImageCache: Sendable {
     public let integrity = IntegrityStatistics()
     /// Uploads being received now, within `settings.maximumUploads`.
     public let uploadSlots: ConcurrencyLimit
+    /// Fills and the hit flush; the application runs it (see `BackgroundWork`).
+    public let background = BackgroundWork()
 
     public init(
         store: BlobStore, catalog: Catalog, clouds: [String: GlanceClient], defaultCloud: String, settings: CacheSettings = .init(),
@@ -147,6 +145,9 @@ public final class ImageCache: Sendable {
         self.settings = settings
         self.logger = logger
         uploadSlots = ConcurrencyLimit(settings.maximumUploads)
+        fills = Mutex(SingleFlight(limit: settings.maximumFills))
+        resolver = BlobResolver(store: store, catalog: catalog)
+        authorizer = Authorizer(clouds: clouds, settings: settings, logger: logger)
         budget = try DiskBudget(watermarks: settings.budget, minimumFreeBytes: settings.minimumFreeDisk, store: store, catalog: catalog, logger: logger)
         pushes = PushQueue(catalog: catalog, store: store, clouds: clouds, settings: settings.push, logger: logger)
         pushes.onSettled { [unowned self] push in self.pushSettled(push) }
@@ -171,99 +172,14 @@ public final class ImageCache: Sendable {
 
     // MARK: Authorization
 
-    /// Asks the backend, with the caller's own token, whether the caller may read the image.
-    ///
-    /// Positive decisions are reused for `decisionTTL` per (token, cloud, image), never across
-    /// tokens. When the backend is unreachable, a decision younger than `offlineGrace` is used.
+    /// Asks the backend, with the caller's own token, whether the caller may read the image;
+    /// see `Authorizer`. An image Glance no longer shows active is forgotten.
     public func authorize(token: String?, cloud: String, imageID: String) async throws(CacheError) -> AuthorizedImage {
-        let client = try client(for: cloud)
-        guard let token, !token.isEmpty else {
-            // Glance refuses a request without identity; Depot's own credentials never stand in.
-            throw .backendRefused(status: 401, message: "This server could not verify that you are authorized to access the document you requested. Send an X-Auth-Token.")
-        }
-        let key = decisionKey(token: token, cloud: cloud, imageID: imageID)
-        let now = ContinuousClock.now
-        let cached = decisions.withLock { $0[key] }
-        if let cached, now - cached.decidedAt < settings.decisionTTL {
-            return AuthorizedImage(cloud: cloud, image: cached.image, fromOfflineGrace: false)
-        }
-        // Seeing an image's record is not downloading it (a reader-only token may do the first
-        // and not the second): Glance's own download check runs alongside, on one byte.
-        async let downloadRefusal = Self.downloadRefusal(client, imageID: imageID, token: token)
-        var image: GlanceImage
         do {
-            image = try await client.showImage(imageID, auth: .token(token))
+            return try await authorizer.authorize(token: token, cloud: cloud, imageID: imageID, uploads: self)
         } catch {
-            if let status = error.status, !error.isTransient {
-                // A 404 says the image is gone *or* hidden from this token, so the mapping
-                // stays: image ids are never reused, and other tokens may still read it.
-                decisions.withLock { $0[key] = nil }
-                throw .backendRefused(status: status, message: GlanceError.message(of: error))
-            }
-            if let cached, now - cached.decidedAt < settings.offlineGrace {
-                noteOutage(cloud: cloud, error: error)
-                return AuthorizedImage(cloud: cloud, image: cached.image, fromOfflineGrace: true)
-            }
-            noteOutage(cloud: cloud, error: error)
-            throw .backendUnavailable(cloud: cloud, reason: "\(error)")
-        }
-        noteRecovery(cloud: cloud)
-        if let refusal = await downloadRefusal, let status = refusal.status {
-            decisions.withLock { $0[key] = nil }
-            throw .backendRefused(status: status, message: GlanceError.message(of: refusal))
-        }
-        if !image.isActive, !owesAcknowledgedBytes(cloud: cloud, image: image), Self.inTransition(image),
-           let fresh = try? await client.showImage(imageID, auth: .token(token)) {
-            // The record was read while the download check ran; an upload's push may have
-            // ended since (and its blob gone), leaving "saving" stale.
-            image = fresh
-        }
-        guard image.isActive else {
-            if owesAcknowledgedBytes(cloud: cloud, image: image), case let pending = await asAcknowledged(image, cloud: cloud), pending.isActive {
-                // Depot holds the bytes and owes them to Glance: serve them meanwhile.
-                decisions.withLock { $0[key] = Decision(image: pending, decidedAt: now) }
-                return AuthorizedImage(cloud: cloud, image: pending, fromOfflineGrace: false)
-            }
-            decisions.withLock { $0[key] = nil }
-            forget(cloud: cloud, imageID: imageID)
-            throw .imageNotActive(imageID: imageID, status: image.status ?? "unknown")
-        }
-        decisions.withLock { $0[key] = Decision(image: image, decidedAt: now) }
-        return AuthorizedImage(cloud: cloud, image: image, fromOfflineGrace: false)
-    }
-
-    /// Whether the image is on its way to active (its data is being written).
-    static func inTransition(_ image: GlanceImage) -> Bool {
-        ["saving", "uploading", "importing"].contains(image.status ?? "")
-    }
-
-    /// Glance's refusal (401/403) to let this token download the image, asked with a one-byte
-    /// range; nil when it allows it or answers anything else (the record decides then).
-    static func downloadRefusal(_ client: GlanceClient, imageID: String, token: String) async -> GlanceError? {
-        do {
-            // No retries: Glance 33 answers 500 to a range of an image without data, and only
-            // 401/403 matter here.
-            _ = try await client.download(imageID: imageID, range: 0...0, auth: .token(token), retries: false) { _ in }
-            return nil
-        } catch {
-            return error.status == 403 || error.status == 401 ? error : nil
-        }
-    }
-
-    func decisionKey(token: String, cloud: String, imageID: String) -> String {
-        // Hash the token: the table must not become a list of live credentials.
-        "\(Digest.of(Array(token.utf8), algorithm: .sha256).hex)|\(cloud)|\(imageID)"
-    }
-
-    private func noteOutage(cloud: String, error: GlanceError) {
-        if outage.withLock({ $0.insert(cloud).inserted }) {
-            logger.error("image service unreachable; serving cached images within the offline grace", metadata: ["cloud": "\(cloud)", "error": "\(error)"])
-        }
-    }
-
-    private func noteRecovery(cloud: String) {
-        if outage.withLock({ $0.remove(cloud) != nil }) {
-            logger.notice("image service reachable again", metadata: ["cloud": "\(cloud)"])
+            if case .imageNotActive = error { forget(cloud: cloud, imageID: imageID) }
+            throw error
         }
     }
 
@@ -272,39 +188,16 @@ public final class ImageCache: Sendable {
     /// The blob that holds an image's bytes, if Depot has it: by mapping, or by matching
     /// Glance's SHA-512 / MD5 against a blob it already holds (same bytes, another image id or
     /// cloud), in which case the mapping is recorded.
-    public func resolve(_ authorized: AuthorizedImage) throws -> Digest? {
-        let image = authorized.image
-        let key = "\(authorized.cloud)|\(image.id)"
-        if let known = resolved.withLock({ $0[key] }), store.contains(known) { return known }
-        if let mapped = try catalog.mapping(cloud: authorized.cloud, imageID: image.id) {
-            if store.contains(mapped.digest) {
-                resolved.withLock { $0[key] = mapped.digest }
-                return mapped.digest
-            }
-            try catalog.unmap(cloud: authorized.cloud, imageID: image.id)
-        }
-        var match: BlobRecord?
-        if image.osHashAlgo == "sha512", let hash = image.osHashValue {
-            match = try catalog.blob(sha512: hash)
-        } else if let md5 = image.checksum {
-            match = try catalog.blob(md5: md5)
-        }
-        guard let match, UInt64(match.size) == image.size, store.contains(match.digest) else { return nil }
-        try catalog.map(Self.record(cloud: authorized.cloud, image: image, digest: match.digest))
-        resolved.withLock { $0[key] = match.digest }
-        return match.digest
-    }
+    public func resolve(_ authorized: AuthorizedImage) throws -> Digest? { try resolver.resolve(authorized) }
 
     /// What Depot can answer without any I/O: the image record of a still-valid positive
     /// decision for this token, and the blob the image resolved to. Nil when either is not
     /// known (the caller then takes the full path).
     public func knownHit(token: String?, cloud: String, imageID: String) -> (image: GlanceImage, digest: Digest)? {
         guard let token, !token.isEmpty else { return nil }
-        let key = decisionKey(token: token, cloud: cloud, imageID: imageID)
-        guard let decision = decisions.withLock({ $0[key] }), ContinuousClock.now - decision.decidedAt < settings.decisionTTL,
-              let digest = resolved.withLock({ $0["\(cloud)|\(imageID)"] })
-        else { return nil }
-        return (decision.image, digest)
+        let key = ImageKey(cloud: cloud, imageID: imageID)
+        guard let image = authorizer.decidedImage(token: token, key), let digest = resolver.known(key) else { return nil }
+        return (image, digest)
     }
 
     /// Drops what Depot knows of an image (deleted or deactivated upstream).
@@ -316,22 +209,16 @@ public final class ImageCache: Sendable {
         } catch {
             logger.error("cannot drop image mapping", metadata: ["cloud": "\(cloud)", "image": "\(imageID)", "error": "\(error)"])
         }
-        resolved.withLock { _ = $0.removeValue(forKey: "\(cloud)|\(imageID)") }
-        decisions.withLock { table in
-            table = table.filter { !$0.key.hasSuffix("|\(cloud)|\(imageID)") }
-        }
+        let key = ImageKey(cloud: cloud, imageID: imageID)
+        resolver.forget(key)
+        authorizer.forget(key)
     }
 
     /// Drops in-memory knowledge of an evicted blob (the Catalog rows are already gone).
-    func forgetBlob(_ digest: Digest) {
-        resolved.withLock { table in table = table.filter { $0.value != digest } }
-    }
+    func forgetBlob(_ digest: Digest) { resolver.forgetBlob(digest) }
 
     static func record(cloud: String, image: GlanceImage, digest: Digest) -> ImageRecord {
-        ImageRecord(
-            cloud: cloud, imageID: image.id, sha256: digest.hex, status: image.status, checksum: image.checksum,
-            osHashAlgo: image.osHashAlgo, osHashValue: image.osHashValue, size: image.size.map { Int64($0) }, owner: image.owner,
-            visibility: image.visibility, name: image.name)
+        BlobResolver.record(cloud: cloud, image: image, digest: digest)
     }
 
     /// Counts a hit on a blob (last access for LRU, hit count). Hits are kept in memory and
@@ -345,10 +232,12 @@ public final class ImageCache: Sendable {
             return first
         }
         guard scheduleFlush else { return }
-        Task {
+        let scheduled = background.submit {
+            // Cancelled at shutdown: the hits are written at once then.
             try? await Task.sleep(for: .seconds(1))
-            flushHits()
+            self.flushHits()
         }
+        if !scheduled { flushHits() }
     }
 
     /// Writes the hits collected since the last flush.
@@ -374,15 +263,54 @@ public final class ImageCache: Sendable {
 
     /// The running fill of an image, or a new one started now. `shared` is true when the
     /// caller joins a fill another request started.
-    public func fill(_ authorized: AuthorizedImage) throws(CacheError) -> (fill: Fill, shared: Bool) {
-        let image = authorized.image
+    ///
+    /// The image is claimed before any room is reserved: requests that arrive while the claimer
+    /// reserves room (which may evict) and opens the writer wait for it and join its fill, so
+    /// one image is reserved, evicted for and fetched once.
+    ///
+    /// - Throws: `CacheError` (`.budgetExhausted` when the image has no room: the caller may
+    ///   stream it without a copy; the requests that waited for the claimer hear the same).
+    public func fill(_ authorized: AuthorizedImage) async throws(CacheError) -> (fill: Fill, shared: Bool) {
         let client = try client(for: authorized.cloud)
-        let key = "\(authorized.cloud)|\(image.id)"
-        let (running, count) = fills.withLock { ($0[key], $0.count) }
-        if let running { return (running, true) }
-        guard count < settings.maximumFills else { throw .tooManyFills(running: count) }
+        let key = authorized.key
+        let claim = await withCheckedContinuation { (continuation: CheckedContinuation<FillClaim, Never>) in
+            switch fills.withLock({ $0.claim(key, waiter: continuation) }) {
+            case .lead: continuation.resume(returning: .lead)
+            case let .join(fill): continuation.resume(returning: .joined(fill))
+            case let .refuse(running): continuation.resume(returning: .refused(.tooManyFills(running: running)))
+            case .wait: break
+            }
+        }
+        switch claim {
+        case let .joined(fill): return (fill, true)
+        case let .refused(error): throw error
+        case .lead: break
+        }
+        do throws(CacheError) {
+            let (fill, writer) = try await startFill(authorized)
+            for waiter in fills.withLock({ $0.started(key, fill) }) { waiter.resume(returning: .joined(fill)) }
+            let scheduled = background.submit { await self.run(fill, key: key, writer: writer, client: client, image: authorized.image) }
+            if !scheduled { abandon(fill, key: key, writer: writer, reason: "Depot is shutting down") }
+            return (fill, false)
+        } catch {
+            for waiter in fills.withLock({ $0.abandoned(key) }) { waiter.resume(returning: .refused(error)) }
+            throw error
+        }
+    }
+
+    /// What a request that asked for an image's fill gets.
+    enum FillClaim: Sendable {
+        /// It claimed the image and starts the fill.
+        case lead
+        case joined(Fill)
+        case refused(CacheError)
+    }
+
+    /// Reserves room for a claimed image and opens the fill's writer.
+    private func startFill(_ authorized: AuthorizedImage) async throws(CacheError) -> (Fill, WriterBox) {
+        let image = authorized.image
         let reserved = image.size ?? 0
-        for evicted in try budget.reserve(reserved, isFill: true) { forgetBlob(evicted) }
+        for evicted in try await budget.reserve(reserved, isFill: true) { forgetBlob(evicted) }
         var expectation = BlobExpectation(size: image.size)
         // MD5 is computed after the commit, off the fill's path, when SHA-512 proves the bytes.
         switch Self.provingDigest(of: image) {
@@ -398,37 +326,19 @@ public final class ImageCache: Sendable {
             if case .diskFull = error { throw .diskFull(imageID: image.id, needed: reserved) }
             throw .fillFailed(imageID: image.id, reason: "\(error)")
         }
-        let fill: Fill
         do {
-            fill = try Fill(cloud: authorized.cloud, imageID: image.id, expectedSize: image.size ?? 0, temporaryPath: writer.temporaryPath)
+            let fill = try Fill(cloud: authorized.cloud, imageID: image.id, expectedSize: image.size ?? 0, temporaryPath: writer.temporaryPath)
+            return (fill, WriterBox(writer))
         } catch {
             writer.abort()
             budget.settle(reserved: reserved, committed: nil)
             throw error
         }
-        let winner = fills.withLock { table -> Fill? in
-            if let running = table[key] { return running }
-            guard table.count < settings.maximumFills else { return nil }
-            table[key] = fill
-            return fill
-        }
-        guard let winner else {
-            writer.abort()
-            budget.settle(reserved: reserved, committed: nil)
-            throw .tooManyFills(running: settings.maximumFills)
-        }
-        guard winner === fill else {
-            writer.abort()
-            budget.settle(reserved: reserved, committed: nil)
-            return (winner, true)
-        }
-        let box = WriterBox(writer)
-        Task { await self.run(fill, key: key, writer: box, client: client, image: image) }
-        return (fill, false)
     }
 
-    private func run(_ fill: Fill, key: String, writer box: WriterBox, client: GlanceClient, image: GlanceImage) async {
+    private func run(_ fill: Fill, key: ImageKey, writer box: WriterBox, client: GlanceClient, image: GlanceImage) async {
         let started = ContinuousClock.now
+        var deferredDigests: Digest?
         logger.info("fill started", metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "size": "\(fill.expectedSize)"])
         do {
             // libcurl hands over tens of KiB at a time; whole batches let the writer hash its
@@ -448,32 +358,41 @@ public final class ImageCache: Sendable {
             let blob = try result.get()
             try catalog.recordBlob(blob)
             try catalog.map(Self.record(cloud: fill.cloud, image: image, digest: blob.digest))
-            resolved.withLock { $0["\(fill.cloud)|\(image.id)"] = blob.digest }
+            resolver.remember(key, blob.digest)
             budget.settle(reserved: fill.expectedSize, committed: blob)
             fill.finish(.committed(blob))
-            if blob.digests[.md5] == nil { Task { _ = try? await self.completeDigests(blob.digest) } }
+            if blob.digests[.md5] == nil { deferredDigests = blob.digest }
             Counter(label: "depot_fills_total", dimensions: [("outcome", "committed")]).increment()
             Timer(label: "depot_fill_duration_seconds").record(duration: ContinuousClock.now - started)
             logger.info(
                 "fill committed",
                 metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "blob": "\(blob.digest.hex)", "duration": "\(ContinuousClock.now - started)"])
         } catch {
-            box.writer.abort()
-            budget.settle(reserved: fill.expectedSize, committed: nil)
-            fill.finish(.failed("\(error)"))
-            Counter(label: "depot_fills_total", dimensions: [("outcome", "failed")]).increment()
+            abandon(fill, key: key, writer: box, reason: "\(error)")
             Counter(label: "depot_backend_errors_total", dimensions: [("operation", "fill")]).increment()
-            logger.error("fill failed; nothing was committed", metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "error": "\(error)"])
+            return
         }
-        fills.withLock { _ = $0.removeValue(forKey: key) }
+        fills.withLock { $0.ended(key) }
+        // Off the fill's path: its readers have every byte already.
+        if let deferredDigests { _ = try? await completeDigests(deferredDigests) }
     }
 
-    /// Keys (`cloud|image`) of the running fills.
-    func fillKeys() -> [String] { fills.withLock { Array($0.keys) } }
+    /// Ends a fill that will not commit: nothing is kept, its readers hear why.
+    private func abandon(_ fill: Fill, key: ImageKey, writer box: WriterBox, reason: String) {
+        box.writer.abort()
+        budget.settle(reserved: fill.expectedSize, committed: nil)
+        fill.finish(.failed(reason))
+        Counter(label: "depot_fills_total", dimensions: [("outcome", "failed")]).increment()
+        logger.error("fill failed; nothing was committed", metadata: ["cloud": "\(fill.cloud)", "image": "\(fill.imageID)", "error": "\(reason)"])
+        fills.withLock { $0.ended(key) }
+    }
+
+    /// Images whose fill is running.
+    func fillKeys() -> [ImageKey] { fills.withLock { $0.running } }
 
     /// The fill running for an image, if any.
     public func runningFill(cloud: String, imageID: String) -> Fill? {
-        fills.withLock { $0["\(cloud)|\(imageID)"] }
+        fills.withLock { $0.flight(ImageKey(cloud: cloud, imageID: imageID)) }
     }
 
     /// Streams a byte range straight from the backend (for a cold range far ahead of a fill).

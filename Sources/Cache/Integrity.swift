@@ -231,9 +231,9 @@ public final class Scrubber: Sendable {
         }
         cache.integrity.recordScrubFinding(finding)
         let images = (try? cache.catalog.images(of: digest)) ?? []
-        let owed = Set(((try? cache.catalog.pushes(of: digest)) ?? []).filter { $0.state.holdsBlob }.map { "\($0.cloud)|\($0.imageID)" })
+        let owed = Set(((try? cache.catalog.pushes(of: digest)) ?? []).filter { $0.state.holdsBlob }.map { ImageKey(cloud: $0.cloud, imageID: $0.imageID) })
         cache.quarantine(digest, finding: finding, detail: detail)
-        for image in images where !owed.contains("\(image.cloud)|\(image.imageID)") {
+        for image in images where !owed.contains(ImageKey(cloud: image.cloud, imageID: image.imageID)) {
             do {
                 _ = try await cache.prefetch(cloud: image.cloud, imageID: image.imageID)
                 logger.notice("refetching an image whose blob was quarantined", metadata: ["cloud": "\(image.cloud)", "image": "\(image.imageID)"])

@@ -138,7 +138,7 @@ extension ImageCache {
     public func cancelOwedBytes(cloud: String, imageID: String) {
         guard let push = try? catalog.push(cloud: cloud, imageID: imageID), push.state.holdsBlob || push.state == .done else { return }
         pushes.cancel(push)
-        budget.release(push.digest, cloud: cloud, imageID: imageID)
+        budget.release(push.digest, by: .push(ImageKey(cloud: cloud, imageID: imageID)))
         logger.info("image deleted; its push is cancelled", metadata: ["cloud": "\(cloud)", "image": "\(imageID)", "state": "\(push.state.rawValue)"])
     }
 }

@@ -106,11 +106,11 @@ extension ImageCache {
     }
 
     /// A hold for the blob one upload is about to publish; see `UploadHold`.
-    public func uploadHold(named id: String) -> UploadHold { UploadHold(budget: budget, key: "upload|" + id) }
+    public func uploadHold(named id: String) -> UploadHold { UploadHold(budget: budget, holder: .upload(id)) }
 
     /// Reserves budget room for upload bytes (evicting least recently used blobs if needed).
-    public func reserve(_ bytes: UInt64) throws(CacheError) {
-        for evicted in try budget.reserve(bytes) { forgetBlob(evicted) }
+    public func reserve(_ bytes: UInt64) async throws(CacheError) {
+        for evicted in try await budget.reserve(bytes) { forgetBlob(evicted) }
     }
 
     /// Returns a reservation; a committed blob takes its place.
@@ -185,11 +185,11 @@ extension ImageCache {
         record.osHashValue = blob.digests[.sha512]?.hex ?? known?.sha512
         record.osHashAlgo = record.osHashValue == nil ? nil : "sha512"
         record.virtualSize = virtualSize
-        await budget.hold(blob.digest, cloud: target.cloud, imageID: target.image.id)
+        await budget.hold(blob.digest, by: .push(ImageKey(cloud: target.cloud, imageID: target.image.id)))
         // Held now, the blob stays; but a blob this upload deduplicated against may have been
         // evicted in the moment before. Then the bytes are gone: say so rather than acknowledge.
         guard store.contains(blob.digest) else {
-            budget.release(blob.digest, cloud: target.cloud, imageID: target.image.id)
+            budget.release(blob.digest, by: .push(ImageKey(cloud: target.cloud, imageID: target.image.id)))
             throw UploadError.refused(
                 status: 503, message: "the stored copy of these bytes was evicted while the upload ended; nothing was kept, retry the upload")
         }
@@ -197,11 +197,11 @@ extension ImageCache {
         do {
             try catalog.recordUpload(blob, image: record, push: push)
         } catch {
-            budget.release(blob.digest, cloud: target.cloud, imageID: target.image.id)
+            budget.release(blob.digest, by: .push(ImageKey(cloud: target.cloud, imageID: target.image.id)))
             if claimed { pushes.unclaim(cloud: target.cloud, imageID: target.image.id) }
             throw error
         }
-        if !staged { resolved.withLock { $0["\(target.cloud)|\(target.image.id)"] = blob.digest } }
+        if !staged { resolver.remember(ImageKey(cloud: target.cloud, imageID: target.image.id), blob.digest) }
         if !staged && !claimed { pushes.wake() }
         return push
     }
@@ -229,7 +229,7 @@ extension ImageCache {
         push.state = .pending
         push.nextAttempt = Date().timeIntervalSince1970
         try catalog.update(push)
-        resolved.withLock { $0["\(cloud)|\(imageID)"] = push.digest }
+        resolver.remember(ImageKey(cloud: cloud, imageID: imageID), push.digest)
         pushes.wake()
         return push
     }
@@ -237,7 +237,7 @@ extension ImageCache {
     /// A push stopped being pending: its blob may be evicted again; after a failure the
     /// image no longer maps to it (Glance may hold other bytes under that id).
     func pushSettled(_ push: PushRecord) {
-        budget.release(push.digest, cloud: push.cloud, imageID: push.imageID)
+        budget.release(push.digest, by: .push(ImageKey(cloud: push.cloud, imageID: push.imageID)))
         switch push.state {
         case .done:
             if var record = try? catalog.mapping(cloud: push.cloud, imageID: push.imageID) {
@@ -264,23 +264,23 @@ extension ImageCache {
 /// writes its own copy instead of deduplicating against one that is going away.
 public final class UploadHold: Sendable {
     private let budget: DiskBudget
-    private let key: String
+    private let holder: BlobHolder
     private let digest = Mutex<Digest?>(nil)
 
-    init(budget: DiskBudget, key: String) {
+    init(budget: DiskBudget, holder: BlobHolder) {
         self.budget = budget
-        self.key = key
+        self.holder = holder
     }
 
     /// Takes the hold; blocks the calling thread while the blob is being evicted. Pass it as
     /// `BlobIngest`'s beforeCommit.
     @Sendable public func hold(_ digest: Digest) {
-        budget.holdBlocking(digest, key: key)
+        budget.holdBlocking(digest, by: holder)
         self.digest.withLock { $0 = digest }
     }
 
     /// Ends the hold; harmless when none was taken.
     public func release() {
-        if let digest = digest.withLock({ $0 }) { budget.release(digest, key: key) }
+        if let digest = digest.withLock({ $0 }) { budget.release(digest, by: holder) }
     }
 }

@@ -21,6 +21,9 @@ public final class FaultProxy: @unchecked Sendable {
         public var stallAfterBytes: Int?
         /// Answer this many next requests with 503 without asking the server.
         public var serviceUnavailableCount = 0
+        /// Keep what the server answered from the clients until this is false again: a gate
+        /// that lets a test hand many answers over at one moment (see `heldResponses`).
+        public var holdResponses = false
 
         public init() {}
     }
@@ -81,6 +84,9 @@ public final class FaultProxy: @unchecked Sendable {
     /// Client connections open through the proxy now.
     public var openConnections: Int { sockets.withLock { $0.count / 2 } }
     public var injected503Count: Int { counters.withLock { $0.injected503 } }
+    /// Connections whose server answer is waiting behind `holdResponses` now.
+    public var heldResponses: Int { held.load(ordering: .acquiring) }
+    private let held = Atomic<Int>(0)
 
     /// The request heads clients sent through the proxy so far, in order, those answered with
     /// an injected 503 included.
@@ -191,6 +197,11 @@ public final class FaultProxy: @unchecked Sendable {
         while true {
             let n = read(c.server, &buffer, buffer.count)
             if n <= 0 { c.close(); return }
+            if faults.withLock({ $0.holdResponses }) {
+                held.add(1, ordering: .acquiringAndReleasing)
+                while faults.withLock({ $0.holdResponses }), !stopped.load(ordering: .acquiring) { usleep(500) }
+                held.subtract(1, ordering: .acquiringAndReleasing)
+            }
             var toSend = n
             var action = 0  // 0 forward, 1 cut after toSend, 2 stall after toSend
             let rate = faults.withLock { f -> Int? in

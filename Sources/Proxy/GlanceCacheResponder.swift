@@ -157,7 +157,7 @@ struct GlanceCacheResponder {
     /// `PUT /v2/cache/{id}`: Glance queues the image and answers 202; Depot starts its fill.
     func queue(_ image: GlanceImage, cloud: String, _ response: ResponseWriter) async {
         do {
-            _ = try cache.prefetch(cloud: cloud, image: image)
+            _ = try await cache.prefetch(cloud: cloud, image: image)
             await response.send(.accepted)
         } catch let error as CacheError {
             await Self.send(error, imageID: image.id, response)

@@ -95,7 +95,7 @@ struct ImageFileResponder {
         }
         let fill: Fill, shared: Bool
         do {
-            (fill, shared) = try cache.fill(authorized)
+            (fill, shared) = try await cache.fill(authorized)
         } catch where error.isOverBudget {
             logger.info("no room in the cache budget; streaming the image from the backend without a copy", metadata: ["image": "\(image.id)", "reason": "\(error)"])
             await BackendStream(cache: cache, authorized: authorized, logger: logger).serve(plan, to: response)

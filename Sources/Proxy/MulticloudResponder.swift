@@ -274,7 +274,7 @@ struct MulticloudResponder {
         }
         defer { cache.uploadSlots.release() }
         var reserved = request.body.declaredLength ?? UploadResponder.reservationStep
-        do { try cache.reserve(reserved) } catch {
+        do { try await cache.reserve(reserved) } catch {
             throw FormFailure(status: .insufficientStorage, message: error.description)
         }
         var fields: [String: String] = [:]
@@ -322,7 +322,7 @@ struct MulticloudResponder {
                                 throw await fail(.payloadTooLarge, UploadError.tooLarge(size: fileBytes, limit: uploads.maximumSize).description)
                             }
                             while fileBytes > reserved {
-                                do { try cache.reserve(UploadResponder.reservationStep) } catch {
+                                do { try await cache.reserve(UploadResponder.reservationStep) } catch {
                                     throw await fail(.insufficientStorage, "\(error)")
                                 }
                                 reserved += UploadResponder.reservationStep

@@ -169,7 +169,7 @@ struct MulticloudVIOResponder {
         if let digest = try cache.resolve(authorized) {
             return (try cache.store.open(digest), authorized.image)
         }
-        let fill = try cache.fill(authorized).fill
+        let fill = try await cache.fill(authorized).fill
         var written: UInt64 = 0
         while true {
             let (now, outcome) = await fill.waitForBytes(beyond: written)

@@ -107,7 +107,7 @@ struct UploadResponder {
     ) async {
         var reserved = declaredLength ?? Self.reservationStep
         do {
-            try cache.reserve(reserved)
+            try await cache.reserve(reserved)
         } catch {
             await refuse(response, .insufficientStorage, "\(error)")
             return
@@ -137,7 +137,7 @@ struct UploadResponder {
                     break
                 }
                 while received > reserved {
-                    try cache.reserve(Self.reservationStep)
+                    try await cache.reserve(Self.reservationStep)
                     reserved += Self.reservationStep
                 }
                 let bytes = Array(chunk.readableBytesView)

@@ -160,8 +160,10 @@ struct ServeCommand: AsyncParsableCommand {
         let pushes = PushService(queue: cache.pushes)
         let scrub = ScrubService(scrubber: Scrubber(cache: cache, bytesPerSecond: settings.scrubRate, interval: settings.scrubInterval))
         let probe = BackendProbeService(probe: BackendProbe(clouds: clients))
+        // First, so it is shut down last: fills feed the transfers the server lets finish.
+        let background = BackgroundWorkService(work: cache.background)
         var groupConfiguration = ServiceGroupConfiguration(
-            services: [service, pushes, scrub, probe], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            services: [background, service, pushes, scrub, probe], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // Transfers get this long to finish after SIGTERM/SIGINT; then connections are closed.
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(30)
         groupConfiguration.maximumCancellationDuration = .seconds(5)
@@ -307,6 +309,17 @@ struct PushService: Service {
     func run() async throws {
         await cancelWhenGracefulShutdown {
             await queue.run()
+        }
+    }
+}
+
+/// Runs the cache's fills and hit flush until shutdown; a fill cut short commits nothing.
+struct BackgroundWorkService: Service {
+    let work: BackgroundWork
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await work.run()
         }
     }
 }

@@ -128,6 +128,45 @@ import Testing
         #expect(try await curl(url(otherImage)).header("x-depot-cache") == "miss")
     }
 
+    /// The kind: a request for an image already being filled joins that fill, whatever the
+    /// budget says. Eight clients on one cold image in an empty budget of three times its size:
+    /// none is refused by the fill-share rule (a second reservation of the same image would
+    /// break it) and streamed without a copy, and the backend sends the image once.
+    @Test func clientsStartingTogetherOnAColdImageShareOneFillInAnEmptyBudget() async throws {
+        let mib = 1 << 20
+        let bytes = pseudoRandomBytes(count: 32 * mib, seed: 330)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        let proxy = try FaultProxy(upstreamPort: glance.port)
+        defer { proxy.stop() }
+        var settings = CacheSettings()
+        settings.budget = Watermarks(budget: UInt64(96 * mib))
+        let depot = try await DepotHarness(glanceURL: proxy.url, settings: settings)
+        defer { Task { await depot.stop() } }
+        proxy.resetCounters()
+        // Glance's answers to every client's authorization are held at the proxy and handed
+        // over at once, so all eight reach the cache together; the fill then runs over a slow
+        // link.
+        proxy.setFaults {
+            $0.holdResponses = true
+            $0.bytesPerSecond = 16 * mib
+        }
+        async let results = withThrowingTaskGroup(of: CurlResult.self) { group in
+            for _ in 0..<8 { group.addTask { try await curl("\(depot.url)/v2/images/\(image.id)/file") } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        // Two answers per client: the image's record and the one-byte download check.
+        for _ in 0..<3000 where proxy.heldResponses < 16 { try await Task.sleep(for: .milliseconds(10)) }
+        try #require(proxy.heldResponses >= 16, "every client's authorization was answered")
+        proxy.setFaults { $0.holdResponses = false }
+        let answers = try await results
+        #expect(answers.allSatisfy { $0.status == 200 && $0.body == bytes })
+        let sources = answers.map { $0.header("x-depot-cache") ?? "none" }
+        #expect(!sources.contains("bypass"), "a client was streamed without a copy: \(sources)")
+        #expect(sources.filter { $0 == "miss" }.count == 1 && sources.filter { $0 == "shared" }.count == 7, "\(sources)")
+        #expect(imageFetches(proxy, image.id).count == 1, "the backend was asked for the image once: \(proxy.requests)")
+        #expect(proxy.bytesFromServer < bytes.count + mib, "the backend sent \(proxy.bytesFromServer) bytes for a \(bytes.count)-byte image")
+    }
+
     /// A crash between a blob's file and its row (an upload published but not recorded) leaves
     /// a file no row names; the next start counts it in the budget instead of leaving it to fsck.
     @Test func aBlobFileWithoutARowIsAdoptedAtStart() async throws {
@@ -169,8 +208,13 @@ import Testing
         // Same data directory, a new process's view: image 2 must evict 1, not 0.
         let cache = try ImageCache(store: depot.store, catalog: depot.catalog, clouds: depot.cache.clouds, defaultCloud: "default_RegionOne", settings: settings)
         let authorized = try await cache.authorize(token: GlanceServer.alice, cloud: "default_RegionOne", imageID: images[2].0.id)
-        let (fill, _) = try cache.fill(authorized)
-        while fill.outcome == nil { try await Task.sleep(for: .milliseconds(20)) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            // The cache's fills run in its background work, as in `depot serve`'s service group.
+            group.addTask { await cache.background.run() }
+            let (fill, _) = try await cache.fill(authorized)
+            while fill.outcome == nil { try await Task.sleep(for: .milliseconds(20)) }
+            group.cancelAll()
+        }
         #expect(depot.store.contains(Digest.of(images[0].1, algorithm: .sha256)))
         #expect(!depot.store.contains(Digest.of(images[1].1, algorithm: .sha256)))
         #expect(depot.store.contains(Digest.of(images[2].1, algorithm: .sha256)))

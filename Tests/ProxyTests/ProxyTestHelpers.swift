@@ -18,6 +18,8 @@ final class DepotHarness: @unchecked Sendable {
     let cache: ImageCache
     let server: HTTPServer
     let task: Task<Void, any Error>
+    /// Runs the cache's background work, as `depot serve`'s service group does.
+    private let backgroundTask: Task<Void, Never>
     private var pushTask: Task<Void, Never>?
     let port: Int
     var url: String { "http://127.0.0.1:\(port)" }
@@ -39,6 +41,7 @@ final class DepotHarness: @unchecked Sendable {
             clients[name] = GlanceClient(configuration: configuration)
         }
         cache = try ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: "default_RegionOne", settings: settings)
+        backgroundTask = Task { [cache] in await cache.background.run() }
         let handler = DepotHandler(cache: cache, uploads: uploads, admin: AdminAccess(token: Self.adminToken), exportDirectory: exportDirectory)
         let server = HTTPServer(host: "127.0.0.1", port: 0, handler: handler, limits: limits, threads: 2)
         self.server = server
@@ -73,6 +76,8 @@ final class DepotHarness: @unchecked Sendable {
         task.cancel()
         _ = await task.result
         await server.close()
+        backgroundTask.cancel()
+        await backgroundTask.value
     }
 }
 

@@ -47,10 +47,10 @@ public final class PushQueue: Sendable {
     /// Supplies a blob's record with its SHA-512 and MD5, computing them if an upload
     /// deferred them.
     private let digestProvider = Mutex<(@Sendable (Digest) async throws -> BlobRecord)?>(nil)
-    private let running = Mutex<Set<String>>([])
+    private let running = Mutex<Set<ImageKey>>([])
     private let failuresAfterAcknowledgement = Atomic<Int>(0)
     /// Running pushes whose image was deleted meanwhile: their outcome is not recorded.
-    private let cancelled = Mutex<Set<String>>([])
+    private let cancelled = Mutex<Set<ImageKey>>([])
     private let wakeup = Wakeup()
 
     init(catalog: Catalog, store: BlobStore, clouds: [String: GlanceClient], settings: PushSettings, logger: Logger) {
@@ -69,7 +69,7 @@ public final class PushQueue: Sendable {
         settledHandler.withLock { $0 = handler }
     }
 
-    static func key(_ cloud: String, _ imageID: String) -> String { "\(cloud)|\(imageID)" }
+    static func key(_ cloud: String, _ imageID: String) -> ImageKey { ImageKey(cloud: cloud, imageID: imageID) }
 
     /// Counts a push that failed for good after its upload was acknowledged (write-back): the
     /// image goes back to what Glance says, and the operator must act.
@@ -179,21 +179,17 @@ public final class PushQueue: Sendable {
         let started = ContinuousClock.now
         let metadata: Logger.Metadata = ["cloud": "\(push.cloud)", "image": "\(push.imageID)", "blob": "\(push.sha256)", "attempt": "\(push.attempts)"]
         let outcome = await transfer(push, auth: auth)
+        let now = Date()
+        push.end(attempt: outcome, at: now, backoff: backoff(afterAttempt: push.attempts))
         switch outcome {
         case .done:
-            push.state = .done
-            push.lastError = nil
             logger.info("push done", metadata: metadata.merging(["duration": "\(ContinuousClock.now - started)"]) { $1 })
         case let .permanent(reason, _):
-            push.state = .failed
-            push.lastError = reason
             logger.error("push failed for good", metadata: metadata.merging(["reason": "\(reason)"]) { $1 })
             // A write-back upload was acknowledged long ago; a write-through caller hears it now.
             if case .service = auth { countFailureAfterAcknowledgement() }
-        case let .retry(reason, after, _):
-            push.lastError = reason
-            let wait = after ?? backoff(afterAttempt: push.attempts)
-            push.nextAttempt = Date().timeIntervalSince1970 + wait
+        case let .retry(reason, _, _):
+            let wait = push.nextAttempt - now.timeIntervalSince1970
             logger.warning("push will be retried", metadata: metadata.merging(["reason": "\(reason)", "in": "\(String(format: "%.1f", wait)) s"]) { $1 })
         }
         if cancelled.withLock({ $0.remove(Self.key(push.cloud, push.imageID)) != nil }) {
@@ -226,20 +222,8 @@ public final class PushQueue: Sendable {
         Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
-    enum Outcome {
-        case done
-        case permanent(String, status: Int? = nil)
-        case retry(String, after: Double?, status: Int? = nil)
-
-        var status: Int? {
-            switch self {
-            case .done: nil
-            case let .permanent(_, status), let .retry(_, _, status): status
-            }
-        }
-    }
-
-    private func transfer(_ push: PushRecord, auth: RequestAuth) async -> Outcome {
+    /// One attempt's calls to Glance, as `PushStateMachine` asks for them.
+    private func transfer(_ push: PushRecord, auth: RequestAuth) async -> PushOutcome {
         guard let client = clouds[push.cloud] else { return .permanent("cloud \(push.cloud) is no longer configured") }
         do {
             guard try catalog.blob(push.digest) != nil, store.contains(push.digest) else {
@@ -256,79 +240,36 @@ public final class PushQueue: Sendable {
             return record
         }
         defer { digests.cancel() }
-        do {
-            var image = try await client.showImage(push.imageID, auth: auth)
-            switch (image.status ?? "", push.method) {
-            case ("active", _):
-                // An earlier attempt got through before Depot could record it, or someone
-                // else uploaded: the hashes tell which.
-                return try await verify(image, blob: digests.value)
-            case ("queued", .upload):
-                try await client.uploadImageData(push.imageID, from: .file(path: store.path(for: push.digest)), auth: auth)
-            case ("queued", .glanceDirect):
-                try await client.stageImageData(push.imageID, from: .file(path: store.path(for: push.digest)), auth: auth)
-                try await client.importImage(push.imageID, method: "glance-direct", auth: auth)
-            case ("uploading", .glanceDirect):
-                // Staged in Glance by an earlier attempt that stopped before the import call.
-                try await client.importImage(push.imageID, method: "glance-direct", auth: auth)
-            case ("saving", _), ("importing", _), ("uploading", _):
-                if let updated = image.updatedAt, Date().timeIntervalSince(updated) > Self.seconds(settings.stuckAfter) {
-                    return .permanent(
-                        "image has been \(image.status!) in the backend since \(image["updated_at"]?.stringValue ?? "?") and will not take data; delete it and upload again")
+        let path = store.path(for: push.digest)
+        var machine = PushStateMachine<ContinuousClock>(method: push.method, importWait: settings.importWait, stuckAfter: settings.stuckAfter)
+        var action = machine.start()
+        while true {
+            do {
+                switch action {
+                case let .end(outcome):
+                    return outcome
+                case let .read(credentials, delay):
+                    if let delay { try? await Task.sleep(for: delay) }
+                    let image = try await client.showImage(push.imageID, auth: credentials == .attempt ? auth : .service)
+                    action = machine.read(image, now: .now, date: Date())
+                case .upload:
+                    try await client.uploadImageData(push.imageID, from: .file(path: path), auth: auth)
+                    action = machine.transferred()
+                case .stageAndImport:
+                    try await client.stageImageData(push.imageID, from: .file(path: path), auth: auth)
+                    try await client.importImage(push.imageID, method: "glance-direct", auth: auth)
+                    action = machine.transferred()
+                case .importStaged:
+                    try await client.importImage(push.imageID, method: "glance-direct", auth: auth)
+                    action = machine.transferred()
+                case let .verify(image):
+                    action = machine.verified(image, blob: try await digests.value)
                 }
-                return .retry("image is \(image.status!) in the backend: an earlier transfer is still running there", after: nil)
-            case let (status, _):
-                return .permanent("image is \(status) in the backend; it cannot take data")
+            } catch let error as GlanceError {
+                action = machine.failed(error)
+            } catch {
+                return .retry("cannot read the blob's digests: \(error)", after: nil)
             }
-            image = try await client.showImage(push.imageID, auth: .service)
-            if push.method == .glanceDirect {
-                let deadline = ContinuousClock.now + settings.importWait
-                while image.status == "importing" || image.status == "uploading", ContinuousClock.now < deadline {
-                    // Glance leaves an image whose import failed (its format inspection refused
-                    // the staged bytes, say) `importing` and names the store that failed.
-                    if let stores = image["os_glance_failed_import"]?.stringValue, !stores.isEmpty {
-                        return .permanent("the backend's import failed for store \(stores) (its log says why; a format refusal is the usual cause)")
-                    }
-                    try? await Task.sleep(for: .milliseconds(500))
-                    image = try await client.showImage(push.imageID, auth: .service)
-                }
-                if image.status == "importing" { return .retry("the backend is still importing", after: 5) }
-            }
-            return try await verify(image, blob: digests.value)
-        } catch let error as GlanceError {
-            return classify(error)
-        } catch {
-            return .retry("cannot read the blob's digests: \(error)", after: nil)
-        }
-    }
-
-    /// Done only when Glance reports the blob's own size and hash.
-    func verify(_ image: GlanceImage, blob: BlobRecord) -> Outcome {
-        guard image.isActive else {
-            return .permanent("the backend left the image \(image.status ?? "without a status") after the upload")
-        }
-        if let size = image.size, size != UInt64(blob.size) {
-            return .permanent("the backend holds \(size) bytes for this image, Depot pushed \(blob.size)")
-        }
-        if image.osHashAlgo == "sha512", let value = image.osHashValue, let expected = blob.sha512, value.lowercased() != expected {
-            return .permanent("the backend's os_hash_value \(value) differs from the pushed bytes' SHA-512 \(expected)")
-        }
-        if image.osHashAlgo == nil, let checksum = image.checksum, let md5 = blob.md5, checksum.lowercased() != md5 {
-            return .permanent("the backend's checksum \(checksum) differs from the pushed bytes' MD5 \(md5)")
-        }
-        return .done
-    }
-
-    func classify(_ error: GlanceError) -> Outcome {
-        let status = error.status
-        if error.isTransient || error.isUnauthorized { return .retry("\(error)", after: nil, status: status) }
-        switch status {
-        case 404?, 410?: return .permanent("the image was deleted in the backend (\(error))", status: status)
-        case 409?: return .permanent("the backend refused the data as a conflict, usually because the image already has data (\(error))", status: status)
-        case 413?: return .permanent("the backend refused the data as too large (\(error))", status: status)
-        case 415?: return .permanent("the backend refused the data's media type (\(error))", status: status)
-        case let status? where (400..<500).contains(status): return .permanent("\(error)", status: status)
-        default: return .retry("\(error)", after: nil, status: status)
         }
     }
 }

@@ -1,0 +1,155 @@
+import BlobStore
+import Glance
+import Logging
+import Synchronization
+
+/// What Depot owes Glance for images whose upload it acknowledged before Glance had the bytes;
+/// the authorizer asks it per call (the push room answers), so it holds no reference back.
+protocol AcknowledgedUploads: Sendable {
+    func owesAcknowledgedBytes(cloud: String, image: GlanceImage) -> Bool
+    func asAcknowledged(_ image: GlanceImage, cloud: String) async -> GlanceImage
+}
+
+/// Who may read an image: Glance asked with the caller's own token, its positive answers
+/// reused per token for a while, and for longer while Glance cannot be reached.
+final class Authorizer: Sendable {
+    private let clouds: [String: GlanceClient]
+    private let decisionTTL: Duration
+    private let offlineGrace: Duration
+    private let logger: Logger
+
+    private struct Decision {
+        var image: GlanceImage
+        var decidedAt: ContinuousClock.Instant
+    }
+
+    /// Per token (hashed) and image.
+    private struct DecisionKey: Hashable {
+        var tokenHash: String
+        var image: ImageKey
+    }
+
+    private let decisions = Mutex<[DecisionKey: Decision]>([:])
+    /// Clouds whose Glance did not answer the last time it was asked.
+    private let outage = Mutex<Set<String>>([])
+
+    init(clouds: [String: GlanceClient], settings: CacheSettings, logger: Logger) {
+        self.clouds = clouds
+        decisionTTL = settings.decisionTTL
+        offlineGrace = settings.offlineGrace
+        self.logger = logger
+    }
+
+    /// The image record of a still-valid positive decision for this token, without I/O.
+    func decidedImage(token: String, _ image: ImageKey) -> GlanceImage? {
+        let key = decisionKey(token: token, cloud: image.cloud, imageID: image.imageID)
+        guard let decision = decisions.withLock({ $0[key] }), ContinuousClock.now - decision.decidedAt < decisionTTL else { return nil }
+        return decision.image
+    }
+
+    /// Drops every token's decision about an image (deleted or deactivated upstream).
+    func forget(_ image: ImageKey) {
+        decisions.withLock { table in table = table.filter { $0.key.image != image } }
+    }
+
+    /// Asks the backend, with the caller's own token, whether the caller may read the image.
+    ///
+    /// Positive decisions are reused for `decisionTTL` per (token, cloud, image), never across
+    /// tokens. When the backend is unreachable, a decision younger than `offlineGrace` is used.
+    ///
+    /// - Parameter uploads: what Depot owes Glance, for an image whose upload it acknowledged
+    ///   before Glance had the bytes (served from here meanwhile).
+    /// - Throws: `.imageNotActive` after dropping the image's decisions; the owner forgets
+    ///   the rest of what it knows of the image.
+    func authorize(token: String?, cloud: String, imageID: String, uploads: some AcknowledgedUploads) async throws(CacheError) -> AuthorizedImage {
+        guard let client = clouds[cloud] else { throw .unknownCloud(cloud) }
+        guard let token, !token.isEmpty else {
+            // Glance refuses a request without identity; Depot's own credentials never stand in.
+            throw .backendRefused(status: 401, message: "This server could not verify that you are authorized to access the document you requested. Send an X-Auth-Token.")
+        }
+        let key = decisionKey(token: token, cloud: cloud, imageID: imageID)
+        let now = ContinuousClock.now
+        let cached = decisions.withLock { $0[key] }
+        if let cached, now - cached.decidedAt < decisionTTL {
+            return AuthorizedImage(cloud: cloud, image: cached.image, fromOfflineGrace: false)
+        }
+        // Seeing an image's record is not downloading it (a reader-only token may do the first
+        // and not the second): Glance's own download check runs alongside, on one byte.
+        async let downloadRefusal = Self.downloadRefusal(client, imageID: imageID, token: token)
+        var image: GlanceImage
+        do {
+            image = try await client.showImage(imageID, auth: .token(token))
+        } catch {
+            if let status = error.status, !error.isTransient {
+                // A 404 says the image is gone *or* hidden from this token, so the mapping
+                // stays: image ids are never reused, and other tokens may still read it.
+                decisions.withLock { $0[key] = nil }
+                throw .backendRefused(status: status, message: GlanceError.message(of: error))
+            }
+            if let cached, now - cached.decidedAt < offlineGrace {
+                noteOutage(cloud: cloud, error: error)
+                return AuthorizedImage(cloud: cloud, image: cached.image, fromOfflineGrace: true)
+            }
+            noteOutage(cloud: cloud, error: error)
+            throw .backendUnavailable(cloud: cloud, reason: "\(error)")
+        }
+        noteRecovery(cloud: cloud)
+        if let refusal = await downloadRefusal, let status = refusal.status {
+            decisions.withLock { $0[key] = nil }
+            throw .backendRefused(status: status, message: GlanceError.message(of: refusal))
+        }
+        if !image.isActive, !uploads.owesAcknowledgedBytes(cloud: cloud, image: image), Self.inTransition(image),
+           let fresh = try? await client.showImage(imageID, auth: .token(token)) {
+            // The record was read while the download check ran; an upload's push may have
+            // ended since (and its blob gone), leaving "saving" stale.
+            image = fresh
+        }
+        guard image.isActive else {
+            if uploads.owesAcknowledgedBytes(cloud: cloud, image: image), case let pending = await uploads.asAcknowledged(image, cloud: cloud),
+               pending.isActive {
+                // Depot holds the bytes and owes them to Glance: serve them meanwhile.
+                decisions.withLock { $0[key] = Decision(image: pending, decidedAt: now) }
+                return AuthorizedImage(cloud: cloud, image: pending, fromOfflineGrace: false)
+            }
+            decisions.withLock { $0[key] = nil }
+            throw .imageNotActive(imageID: imageID, status: image.status ?? "unknown")
+        }
+        decisions.withLock { $0[key] = Decision(image: image, decidedAt: now) }
+        return AuthorizedImage(cloud: cloud, image: image, fromOfflineGrace: false)
+    }
+
+    /// Whether the image is on its way to active (its data is being written).
+    static func inTransition(_ image: GlanceImage) -> Bool {
+        ["saving", "uploading", "importing"].contains(image.status ?? "")
+    }
+
+    /// Glance's refusal (401/403) to let this token download the image, asked with a one-byte
+    /// range; nil when it allows it or answers anything else (the record decides then).
+    static func downloadRefusal(_ client: GlanceClient, imageID: String, token: String) async -> GlanceError? {
+        do {
+            // No retries: Glance 33 answers 500 to a range of an image without data, and only
+            // 401/403 matter here.
+            _ = try await client.download(imageID: imageID, range: 0...0, auth: .token(token), retries: false) { _ in }
+            return nil
+        } catch {
+            return error.status == 403 || error.status == 401 ? error : nil
+        }
+    }
+
+    private func decisionKey(token: String, cloud: String, imageID: String) -> DecisionKey {
+        // Hash the token: the table must not become a list of live credentials.
+        DecisionKey(tokenHash: Digest.of(Array(token.utf8), algorithm: .sha256).hex, image: ImageKey(cloud: cloud, imageID: imageID))
+    }
+
+    private func noteOutage(cloud: String, error: GlanceError) {
+        if outage.withLock({ $0.insert(cloud).inserted }) {
+            logger.error("image service unreachable; serving cached images within the offline grace", metadata: ["cloud": "\(cloud)", "error": "\(error)"])
+        }
+    }
+
+    private func noteRecovery(cloud: String) {
+        if outage.withLock({ $0.remove(cloud) != nil }) {
+            logger.notice("image service reachable again", metadata: ["cloud": "\(cloud)"])
+        }
+    }
+}
