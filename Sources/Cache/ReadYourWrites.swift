@@ -104,22 +104,24 @@ extension ImageCache {
             case .staged, .pending:
                 guard pushes.claim(cloud: cloud, imageID: imageID) else { break }
                 // The transfer goes on if the wait runs out: the next request, or the queue,
-                // finds it done.
-                let transfer = Task { [pushes] () -> PushRecord? in
+                // finds it done. The wait polls its end rather than awaiting the task, whose
+                // value an expired deadline could not interrupt.
+                let finished = TransferEnd()
+                Task { [pushes] in
                     defer { pushes.unclaim(cloud: cloud, imageID: imageID) }
-                    if push.state == .staged { return await pushes.stageInBackend(push) ? push : nil }
-                    return await pushes.attempt(push, auth: .service).push
-                }
-                let result = await withTaskGroup(of: PushRecord??.self) { group in
-                    group.addTask { .some(await transfer.value) }
-                    group.addTask {
-                        try? await Task.sleep(until: deadline)
-                        return .none
+                    let record: PushRecord? = if push.state == .staged {
+                        await pushes.stageInBackend(push) ? push : nil
+                    } else {
+                        await pushes.attempt(push, auth: .service).push
                     }
-                    defer { group.cancelAll() }
-                    return await group.next() ?? .none
+                    finished.set(record)
                 }
-                switch result {
+                var result: PushRecord??
+                while result == nil, ContinuousClock.now < deadline {
+                    result = finished.value
+                    if result == nil { try? await Task.sleep(for: .milliseconds(20)) }
+                }
+                switch result ?? finished.value {
                 case .none: return .timedOut
                 case .some(nil): break
                 case let .some(record?) where record.state == .staged || record.state == .done: return .landed
@@ -148,4 +150,12 @@ public enum PushLanding: Sendable, Equatable {
     case landed
     case failed(String)
     case timedOut
+}
+
+/// The end of a landing transfer, set once by the transfer and polled by the waiting request.
+private final class TransferEnd: Sendable {
+    private let state = Mutex<PushRecord??>(nil)
+    /// `nil` while the transfer runs; then its record (`.some(nil)` when it settled nothing).
+    var value: PushRecord?? { state.withLock { $0 } }
+    func set(_ record: PushRecord?) { state.withLock { $0 = .some(record) } }
 }

@@ -129,7 +129,7 @@ import Testing
         let depot = try await DepotHarness(glanceURL: glance.url)
         defer { Task { await depot.stop() } }
         let authorized = try await depot.cache.authorize(token: GlanceServer.alice, cloud: "default_RegionOne", imageID: image.id)
-        let (fill, _) = try depot.cache.fill(authorized)
+        let (fill, _) = try await depot.cache.fill(authorized)
         guard case let .committed(blob) = await fill.ended() else {
             Issue.record("the fill did not commit")
             return

@@ -220,8 +220,12 @@ import Testing
         #expect(try await client.exchange("PUT", depot.url + "/v2/images/\(id)/file", headers: Self.alice, body: bytes).status == 204)
         // Each 64 KiB of the push's upload waits 100 ms: 6 s for the 4 MiB.
         proxy.setFaults { $0.latency = .milliseconds(100) }
+        let asked = ContinuousClock.now
         let refused = try await client.exchange("POST", depot.url + "/v2/images/\(id)/actions/deactivate", headers: Self.alice)
+        let waited = ContinuousClock.now - asked
         #expect(refused.status == 503)
+        // The wait ends at push.action_wait (2 s), not when the 6 s transfer does.
+        #expect(waited < .milliseconds(4500), "answered after \(waited)")
         #expect(refused.header("retry-after") != nil)
         #expect((refused.json?["error"] as? [String: Any])?["message"] as? String != nil)
         proxy.setFaults { $0.latency = nil }
