@@ -107,6 +107,8 @@ public final class ImageCache: Sendable {
     public let clouds: [String: GlanceClient]
     public let defaultCloud: String
     public let settings: CacheSettings
+    /// Where blocking disk work runs.
+    public let disk: DiskPools
     let logger: Logger
 
     private struct Decision {
@@ -138,8 +140,9 @@ public final class ImageCache: Sendable {
 
     public init(
         store: BlobStore, catalog: Catalog, clouds: [String: GlanceClient], defaultCloud: String, settings: CacheSettings = .init(),
-        logger: Logger = Logger(label: "depot.cache")
+        disk: DiskPools = .shared, logger: Logger = Logger(label: "depot.cache")
     ) throws {
+        self.disk = disk
         self.store = store
         self.catalog = catalog
         self.clouds = clouds
@@ -438,7 +441,7 @@ public final class ImageCache: Sendable {
                 if try batch.append(buffer, to: box.writer) { fill.advance(to: box.writer.bytesWritten) }
             }
             // fsync can take seconds for a large image: keep it off the cooperative pool.
-            let result = await TransferThreads.run { _ in
+            let result = await disk.run {
                 Result { () throws(BlobStoreError) in
                     try batch.flush(to: box.writer)
                     fill.advance(to: box.writer.bytesWritten)

@@ -123,7 +123,7 @@ extension ImageCache {
     /// The SHA-256 of a byte range of a committed blob, and the byte just after the range;
     /// read off the cooperative pool.
     public func hashRange(of digest: Digest, _ range: Range<UInt64>) async throws -> (Digest, UInt8) {
-        try await TransferThreads.run { [store] _ in
+        try await disk.run { [store] in
             Result { () throws(BlobStoreError) -> (Digest, UInt8) in
                 let reader = try store.open(digest)
                 let hasher = DigestHasher(.sha256)
@@ -187,7 +187,7 @@ public final class Scrubber: Sendable {
     func scrub(_ blob: BlobRecord) async {
         let digest = blob.digest
         let rate = bytesPerSecond
-        let outcome = await TransferThreads.run { flag in
+        let outcome = await cache.disk.runInBackground { (flag: CancellationFlag) in
             Result { () throws(BlobStoreError) -> Digest? in
                 let reader = try self.cache.store.open(digest)
                 guard reader.size == UInt64(blob.size) else { return nil }
