@@ -72,9 +72,13 @@ final class TransferLoop: Sendable {
 /// safe); everything else happens on the loop's thread, which owns it for the process's life.
 private final class MultiHandle: @unchecked Sendable {
     let raw: UnsafeMutableRawPointer
+    static let maxIdleConnections = 64
 
     init() {
         guard let multi = curl_multi_init() else { fatalError("curl_multi_init failed: out of memory") }
+        // Idle connections kept for reuse, to every backend together: the bound the per-client
+        // handle pools had. libcurl's default grows with the handles added (four per handle).
+        _ = depot_curl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, Self.maxIdleConnections)
         raw = multi
     }
 }
