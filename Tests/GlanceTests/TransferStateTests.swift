@@ -25,7 +25,7 @@ import Testing
 
     @Test func aWaitingConsumerIsWokenByTheNextChunkOnce() {
         var flow = ByteFlow(capacity: 8)
-        guard case .wait = flow.take() else { Issue.record("an empty queue makes the consumer wait"); return }
+        guard case .idle(.wait) = flow.take() else { Issue.record("an empty queue makes the consumer wait"); return }
         #expect(flow.consumerWaiting)
         #expect(flow.offer([1]) == .accepted(wakeConsumer: true))
         #expect(flow.offer([2]) == .accepted(wakeConsumer: false))
@@ -47,12 +47,12 @@ import Testing
         _ = clean.offer([1])
         #expect(clean.finish(failure: nil) == (wakeConsumer: false, wakeProducer: false))
         guard case .chunks = clean.take() else { Issue.record("queued bytes come first"); return }
-        guard case .end = clean.take() else { Issue.record("then the end"); return }
+        guard case .idle(.end) = clean.take() else { Issue.record("then the end"); return }
 
         var failed = ByteFlow(capacity: 8)
         _ = failed.take()
         #expect(failed.finish(failure: Reset()) == (wakeConsumer: true, wakeProducer: false))
-        guard case let .failed(error) = failed.take() else { Issue.record("the failure reaches the consumer"); return }
+        guard case let .idle(.failed(error)) = failed.take() else { Issue.record("the failure reaches the consumer"); return }
         #expect(error is Reset)
         #expect(failed.offer([1]) == .refused)
     }
@@ -64,7 +64,7 @@ import Testing
         let change = paused.cancel()
         #expect(change == (producerWasActive: true, wakeProducer: true, wakeConsumer: false))
         #expect(paused.offer([2]) == .refused)
-        guard case .cancelled = paused.take() else { Issue.record("a cancelled flow ends its consumer"); return }
+        guard case .idle(.cancelled) = paused.take() else { Issue.record("a cancelled flow ends its consumer"); return }
 
         var done = ByteFlow(capacity: 8)
         _ = done.offer([1])
@@ -85,9 +85,9 @@ import Testing
         }
         #expect(reads == [[1, 2], [3, 4], [5]])
         #expect(flow.state == .running, "drained: the paused producer was woken")
-        guard case .wait = out.withUnsafeMutableBytes({ flow.read(into: $0) }) else { Issue.record("empty: the reader waits"); return }
+        guard case .idle(.wait) = out.withUnsafeMutableBytes({ flow.read(into: $0) }) else { Issue.record("empty: the reader waits"); return }
         _ = flow.finish(failure: nil)
-        guard case .end = out.withUnsafeMutableBytes({ flow.read(into: $0) }) else { Issue.record("then the end"); return }
+        guard case .idle(.end) = out.withUnsafeMutableBytes({ flow.read(into: $0) }) else { Issue.record("then the end"); return }
     }
 }
 

@@ -28,8 +28,8 @@ struct ByteFlow {
         case refused
     }
 
-    enum Take {
-        case chunks([[UInt8]], wakeProducer: Bool)
+    /// What the consumer finds when nothing is queued.
+    enum Idle {
         /// Nothing queued yet: the consumer waits until woken.
         case wait
         case end
@@ -37,12 +37,14 @@ struct ByteFlow {
         case cancelled
     }
 
+    enum Take {
+        case chunks([[UInt8]], wakeProducer: Bool)
+        case idle(Idle)
+    }
+
     enum Read {
         case bytes(Int, wakeProducer: Bool)
-        case wait
-        case end
-        case failed(any Error)
-        case cancelled
+        case idle(Idle)
     }
 
     private(set) var state = State.running
@@ -124,13 +126,7 @@ struct ByteFlow {
             buffered -= bytes
             return .chunks(taken, wakeProducer: drained())
         }
-        switch state {
-        case .finished: return failure.map { .failed($0) } ?? .end
-        case .cancelled: return .cancelled
-        case .running, .pausedByConsumer:
-            consumerWaiting = true
-            return .wait
-        }
+        return .idle(idle())
     }
 
     /// Copies up to `buffer.count` queued bytes, splitting a chunk where the buffer ends (for
@@ -154,6 +150,11 @@ struct ByteFlow {
             buffered -= copied
             return .bytes(copied, wakeProducer: drained())
         }
+        return .idle(idle())
+    }
+
+    /// With nothing queued: the end, or a wait for the producer.
+    private mutating func idle() -> Idle {
         switch state {
         case .finished: return failure.map { .failed($0) } ?? .end
         case .cancelled: return .cancelled

@@ -95,7 +95,7 @@ public final class ByteStream: Sendable {
                     await withCheckedContinuation { continuation in
                         state.withLock { s in
                             taken = s.flow.take(upTo: maximum)
-                            if case .wait = taken! { s.consumer = continuation } else { continuation.resume() }
+                            if case .idle(.wait) = taken! { s.consumer = continuation } else { continuation.resume() }
                         }
                     }
                 }
@@ -103,10 +103,10 @@ public final class ByteStream: Sendable {
                 case let .chunks(chunks, wakeProducer):
                     if wakeProducer { wakeWaitingProducer() }
                     return chunks
-                case .wait: continue
-                case .end: return nil
-                case let .failed(error): throw error
-                case .cancelled: throw CancellationError()
+                case .idle(.wait): continue
+                case .idle(.end): return nil
+                case let .idle(.failed(error)): throw error
+                case .idle(.cancelled): throw CancellationError()
                 }
             }
         } onCancel: {
@@ -122,7 +122,7 @@ public final class ByteStream: Sendable {
         }
     }
 
-    /// Copies queued bytes without waiting (for a transfer's read callback): `.wait` means the
+    /// Copies queued bytes without waiting (for a transfer's read callback): `.idle(.wait)` means the
     /// transfer must pause; it is unpaused through `resumeConsumer` once bytes arrive.
     func read(into buffer: UnsafeMutableRawBufferPointer) -> ByteFlow.Read {
         let read = state.withLock { $0.flow.read(into: buffer) }

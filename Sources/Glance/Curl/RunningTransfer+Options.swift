@@ -145,12 +145,12 @@ struct RequestSource {
         case let .stream(stream):
             switch stream.read(into: buffer) {
             case let .bytes(n, _): return .bytes(n)
-            case .wait: return .wait
-            case .end: return .bytes(0)
-            case let .failed(failure):
+            case .idle(.wait): return .wait
+            case .idle(.end): return .bytes(0)
+            case let .idle(.failed(failure)):
                 error = failure
                 return .failed
-            case .cancelled:
+            case .idle(.cancelled):
                 error = CancellationError()
                 return .failed
             }
