@@ -52,6 +52,10 @@ final class DiskBudget: Sendable {
         var held: [Digest: Set<String>] = [:]
         /// Blobs chosen for eviction whose rows and file are being removed now.
         var evicting: Set<Digest> = []
+        /// Bytes of blobs taken out of the index for eviction whose files are not gone yet:
+        /// still on disk, so not yet room for a reservation (another fill's temporary file
+        /// would otherwise exceed the budget on disk while the unlinks run).
+        var unlinking: UInt64 = 0
         var evictions = 0
         var evictedBytes: UInt64 = 0
 
@@ -234,7 +238,7 @@ final class DiskBudget: Sendable {
         let freeNow = minimumFreeBytes == nil ? nil : freeDiskBytes()
         // Decided under the lock: read afterwards, the usage may have changed.
         let outcome: Result<[(digest: Digest, size: UInt64)], CacheError> = state.withLock { state in
-            let used = state.index.totalBytes + state.reserved
+            let used = state.index.totalBytes + state.reserved + state.unlinking
             if isFill, let budget = watermarks?.budget, state.reserved > 0,
                Double(state.reserved + bytes) > Double(budget) * Self.fillShare {
                 return .failure(.budgetExhausted(needed: bytes, budget: budget, used: used))
@@ -258,6 +262,7 @@ final class DiskBudget: Sendable {
             for victim in chosen {
                 state.index.remove(victim.digest)
                 state.evicting.insert(victim.digest)
+                state.unlinking += victim.size
             }
             state.reserved += bytes
             return .success(chosen)
@@ -295,7 +300,10 @@ final class DiskBudget: Sendable {
             if state.held[digest] != nil { throw .pushPending(digest) }
             if state.readers[digest] != nil { throw .beingRead(digest) }
             let size = state.index.remove(digest)
-            if size != nil { state.evicting.insert(digest) }
+            if let size {
+                state.evicting.insert(digest)
+                state.unlinking += size
+            }
             return size
         }
         guard let size else { throw .notCached(digest.hex) }
@@ -321,6 +329,7 @@ final class DiskBudget: Sendable {
             for victim in chosen {
                 state.index.remove(victim.digest)
                 state.evicting.insert(victim.digest)
+                state.unlinking += victim.size
             }
             return chosen
         }
@@ -332,7 +341,12 @@ final class DiskBudget: Sendable {
     /// the file. A crash in between leaves an unindexed file for fsck, never an index entry
     /// that points at nothing. Holds wait until this is done (see `hold`).
     private func evict(_ digest: Digest, size: UInt64) {
-        defer { _ = state.withLock { $0.evicting.remove(digest) } }
+        defer {
+            state.withLock { state in
+                state.evicting.remove(digest)
+                state.unlinking -= min(size, state.unlinking)
+            }
+        }
         do {
             try catalog.removeBlob(digest)
             // A phantom entry (its file already gone) has nothing left to remove.
