@@ -47,11 +47,12 @@ let package = Package(
             pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
-        // Glance v2 and Keystone v3 client over libcurl, on threads of its own.
+        // Glance v2 and Keystone v3 client over libcurl, on one transfer loop thread.
         .target(
             name: "Glance",
             dependencies: [
                 "CCurl",
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -76,6 +77,7 @@ let package = Package(
             name: "Cache",
             dependencies: [
                 "BlobStore", "Catalog", "Eviction", "FormatInspector", "Glance",
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]

@@ -771,9 +771,9 @@ def cmd_report(args):
     rss_growth = rss_last - rss_first
     rss_limit = max(args.rss_slack_mib, rss_first * args.rss_slack_pct / 100)
     base, end = r["baseline"], r["end"]
-    # Depot pools idle libcurl easy handles (EasyHandlePool, capacity 64 per cloud); each keeps
-    # its kept-alive connection to Glance and the socketpair of its internal multi handle. They
-    # are bounded reuse, not leaks: counted apart and checked against the pool's capacity.
+    # Depot's transfer loop keeps idle connections to Glance for reuse (CURLMOPT_MAXCONNECTS,
+    # 64), and its multi handle a socketpair for wakeups. They are bounded reuse, not leaks:
+    # counted apart and checked against that capacity.
     def pooled(s):
         return s["fd_backend_sock"] + s.get("fd_unix_sock", 0)
     base_fd = base["fds"] - pooled(base)
@@ -834,8 +834,8 @@ def cmd_report(args):
     p("Pass criteria: no 5xx; every answer's status, headers and bytes as expected; "
       f"RSS median of the last {window:.0f} s at most max({args.rss_slack_mib} MiB, {args.rss_slack_pct}%) above that of the first {window:.0f} s; "
       f"open fds after the soak, once Depot is idle, at most {args.fd_slack} above the warm baseline (idle after the warm-up), "
-      f"not counting the sockets of pooled libcurl handles (a kept-alive connection to Glance and a socketpair each), "
-      f"which must stay within the pool's capacity ({args.backend_fd_max} handles); "
+      f"not counting libcurl's kept-alive connections to Glance and its wakeup socketpair, "
+      f"which must stay within the transfer loop's capacity ({args.backend_fd_max} idle connections); "
       "no client socket, blob or temp file open once idle; blobs on disk within the budget; `depot fsck` clean after the run.")
     p("")
     p("## Requests")

@@ -20,7 +20,16 @@ static inline CURLcode depot_curl_getinfo_long(CURL *h, CURLINFO i, long *v) { r
 static inline CURLcode depot_curl_getinfo_off(CURL *h, CURLINFO i, curl_off_t *v) { return curl_easy_getinfo(h, i, v); }
 static inline CURLcode depot_curl_getinfo_string(CURL *h, CURLINFO i, char **v) { return curl_easy_getinfo(h, i, v); }
 
-static inline int depot_curl_writefunc_pause(void) { return CURL_WRITEFUNC_PAUSE; }
-static inline int depot_curl_readfunc_abort(void) { return CURL_READFUNC_ABORT; }
+static inline CURLMcode depot_curl_multi_setopt_long(CURLM *m, CURLMoption o, long v) { return curl_multi_setopt(m, o, v); }
+
+static inline size_t depot_curl_writefunc_pause(void) { return CURL_WRITEFUNC_PAUSE; }
+static inline size_t depot_curl_readfunc_abort(void) { return CURL_READFUNC_ABORT; }
+static inline size_t depot_curl_readfunc_pause(void) { return CURL_READFUNC_PAUSE; }
+static inline int depot_curlpause_recv(void) { return CURLPAUSE_RECV; }
+static inline int depot_curlpause_send(void) { return CURLPAUSE_SEND; }
+
+// CURLMsg's `data` is a union; Swift reads its members awkwardly.
+static inline int depot_curl_msg_is_done(const CURLMsg *m) { return m->msg == CURLMSG_DONE; }
+static inline CURLcode depot_curl_msg_result(const CURLMsg *m) { return m->data.result; }
 
 #endif

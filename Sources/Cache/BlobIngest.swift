@@ -3,12 +3,13 @@ import Foundation
 import Glance
 import Synchronization
 
-/// Streams bytes that arrive in async code (an upload's body) into a new blob, writing and
-/// hashing on a thread of its own so the cooperative pool never blocks on the disk.
+/// Streams bytes that arrive in async code (an upload's body) into a new blob: whole batches
+/// are written and hashed on the disk pool, so the cooperative pool never blocks on the disk,
+/// while the next batch arrives.
 ///
-/// Memory is bounded by the channel's capacity plus one batch, whatever the body's size.
+/// Memory is bounded by the stream's capacity plus two batches, whatever the body's size.
 public final class BlobIngest: Sendable {
-    private let channel = ByteChannel(capacity: 8 << 20)
+    private let stream = ByteStream(capacity: 8 << 20)
     private let outcome: Task<Result<CommittedBlob, BlobStoreError>, Never>
     /// Set by `discard`: why the written bytes are removed instead of committed.
     private let discardReason = DiscardReason()
@@ -16,66 +17,68 @@ public final class BlobIngest: Sendable {
     /// Bytes per write: large enough that the writer hashes its digests in parallel lanes.
     static let batchSize = 4 << 20
 
-    /// Opens a writer and starts its thread.
+    /// Opens a writer and starts writing what arrives.
     ///
-    /// - Parameter beforeCommit: runs on the writer's thread once the blob's name is known,
+    /// - Parameter beforeCommit: runs on a disk pool thread once the blob's name is known,
     ///   before it is published (see `BlobWriter.commit(beforePublishing:)`).
     public init(
-        store: BlobStore, expecting expectation: BlobExpectation, alsoCompute: Set<DigestAlgorithm>,
+        store: BlobStore, disk: DiskPools, expecting expectation: BlobExpectation, alsoCompute: Set<DigestAlgorithm>,
         beforeCommit: @escaping @Sendable (Digest) -> Void = { _ in }
     ) throws(BlobStoreError) {
         let writer = WriterBox(try store.makeWriter(expecting: expectation, alsoCompute: alsoCompute))
-        let channel = self.channel
+        let stream = self.stream
         let discardReason = self.discardReason
         outcome = Task {
-            await TransferThreads.run { _ in Self.drain(channel, into: writer.writer, discardReason: discardReason, beforeCommit: beforeCommit) }
+            await Self.drain(stream, into: writer, disk: disk, discardReason: discardReason, beforeCommit: beforeCommit)
         }
     }
 
     private static func drain(
-        _ channel: ByteChannel, into writer: BlobWriter, discardReason: DiscardReason, beforeCommit: (Digest) -> Void
-    ) -> Result<CommittedBlob, BlobStoreError> {
-        let batch = UnsafeMutableRawBufferPointer.allocate(byteCount: batchSize, alignment: 64)
-        defer { batch.deallocate() }
+        _ stream: ByteStream, into writer: WriterBox, disk: DiskPools, discardReason: DiscardReason,
+        beforeCommit: @escaping @Sendable (Digest) -> Void
+    ) async -> Result<CommittedBlob, BlobStoreError> {
         do {
-            while true {
+            var ended = false
+            while !ended {
                 // Fill a whole batch when bytes are queued; write what there is at the end.
-                var filled = 0
-                var ended = false
-                repeat {
-                    let n = try channel.take(into: UnsafeMutableRawBufferPointer(rebasing: batch[filled...]))
-                    if n == 0 { ended = true } else { filled += n }
-                } while !ended && filled < batchSize
-                if filled > 0 {
-                    let result = Result { () throws(BlobStoreError) in try writer.write(UnsafeRawBufferPointer(rebasing: batch[..<filled])) }
-                    if case let .failure(error) = result {
-                        channel.cancelConsumer()
-                        return .failure(error)
+                var batch: [UInt8] = []
+                batch.reserveCapacity(batchSize)
+                while batch.count < batchSize {
+                    guard let chunks = try await stream.next(upTo: batchSize - batch.count) else {
+                        ended = true
+                        break
                     }
+                    for chunk in chunks { batch += chunk }
                 }
-                if ended {
-                    if let reason = discardReason.value.withLock({ $0 }) {
-                        writer.abort()
-                        return .failure(.aborted(reason: reason))
-                    }
-                    return Result { () throws(BlobStoreError) in try writer.commit(beforePublishing: beforeCommit) }
+                guard !batch.isEmpty else { continue }
+                let full = batch
+                let written = await disk.run { Result { () throws(BlobStoreError) in try writer.writer.write(full) } }
+                if case let .failure(error) = written {
+                    stream.cancel()
+                    await disk.run { writer.writer.abort() }
+                    return .failure(error)
                 }
             }
         } catch {
             // The sender gave up (client gone, bad body): nothing is kept.
-            writer.abort()
+            await disk.run { writer.writer.abort() }
             return .failure(.aborted(reason: "\(error)"))
         }
+        if let reason = discardReason.value.withLock({ $0 }) {
+            await disk.run { writer.writer.abort() }
+            return .failure(.aborted(reason: reason))
+        }
+        return await disk.run { Result { () throws(BlobStoreError) in try writer.writer.commit(beforePublishing: beforeCommit) } }
     }
 
     /// Queues a chunk; suspends while the writer is behind. False once the writer has failed.
     public func send(_ chunk: [UInt8]) async -> Bool {
-        await channel.send(chunk)
+        await stream.send(chunk)
     }
 
     /// Ends the body and waits for the blob to be durable and in place.
     public func finish() async throws(BlobStoreError) -> CommittedBlob {
-        channel.finish()
+        stream.finish()
         return try await outcome.value.get()
     }
 
@@ -86,7 +89,7 @@ public final class BlobIngest: Sendable {
     /// - Throws: the writer's failure, if it failed before the end.
     public func discard(_ reason: String) async throws(BlobStoreError) {
         discardReason.value.withLock { $0 = reason }
-        channel.finish()
+        stream.finish()
         switch await outcome.value {
         case .success, .failure(.aborted): return
         case let .failure(error): throw error
@@ -95,7 +98,7 @@ public final class BlobIngest: Sendable {
 
     /// Abandons the body: the temporary file is removed, nothing is committed.
     public func abort(_ reason: String) async {
-        channel.finish(throwing: IngestAborted(reason: reason))
+        stream.finish(throwing: IngestAborted(reason: reason))
         _ = await outcome.value
     }
 

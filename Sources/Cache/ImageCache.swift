@@ -109,6 +109,8 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     public let clouds: [String: GlanceClient]
     public let defaultCloud: String
     public let settings: CacheSettings
+    /// Where blocking disk work runs.
+    public let disk: DiskPools
     let logger: Logger
 
     /// Who may read an image.
@@ -136,8 +138,9 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
 
     public init(
         store: BlobStore, catalog: Catalog, clouds: [String: GlanceClient], defaultCloud: String, settings: CacheSettings = .init(),
-        logger: Logger = Logger(label: "depot.cache")
+        disk: DiskPools = .shared, logger: Logger = Logger(label: "depot.cache")
     ) throws {
+        self.disk = disk
         self.store = store
         self.catalog = catalog
         self.clouds = clouds
@@ -348,7 +351,7 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
                 if try batch.append(buffer, to: box.writer) { fill.advance(to: box.writer.bytesWritten) }
             }
             // fsync can take seconds for a large image: keep it off the cooperative pool.
-            let result = await TransferThreads.run { _ in
+            let result = await disk.run {
                 Result { () throws(BlobStoreError) in
                     try batch.flush(to: box.writer)
                     fill.advance(to: box.writer.bytesWritten)

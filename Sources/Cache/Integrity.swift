@@ -131,7 +131,7 @@ extension ImageCache {
         let fd = try fill.openForReading()
         defer { close(fd) }
         let imageID = fill.imageID
-        return try await TransferThreads.run { _ in
+        return try await disk.run {
             Result { () throws(CacheError) -> (Digest, UInt8) in
                 let hasher = DigestHasher(.sha256)
                 var buffer = [UInt8](repeating: 0, count: 1 << 20)
@@ -205,7 +205,7 @@ public final class Scrubber: Sendable {
     func scrub(_ blob: BlobRecord) async {
         let digest = blob.digest
         let rate = bytesPerSecond
-        let outcome = await TransferThreads.run { flag in
+        let outcome = await cache.disk.runInBackground { (flag: CancellationFlag) in
             Result { () throws(BlobStoreError) -> Digest? in
                 let reader = try self.cache.store.open(digest)
                 guard reader.size == UInt64(blob.size) else { return nil }

@@ -10,7 +10,7 @@ extension ImageCache {
     /// - Throws: `BlobStoreError` when the blob cannot be read.
     public func inspectStored(_ digest: Digest) async throws -> Inspection {
         let store = self.store
-        return try await TransferThreads.run { _ in
+        return try await disk.run {
             Result { () throws(BlobStoreError) -> Inspection in
                 let reader = try store.open(digest)
                 return try FormatInspector.inspect(length: reader.size) { (range: Range<UInt64>) throws(BlobStoreError) -> [UInt8] in

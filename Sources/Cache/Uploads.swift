@@ -128,12 +128,12 @@ extension ImageCache {
         if let record = try catalog.blob(digest), record.sha512 != nil, record.md5 != nil { return record }
         let job = digestJobs.withLock { jobs -> Task<BlobRecord, any Error> in
             if let running = jobs[digest] { return running }
-            let job = Task { [store, catalog, logger] () throws -> BlobRecord in
+            let job = Task { [store, catalog, disk, logger] () throws -> BlobRecord in
                 let started = ContinuousClock.now
                 // Only what is missing (a fill verified by SHA-512 lacks only MD5).
                 let known = try catalog.blob(digest)
-                async let sha512 = known?.sha512 != nil ? nil : Self.hashInBackground(store: store, digest: digest, algorithm: .sha512)
-                async let md5 = known?.md5 != nil ? nil : Self.hashInBackground(store: store, digest: digest, algorithm: .md5)
+                async let sha512 = known?.sha512 != nil ? nil : Self.hashInBackground(disk: disk, store: store, digest: digest, algorithm: .sha512)
+                async let md5 = known?.md5 != nil ? nil : Self.hashInBackground(disk: disk, store: store, digest: digest, algorithm: .md5)
                 let (sha512Value, md5Value) = try await (sha512, md5)
                 try catalog.recordDigests(of: digest, sha512: sha512Value?.hex ?? known?.sha512 ?? "", md5: md5Value?.hex ?? known?.md5 ?? "")
                 logger.debug("digests computed", metadata: ["blob": "\(digest.hex)", "duration": "\(ContinuousClock.now - started)"])
@@ -147,8 +147,8 @@ extension ImageCache {
         return try await job.value
     }
 
-    private static func hashInBackground(store: BlobStore, digest: Digest, algorithm: DigestAlgorithm) async throws -> Digest {
-        try await TransferThreads.run { _ in
+    private static func hashInBackground(disk: DiskPools, store: BlobStore, digest: Digest, algorithm: DigestAlgorithm) async throws -> Digest {
+        try await disk.runInBackground {
             // Behind request work: a hit or an upload never waits for this pass.
             Result { () throws(BlobStoreError) in try store.open(digest).computeDigestInBackground(algorithm) }
         }.get()

@@ -2,8 +2,10 @@ import CFileIO
 import Foundation
 import Synchronization
 
-/// The `depot` binary built next to the running test bundle.
+/// The `depot` binary built next to the running test bundle, or `DEPOT_BIN` (to measure another
+/// build, e.g. the one before a change, with the same tests).
 public let depotExecutable: String = {
+    if let chosen = ProcessInfo.processInfo.environment["DEPOT_BIN"], !chosen.isEmpty { return chosen }
     let testBinary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
     var dir = testBinary.deletingLastPathComponent()
     while dir.path != "/" {

@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 
 /// A backend answer being passed through: its head, and its body as a stream of chunks.
 public struct ForwardedResponse: Sendable {
@@ -29,69 +28,27 @@ extension GlanceClient {
         let url = endpoint + pathAndQuery
         var request = HTTPRequest(method: method, url: url)
         request.headers = headers.filter { !Self.hopByHopHeaders.contains($0.0.lowercased()) }
-        var produced: ProducedBody?
-        switch body {
-        case nil:
-            break
-        case let .bytes(bytes)?:
-            request.body = .bytes(bytes)
-        case let .file(path)?:
-            throw .requestBody(reason: "forwarding a file body (\(path)) is not supported", url: url)
-        case let .producer(length, produce)?:
-            produced = ProducedBody(length: length, capacity: 1 << 20, produce: produce)
-            request.body = produced!.body
+        var produce: UploadProducer?
+        if let body {
+            if case let .file(path) = body { throw .requestBody(reason: "forwarding a file body (\(path)) is not supported", url: url) }
+            produce = try Self.attach(body, to: &request)
         }
-
-        let channel = ByteChannel(capacity: configuration.downloadBufferBytes)
-        let consumer = DownloadConsumer(channel: channel)
-        let opened = Mutex<CheckedContinuation<Result<HTTPResponseHead, GlanceError>, Never>?>(nil)
-        // Outside the transfer's closure, which would otherwise hold the consumer strongly
-        // (see `openDownload`).
-        let consumerGone: @Sendable () -> Bool = { [weak consumer] in consumer == nil }
-        let pool = self.pool, limits = self.limits
-        let prepared = request, upload = produced
-        let result: Result<HTTPResponseHead, GlanceError> = await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                opened.withLock { $0 = continuation }
-                TransferThreads.detach { [self] in
-                    let handle = pool.take()
-                    defer { pool.give(handle) }
-                    let outcome: GlanceError?
-                    do throws(TransportFailure) {
-                        _ = try CurlTransfer.perform(
-                            prepared, handle: handle, limits: limits, isCancelled: consumerGone,
-                            streamAllStatuses: true,
-                            onHead: { head in opened.withLock { $0.take() }?.resume(returning: .success(head)) },
-                            onBody: { buffer in
-                                guard channel.put(buffer) else { throw GlanceError.cancelled }
-                            })
-                        outcome = nil
-                    } catch {
-                        outcome = glanceError(error, method: method, url: url)
-                    }
-                    // The backend may answer before reading the whole body, so only the end of
-                    // the transfer stops the producer, not the head.
-                    upload?.stop()
-                    if let outcome {
-                        if let waiting = opened.withLock({ $0.take() }) {
-                            waiting.resume(returning: .failure(outcome))
-                        } else {
-                            channel.finish(throwing: outcome)
-                        }
-                    } else {
-                        channel.finish()
-                    }
-                }
-            }
-        } onCancel: {
-            channel.cancelConsumer()
+        let transfer = transfers.start(request, limits: limits, handling: .stream(allStatuses: true), responseBuffer: configuration.downloadBufferBytes)
+        // The backend may answer before reading the whole body: only the end of the exchange
+        // stops the producer, not the head.
+        if let produce { transfer.feedRequestBody(produce) }
+        let head: HTTPResponseHead
+        switch await transfer.opened() {
+        case let .streaming(streamed): head = streamed
+        case let .complete(complete, _): head = complete  // never: every status streams
+        case let .failed(failure): throw glanceError(failure, method: method, url: url)
         }
-        let head = try result.get()
+        let forwarded = head.headers.filter { !Self.hopByHopHeaders.contains($0.name.lowercased()) || $0.name.lowercased() == "content-length" }
         return ForwardedResponse(
-            head: HTTPResponseHead(status: head.status, headers: head.headers.filter { !Self.hopByHopHeaders.contains($0.name.lowercased()) || $0.name.lowercased() == "content-length" }),
+            head: HTTPResponseHead(status: head.status, headers: forwarded),
             body: ImageDownload(
                 head: DownloadHead(status: head.status, length: nil, totalSize: nil, range: nil, contentMD5: nil, headers: head),
-                consumer: consumer))
+                body: DownloadBody(transfer: transfer, method: method, url: url)))
     }
 
     /// The backend's image endpoint: configured, or from the Keystone catalog.

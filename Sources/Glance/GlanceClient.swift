@@ -1,23 +1,29 @@
 import Foundation
 import Logging
+import NIOPosix
 
 /// A Glance v2 client over libcurl: image metadata, streaming downloads with resume, streaming
 /// uploads, interoperable import; static-token or Keystone v3 auth.
 ///
-/// Every transfer runs on a thread of its own, never on Swift's cooperative pool. Idempotent
-/// requests are retried with exponential backoff and jitter after transient failures; uploads
-/// are not retried.
+/// Every transfer runs on the process's transfer loop (libcurl's multi interface on one thread),
+/// never on Swift's cooperative pool. Idempotent requests are retried with exponential backoff
+/// and jitter after transient failures; uploads are not retried.
 public final class GlanceClient: Sendable {
     public static let version = "0.1.0"
 
     public let configuration: GlanceClientConfiguration
-    let pool = EasyHandlePool()
+    let transfers = TransferLoop.shared
+    /// Where `download(sink:)` runs its sink (which may block on the disk).
+    let blockingPool: NIOThreadPool
     let keystone: KeystoneSession?
     let logger: Logger
 
-    public init(configuration: GlanceClientConfiguration, logger: Logger = Logger(label: "depot.glance")) {
+    /// - Parameter blockingPool: runs download sinks; the application's bounded pool for
+    ///   blocking work (NIO's shared one for tools and tests).
+    public init(configuration: GlanceClientConfiguration, logger: Logger = Logger(label: "depot.glance"), blockingPool: NIOThreadPool = .singleton) {
         self.configuration = configuration
         self.logger = logger
+        self.blockingPool = blockingPool
         if case let .keystone(credentials) = configuration.credentials {
             keystone = KeystoneSession(credentials: credentials)
         } else {
@@ -186,26 +192,17 @@ public final class GlanceClient: Sendable {
         return step * Double.random(in: 0.5...1.0)
     }
 
-    /// Runs one exchange on a transfer thread, collecting the body in memory (metadata only).
-    func perform(_ request: HTTPRequest) async -> Result<(HTTPResponseHead, [UInt8]), TransportFailure> {
-        let pool = self.pool, limits = self.limits
-        return await TransferThreads.run { flag in
-            let handle = pool.take()
-            defer { pool.give(handle) }
-            let collected = Collector()
-            do throws(TransportFailure) {
-                let (head, errorBody) = try CurlTransfer.perform(
-                    request, handle: handle, limits: limits, isCancelled: { flag.isCancelled },
-                    onBody: { collected.bytes.append(contentsOf: $0) })
-                return .success((head, head.status < 300 ? collected.bytes : errorBody))
-            } catch {
-                return .failure(error)
-            }
+    /// Runs one exchange, keeping the whole answer in memory (metadata, uploads' answers).
+    func perform(
+        _ request: HTTPRequest, feeding produce: UploadProducer? = nil
+    ) async -> Result<(HTTPResponseHead, [UInt8]), TransportFailure> {
+        let transfer = transfers.start(request, limits: limits, handling: .collect)
+        if let produce { transfer.feedRequestBody(produce) }
+        switch await transfer.opened() {
+        case let .complete(head, body): return .success((head, body))
+        case let .failed(failure): return .failure(failure)
+        case let .streaming(head): return .success((head, []))  // never for `.collect`
         }
-    }
-
-    final class Collector: @unchecked Sendable {
-        var bytes: [UInt8] = []
     }
 
     /// The endpoint and auth headers for a request.
@@ -242,6 +239,10 @@ public final class GlanceClient: Sendable {
     }
 
     func glanceError(_ failure: TransportFailure, method: String, url: String) -> GlanceError {
+        Self.glanceError(failure, method: method, url: url)
+    }
+
+    static func glanceError(_ failure: TransportFailure, method: String, url: String) -> GlanceError {
         switch failure {
         case let .curl(code, message): .transport(message: message, method: method, url: url, curlCode: code)
         case let .stalled(seconds): .stalled(seconds: seconds, url: url)

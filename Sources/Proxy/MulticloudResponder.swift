@@ -307,7 +307,7 @@ struct MulticloudResponder {
                             guard ingest == nil, !fileEnded else { throw await fail(.badRequest, "send one file part") }
                             fileName = filename
                             do {
-                                ingest = try BlobIngest(store: cache.store, expecting: .init(), alsoCompute: [], beforeCommit: hold.hold)
+                                ingest = try BlobIngest(store: cache.store, disk: cache.disk, expecting: .init(), alsoCompute: [], beforeCommit: hold.hold)
                             } catch {
                                 throw await fail(.insufficientStorage, "\(error)")
                             }

@@ -118,7 +118,7 @@ struct UploadResponder {
         defer { uploadHold.release() }
         do {
             ingest = try BlobIngest(
-                store: cache.store, expecting: BlobExpectation(size: declaredLength, sha256: declaredDigest), alsoCompute: [],
+                store: cache.store, disk: cache.disk, expecting: BlobExpectation(size: declaredLength, sha256: declaredDigest), alsoCompute: [],
                 beforeCommit: uploadHold.hold)
         } catch {
             cache.settle(reserved: reserved, committed: nil)

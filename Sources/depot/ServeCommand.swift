@@ -93,9 +93,9 @@ struct ServeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        // Transfer threads come and go; with glibc's default of 8 arenas per core, memory they
-        // freed stays with the process (a 10-minute soak grew RSS by 50 MiB that
-        // malloc_trim gave back).
+        // With glibc's default of 8 arenas per core, memory that threads freed stays with the
+        // process (a 10-minute soak grew RSS by 50 MiB that malloc_trim gave back, when each
+        // transfer had a thread of its own).
         _ = depot_limit_malloc_arenas(4)
         let settings = try effectiveConfiguration()
         guard let level = Logger.Level(rawValue: settings.logLevel) else {
@@ -116,9 +116,12 @@ struct ServeCommand: AsyncParsableCommand {
             throw CLIError("cannot open the catalog in \(settings.dataDirectory): \(error); if it is damaged, move it away and run depot fsck to rebuild it")
         }
         try checkWritable(store: store, catalog: catalog)
+        // Blocking disk work (writes, hashing, fsync) runs here; stopped after the services.
+        let disk = DiskPools()
+        disk.start()
         var clients: [String: GlanceClient] = [:]
         for cloud in settings.clouds {
-            clients[cloud.name] = GlanceClient(configuration: clientConfiguration(cloud))
+            clients[cloud.name] = GlanceClient(configuration: clientConfiguration(cloud), blockingPool: disk.requests)
         }
         var cacheSettings = CacheSettings()
         cacheSettings.decisionTTL = settings.decisionTTL
@@ -135,7 +138,7 @@ struct ServeCommand: AsyncParsableCommand {
         // cache, which makes its counters once.
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        let cache = try ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: settings.clouds[0].name, settings: cacheSettings)
+        let cache = try ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: settings.clouds[0].name, settings: cacheSettings, disk: disk)
         cache.registerCounters()
         var uploads = UploadSettings()
         uploads.mode = UploadMode(rawValue: settings.uploadMode) ?? .writeBack
@@ -171,6 +174,7 @@ struct ServeCommand: AsyncParsableCommand {
         defer { Task { await server.close() } }
         do {
             try await group.run()
+            await disk.shutdown()
         } catch let error as HTTPServerError {
             throw CLIError(error.description)
         }

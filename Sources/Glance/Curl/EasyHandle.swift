@@ -1,9 +1,9 @@
 import CCurl
-import Synchronization
 
-/// One libcurl easy handle. Owned by one transfer at a time; returned to its pool afterwards so
-/// its live connections are reused.
-final class EasyHandle: @unchecked Sendable {
+/// One libcurl easy handle, used by the transfer loop's thread only. The loop keeps idle ones
+/// for reuse (`curl_easy_reset` clears their options); connections live in the multi handle's
+/// cache, so a request to the same host reuses a kept-alive connection whichever handle it gets.
+final class EasyHandle {
     let raw: UnsafeMutableRawPointer
 
     init() {
@@ -13,26 +13,6 @@ final class EasyHandle: @unchecked Sendable {
     }
 
     deinit { curl_easy_cleanup(raw) }
-}
-
-/// Idle easy handles kept for reuse. `curl_easy_reset` clears options but keeps the handle's
-/// connection cache, so a request to the same host reuses a kept-alive connection.
-final class EasyHandlePool: Sendable {
-    private let idle = Mutex<[EasyHandle]>([])
-    private let capacity: Int
-
-    init(capacity: Int = 64) { self.capacity = capacity }
-
-    func take() -> EasyHandle {
-        idle.withLock { $0.popLast() } ?? EasyHandle()
-    }
-
-    func give(_ handle: EasyHandle) {
-        curl_easy_reset(handle.raw)
-        idle.withLock { handles in
-            if handles.count < capacity { handles.append(handle) }
-        }
-    }
 }
 
 enum CurlGlobal {
