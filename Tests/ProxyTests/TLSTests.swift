@@ -67,6 +67,9 @@ import Testing
         defer { secureGlance.stop() }
         var owner = GlanceClientConfiguration(endpoint: secureGlance.url, credentials: .token(GlanceServer.alice))
         owner.tls = TLSOptions(caBundle: certificates.authority, clientCertificate: certificates.clientCertificate, clientKey: certificates.clientKey)
+        // The test's own setup upload: gunicorn's TLS handshake can take over the default 5 s
+        // on a loaded CI machine (curl 28 "SSL connection timeout" seen twice).
+        owner.connectTimeout = .seconds(60)
         let bytes = pseudoRandomBytes(count: 3 << 20, seed: 82)
         let image = try await uploadImage(GlanceClient(configuration: owner), bytes)
 
