@@ -148,8 +148,8 @@ public final class HTTPServer: Sendable {
         try await withThrowingDiscardingTaskGroup { group in
             try await server.executeThenClose { connections in
                 for try await connection in connections {
-                    guard case let .accepted(channel) = connection else { continue }
-                    group.addTask { await self.serve(channel) }
+                    guard case let .accepted(state, channel) = connection else { continue }
+                    group.addTask { await self.serve(channel, state: state) }
                 }
             }
         }
@@ -157,7 +157,7 @@ public final class HTTPServer: Sendable {
 
     /// A new connection: served, or refused because too many are open.
     enum Connection: Sendable {
-        case accepted(NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>)
+        case accepted(HTTPConnectionState, NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>)
         case refused
     }
 
@@ -192,9 +192,9 @@ public final class HTTPServer: Sendable {
                     // already under way (NIO's own error handler would write a second one).
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
                     try channel.pipeline.syncOperations.addHandler(AbsoluteFormTarget())
-                    try channel.pipeline.syncOperations.addHandler(RequestHeadTimeout(limits.headerTimeout))
-                    if let fastPath { try channel.pipeline.syncOperations.addHandler(FastPathHandler(responder: fastPath)) }
-                    return .accepted(try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel))
+                    let state = HTTPConnectionState()
+                    try channel.pipeline.syncOperations.addHandler(HTTPConnectionHandler(state: state, headTimeout: limits.headerTimeout, fastPath: fastPath))
+                    return .accepted(state, try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel))
                 }
             }
     }
@@ -215,7 +215,7 @@ public final class HTTPServer: Sendable {
         try? await fileReadThreads?.shutdownGracefully()
     }
 
-    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
+    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, state: HTTPConnectionState) async {
         let id = ObjectIdentifier(connection.channel)
         open.withLock { $0[id] = connection.channel }
         defer { open.withLock { _ = $0.removeValue(forKey: id) } }
@@ -228,7 +228,7 @@ public final class HTTPServer: Sendable {
                         next = try await parts.next()
                     } catch let error as HTTPParserError {
                         // Bytes that are not a request, between requests: say so once and close.
-                        let writer = ResponseWriter(channel: connection.channel, version: .http1_1, method: .GET, fileReads: fileReads)
+                        let writer = ResponseWriter(channel: connection.channel, connection: state, version: .http1_1, method: .GET, fileReads: fileReads)
                         await writer.sendError(
                             .badRequest, "the request could not be parsed (\(error)); send HTTP/1.1 with a valid request line and headers",
                             headers: ["connection": "close"])
@@ -236,32 +236,40 @@ public final class HTTPServer: Sendable {
                     }
                     guard let part = next else { return }
                     guard case let .head(head) = part else { continue }
-                    let body = RequestBody(parts: parts, head: head)
-                    let request = Request(head: head, body: body, id: makeRequestID())
-                    let writer = ResponseWriter(
-                        channel: connection.channel, version: head.version, method: head.method, requestID: request.id, fileReads: fileReads)
-                    let started = ContinuousClock.now
-                    if let (status, message) = Self.limitViolation(head) {
-                        await writer.sendError(status, message, headers: ["connection": "close"])
-                        handler.responded(request, writer, duration: ContinuousClock.now - started)
-                        return
-                    }
-                    await handler.handle(request, writer)
-                    handler.responded(request, writer, duration: ContinuousClock.now - started)
-                    if !writer.isComplete {
-                        // A handler that returned without finishing leaves a broken exchange.
-                        writer.abort()
-                        return
-                    }
-                    // A client still waiting for 100 Continue will not send its body: the
-                    // connection cannot carry another request.
-                    if head.expectsContinue && !writer.continueSent && !body.isFinished { return }
-                    // The next request starts after this one's body: skip what the handler left.
-                    guard head.isKeepAlive, !writer.closesConnection, try await body.drain(limit: 1 << 20) else { return }
+                    guard try await exchange(head, parts: parts, channel: connection.channel, state: state) else { return }
                 }
             }
         } catch {
             logger.debug("connection ended", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Answers one request; true when the connection can carry the next one.
+    private func exchange(_ head: HTTPRequestHead, parts: InboundParts, channel: Channel, state: HTTPConnectionState) async throws -> Bool {
+        let body = RequestBody(parts: parts, head: head, connection: state)
+        _ = state.event(.exchangeStarted(keepAlive: head.isKeepAlive, expectsContinue: head.expectsContinue, bodyEnded: body.isFinished))
+        let request = Request(head: head, body: body, id: makeRequestID())
+        let writer = ResponseWriter(
+            channel: channel, connection: state, version: head.version, method: head.method, requestID: request.id, fileReads: fileReads)
+        let started = ContinuousClock.now
+        if let (status, message) = Self.limitViolation(head) {
+            await writer.sendError(status, message, headers: ["connection": "close"])
+            handler.responded(request, writer, duration: ContinuousClock.now - started)
+            return false
+        }
+        await handler.handle(request, writer)
+        handler.responded(request, writer, duration: ContinuousClock.now - started)
+        switch state.event(.handlerReturned(responseComplete: writer.isComplete, responseClosesConnection: writer.closesConnection)) {
+        case .readNextRequest:
+            return true
+        case let .drainRequestBody(limit):
+            let within = try await body.drain(limit: limit)
+            return state.event(.requestBodyDrained(withinLimit: within)) == .readNextRequest
+        case .abort:
+            writer.abort()
+            return false
+        default:
+            return false
         }
     }
 }
@@ -336,71 +344,6 @@ final class IdleConnectionCloser: ChannelInboundHandler, Sendable {
     }
 }
 
-/// Closes a connection that does not deliver a complete request head within the header
-/// timeout: counted from the connection's start, or from the moment the previous response's
-/// last byte left, never while a request is being answered (a long download is not idle).
-final class RequestHeadTimeout: ChannelDuplexHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias InboundOut = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
-
-    private let timeout: TimeAmount
-    /// Requests whose response has not ended yet (pipelined ones included).
-    private var unanswered = 0
-    private var deadline: Scheduled<Void>?
-
-    init(_ timeout: TimeAmount) { self.timeout = timeout }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        if context.channel.isActive { arm(context) }
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        arm(context)
-        context.fireChannelActive()
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        deadline?.cancel()
-        deadline = nil
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head = unwrapInboundIn(data) {
-            unanswered += 1
-            deadline?.cancel()
-            deadline = nil
-        }
-        context.fireChannelRead(data)
-    }
-
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        guard case .end = unwrapOutboundIn(data) else {
-            context.write(data, promise: promise)
-            return
-        }
-        // The clock starts when the end has gone out: the parts before it may still be queued.
-        let written = promise ?? context.eventLoop.makePromise()
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        written.futureResult.whenComplete { _ in
-            let (handler, context) = loopBound.value
-            handler.unanswered = max(0, handler.unanswered - 1)
-            if handler.unanswered == 0 { handler.arm(context) }
-        }
-        context.write(data, promise: written)
-    }
-
-    private func arm(_ context: ChannelHandlerContext) {
-        deadline?.cancel()
-        guard context.channel.isActive else { return }
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        deadline = context.eventLoop.scheduleTask(in: timeout) {
-            loopBound.value.close(promise: nil)
-        }
-    }
-}
-
 /// Answers a connection over the limit with 503 and closes it, without parsing its request.
 final class ConnectionRefuser: ChannelInboundHandler, Sendable {
     typealias InboundIn = ByteBuffer
@@ -441,12 +384,14 @@ public struct RequestBodyTruncated: Error, CustomStringConvertible {
 /// A request's body, read chunk by chunk as the handler asks for it.
 public final class RequestBody: @unchecked Sendable {
     private let parts: InboundParts
+    private let connection: HTTPConnectionState?
     private var ended: Bool
     /// The declared length, when the client sent Content-Length.
     public let declaredLength: UInt64?
 
-    init(parts: InboundParts, head: HTTPRequestHead) {
+    init(parts: InboundParts, head: HTTPRequestHead, connection: HTTPConnectionState? = nil) {
         self.parts = parts
+        self.connection = connection
         self.declaredLength = head.headers.first(name: "content-length").flatMap { UInt64($0) }
         let chunked = head.headers[canonicalForm: "transfer-encoding"].contains { $0.lowercased() == "chunked" }
         self.ended = !chunked && (declaredLength ?? 0) == 0
@@ -466,6 +411,7 @@ public final class RequestBody: @unchecked Sendable {
             case let .body(buffer): return buffer
             case .end:
                 ended = true
+                _ = connection?.event(.requestBodyEnded)
                 return nil
             case .head:
                 throw HTTPParserError.invalidInternalState

@@ -30,8 +30,15 @@ public final class ResponseWriter: @unchecked Sendable {
     /// region as it is; nil sends regions zero-copy.
     let fileReads: NonBlockingFileIO?
 
-    init(channel: Channel, version: HTTPVersion, method: HTTPMethod, requestID: String = makeRequestID(), fileReads: NonBlockingFileIO? = nil) {
+    /// The connection's state: `100 Continue` is sent once per request.
+    let connection: HTTPConnectionState
+
+    init(
+        channel: Channel, connection: HTTPConnectionState, version: HTTPVersion, method: HTTPMethod, requestID: String = makeRequestID(),
+        fileReads: NonBlockingFileIO? = nil
+    ) {
         self.channel = channel
+        self.connection = connection
         self.version = version
         self.isHead = method == .HEAD
         self.requestID = requestID
@@ -57,13 +64,9 @@ public final class ResponseWriter: @unchecked Sendable {
         try await channel.writeAndFlush(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: status, headers: headers))).get()
     }
 
-    /// Whether a `100 Continue` went out (the client was told to send its body).
-    public private(set) var continueSent = false
-
     /// Tells a client that sent `Expect: 100-continue` to send its body.
     public func sendContinue() async throws {
-        guard !headSent, !continueSent else { return }
-        continueSent = true
+        guard !headSent, connection.event(.continueRequested) == .sendContinue else { return }
         try await channel.writeAndFlush(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: .continue))).get()
     }
 
