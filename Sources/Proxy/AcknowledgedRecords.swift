@@ -24,7 +24,7 @@ extension DepotHandler {
     }
 
     static func imageRequest(method: HTTPMethod, pathAndQuery: String) -> ImageRequest {
-        let path = pathPart(Substring(pathAndQuery))
+        let path = Router.pathPart(Substring(pathAndQuery))
         let segments = path.split(separator: "/")
         guard segments.count >= 2, segments[0] == "v2", segments[1] == "images" else { return .other }
         guard segments.count > 2 else { return method == .GET ? .list : .other }
