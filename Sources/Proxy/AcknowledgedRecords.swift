@@ -2,6 +2,7 @@ import Cache
 import Catalog
 import Foundation
 import Glance
+import HTTPCore
 import NIOHTTP1
 
 /// Read-your-writes on the forwarded image API: records of images whose acknowledged bytes

@@ -3,6 +3,7 @@ import Cache
 import Catalog
 import Foundation
 import Glance
+import HTTPCore
 import Logging
 import NIOCore
 import NIOHTTP1

@@ -1,6 +1,7 @@
 import Cache
 import Foundation
 import Glance
+import HTTPCore
 import NIOHTTP1
 
 extension DepotHandler {

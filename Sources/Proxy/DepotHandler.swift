@@ -2,6 +2,7 @@ import BlobStore
 import Cache
 import Foundation
 import Glance
+import HTTPCore
 import HTTPSemantics
 import Logging
 import Metrics
@@ -54,15 +55,16 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         cache.touch(digest)
         cache.beginRead(digest)
         let started = ContinuousClock.now
-        return ImmediateResponse(hit: hit) { [cache, accessLogger] in
+        let (status, bodyBytes) = (hit.status.code, hit.bodyBytes)
+        return ImmediateResponse(hit) { [cache, accessLogger] in
             cache.endRead(digest)
             // The event-loop path has no Request: log and count it here.
-            cache.statistics.record(.hit, bytes: hit.bodyBytes)
-            Counter(label: "depot_http_requests_total", dimensions: [("route", "image_file"), ("status", String(hit.status.code))]).increment()
+            cache.statistics.record(.hit, bytes: bodyBytes)
+            Counter(label: "depot_http_requests_total", dimensions: [("route", "image_file"), ("status", String(status))]).increment()
             Timer(label: "depot_http_request_duration_seconds", dimensions: [("route", "image_file")]).record(duration: ContinuousClock.now - started)
             accessLogger.info(
-                "\(head.method.rawValue) \(head.uri.split(separator: "?").first ?? "") \(hit.status.code)",
-                metadata: ["bytes": "\(hit.bodyBytes)", "duration_ms": "\(Self.milliseconds(ContinuousClock.now - started))", "cache": "hit", "path": "fast"])
+                "\(head.method.rawValue) \(head.uri.split(separator: "?").first ?? "") \(status)",
+                metadata: ["bytes": "\(bodyBytes)", "duration_ms": "\(Self.milliseconds(ContinuousClock.now - started))", "cache": "hit", "path": "fast"])
         }
     }
 

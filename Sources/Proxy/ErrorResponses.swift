@@ -1,5 +1,6 @@
 import BlobStore
 import Cache
+import HTTPCore
 import NIOHTTP1
 
 // How the cache's errors answer HTTP clients: in one place, so every route says the same

@@ -1,6 +1,7 @@
 import Cache
 import Foundation
 import Glance
+import HTTPCore
 import Logging
 import NIOHTTP1
 

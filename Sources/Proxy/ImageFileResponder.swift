@@ -2,6 +2,7 @@ import BlobStore
 import Cache
 import Foundation
 import Glance
+import HTTPCore
 import HTTPSemantics
 import Logging
 import NIOCore

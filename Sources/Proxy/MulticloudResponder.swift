@@ -4,6 +4,8 @@ import Catalog
 import FormatInspector
 import Foundation
 import Glance
+import HTTPCore
+import HTTPSemantics
 import Logging
 import NIOCore
 import NIOHTTP1

@@ -1,3 +1,4 @@
+import HTTPCore
 /// Where each request goes: Depot's whole URL space in one value, built from the clouds' names.
 ///
 /// Glance v2 at `/v2/…` (the default cloud) and `/clouds/{owner}_{region}/v2/…`, version

@@ -4,6 +4,7 @@ import Catalog
 import FormatInspector
 import Foundation
 import Glance
+import HTTPCore
 import Logging
 import NIOCore
 import NIOHTTP1

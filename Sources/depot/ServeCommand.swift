@@ -13,6 +13,7 @@ import Metrics
 import NIOCore
 import NIOSSL
 import Prometheus
+import HTTPCore
 import Proxy
 import ServiceLifecycle
 

@@ -4,6 +4,7 @@ import Catalog
 import DepotTestSupport
 import Foundation
 import Glance
+import HTTPCore
 import Proxy
 import Testing
 

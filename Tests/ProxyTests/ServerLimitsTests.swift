@@ -4,6 +4,7 @@ import DepotTestSupport
 import Foundation
 import Glance
 import NIOCore
+import HTTPCore
 import Proxy
 import Testing
 

@@ -94,9 +94,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler {
               let response = fastPath.immediateResponse(to: head, allocator: context.channel.allocator)
         else { return false }
         swallowing = true
-        let parts = response.hit.parts
+        let parts = response.response.parts
         for part in parts.dropLast() { context.write(wrapOutboundOut(part), promise: nil) }
-        let handle = response.hit.handle
+        let handle = response.response.handle
         let completion = response.completion
         let written = endWritten(context, promise: nil)
         written.futureResult.whenComplete { _ in

@@ -3,7 +3,7 @@ import NIOEmbedded
 import NIOHTTP1
 import Testing
 
-@testable import Proxy
+@testable import HTTPCore
 
 /// The connection's state machine on its own: no channel, no clock.
 @Suite struct ConnectionStateMachineTests {
