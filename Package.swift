@@ -82,26 +82,40 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
-        // RFC 9110 without sockets: ranges, conditional requests, and the one plan every
-        // serving path follows for GET and HEAD of an image's data.
+        // RFC 9110 without sockets: ranges, conditional requests, multipart forms, and the one
+        // plan every serving path follows for GET and HEAD of an image's data.
         .target(name: "HTTPSemantics"),
-        // The HTTP server: Glance v2-compatible routes, ranges, zero-copy hits, forwarding.
+        // The HTTP/1.1 server core, knowing NIO and not Depot: bootstrap and limits, each
+        // connection's state machine, requests with bodies read on demand, response writing.
+        .target(
+            name: "HTTPCore",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Depot's application on that core: its routes and responders (Glance v2-compatible
+        // routes, ranges, zero-copy hits, uploads, forwarding, the admin and Multicloud APIs).
         .target(
             name: "Proxy",
             dependencies: [
-                "BlobStore", "Catalog", "Cache", "FormatInspector", "Glance", "HTTPSemantics",
+                "BlobStore", "Catalog", "Cache", "FormatInspector", "Glance", "HTTPCore", "HTTPSemantics",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .executableTarget(
             name: "depot",
             dependencies: [
-                "BlobStore", "CFileIO", "Catalog", "Cache", "DepotConfig", "Eviction", "FormatInspector", "Glance", "Proxy",
+                "BlobStore", "CFileIO", "Catalog", "Cache", "DepotConfig", "Eviction", "FormatInspector", "Glance", "HTTPCore", "Proxy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -120,13 +134,22 @@ let package = Package(
         .testTarget(name: "FormatInspectorTests", dependencies: ["FormatInspector", "DepotTestSupport"]),
         .testTarget(name: "DepotConfigTests", dependencies: ["DepotConfig", "DepotTestSupport"]),
         .testTarget(name: "HTTPSemanticsTests", dependencies: ["HTTPSemantics", "DepotTestSupport"]),
+        .testTarget(
+            name: "HTTPCoreTests",
+            dependencies: [
+                "HTTPCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog", "DepotTestSupport"]),
         .testTarget(name: "CacheTests", dependencies: ["Cache", "Catalog", "BlobStore", "Eviction", "FormatInspector", "Glance", "DepotTestSupport"]),
         .testTarget(
             name: "ProxyTests",
             dependencies: [
-                "Proxy", "Cache", "Catalog", "BlobStore", "FormatInspector", "Glance", "DepotTestSupport", "depot",
-                .product(name: "NIOEmbedded", package: "swift-nio"),
+                "Proxy", "HTTPCore", "Cache", "Catalog", "BlobStore", "FormatInspector", "Glance", "DepotTestSupport", "depot",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
         .testTarget(name: "DepotCLITests", dependencies: ["BlobStore", "DepotTestSupport", "depot"]),
     ],

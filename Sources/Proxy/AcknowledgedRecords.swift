@@ -2,6 +2,7 @@ import Cache
 import Catalog
 import Foundation
 import Glance
+import HTTPCore
 import NIOHTTP1
 
 /// Read-your-writes on the forwarded image API: records of images whose acknowledged bytes
@@ -24,7 +25,7 @@ extension DepotHandler {
     }
 
     static func imageRequest(method: HTTPMethod, pathAndQuery: String) -> ImageRequest {
-        let path = pathPart(Substring(pathAndQuery))
+        let path = Router.pathPart(Substring(pathAndQuery))
         let segments = path.split(separator: "/")
         guard segments.count >= 2, segments[0] == "v2", segments[1] == "images" else { return .other }
         guard segments.count > 2 else { return method == .GET ? .list : .other }

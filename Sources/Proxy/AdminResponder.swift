@@ -3,6 +3,7 @@ import Cache
 import Catalog
 import Foundation
 import Glance
+import HTTPCore
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -218,14 +219,10 @@ struct AdminResponder {
             } else {
                 await response.sendError(.notFound, "no admin route \(method.rawValue) /depot/v1/\(rest.joined(separator: "/")); see the README")
             }
-        } catch let error as DigestParseError {
-            await response.sendError(.badRequest, "\(error)")
-        } catch let refusal as EvictionRefusal {
-            if case .notCached = refusal { await response.sendError(.notFound, refusal.description) } else { await response.sendError(.conflict, refusal.description) }
         } catch let error as CacheError {
             await GlanceCacheResponder.send(error, imageID: nil, response)
         } catch {
-            await response.sendError(.internalServerError, "\(error)")
+            await response.sendError(error)
         }
     }
 

@@ -1,6 +1,7 @@
 import BlobStore
 import Cache
 import Glance
+import HTTPCore
 import HTTPSemantics
 import Logging
 import NIOCore

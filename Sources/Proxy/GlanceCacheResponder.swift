@@ -1,6 +1,7 @@
 import Cache
 import Foundation
 import Glance
+import HTTPCore
 import Logging
 import NIOHTTP1
 
@@ -171,10 +172,8 @@ struct GlanceCacheResponder {
         do {
             if let digest = try cache.cachedBlob(cloud: cloud, imageID: imageID) { try cache.evict(digest) }
             await response.send(.noContent)
-        } catch let refusal as EvictionRefusal {
-            await response.sendError(.conflict, refusal.description)
         } catch {
-            await response.sendError(.internalServerError, "\(error)")
+            await response.sendError(error)
         }
     }
 
@@ -208,18 +207,8 @@ struct GlanceCacheResponder {
                 .badRequest, "Only images with status active can be targeted for queueing; image \(id) is \(status), so it has no data to cache.")
         case .backendRefused(404, _) where imageID != nil:
             await response.sendError(.notFound, "Image \(imageID!) not found.")
-        case let .backendRefused(status, message):
-            await response.sendError(HTTPResponseStatus(statusCode: status), message)
-        case .unknownCloud:
-            await response.sendError(.notFound, error.description)
-        case .backendUnavailable:
-            await response.sendError(.serviceUnavailable, error.description)
-        case .fillFailed:
-            await response.sendError(.badGateway, error.description)
-        case .budgetExhausted, .diskFloor, .diskFull:
-            await response.sendError(.insufficientStorage, error.description)
-        case .tooManyFills, .tooManyUploads:
-            await response.sendError(.serviceUnavailable, error.description, headers: ["retry-after": "5"])
+        default:
+            await response.sendError(error)
         }
     }
 }

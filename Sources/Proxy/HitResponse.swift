@@ -1,32 +1,16 @@
 import BlobStore
-import Foundation
-import Glance
+import HTTPCore
 import HTTPSemantics
 import NIOCore
 import NIOHTTP1
 
-/// A complete answer from a committed blob, as the parts to write: the head, then bytes and
-/// zero-copy file regions, then the end.
-///
-/// Carries out a `ResponsePlan` the same way on both paths that serve hits: the event-loop
-/// fast path and the async handler (which reads the regions into buffers under TLS).
-struct HitResponse {
-    let parts: [HTTPServerResponsePart]
-    let plan: ResponsePlan
-    /// The descriptor the file regions read from; close it once the last part is written.
-    let handle: NIOFileHandle?
+/// A complete answer from a committed blob. Carries out a `ResponsePlan` the same way on both
+/// paths that serve hits: the event-loop fast path and the async handler.
+typealias HitResponse = PlannedResponse
 
-    /// The status of the planned head.
-    var status: HTTPResponseStatus { HTTPResponseStatus(statusCode: plan.status) }
-
-    /// Body bytes the parts send.
-    var bodyBytes: Int {
-        parts.reduce(0) { total, part in
-            guard case let .body(data) = part else { return total }
-            return total + data.readableBytes
-        }
-    }
-
+extension PlannedResponse {
+    /// The plan's head, its literal parts as bytes and its representation ranges as zero-copy
+    /// regions of the blob.
     /// - Precondition: `reader` holds the representation the plan was made for (same size).
     init(plan: ResponsePlan, version: HTTPVersion, reader: BlobReader, allocator: ByteBufferAllocator) throws {
         var handle: NIOFileHandle?
@@ -41,73 +25,6 @@ struct HitResponse {
             }
         }
         let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: plan.status), headers: plan.httpHeaders(cacheResult: "hit"))
-        self.parts = [.head(head)] + body.map { .body($0) } + [.end(nil)]
-        self.plan = plan
-        self.handle = handle
-    }
-}
-
-/// Answers requests on the event loop, without a hop to Swift concurrency, when everything
-/// needed is already in memory (a cache hit with a still-valid decision for the token).
-public protocol FastPathResponder: Sendable {
-    /// The complete response, or nil to let the async handler take the request.
-    func immediateResponse(to head: HTTPRequestHead, allocator: ByteBufferAllocator) -> ImmediateResponse?
-}
-
-/// A response the fast path writes at once.
-public struct ImmediateResponse {
-    let hit: HitResponse
-    /// Runs once the last part is written (or the write failed).
-    let completion: @Sendable () -> Void
-}
-
-/// Sits between the HTTP codec and the async handler: takes the requests the fast path can
-/// answer, passes the rest on. It only answers when no earlier request of the connection is
-/// still being answered by the async side, so pipelined responses keep their order.
-final class FastPathHandler: ChannelDuplexHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias InboundOut = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
-
-    private let responder: any FastPathResponder
-    /// Requests passed on whose response has not ended yet.
-    private var pending = 0
-    /// Parts of a request answered here, to drop until its end.
-    private var swallowing = false
-
-    init(responder: any FastPathResponder) { self.responder = responder }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
-        switch part {
-        case let .head(head):
-            if pending == 0, head.isKeepAlive, head.version == .http1_1, head.method == .GET || head.method == .HEAD,
-               let response = responder.immediateResponse(to: head, allocator: context.channel.allocator) {
-                swallowing = true
-                let parts = response.hit.parts
-                for part in parts.dropLast() { context.write(wrapOutboundOut(part), promise: nil) }
-                let handle = response.hit.handle
-                let completion = response.completion
-                context.writeAndFlush(wrapOutboundOut(parts.last!)).whenComplete { _ in
-                    try? handle?.close()
-                    completion()
-                }
-                return
-            }
-            pending += 1
-            context.fireChannelRead(data)
-        case .body, .end:
-            if swallowing {
-                if case .end = part { swallowing = false }
-                return
-            }
-            context.fireChannelRead(data)
-        }
-    }
-
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data) { pending = max(0, pending - 1) }
-        context.write(data, promise: promise)
+        self.init(head: head, body: body, handle: handle, cacheResult: "hit")
     }
 }

@@ -2,6 +2,7 @@ import BlobStore
 import Cache
 import Foundation
 import Glance
+import HTTPCore
 import HTTPSemantics
 import Logging
 import NIOCore
@@ -180,25 +181,13 @@ struct ImageFileResponder {
     /// the request's body was not read).
     func sendCacheError(_ error: CacheError, _ response: ResponseWriter, headers: HTTPHeaders = [:]) async {
         switch error {
-        case let .backendRefused(status, message):
-            await response.sendError(HTTPResponseStatus(statusCode: status), message, headers: headers)
         case let .imageNotActive(id, status) where status == "deactivated":
             await response.sendError(.forbidden, "The requested image \(id) has been deactivated. Image data download is forbidden.", headers: headers)
         case .imageNotActive:
             // Glance answers 204 No Content for an image that has no data yet.
             await response.send(.noContent, headers: headers)
-        case .backendUnavailable:
-            await response.sendError(.serviceUnavailable, error.description, headers: headers)
-        case .unknownCloud:
-            await response.sendError(.notFound, error.description, headers: headers)
-        case .fillFailed:
-            await response.sendError(.badGateway, error.description, headers: headers)
-        case .budgetExhausted, .diskFloor, .diskFull:
-            await response.sendError(.insufficientStorage, error.description, headers: headers)
-        case .tooManyFills, .tooManyUploads:
-            var headers = headers
-            headers.replaceOrAdd(name: "retry-after", value: "5")
-            await response.sendError(.serviceUnavailable, error.description, headers: headers)
+        default:
+            await response.sendError(error, headers: headers)
         }
     }
 }

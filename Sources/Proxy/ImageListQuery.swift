@@ -1,5 +1,6 @@
 import Foundation
 import Glance
+import HTTPCore
 
 /// A `GET /v2/images` query as Glance reads it (`glance/api/v2/images.py`,
 /// `RequestDeserializer.index`; `glance/db/sqlalchemy/api.py`, `image_get_all`): its

@@ -4,6 +4,8 @@ import Catalog
 import FormatInspector
 import Foundation
 import Glance
+import HTTPCore
+import HTTPSemantics
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -15,41 +17,12 @@ struct MulticloudResponder {
     let uploads: UploadSettings
     let logger: Logger
 
-    /// Where a Multicloud request goes.
-    enum Route: Equatable {
-        case upload(cloud: String)
-        case file(cloud: String, imageID: String)
-        case metadata(cloud: String, imageID: String)
-    }
-
-    static let prefix = "/api/multicloud/v1/"
-
-    /// The route of a path under `/api/multicloud/v1/`, or nil.
-    static func route(path: Substring) -> Route? {
-        guard path.hasPrefix(prefix) else { return nil }
-        let segments = DepotHandler.segments(path.dropFirst(prefix.count)).map(String.init)
-        guard segments.count >= 3, !segments[0].isEmpty, !segments[1].isEmpty, segments[2] == "images" else { return nil }
-        let cloud = "\(segments[0])_\(segments[1])"
-        switch segments.count {
-        case 4 where segments[3] == "file": return .upload(cloud: cloud)
-        case 5 where segments[3] == "file" && ImageFileResponder.isPlausibleImageID(segments[4]):
-            return .file(cloud: cloud, imageID: segments[4])
-        // An empty id would ask Glance for /v2/images/, its image list.
-        case 4 where ImageFileResponder.isPlausibleImageID(segments[3]): return .metadata(cloud: cloud, imageID: segments[3])
-        default: return nil
-        }
-    }
+    typealias Route = Router.Multicloud
 
     func respond(_ request: Request, _ response: ResponseWriter, route: Route) async {
         let cloud: String
         switch route {
         case let .upload(name), let .file(name, _), let .metadata(name, _): cloud = name
-        }
-        guard cache.clouds[cloud] != nil else {
-            await response.sendError(
-                .notFound, "no cloud \(cloud) here; clouds are named by cloud_owner/cloud_region, one of: \(cache.clouds.keys.sorted().joined(separator: ", "))",
-                headers: ["connection": "close"])
-            return
         }
         switch (route, request.method) {
         case (.upload, .POST):
@@ -228,7 +201,7 @@ struct MulticloudResponder {
             document["image_status"] = document["status"]
             document["status"] = status == .created ? "upload OK" : "upload failed"
         }
-        await response.sendJSON(status, document, headers: ["location": "\(Self.prefix)\(cloud.replacingOccurrences(of: "_", with: "/"))/images/\(image.id)"])
+        await response.sendJSON(status, document, headers: ["location": "\(Router.multicloudPrefix)\(cloud.replacingOccurrences(of: "_", with: "/"))/images/\(image.id)"])
     }
 
     /// ONAP's plugin took the image's name and disk format from the uploaded file's name:

@@ -2,6 +2,7 @@ import BlobStore
 import Cache
 import Foundation
 import Glance
+import HTTPCore
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -24,37 +25,15 @@ struct MulticloudVIOResponder {
     let export: ExportDirectory?
     let logger: Logger
 
-    enum Route: Equatable {
-        case upload(cloud: String, tenant: String)
-        case file(cloud: String, tenant: String, imageID: String)
-    }
-
-    static let prefix = "/api/multicloud-vio/v0/"
+    typealias Route = Router.MulticloudVIO
 
     /// Exports running at once (each copies a whole image on a thread of its own).
     static let exportSlots = ConcurrencyLimit(2)
-
-    static func route(path: Substring) -> Route? {
-        guard path.hasPrefix(prefix) else { return nil }
-        let segments = DepotHandler.segments(path.dropFirst(prefix.count)).map(String.init)
-        guard segments.count >= 4, !segments[0].isEmpty, !segments[1].isEmpty, segments[2] == "images", segments[3] == "file" else { return nil }
-        switch segments.count {
-        case 4: return .upload(cloud: segments[0], tenant: segments[1])
-        case 5 where ImageFileResponder.isPlausibleImageID(segments[4]): return .file(cloud: segments[0], tenant: segments[1], imageID: segments[4])
-        default: return nil
-        }
-    }
 
     func respond(_ request: Request, _ response: ResponseWriter, route: Route) async {
         let (cloud, tenant): (String, String)
         switch route {
         case let .upload(vimid, project), let .file(vimid, project, _): (cloud, tenant) = (vimid, project)
-        }
-        guard cache.clouds[cloud] != nil else {
-            await response.sendError(
-                .notFound, "no VIM \(cloud) here; a vimid is {cloud_owner}_{cloud_region_id}, one of: \(cache.clouds.keys.sorted().joined(separator: ", "))",
-                headers: ["connection": "close"])
-            return
         }
         switch (route, request.method) {
         case (.upload, .POST):
@@ -88,7 +67,7 @@ struct MulticloudVIOResponder {
             }
             return true
         } catch let refusal as TokenProjects.Refusal {
-            await response.sendError(HTTPResponseStatus(statusCode: refusal.status), refusal.description, headers: ["connection": "close"])
+            await response.sendError(refusal, headers: ["connection": "close"])
         } catch {
             await response.sendError(.notFound, "\(error)", headers: ["connection": "close"])
         }

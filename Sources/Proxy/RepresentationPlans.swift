@@ -1,4 +1,5 @@
 import Glance
+import HTTPCore
 import HTTPSemantics
 import NIOHTTP1
 

@@ -4,6 +4,7 @@ import Catalog
 import FormatInspector
 import Foundation
 import Glance
+import HTTPCore
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -257,29 +258,10 @@ struct UploadResponder {
     }
 
     private func refuse(_ response: ResponseWriter, _ error: any Error) async {
-        switch error {
-        case let error as UploadError:
-            switch error {
-            case let .refused(status, message): await refuse(response, HTTPResponseStatus(statusCode: status), message)
-            case .tooLarge: await refuse(response, .payloadTooLarge, error.description)
-            }
-        case let error as CacheError:
+        if let error = error as? CacheError {
             await ImageFileResponder(cache: cache, logger: logger).sendCacheError(error, response, headers: ["connection": "close"])
-        case let error as BlobStoreError:
-            switch error {
-            case .diskFull:
-                await refuse(response, .insufficientStorage, "Depot's disk is full; nothing was kept. Free space in its data directory or retry later")
-            case let .digestMismatch(expected, actual):
-                await refuse(
-                    response, .unprocessableEntity,
-                    "the body's \(expected.algorithm.rawValue) is \(actual.hex) but the request declared \(expected.hex); nothing was kept. Check the file and the digest header")
-            case let .sizeMismatch(expected, actual):
-                await refuse(response, .badRequest, "Content-Length said \(expected) bytes but the body had \(actual); nothing was kept")
-            default:
-                await refuse(response, .internalServerError, "Depot could not store the upload: \(error)")
-            }
-        default:
-            await refuse(response, .internalServerError, "\(error)")
+        } else {
+            await response.sendError(error, headers: ["connection": "close"])
         }
     }
 

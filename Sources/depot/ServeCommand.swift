@@ -12,6 +12,7 @@ import Logging
 import Metrics
 import NIOCore
 import NIOSSL
+import HTTPCore
 import Prometheus
 import Proxy
 import ServiceLifecycle
@@ -116,68 +117,60 @@ struct ServeCommand: AsyncParsableCommand {
             throw CLIError("cannot open the catalog in \(settings.dataDirectory): \(error); if it is damaged, move it away and run depot fsck to rebuild it")
         }
         try checkWritable(store: store, catalog: catalog)
-        // Blocking disk work (writes, hashing, fsync) runs here; stopped after the services.
-        let disk = DiskPools()
-        disk.start()
-        var clients: [String: GlanceClient] = [:]
-        for cloud in settings.clouds {
-            clients[cloud.name] = GlanceClient(configuration: clientConfiguration(cloud), blockingPool: disk.requests)
-        }
-        var cacheSettings = CacheSettings()
-        cacheSettings.decisionTTL = settings.decisionTTL
-        cacheSettings.offlineGrace = settings.offlineGrace
-        cacheSettings.budget = settings.cacheSize.map { Watermarks(budget: $0, high: settings.highWatermark, low: settings.lowWatermark) }
-        cacheSettings.minimumFreeDisk = settings.minimumFreeDisk
-        cacheSettings.push.concurrency = settings.pushConcurrency
-        cacheSettings.push.initialBackoff = settings.pushInitialBackoff
-        cacheSettings.push.maximumBackoff = settings.pushMaximumBackoff
-        cacheSettings.push.landingWait = settings.pushActionWait
-        cacheSettings.maximumFills = settings.maxFills
-        cacheSettings.maximumUploads = settings.maxUploads
+        var application = DepotApplication.Configuration(
+            clouds: settings.clouds.map { DepotApplication.Configuration.Cloud(name: $0.name, client: clientConfiguration($0)) })
+        (application.host, application.port) = (settings.listenHost, settings.listenPort)
+        application.cache.decisionTTL = settings.decisionTTL
+        application.cache.offlineGrace = settings.offlineGrace
+        application.cache.budget = settings.cacheSize.map { Watermarks(budget: $0, high: settings.highWatermark, low: settings.lowWatermark) }
+        application.cache.minimumFreeDisk = settings.minimumFreeDisk
+        application.cache.push.concurrency = settings.pushConcurrency
+        application.cache.push.initialBackoff = settings.pushInitialBackoff
+        application.cache.push.maximumBackoff = settings.pushMaximumBackoff
+        application.cache.push.landingWait = settings.pushActionWait
+        application.cache.maximumFills = settings.maxFills
+        application.cache.maximumUploads = settings.maxUploads
+        application.uploads.mode = UploadMode(rawValue: settings.uploadMode) ?? .writeBack
+        application.uploads.maximumSize = settings.maxUploadSize
+        application.uploads.formats = FormatPolicy(
+            requireImageFormatMatch: settings.requireImageFormatMatch, gptSafetyChecksNonfatal: Set(settings.gptSafetyChecksNonfatal))
+        application.admin = AdminAccess(token: settings.adminToken)
+        application.limits.maximumConnections = settings.maxConnections
+        application.limits.headerTimeout = TimeAmount(settings.headerTimeout)
+        application.limits.idleTimeout = TimeAmount(settings.idleTimeout)
+        application.tls = try tlsContext(settings)
+        application.exportDirectory = settings.multicloudExportDirectory
+        application.scrub = (settings.scrubRate, settings.scrubInterval)
         // Metrics go to a Prometheus registry that /metrics renders; bootstrapped before the
         // cache, which makes its counters once.
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        let cache = try ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: settings.clouds[0].name, settings: cacheSettings, disk: disk)
-        cache.registerCounters()
-        var uploads = UploadSettings()
-        uploads.mode = UploadMode(rawValue: settings.uploadMode) ?? .writeBack
-        uploads.maximumSize = settings.maxUploadSize
-        uploads.formats = FormatPolicy(
-            requireImageFormatMatch: settings.requireImageFormatMatch, gptSafetyChecksNonfatal: Set(settings.gptSafetyChecksNonfatal))
-        let handler = DepotHandler(
-            cache: cache, uploads: uploads, admin: AdminAccess(token: settings.adminToken),
-            metrics: {
-                cache.recordGauges()
-                return registry.emitToBuffer()
-            }, exportDirectory: settings.multicloudExportDirectory)
-        var limits = ServerLimits()
-        limits.maximumConnections = settings.maxConnections
-        limits.headerTimeout = TimeAmount(settings.headerTimeout)
-        limits.idleTimeout = TimeAmount(settings.idleTimeout)
-        let server = HTTPServer(
-            host: settings.listenHost, port: settings.listenPort, handler: handler, tls: try tlsContext(settings), limits: limits)
+        let app = try DepotApplication(application, store: store, catalog: catalog) { cache in
+            cache.recordGauges()
+            return registry.emitToBuffer()
+        }
+        app.cache.registerCounters()
 
-        try await checkBackends(clients, logger: logger)
-        let service = HTTPService(server: server)
-        let pushes = PushService(queue: cache.pushes)
-        let scrub = ScrubService(scrubber: Scrubber(cache: cache, bytesPerSecond: settings.scrubRate, interval: settings.scrubInterval))
-        let probe = BackendProbeService(probe: BackendProbe(clouds: clients))
-        // First, so it is shut down last: fills feed the transfers the server lets finish.
-        let background = BackgroundWorkService(work: cache.background)
-        var groupConfiguration = ServiceGroupConfiguration(
-            services: [background, service, pushes, scrub, probe], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        try await checkBackends(app.clients, logger: logger)
+        let server = app.server
+        let services = app.services { port in
+            // One line on stdout, for scripts and tests that asked for port 0.
+            let host = server.host.contains(":") ? "[\(server.host)]" : server.host
+            FileHandle.standardOutput.write(Data("depot listening on \(server.scheme)://\(host):\(port)\n".utf8))
+        }
+        var groupConfiguration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // Transfers get this long to finish after SIGTERM/SIGINT; then connections are closed.
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(30)
         groupConfiguration.maximumCancellationDuration = .seconds(5)
         let group = ServiceGroup(configuration: groupConfiguration)
-        defer { Task { await server.close() } }
         do {
             try await group.run()
-            await disk.shutdown()
-        } catch let error as HTTPServerError {
-            throw CLIError(error.description)
+        } catch {
+            await app.close()
+            if let error = error as? HTTPServerError { throw CLIError(error.description) }
+            throw error
         }
+        await app.close()
     }
 
     /// Checks that each cloud's URL is a Glance (its version document). A URL that is not one
@@ -267,74 +260,5 @@ struct ServeCommand: AsyncParsableCommand {
 
     static func unwritableCatalog(_ path: String, _ error: any Error) -> CLIError {
         CLIError("cannot write the catalog \(path): \(error); it and its -wal and -shm files must be writable by this user (a depot fsck run as root leaves them root's): fix their ownership")
-    }
-}
-
-/// Runs the HTTP server as a service: graceful shutdown stops accepting and lets transfers end.
-struct HTTPService: Service {
-    let server: HTTPServer
-
-    func run() async throws {
-        try await withTaskCancellationHandler {
-            try await serve()
-        } onCancel: {
-            server.closeAllConnections()
-        }
-    }
-
-    private func serve() async throws {
-        try await withGracefulShutdownHandler {
-            try await server.run { port in
-                // One line on stdout, for scripts and tests that asked for port 0.
-                let host = server.host.contains(":") ? "[\(server.host)]" : server.host
-                FileHandle.standardOutput.write(Data("depot listening on \(server.scheme)://\(host):\(port)\n".utf8))
-            }
-        } onGracefulShutdown: {
-            server.shutdown()
-        }
-    }
-}
-
-/// Runs the background scrub until shutdown.
-struct ScrubService: Service {
-    let scrubber: Scrubber
-
-    func run() async throws {
-        await cancelWhenGracefulShutdown {
-            await scrubber.run()
-        }
-    }
-}
-
-/// Runs the push queue until shutdown; a push cut short resumes at the next start.
-struct PushService: Service {
-    let queue: PushQueue
-
-    func run() async throws {
-        await cancelWhenGracefulShutdown {
-            await queue.run()
-        }
-    }
-}
-
-/// Runs the cache's fills and hit flush until shutdown; a fill cut short commits nothing.
-struct BackgroundWorkService: Service {
-    let work: BackgroundWork
-
-    func run() async throws {
-        await cancelWhenGracefulShutdown {
-            await work.run()
-        }
-    }
-}
-
-/// Probes the backends for `depot_backend_up` until shutdown.
-struct BackendProbeService: Service {
-    let probe: BackendProbe
-
-    func run() async throws {
-        await cancelWhenGracefulShutdown {
-            await probe.run()
-        }
     }
 }

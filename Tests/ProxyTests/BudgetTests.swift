@@ -22,51 +22,51 @@ import Testing
         }
         var settings = CacheSettings()
         settings.budget = Watermarks(budget: UInt64(10 * mib))   // high 9.5 MiB, low 8.5 MiB
-        let depot = try await DepotHarness(glanceURL: glance.url, settings: settings)
-        defer { Task { await depot.stop() } }
-        let disk = DiskUsageSampler(depot.dir.path)
-        func get(_ n: Int) async throws -> CurlResult { try await curl("\(depot.url)/v2/images/\(images[n].0.id)/file") }
-        func cached(_ n: Int) -> Bool { depot.store.contains(Digest.of(images[n].1, algorithm: .sha256)) }
+        try await withDepot(glanceURL: glance.url, settings: settings) { depot in
+            let disk = DiskUsageSampler(depot.dir.path)
+            func get(_ n: Int) async throws -> CurlResult { try await curl("\(depot.url)/v2/images/\(images[n].0.id)/file") }
+            func cached(_ n: Int) -> Bool { depot.store.contains(Digest.of(images[n].1, algorithm: .sha256)) }
 
-        for n in 0..<3 { #expect(try await get(n).body == images[n].1) }
-        #expect(try await get(0).header("x-depot-cache") == "hit")   // image 0 is now the most recent
-        // Image 3 crosses the high mark: the two least recently used (1, then 2) go.
-        #expect(try await get(3).body == images[3].1)
-        #expect(cached(0) && cached(3))
-        #expect(!cached(1) && !cached(2))
-        #expect(try depot.catalog.mapping(cloud: "default_RegionOne", imageID: images[1].0.id) == nil)
-        #expect(dataDirectoryUsage(depot.dir.path).bytes == UInt64(6 * mib), "blobs/ holds images 0 and 3")
-        let usage = try #require(depot.cache.budgetUsage)
-        #expect(usage.used == UInt64(6 * mib) && usage.reserved == 0)
-        // An evicted image is simply a miss again.
-        let again = try await get(1)
-        #expect(again.header("x-depot-cache") == "miss")
-        #expect(again.body == images[1].1)
+            for n in 0..<3 { #expect(try await get(n).body == images[n].1) }
+            #expect(try await get(0).header("x-depot-cache") == "hit")   // image 0 is now the most recent
+            // Image 3 crosses the high mark: the two least recently used (1, then 2) go.
+            #expect(try await get(3).body == images[3].1)
+            #expect(cached(0) && cached(3))
+            #expect(!cached(1) && !cached(2))
+            #expect(try depot.catalog.mapping(cloud: "default_RegionOne", imageID: images[1].0.id) == nil)
+            #expect(dataDirectoryUsage(depot.dir.path).bytes == UInt64(6 * mib), "blobs/ holds images 0 and 3")
+            let usage = try #require(depot.cache.budgetUsage)
+            #expect(usage.used == UInt64(6 * mib) && usage.reserved == 0)
+            // An evicted image is simply a miss again.
+            let again = try await get(1)
+            #expect(again.header("x-depot-cache") == "miss")
+            #expect(again.body == images[1].1)
 
-        // An image larger than the budget is streamed from the backend, whole and in ranges,
-        // and nothing of it is kept.
-        let hugeBytes = pseudoRandomBytes(count: 11 * mib, seed: 399)
-        let huge = try await uploadImage(alice, hugeBytes)
-        let bypassed = try await curl("\(depot.url)/v2/images/\(huge.id)/file")
-        #expect(bypassed.status == 200)
-        #expect(bypassed.header("x-depot-cache") == "bypass")
-        #expect(bypassed.body == hugeBytes)
-        let range = try await curl("\(depot.url)/v2/images/\(huge.id)/file", ["-H", "Range: bytes=100-3999"])
-        #expect(range.status == 206 && range.body == Array(hugeBytes[100...3999]))
-        let parts = try await curl("\(depot.url)/v2/images/\(huge.id)/file", ["-H", "Range: bytes=0-9,5000000-5000099"])
-        #expect(parts.status == 206)
-        #expect(parts.body.firstRange(of: hugeBytes[5_000_000...5_000_099]) != nil)
-        #expect(!depot.store.contains(Digest.of(hugeBytes, algorithm: .sha256)))
-        #expect(depot.dir.files(under: "tmp").isEmpty)
-        #expect(dataDirectoryUsage(depot.dir.path).bytes <= UInt64(10 * mib))
-        #expect(depot.cache.budgetUsage!.used + depot.cache.budgetUsage!.reserved <= UInt64(10 * mib))
-        // Counted when the handler finishes, which may be just after curl has the last byte.
-        func bypassCount() -> Int? { depot.cache.statistics.snapshot["bypassed"] as? Int }
-        for _ in 0..<200 where bypassCount() != 3 { try await Task.sleep(for: .milliseconds(50)) }
-        #expect(bypassCount() == 3)
-        let (peak, samples) = await disk.stop()
-        #expect(samples > 10)
-        #expect(peak.bytes <= UInt64(10 * mib), "blobs/ and tmp/ held \(peak.bytes) bytes at most")
+            // An image larger than the budget is streamed from the backend, whole and in ranges,
+            // and nothing of it is kept.
+            let hugeBytes = pseudoRandomBytes(count: 11 * mib, seed: 399)
+            let huge = try await uploadImage(alice, hugeBytes)
+            let bypassed = try await curl("\(depot.url)/v2/images/\(huge.id)/file")
+            #expect(bypassed.status == 200)
+            #expect(bypassed.header("x-depot-cache") == "bypass")
+            #expect(bypassed.body == hugeBytes)
+            let range = try await curl("\(depot.url)/v2/images/\(huge.id)/file", ["-H", "Range: bytes=100-3999"])
+            #expect(range.status == 206 && range.body == Array(hugeBytes[100...3999]))
+            let parts = try await curl("\(depot.url)/v2/images/\(huge.id)/file", ["-H", "Range: bytes=0-9,5000000-5000099"])
+            #expect(parts.status == 206)
+            #expect(parts.body.firstRange(of: hugeBytes[5_000_000...5_000_099]) != nil)
+            #expect(!depot.store.contains(Digest.of(hugeBytes, algorithm: .sha256)))
+            #expect(depot.dir.files(under: "tmp").isEmpty)
+            #expect(dataDirectoryUsage(depot.dir.path).bytes <= UInt64(10 * mib))
+            #expect(depot.cache.budgetUsage!.used + depot.cache.budgetUsage!.reserved <= UInt64(10 * mib))
+            // Counted when the handler finishes, which may be just after curl has the last byte.
+            func bypassCount() -> Int? { depot.cache.statistics.snapshot["bypassed"] as? Int }
+            for _ in 0..<200 where bypassCount() != 3 { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(bypassCount() == 3)
+            let (peak, samples) = await disk.stop()
+            #expect(samples > 10)
+            #expect(peak.bytes <= UInt64(10 * mib), "blobs/ and tmp/ held \(peak.bytes) bytes at most")
+        }
     }
 
     @Test func bytesStreamedWithoutACopyThatDoNotMatchGlancesHashNeverLookComplete() async throws {
@@ -76,20 +76,20 @@ import Testing
 
         var settings = CacheSettings()
         settings.budget = Watermarks(budget: 1 << 20)
-        let depot = try await DepotHarness(glanceURL: glance.url, settings: settings)
-        defer { Task { await depot.stop() } }
-        let result = try await spawn("/usr/bin/curl", [
-            "-s", "-o", "/dev/null", "-D", "-", "-w", "\\n%{http_code} %{size_download}", "-H", "X-Auth-Token: \(GlanceServer.alice)",
-            "\(depot.url)/v2/images/\(image.id)/file",
-        ])
-        let output = String(decoding: result.stdout, as: UTF8.self)
-        let fields = output.split(whereSeparator: \.isNewline).last?.split(separator: " ") ?? []
-        #expect(output.lowercased().contains("x-depot-cache: bypass"), "streamed without a copy: \(output)")
-        #expect(result.status == 18, "curl reports a partial transfer (exit \(result.status))")
-        #expect(fields.first == "200")
-        #expect(fields.count == 2 && Int(fields[1])! < bytes.count, "the client never received the whole wrong image: \(fields)")
-        #expect(try depot.store.allDigests().isEmpty, "nothing was kept")
-        #expect(depot.dir.files(under: "tmp").isEmpty)
+        try await withDepot(glanceURL: glance.url, settings: settings) { depot in
+            let result = try await spawn("/usr/bin/curl", [
+                "-s", "-o", "/dev/null", "-D", "-", "-w", "\\n%{http_code} %{size_download}", "-H", "X-Auth-Token: \(GlanceServer.alice)",
+                "\(depot.url)/v2/images/\(image.id)/file",
+            ])
+            let output = String(decoding: result.stdout, as: UTF8.self)
+            let fields = output.split(whereSeparator: \.isNewline).last?.split(separator: " ") ?? []
+            #expect(output.lowercased().contains("x-depot-cache: bypass"), "streamed without a copy: \(output)")
+            #expect(result.status == 18, "curl reports a partial transfer (exit \(result.status))")
+            #expect(fields.first == "200")
+            #expect(fields.count == 2 && Int(fields[1])! < bytes.count, "the client never received the whole wrong image: \(fields)")
+            #expect(try depot.store.allDigests().isEmpty, "nothing was kept")
+            #expect(depot.dir.files(under: "tmp").isEmpty)
+        }
     }
 
     @Test func coldFillsTakeAtMostHalfTheBudgetTogetherAndTheRestIsStreamedWithoutACopy() async throws {
@@ -103,29 +103,29 @@ import Testing
         defer { proxy.stop() }
         var settings = CacheSettings()
         settings.budget = Watermarks(budget: UInt64(10 * mib))
-        let depot = try await DepotHarness(glanceURL: proxy.url, settings: settings)
-        defer { Task { await depot.stop() } }
-        func url(_ image: GlanceImage) -> String { "\(depot.url)/v2/images/\(image.id)/file" }
-        #expect(try await curl(url(hotImage)).body == hot)
+        try await withDepot(glanceURL: proxy.url, settings: settings) { depot in
+            func url(_ image: GlanceImage) -> String { "\(depot.url)/v2/images/\(image.id)/file" }
+            #expect(try await curl(url(hotImage)).body == hot)
 
-        // A 4 MiB fill at 512 KiB/s (8 s) holds 40% of the budget; 2 MiB more would make 60%.
-        // The cap stays on (each connection has its own): lifting it would let the fill end
-        // before the second image is asked for, on a busy machine.
-        proxy.setFaults { $0.bytesPerSecond = 512 << 10 }
-        async let slowDownload = curl(url(slowImage))
-        for _ in 0..<1000 where depot.cache.runningFill(cloud: "default_RegionOne", imageID: slowImage.id) == nil {
-            try await Task.sleep(for: .milliseconds(20))
+            // A 4 MiB fill at 512 KiB/s (8 s) holds 40% of the budget; 2 MiB more would make 60%.
+            // The cap stays on (each connection has its own): lifting it would let the fill end
+            // before the second image is asked for, on a busy machine.
+            proxy.setFaults { $0.bytesPerSecond = 512 << 10 }
+            async let slowDownload = curl(url(slowImage))
+            for _ in 0..<1000 where depot.cache.runningFill(cloud: "default_RegionOne", imageID: slowImage.id) == nil {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            try #require(depot.cache.runningFill(cloud: "default_RegionOne", imageID: slowImage.id) != nil, "the slow fill is running")
+            let streamed = try await curl(url(otherImage))
+            #expect(streamed.status == 200 && streamed.body == other)
+            #expect(streamed.header("x-depot-cache") == "bypass", "the second cold image was streamed, not filled")
+            #expect(try await slowDownload.body == slow)
+            proxy.setFaults { $0.bytesPerSecond = nil }
+            #expect(try await curl(url(hotImage)).header("x-depot-cache") == "hit", "the hot image stayed")
+            #expect(try await curl(url(slowImage)).header("x-depot-cache") == "hit")
+            // With no fill running, the same image is filled as usual.
+            #expect(try await curl(url(otherImage)).header("x-depot-cache") == "miss")
         }
-        try #require(depot.cache.runningFill(cloud: "default_RegionOne", imageID: slowImage.id) != nil, "the slow fill is running")
-        let streamed = try await curl(url(otherImage))
-        #expect(streamed.status == 200 && streamed.body == other)
-        #expect(streamed.header("x-depot-cache") == "bypass", "the second cold image was streamed, not filled")
-        #expect(try await slowDownload.body == slow)
-        proxy.setFaults { $0.bytesPerSecond = nil }
-        #expect(try await curl(url(hotImage)).header("x-depot-cache") == "hit", "the hot image stayed")
-        #expect(try await curl(url(slowImage)).header("x-depot-cache") == "hit")
-        // With no fill running, the same image is filled as usual.
-        #expect(try await curl(url(otherImage)).header("x-depot-cache") == "miss")
     }
 
     /// The kind: a request for an image already being filled joins that fill, whatever the
@@ -181,12 +181,12 @@ import Testing
         }
         var settings = CacheSettings()
         settings.budget = Watermarks(budget: UInt64(10 << 20))
-        let depot = try await DepotHarness(glanceURL: glance.url, settings: settings, directory: dir)
-        defer { Task { await depot.stop() } }
-        #expect(try depot.catalog.blob(orphan)?.size == Int64(bytes.count))
-        #expect(depot.cache.budgetUsage?.used == UInt64(bytes.count))
-        let completed = try await depot.cache.completeDigests(orphan)
-        #expect(completed.sha512 == Digest.of(bytes, algorithm: .sha512).hex)
+        try await withDepot(glanceURL: glance.url, settings: settings, directory: dir) { depot in
+            #expect(try depot.catalog.blob(orphan)?.size == Int64(bytes.count))
+            #expect(depot.cache.budgetUsage?.used == UInt64(bytes.count))
+            let completed = try await depot.cache.completeDigests(orphan)
+            #expect(completed.sha512 == Digest.of(bytes, algorithm: .sha512).hex)
+        }
     }
 
     @Test func theRecencyOrderSurvivesARestart() async throws {

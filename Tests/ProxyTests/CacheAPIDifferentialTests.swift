@@ -68,44 +68,44 @@ import Testing
     @Test func everyCacheCallAnswersAsGlanceWithItsCacheOn() async throws {
         let reference = try await GlanceServer.shared(imageCache: true)
         let backend = try await GlanceServer.shared()
-        let depot = try await DepotHarness(glanceURL: backend.url)
-        defer { Task { await depot.stop() } }
-        let glanceImages = try await Self.images(on: reference)
-        let depotImages = try await Self.images(on: backend)
+        try await withDepot(glanceURL: backend.url) { depot in
+            let glanceImages = try await Self.images(on: reference)
+            let depotImages = try await Self.images(on: backend)
 
-        // Both caches hold the active image first, so lists have entries to compare.
-        #expect(try await curl("\(reference.url)/v2/cache/\(glanceImages[0].id)", token: Self.glanceAdmin, ["-X", "PUT"]).status == 202)
-        #expect(try await curl("\(depot.url)/v2/cache/\(depotImages[0].id)", token: Self.glanceAdmin, ["-X", "PUT"]).status == 202)
-        try await waitUntil("Glance cached the active image") {
-            let list = try await curl("\(reference.url)/v2/cache", token: Self.glanceAdmin)
-            return String(decoding: list.body, as: UTF8.self).contains(glanceImages[0].id)
-        }
-        try await waitUntil("Depot cached the active image") { try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: depotImages[0].id) != nil }
-        for url in [reference.url, depot.url] {
-            let list = try await curl(url + "/v2/cache", token: Self.glanceAdmin)
-            let cached = (try JSONSerialization.jsonObject(with: Data(list.body)) as? [String: Any])?["cached_images"] as? [Any]
-            #expect(cached?.count == 1, "the lists compared have an entry: \(url)")
-        }
+            // Both caches hold the active image first, so lists have entries to compare.
+            #expect(try await curl("\(reference.url)/v2/cache/\(glanceImages[0].id)", token: Self.glanceAdmin, ["-X", "PUT"]).status == 202)
+            #expect(try await curl("\(depot.url)/v2/cache/\(depotImages[0].id)", token: Self.glanceAdmin, ["-X", "PUT"]).status == 202)
+            try await waitUntil("Glance cached the active image") {
+                let list = try await curl("\(reference.url)/v2/cache", token: Self.glanceAdmin)
+                return String(decoding: list.body, as: UTF8.self).contains(glanceImages[0].id)
+            }
+            try await waitUntil("Depot cached the active image") { try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: depotImages[0].id) != nil }
+            for url in [reference.url, depot.url] {
+                let list = try await curl(url + "/v2/cache", token: Self.glanceAdmin)
+                let cached = (try JSONSerialization.jsonObject(with: Data(list.body)) as? [String: Any])?["cached_images"] as? [Any]
+                #expect(cached?.count == 1, "the lists compared have an entry: \(url)")
+            }
 
-        var table: [String] = []
-        var differences: [String] = []
-        for caller in Self.callers {
-            for call in Self.calls {
-                let states = call.takesImage ? Array(zip(glanceImages, depotImages)) : [(("-", ""), ("-", ""))]
-                for (glanceImage, depotImage) in states {
-                    let extra = ["-X", call.method, "-H", "Accept: application/json"] + call.headers.flatMap { ["-H", $0] }
-                    let fromGlance = try await curl(reference.url + call.path(glanceImage.id), token: caller.glance, extra)
-                    let fromDepot = try await curl(depot.url + call.path(depotImage.id), token: caller.depot, extra)
-                    let difference = Self.difference(glance: fromGlance, depot: fromDepot, ids: (glanceImage.id, depotImage.id))
-                    let cell = "\(call.name) | \(caller.name) | \(glanceImage.state) | \(fromGlance.status) | \(fromDepot.status)"
-                    table.append(cell + (difference == nil ? " | equal" : " | DIFFERENT: \(difference!)"))
-                    if let difference { differences.append("\(cell): \(difference)") }
+            var table: [String] = []
+            var differences: [String] = []
+            for caller in Self.callers {
+                for call in Self.calls {
+                    let states = call.takesImage ? Array(zip(glanceImages, depotImages)) : [(("-", ""), ("-", ""))]
+                    for (glanceImage, depotImage) in states {
+                        let extra = ["-X", call.method, "-H", "Accept: application/json"] + call.headers.flatMap { ["-H", $0] }
+                        let fromGlance = try await curl(reference.url + call.path(glanceImage.id), token: caller.glance, extra)
+                        let fromDepot = try await curl(depot.url + call.path(depotImage.id), token: caller.depot, extra)
+                        let difference = Self.difference(glance: fromGlance, depot: fromDepot, ids: (glanceImage.id, depotImage.id))
+                        let cell = "\(call.name) | \(caller.name) | \(glanceImage.state) | \(fromGlance.status) | \(fromDepot.status)"
+                        table.append(cell + (difference == nil ? " | equal" : " | DIFFERENT: \(difference!)"))
+                        if let difference { differences.append("\(cell): \(difference)") }
+                    }
                 }
             }
+            print("call | token | image | Glance | Depot | verdict\n" + table.joined(separator: "\n"))
+            print("\(table.count) cells, \(differences.count) different")
+            #expect(differences.isEmpty, "\(differences.joined(separator: "\n"))")
         }
-        print("call | token | image | Glance | Depot | verdict\n" + table.joined(separator: "\n"))
-        print("\(table.count) cells, \(differences.count) different")
-        #expect(differences.isEmpty, "\(differences.joined(separator: "\n"))")
     }
 
     /// What differs between Glance's answer and Depot's, or nil.

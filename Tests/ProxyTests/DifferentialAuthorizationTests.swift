@@ -74,23 +74,23 @@ import Testing
         }
         var settings = CacheSettings.testing
         settings.decisionTTL = .zero   // every request asks Glance: the strict comparison
-        let depot = try await DepotHarness(glanceURL: glance.url, settings: settings)
-        defer { Task { await depot.stop() } }
+        try await withDepot(glanceURL: glance.url, settings: settings) { depot in
 
-        var found = try await differences(depot, images, pass: "uncached")
-        // Cache every image (the owner may read them all), then compare again.
-        for (_, image) in images { #expect(try await download("\(depot.url)/v2/images/\(image.id)/file").status == 200) }
-        for (_, image) in images { #expect(try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: image.id) != nil) }
-        found += try await differences(depot, images, pass: "cached")
+            var found = try await differences(depot, images, pass: "uncached")
+            // Cache every image (the owner may read them all), then compare again.
+            for (_, image) in images { #expect(try await download("\(depot.url)/v2/images/\(image.id)/file").status == 200) }
+            for (_, image) in images { #expect(try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: image.id) != nil) }
+            found += try await differences(depot, images, pass: "cached")
 
-        // Membership removed, image deactivated, image deleted: Glance decides again.
-        let shared = images[1].1
-        #expect(try await rawStatus("DELETE", "/v2/images/\(shared.id)/members/projC", token: GlanceServer.alice) == 204)
-        #expect(try await rawStatus("POST", "/v2/images/\(images[2].1.id)/actions/deactivate", token: GlanceServer.admin) == 204)
-        #expect(try await rawStatus("DELETE", "/v2/images/\(images[3].1.id)", token: GlanceServer.alice) == 204)
-        found += try await differences(depot, images, pass: "after changes")
-        let cells = images.count * Self.tokens.count * 3
-        #expect(found.isEmpty, "\(found.count) of \(cells) cells differ:\n\(found.joined(separator: "\n"))")
-        print("differential authorization: \(cells) cells compared, \(found.count) differences")
+            // Membership removed, image deactivated, image deleted: Glance decides again.
+            let shared = images[1].1
+            #expect(try await rawStatus("DELETE", "/v2/images/\(shared.id)/members/projC", token: GlanceServer.alice) == 204)
+            #expect(try await rawStatus("POST", "/v2/images/\(images[2].1.id)/actions/deactivate", token: GlanceServer.admin) == 204)
+            #expect(try await rawStatus("DELETE", "/v2/images/\(images[3].1.id)", token: GlanceServer.alice) == 204)
+            found += try await differences(depot, images, pass: "after changes")
+            let cells = images.count * Self.tokens.count * 3
+            #expect(found.isEmpty, "\(found.count) of \(cells) cells differ:\n\(found.joined(separator: "\n"))")
+            print("differential authorization: \(cells) cells compared, \(found.count) differences")
+        }
     }
 }

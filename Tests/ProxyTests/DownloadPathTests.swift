@@ -12,68 +12,68 @@ import Testing
     init() async throws { glance = try await GlanceServer.shared() }
 
     @Test func curlGetsTheExactBytesOnAMissAndThenAHit() async throws {
-        let depot = try await DepotHarness(glanceURL: glance.url)
-        defer { Task { await depot.stop() } }
-        let bytes = pseudoRandomBytes(count: 3 << 20 | 12345, seed: 1)
-        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
-        let url = "\(depot.url)/v2/images/\(image.id)/file"
+        try await withDepot(glanceURL: glance.url) { depot in
+            let bytes = pseudoRandomBytes(count: 3 << 20 | 12345, seed: 1)
+            let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+            let url = "\(depot.url)/v2/images/\(image.id)/file"
 
-        let miss = try await curl(url)
-        #expect(miss.status == 200)
-        #expect(miss.body == bytes)
-        #expect(miss.header("x-depot-cache") == "miss")
-        #expect(miss.header("content-length") == String(bytes.count))
-        #expect(miss.header("content-md5") == image.checksum)
-        #expect(miss.header("accept-ranges") == "bytes")
+            let miss = try await curl(url)
+            #expect(miss.status == 200)
+            #expect(miss.body == bytes)
+            #expect(miss.header("x-depot-cache") == "miss")
+            #expect(miss.header("content-length") == String(bytes.count))
+            #expect(miss.header("content-md5") == image.checksum)
+            #expect(miss.header("accept-ranges") == "bytes")
 
-        let hit = try await curl(url)
-        #expect(hit.status == 200)
-        #expect(hit.body == bytes)
-        #expect(hit.header("x-depot-cache") == "hit")
-        // The entity tag is the bytes' SHA-512 (Glance's os_hash_value), known on a miss as on a hit.
-        #expect(hit.header("etag") == "\"\(Digest.of(bytes, algorithm: .sha512).hex)\"")
-        #expect(miss.header("etag") == hit.header("etag"))
-        #expect(depot.dir.files(under: "tmp").isEmpty)
-        let mapping = try #require(try depot.catalog.mapping(cloud: "default_RegionOne", imageID: image.id))
-        #expect(mapping.sha256 == Digest.of(bytes, algorithm: .sha256).hex)
-        #expect(try depot.catalog.blob(mapping.digest)?.sha512 == image.osHashValue)
+            let hit = try await curl(url)
+            #expect(hit.status == 200)
+            #expect(hit.body == bytes)
+            #expect(hit.header("x-depot-cache") == "hit")
+            // The entity tag is the bytes' SHA-512 (Glance's os_hash_value), known on a miss as on a hit.
+            #expect(hit.header("etag") == "\"\(Digest.of(bytes, algorithm: .sha512).hex)\"")
+            #expect(miss.header("etag") == hit.header("etag"))
+            #expect(depot.dir.files(under: "tmp").isEmpty)
+            let mapping = try #require(try depot.catalog.mapping(cloud: "default_RegionOne", imageID: image.id))
+            #expect(mapping.sha256 == Digest.of(bytes, algorithm: .sha256).hex)
+            #expect(try depot.catalog.blob(mapping.digest)?.sha512 == image.osHashValue)
+        }
     }
 
     @Test func everyRangeFormMatchesGlanceColdAndWarm() async throws {
-        let depot = try await DepotHarness(glanceURL: glance.url)
-        defer { Task { await depot.stop() } }
-        let bytes = pseudoRandomBytes(count: 10_000, seed: 2)
-        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
-        let path = "/v2/images/\(image.id)/file"
-        for pass in ["cold", "warm"] {
-            if pass == "cold" { #expect(try depot.cache.resolve(AuthorizedImage.testing(image)) == nil) }
-            for range in ["bytes=100-3999", "bytes=-3999", "bytes=6000-", "bytes=0-0", "bytes=9999-", "bytes=9000-20000"] {
-                let viaDepot = try await curl(depot.url + path, ["-H", "Range: \(range)"])
-                let direct = try await curl(glance.url + path, ["-H", "Range: \(range)"])
-                #expect(viaDepot.status == 206, "\(pass) \(range)")
-                #expect(viaDepot.status == direct.status, "\(pass) \(range)")
-                #expect(viaDepot.body == direct.body, "\(pass) \(range)")
-                #expect(viaDepot.header("content-range") == direct.header("content-range"), "\(pass) \(range)")
-                #expect(viaDepot.header("content-length") == direct.header("content-length"), "\(pass) \(range)")
-            }
-            for range in ["bytes=500-100", "bytes=10000-", "bytes=20000-20001"] {
-                let viaDepot = try await curl(depot.url + path, ["-H", "Range: \(range)"])
-                #expect(viaDepot.status == 416, "\(pass) \(range)")
-                #expect(viaDepot.header("content-range") == "bytes */10000", "\(pass) \(range)")
-            }
-            // Glance answers several ranges with 400; Depot answers them as RFC 9110 says.
-            let multi = try await curl(depot.url + path, ["-H", "Range: bytes=0-9,20-29,-5"])
-            #expect(multi.status == 206)
-            let contentType = try #require(multi.header("content-type"))
-            #expect(contentType.hasPrefix("multipart/byteranges; boundary="))
-            let boundary = String(contentType.split(separator: "=").last!)
-            let parts = multipartBodies(multi.body, boundary: boundary)
-            #expect(parts.map(\.range) == ["bytes 0-9/10000", "bytes 20-29/10000", "bytes 9995-9999/10000"])
-            #expect(parts.map(\.body) == [Array(bytes[0...9]), Array(bytes[20...29]), Array(bytes[9995...9999])])
-            #expect(multi.header("content-length") == String(multi.body.count))
-            // Let the cold pass's fill finish before the warm pass.
-            for _ in 0..<200 where try depot.cache.resolve(AuthorizedImage.testing(image)) == nil {
-                try await Task.sleep(for: .milliseconds(20))
+        try await withDepot(glanceURL: glance.url) { depot in
+            let bytes = pseudoRandomBytes(count: 10_000, seed: 2)
+            let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+            let path = "/v2/images/\(image.id)/file"
+            for pass in ["cold", "warm"] {
+                if pass == "cold" { #expect(try depot.cache.resolve(AuthorizedImage.testing(image)) == nil) }
+                for range in ["bytes=100-3999", "bytes=-3999", "bytes=6000-", "bytes=0-0", "bytes=9999-", "bytes=9000-20000"] {
+                    let viaDepot = try await curl(depot.url + path, ["-H", "Range: \(range)"])
+                    let direct = try await curl(glance.url + path, ["-H", "Range: \(range)"])
+                    #expect(viaDepot.status == 206, "\(pass) \(range)")
+                    #expect(viaDepot.status == direct.status, "\(pass) \(range)")
+                    #expect(viaDepot.body == direct.body, "\(pass) \(range)")
+                    #expect(viaDepot.header("content-range") == direct.header("content-range"), "\(pass) \(range)")
+                    #expect(viaDepot.header("content-length") == direct.header("content-length"), "\(pass) \(range)")
+                }
+                for range in ["bytes=500-100", "bytes=10000-", "bytes=20000-20001"] {
+                    let viaDepot = try await curl(depot.url + path, ["-H", "Range: \(range)"])
+                    #expect(viaDepot.status == 416, "\(pass) \(range)")
+                    #expect(viaDepot.header("content-range") == "bytes */10000", "\(pass) \(range)")
+                }
+                // Glance answers several ranges with 400; Depot answers them as RFC 9110 says.
+                let multi = try await curl(depot.url + path, ["-H", "Range: bytes=0-9,20-29,-5"])
+                #expect(multi.status == 206)
+                let contentType = try #require(multi.header("content-type"))
+                #expect(contentType.hasPrefix("multipart/byteranges; boundary="))
+                let boundary = String(contentType.split(separator: "=").last!)
+                let parts = multipartBodies(multi.body, boundary: boundary)
+                #expect(parts.map(\.range) == ["bytes 0-9/10000", "bytes 20-29/10000", "bytes 9995-9999/10000"])
+                #expect(parts.map(\.body) == [Array(bytes[0...9]), Array(bytes[20...29]), Array(bytes[9995...9999])])
+                #expect(multi.header("content-length") == String(multi.body.count))
+                // Let the cold pass's fill finish before the warm pass.
+                for _ in 0..<200 where try depot.cache.resolve(AuthorizedImage.testing(image)) == nil {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
             }
         }
     }
@@ -82,136 +82,136 @@ import Testing
         // Counts what Depot asks Glance for: a fill shows as a GET of the image's file.
         let backend = try FaultProxy(upstreamPort: glance.port)
         defer { backend.stop() }
-        let depot = try await DepotHarness(glanceURL: backend.url)
-        defer { Task { await depot.stop() } }
-        let bytes = pseudoRandomBytes(count: 50_000, seed: 3)
-        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
-        let url = "\(depot.url)/v2/images/\(image.id)/file"
+        try await withDepot(glanceURL: backend.url) { depot in
+            let bytes = pseudoRandomBytes(count: 50_000, seed: 3)
+            let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+            let url = "\(depot.url)/v2/images/\(image.id)/file"
 
-        let coldHead = try await curl(url, ["-I"])
-        #expect(coldHead.status == 200)
-        #expect(coldHead.header("content-length") == "50000")
-        #expect(coldHead.body.count < 1000, "curl -I prints only the head")
-        // A fill would have asked Glance for the file within milliseconds, and a 50 kB one
-        // would have been committed long before this.
-        try await Task.sleep(for: .milliseconds(1500))
-        #expect(imageFetches(backend, image.id).isEmpty, "HEAD does not start a fill: \(backend.requests)")
-        #expect(try depot.store.allDigests().isEmpty, "HEAD does not start a fill")
-        #expect(depot.dir.files(under: "tmp").isEmpty)
+            let coldHead = try await curl(url, ["-I"])
+            #expect(coldHead.status == 200)
+            #expect(coldHead.header("content-length") == "50000")
+            #expect(coldHead.body.count < 1000, "curl -I prints only the head")
+            // A fill would have asked Glance for the file within milliseconds, and a 50 kB one
+            // would have been committed long before this.
+            try await Task.sleep(for: .milliseconds(1500))
+            #expect(imageFetches(backend, image.id).isEmpty, "HEAD does not start a fill: \(backend.requests)")
+            #expect(try depot.store.allDigests().isEmpty, "HEAD does not start a fill")
+            #expect(depot.dir.files(under: "tmp").isEmpty)
 
-        #expect(try await curl(url).header("x-depot-cache") == "miss")
-        #expect(imageFetches(backend, image.id).count == 1, "the GET filled it, seen here: \(backend.requests)")
-        let etag = "\"\(Digest.of(bytes, algorithm: .sha512).hex)\""
-        let head = try await curl(url, ["-I"])
-        #expect(head.status == 200)
-        #expect(head.header("etag") == etag)
-        #expect(head.header("content-length") == "50000")
-        #expect(head.header("x-depot-cache") == "hit")
+            #expect(try await curl(url).header("x-depot-cache") == "miss")
+            #expect(imageFetches(backend, image.id).count == 1, "the GET filled it, seen here: \(backend.requests)")
+            let etag = "\"\(Digest.of(bytes, algorithm: .sha512).hex)\""
+            let head = try await curl(url, ["-I"])
+            #expect(head.status == 200)
+            #expect(head.header("etag") == etag)
+            #expect(head.header("content-length") == "50000")
+            #expect(head.header("x-depot-cache") == "hit")
 
-        #expect(try await curl(url, ["-H", "If-None-Match: \(etag)"]).status == 304)
-        #expect(try await curl(url, ["-H", "If-None-Match: \"other\""]).status == 200)
-        let ifRange = try await curl(url, ["-H", "Range: bytes=10-19", "-H", "If-Range: \(etag)"])
-        #expect(ifRange.status == 206)
-        #expect(ifRange.body == Array(bytes[10...19]))
-        let stale = try await curl(url, ["-H", "Range: bytes=10-19", "-H", "If-Range: \"older\""])
-        #expect(stale.status == 200)
-        #expect(stale.body == bytes)
+            #expect(try await curl(url, ["-H", "If-None-Match: \(etag)"]).status == 304)
+            #expect(try await curl(url, ["-H", "If-None-Match: \"other\""]).status == 200)
+            let ifRange = try await curl(url, ["-H", "Range: bytes=10-19", "-H", "If-Range: \(etag)"])
+            #expect(ifRange.status == 206)
+            #expect(ifRange.body == Array(bytes[10...19]))
+            let stale = try await curl(url, ["-H", "Range: bytes=10-19", "-H", "If-Range: \"older\""])
+            #expect(stale.status == 200)
+            #expect(stale.body == bytes)
+        }
     }
 
     @Test func anotherProjectCannotReadAPrivateImageEvenWhenCached() async throws {
-        let depot = try await DepotHarness(glanceURL: glance.url)
-        defer { Task { await depot.stop() } }
-        let image = try await uploadImage(glanceAsAlice(glance.url), Array("alice only".utf8))
-        let url = "\(depot.url)/v2/images/\(image.id)/file"
-        #expect(try await curl(url).body == Array("alice only".utf8))
-        #expect(try await curl(url).header("x-depot-cache") == "hit")
-        let asBob = try await curl(url, token: GlanceServer.bob)
-        #expect(asBob.status == 404)
-        #expect(asBob.body != Array("alice only".utf8))
-        #expect(try await curl(url, token: nil).status == 401)
-        #expect(try await curl(url, token: "garbage").status == 401)
-        #expect(try await curl(url, token: GlanceServer.admin).status == 200, "admins read every project's images")
+        try await withDepot(glanceURL: glance.url) { depot in
+            let image = try await uploadImage(glanceAsAlice(glance.url), Array("alice only".utf8))
+            let url = "\(depot.url)/v2/images/\(image.id)/file"
+            #expect(try await curl(url).body == Array("alice only".utf8))
+            #expect(try await curl(url).header("x-depot-cache") == "hit")
+            let asBob = try await curl(url, token: GlanceServer.bob)
+            #expect(asBob.status == 404)
+            #expect(asBob.body != Array("alice only".utf8))
+            #expect(try await curl(url, token: nil).status == 401)
+            #expect(try await curl(url, token: "garbage").status == 401)
+            #expect(try await curl(url, token: GlanceServer.admin).status == 200, "admins read every project's images")
+        }
     }
 
     @Test func aDeletedImageStopsBeingServed() async throws {
         var settings = CacheSettings()
         settings.decisionTTL = .milliseconds(300)
-        let depot = try await DepotHarness(glanceURL: glance.url, settings: settings)
-        defer { Task { await depot.stop() } }
-        let alice = glanceAsAlice(glance.url)
-        // Deleted through Depot: forgotten at once.
-        let first = try await uploadImage(alice, Array("first".utf8))
-        #expect(try await curl("\(depot.url)/v2/images/\(first.id)/file").status == 200)
-        let delete = try await curl("\(depot.url)/v2/images/\(first.id)", ["-X", "DELETE"])
-        #expect(delete.status == 204)
-        #expect(try depot.catalog.mapping(cloud: "default_RegionOne", imageID: first.id) == nil)
-        #expect(try await curl("\(depot.url)/v2/images/\(first.id)/file").status == 404)
-        // Deleted behind Depot's back: refused once the decision expires.
-        let second = try await uploadImage(alice, Array("second".utf8))
-        #expect(try await curl("\(depot.url)/v2/images/\(second.id)/file").status == 200)
-        try await alice.deleteImage(second.id)
-        try await Task.sleep(for: .milliseconds(400))
-        #expect(try await curl("\(depot.url)/v2/images/\(second.id)/file").status == 404)
-        // Deactivated: refused as Glance refuses it.
-        let third = try await uploadImage(alice, Array("third".utf8))
-        #expect(try await curl("\(depot.url)/v2/images/\(third.id)/file").status == 200)
-        let admin = GlanceClient(configuration: .init(endpoint: depot.url, credentials: .token(GlanceServer.admin)))
-        _ = try await admin.forward(method: "POST", pathAndQuery: "/v2/images/\(third.id)/actions/deactivate", headers: [("X-Auth-Token", GlanceServer.admin)], body: nil)
-        #expect(try depot.catalog.mapping(cloud: "default_RegionOne", imageID: third.id) == nil)
-        #expect(try await curl("\(depot.url)/v2/images/\(third.id)/file").status == 403)
+        try await withDepot(glanceURL: glance.url, settings: settings) { depot in
+            let alice = glanceAsAlice(glance.url)
+            // Deleted through Depot: forgotten at once.
+            let first = try await uploadImage(alice, Array("first".utf8))
+            #expect(try await curl("\(depot.url)/v2/images/\(first.id)/file").status == 200)
+            let delete = try await curl("\(depot.url)/v2/images/\(first.id)", ["-X", "DELETE"])
+            #expect(delete.status == 204)
+            #expect(try depot.catalog.mapping(cloud: "default_RegionOne", imageID: first.id) == nil)
+            #expect(try await curl("\(depot.url)/v2/images/\(first.id)/file").status == 404)
+            // Deleted behind Depot's back: refused once the decision expires.
+            let second = try await uploadImage(alice, Array("second".utf8))
+            #expect(try await curl("\(depot.url)/v2/images/\(second.id)/file").status == 200)
+            try await alice.deleteImage(second.id)
+            try await Task.sleep(for: .milliseconds(400))
+            #expect(try await curl("\(depot.url)/v2/images/\(second.id)/file").status == 404)
+            // Deactivated: refused as Glance refuses it.
+            let third = try await uploadImage(alice, Array("third".utf8))
+            #expect(try await curl("\(depot.url)/v2/images/\(third.id)/file").status == 200)
+            let admin = GlanceClient(configuration: .init(endpoint: depot.url, credentials: .token(GlanceServer.admin)))
+            _ = try await admin.forward(method: "POST", pathAndQuery: "/v2/images/\(third.id)/actions/deactivate", headers: [("X-Auth-Token", GlanceServer.admin)], body: nil)
+            #expect(try depot.catalog.mapping(cloud: "default_RegionOne", imageID: third.id) == nil)
+            #expect(try await curl("\(depot.url)/v2/images/\(third.id)/file").status == 403)
+        }
     }
 
     @Test func badInputGetsClearErrors() async throws {
-        let depot = try await DepotHarness(glanceURL: glance.url)
-        defer { Task { await depot.stop() } }
-        let notFound = try await curl("\(depot.url)/v2/images/00000000-0000-0000-0000-000000000000/file")
-        #expect(notFound.status == 404)
-        let odd = try await curl("\(depot.url)/v2/images/..%2F..%2Fetc%2Fpasswd/file")
-        #expect(odd.status == 404)
-        let json = try JSONSerialization.jsonObject(with: Data(odd.body)) as? [String: Any]
-        #expect((json?["error"] as? [String: Any])?["code"] as? Int == 404)
-        #expect(try await curl("\(depot.url)/nowhere").status == 404)
-        #expect(try await curl("\(depot.url)/v2/images?" + String(repeating: "a", count: 9000)).status == 414)
-        #expect(try await curl("\(depot.url)/v2/images", ["-H", "X-Big: " + String(repeating: "b", count: 70_000)]).status == 431)
-        // An image with no data yet: Glance answers 204.
-        let queued = try await glanceAsAlice(glance.url).createImage(["name": .string("empty"), "disk_format": .string("raw"), "container_format": .string("bare")])
-        #expect(try await curl("\(depot.url)/v2/images/\(queued.id)/file").status == 204)
+        try await withDepot(glanceURL: glance.url) { depot in
+            let notFound = try await curl("\(depot.url)/v2/images/00000000-0000-0000-0000-000000000000/file")
+            #expect(notFound.status == 404)
+            let odd = try await curl("\(depot.url)/v2/images/..%2F..%2Fetc%2Fpasswd/file")
+            #expect(odd.status == 404)
+            let json = try JSONSerialization.jsonObject(with: Data(odd.body)) as? [String: Any]
+            #expect((json?["error"] as? [String: Any])?["code"] as? Int == 404)
+            #expect(try await curl("\(depot.url)/nowhere").status == 404)
+            #expect(try await curl("\(depot.url)/v2/images?" + String(repeating: "a", count: 9000)).status == 414)
+            #expect(try await curl("\(depot.url)/v2/images", ["-H", "X-Big: " + String(repeating: "b", count: 70_000)]).status == 431)
+            // An image with no data yet: Glance answers 204.
+            let queued = try await glanceAsAlice(glance.url).createImage(["name": .string("empty"), "disk_format": .string("raw"), "container_format": .string("bare")])
+            #expect(try await curl("\(depot.url)/v2/images/\(queued.id)/file").status == 204)
+        }
     }
 
     @Test func healthAndReadiness() async throws {
-        let depot = try await DepotHarness(glanceURL: glance.url, clouds: ["edge_R2": "http://127.0.0.1:9"])
-        defer { Task { await depot.stop() } }
-        #expect(try await curl("\(depot.url)/healthz", token: nil).status == 200)
-        let ready = try await curl("\(depot.url)/readyz", token: nil)
-        #expect(ready.status == 200)
-        let report = try #require(try JSONSerialization.jsonObject(with: Data(ready.body)) as? [String: Any])
-        #expect(report["store"] as? String == "writable")
-        #expect(report["catalog"] as? String == "open")
-        let clouds = try #require(report["clouds"] as? [String: String])
-        #expect(clouds["default_RegionOne"] == "reachable")
-        #expect(clouds["edge_R2"]?.hasPrefix("unreachable") == true, "a backend outage is reported, not fatal")
-        #expect(depot.dir.files(under: "tmp").isEmpty, "the write probe cleans up")
+        try await withDepot(glanceURL: glance.url, clouds: ["edge_R2": "http://127.0.0.1:9"]) { depot in
+            #expect(try await curl("\(depot.url)/healthz", token: nil).status == 200)
+            let ready = try await curl("\(depot.url)/readyz", token: nil)
+            #expect(ready.status == 200)
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(ready.body)) as? [String: Any])
+            #expect(report["store"] as? String == "writable")
+            #expect(report["catalog"] as? String == "open")
+            let clouds = try #require(report["clouds"] as? [String: String])
+            #expect(clouds["default_RegionOne"] == "reachable")
+            #expect(clouds["edge_R2"]?.hasPrefix("unreachable") == true, "a backend outage is reported, not fatal")
+            #expect(depot.dir.files(under: "tmp").isEmpty, "the write probe cleans up")
+        }
     }
 
     @Test func everythingElseIsForwardedUnchanged() async throws {
-        let depot = try await DepotHarness(glanceURL: glance.url)
-        defer { Task { await depot.stop() } }
-        let created = try await curl("\(depot.url)/v2/images", [
-            "-X", "POST", "-H", "Content-Type: application/json",
-            "--data", "{\"name\": \"via-depot\", \"disk_format\": \"raw\", \"container_format\": \"bare\"}",
-        ])
-        #expect(created.status == 201)
-        let id = try #require((try JSONSerialization.jsonObject(with: Data(created.body)) as? [String: Any])?["id"] as? String)
-        let shown = try await curl("\(depot.url)/v2/images/\(id)")
-        #expect(shown.status == 200)
-        let direct = try await curl("\(glance.url)/v2/images/\(id)")
-        #expect(shown.body == direct.body)
-        let versions = try await curl("\(depot.url)/versions", token: nil)
-        #expect(versions.status == 200)
-        #expect(String(decoding: versions.body, as: UTF8.self).contains("\(depot.url)/v2/"))
-        let root = try await curl("\(depot.url)/", token: nil)
-        #expect(root.status == 300)
-        #expect(try await curl("\(depot.url)/v2/images/\(id)", token: GlanceServer.bob).status == 404)
+        try await withDepot(glanceURL: glance.url) { depot in
+            let created = try await curl("\(depot.url)/v2/images", [
+                "-X", "POST", "-H", "Content-Type: application/json",
+                "--data", "{\"name\": \"via-depot\", \"disk_format\": \"raw\", \"container_format\": \"bare\"}",
+            ])
+            #expect(created.status == 201)
+            let id = try #require((try JSONSerialization.jsonObject(with: Data(created.body)) as? [String: Any])?["id"] as? String)
+            let shown = try await curl("\(depot.url)/v2/images/\(id)")
+            #expect(shown.status == 200)
+            let direct = try await curl("\(glance.url)/v2/images/\(id)")
+            #expect(shown.body == direct.body)
+            let versions = try await curl("\(depot.url)/versions", token: nil)
+            #expect(versions.status == 200)
+            #expect(String(decoding: versions.body, as: UTF8.self).contains("\(depot.url)/v2/"))
+            let root = try await curl("\(depot.url)/", token: nil)
+            #expect(root.status == 300)
+            #expect(try await curl("\(depot.url)/v2/images/\(id)", token: GlanceServer.bob).status == 404)
+        }
     }
 }
 

@@ -27,36 +27,36 @@ import Testing
         let images = try await images(10, megabytes: 150, seed: 900)
         var settings = CacheSettings.testing
         settings.budget = Watermarks(budget: 1 << 30)   // high 972.8 MiB, low 870.4 MiB
-        let depot = try await DepotHarness(glanceURL: glance.url, settings: settings)
-        defer { Task { await depot.stop() } }
-        let disk = DiskUsageSampler(depot.dir.path)
-        func get(_ n: Int) async throws {
-            let result = try await download("\(depot.url)/v2/images/\(images[n].image.id)/file")
-            #expect(result.status == 200)
-            #expect(result.sha256 == images[n].digest.hex, "image \(n)")
-        }
-        func cached() -> [Int] { (0..<10).filter { depot.store.contains(images[$0].digest) } }
+        try await withDepot(glanceURL: glance.url, settings: settings) { depot in
+            let disk = DiskUsageSampler(depot.dir.path)
+            func get(_ n: Int) async throws {
+                let result = try await download("\(depot.url)/v2/images/\(images[n].image.id)/file")
+                #expect(result.status == 200)
+                #expect(result.sha256 == images[n].digest.hex, "image \(n)")
+            }
+            func cached() -> [Int] { (0..<10).filter { depot.store.contains(images[$0].digest) } }
 
-        // 0..5 fill 900 MiB; 6 would cross 972.8: down to 870.4 frees 0 and 1 (the two oldest).
-        for n in 0..<6 { try await get(n) }
-        #expect(cached() == [0, 1, 2, 3, 4, 5])
-        try await get(2)   // 2 becomes the most recent
-        try await get(6)
-        #expect(cached() == [2, 3, 4, 5, 6])
-        // Now 3 is the oldest, then 4: image 7 needs 750 + 150 = 900 ≤ 972.8, no eviction;
-        // image 8 crosses: 1050 → 870.4 frees 3 and 4.
-        try await get(7)
-        #expect(cached() == [2, 3, 4, 5, 6, 7])
-        try await get(3)   // 4 is now the oldest, then 5
-        try await get(8)
-        #expect(cached() == [2, 3, 6, 7, 8])
-        let (peak, samples) = await disk.stop()
-        #expect(samples > 10)
-        #expect(peak.bytes <= 1 << 30, "blobs/ and tmp/ held \(peak.bytes) bytes")
-        #expect(dataDirectoryUsage(depot.dir.path).bytes == 5 * 150 << 20)
-        let usage = try #require(depot.cache.budgetUsage)
-        #expect(usage.used == 5 * 150 << 20)
-        #expect(usage.used + usage.reserved <= 1 << 30)
+            // 0..5 fill 900 MiB; 6 would cross 972.8: down to 870.4 frees 0 and 1 (the two oldest).
+            for n in 0..<6 { try await get(n) }
+            #expect(cached() == [0, 1, 2, 3, 4, 5])
+            try await get(2)   // 2 becomes the most recent
+            try await get(6)
+            #expect(cached() == [2, 3, 4, 5, 6])
+            // Now 3 is the oldest, then 4: image 7 needs 750 + 150 = 900 ≤ 972.8, no eviction;
+            // image 8 crosses: 1050 → 870.4 frees 3 and 4.
+            try await get(7)
+            #expect(cached() == [2, 3, 4, 5, 6, 7])
+            try await get(3)   // 4 is now the oldest, then 5
+            try await get(8)
+            #expect(cached() == [2, 3, 6, 7, 8])
+            let (peak, samples) = await disk.stop()
+            #expect(samples > 10)
+            #expect(peak.bytes <= 1 << 30, "blobs/ and tmp/ held \(peak.bytes) bytes")
+            #expect(dataDirectoryUsage(depot.dir.path).bytes == 5 * 150 << 20)
+            let usage = try #require(depot.cache.budgetUsage)
+            #expect(usage.used == 5 * 150 << 20)
+            #expect(usage.used + usage.reserved <= 1 << 30)
+        }
     }
 
     @Test func aPinnedImageSurvivesAnyPressureAndAnOpenDownloadIsNotRemoved() async throws {
@@ -70,95 +70,95 @@ import Testing
         let others = try await images(3, megabytes: 6, seed: 952)
         var settings = CacheSettings.testing
         settings.budget = Watermarks(budget: 32 << 20)   // high 30.4 MiB, low 27.2 MiB
-        let depot = try await DepotHarness(glanceURL: glance.url, settings: settings)
-        defer { Task { await depot.stop() } }
-        let admin = ["-H", "X-Auth-Token: \(DepotHarness.adminToken)"]
-        #expect(try await download("\(depot.url)/v2/images/\(pinned.image.id)/file").status == 200)
-        let pin = try await curl("\(depot.url)/depot/v1/images/default_RegionOne/\(pinned.image.id)/pin", token: nil, ["-X", "PUT"] + admin)
-        #expect(pin.status == 200)
-        // Non-admins cannot pin.
-        #expect(try await curl("\(depot.url)/depot/v1/images/default_RegionOne/\(pinned.image.id)/pin", ["-X", "PUT"]).status == 403)
+        try await withDepot(glanceURL: glance.url, settings: settings) { depot in
+            let admin = ["-H", "X-Auth-Token: \(DepotHarness.adminToken)"]
+            #expect(try await download("\(depot.url)/v2/images/\(pinned.image.id)/file").status == 200)
+            let pin = try await curl("\(depot.url)/depot/v1/images/default_RegionOne/\(pinned.image.id)/pin", token: nil, ["-X", "PUT"] + admin)
+            #expect(pin.status == 200)
+            // Non-admins cannot pin.
+            #expect(try await curl("\(depot.url)/depot/v1/images/default_RegionOne/\(pinned.image.id)/pin", ["-X", "PUT"]).status == 403)
 
-        // A real client downloads the 12 MiB image from the cache and stops reading after the
-        // first 64 KiB, while three 6 MiB images cross the high mark (28 + 6 > 30.4 MiB).
-        // Least recently used first, the 12 MiB blob would free enough alone; as it is being
-        // read, the two 6 MiB images before the last go instead.
-        #expect(try await download("\(depot.url)/v2/images/\(read.image.id)/file").status == 200)
-        let reader = try await PausedDownload.start(port: depot.port, path: "/v2/images/\(read.image.id)/file", token: GlanceServer.alice, first: 64 << 10)
-        #expect(reader.head.hasPrefix("HTTP/1.1 200"), "\(reader.head)")
-        #expect(reader.head.lowercased().contains("x-depot-cache: hit"), "\(reader.head)")
-        for other in others {
-            #expect(try await download("\(depot.url)/v2/images/\(other.image.id)/file").status == 200)
+            // A real client downloads the 12 MiB image from the cache and stops reading after the
+            // first 64 KiB, while three 6 MiB images cross the high mark (28 + 6 > 30.4 MiB).
+            // Least recently used first, the 12 MiB blob would free enough alone; as it is being
+            // read, the two 6 MiB images before the last go instead.
+            #expect(try await download("\(depot.url)/v2/images/\(read.image.id)/file").status == 200)
+            let reader = try await PausedDownload.start(port: depot.port, path: "/v2/images/\(read.image.id)/file", token: GlanceServer.alice, first: 64 << 10)
+            #expect(reader.head.hasPrefix("HTTP/1.1 200"), "\(reader.head)")
+            #expect(reader.head.lowercased().contains("x-depot-cache: hit"), "\(reader.head)")
+            for other in others {
+                #expect(try await download("\(depot.url)/v2/images/\(other.image.id)/file").status == 200)
+            }
+            let blobFile = depot.store.path(for: read.digest)
+            #expect(FileManager.default.fileExists(atPath: blobFile), "the blob being read is still on disk")
+            #expect(FileManager.default.fileExists(atPath: depot.store.path(for: pinned.digest)), "pinned")
+            #expect(!depot.store.contains(others[0].digest) && !depot.store.contains(others[1].digest), "the others made room")
+            #expect(depot.store.contains(others[2].digest))
+            let body = try await reader.finish()
+            #expect(body == readBytes, "the paused download ends whole")
+
+            // Unpinned and unread, both may go again: Glance's cache-clear empties the cache.
+            #expect(try await curl("\(depot.url)/depot/v1/images/default_RegionOne/\(pinned.image.id)/pin", token: nil, ["-X", "DELETE"] + admin).status == 200)
+            #expect(try await curl("\(depot.url)/v2/cache", token: nil, ["-X", "DELETE"] + admin).status == 204)
+            #expect(try depot.store.allDigests().isEmpty)
+            #expect(dataDirectoryUsage(depot.dir.path).files == 0)
+            #expect(depot.cache.budgetUsage?.used == 0)
         }
-        let blobFile = depot.store.path(for: read.digest)
-        #expect(FileManager.default.fileExists(atPath: blobFile), "the blob being read is still on disk")
-        #expect(FileManager.default.fileExists(atPath: depot.store.path(for: pinned.digest)), "pinned")
-        #expect(!depot.store.contains(others[0].digest) && !depot.store.contains(others[1].digest), "the others made room")
-        #expect(depot.store.contains(others[2].digest))
-        let body = try await reader.finish()
-        #expect(body == readBytes, "the paused download ends whole")
-
-        // Unpinned and unread, both may go again: Glance's cache-clear empties the cache.
-        #expect(try await curl("\(depot.url)/depot/v1/images/default_RegionOne/\(pinned.image.id)/pin", token: nil, ["-X", "DELETE"] + admin).status == 200)
-        #expect(try await curl("\(depot.url)/v2/cache", token: nil, ["-X", "DELETE"] + admin).status == 204)
-        #expect(try depot.store.allDigests().isEmpty)
-        #expect(dataDirectoryUsage(depot.dir.path).files == 0)
-        #expect(depot.cache.budgetUsage?.used == 0)
     }
 
     @Test func usedBytesNeverExceedTheBudgetUnder32Clients() async throws {
         let images = try await images(12, megabytes: 6, seed: 970)
         var settings = CacheSettings.testing
         settings.budget = Watermarks(budget: 40 << 20)
-        let depot = try await DepotHarness(glanceURL: glance.url, settings: settings)
-        defer { Task { await depot.stop() } }
-        // The judge: the files themselves. Depot's own counter is sampled too, for the report.
-        let disk = DiskUsageSampler(depot.dir.path)
-        let worst = Atomic<UInt64>(0)
-        let samples = Atomic<Int>(0)
-        let running = Atomic<Bool>(true)
-        let stopped = Atomic<Bool>(false)
-        // A thread of its own: the cooperative pool is busy with 32 clients.
-        Thread.detachNewThread {
-            while running.load(ordering: .relaxed) {
-                if let usage = depot.cache.budgetUsage {
-                    let total = usage.used + usage.reserved
-                    if total > worst.load(ordering: .relaxed) { worst.store(total, ordering: .relaxed) }
-                    samples.add(1, ordering: .relaxed)
-                }
-                usleep(1000)
-            }
-            stopped.store(true, ordering: .releasing)
-        }
-        let failures = try await withThrowingTaskGroup(of: [String].self) { group in
-            for client in 0..<32 {
-                group.addTask {
-                    var generator = SeededGenerator(seed: UInt64(client))
-                    var failed: [String] = []
-                    for _ in 0..<6 {
-                        let n = Int.random(in: 0..<images.count, using: &generator)
-                        let result = try await download("\(depot.url)/v2/images/\(images[n].image.id)/file")
-                        // With everything left being read, the image is streamed without a copy.
-                        if result.status != 200 || result.sha256 != images[n].digest.hex {
-                            failed.append("client \(client) image \(n): \(result.status)")
-                        }
+        try await withDepot(glanceURL: glance.url, settings: settings) { depot in
+            // The judge: the files themselves. Depot's own counter is sampled too, for the report.
+            let disk = DiskUsageSampler(depot.dir.path)
+            let worst = Atomic<UInt64>(0)
+            let samples = Atomic<Int>(0)
+            let running = Atomic<Bool>(true)
+            let stopped = Atomic<Bool>(false)
+            // A thread of its own: the cooperative pool is busy with 32 clients.
+            Thread.detachNewThread {
+                while running.load(ordering: .relaxed) {
+                    if let usage = depot.cache.budgetUsage {
+                        let total = usage.used + usage.reserved
+                        if total > worst.load(ordering: .relaxed) { worst.store(total, ordering: .relaxed) }
+                        samples.add(1, ordering: .relaxed)
                     }
-                    return failed
+                    usleep(1000)
                 }
+                stopped.store(true, ordering: .releasing)
             }
-            return try await group.reduce(into: []) { $0 += $1 }
+            let failures = try await withThrowingTaskGroup(of: [String].self) { group in
+                for client in 0..<32 {
+                    group.addTask {
+                        var generator = SeededGenerator(seed: UInt64(client))
+                        var failed: [String] = []
+                        for _ in 0..<6 {
+                            let n = Int.random(in: 0..<images.count, using: &generator)
+                            let result = try await download("\(depot.url)/v2/images/\(images[n].image.id)/file")
+                            // With everything left being read, the image is streamed without a copy.
+                            if result.status != 200 || result.sha256 != images[n].digest.hex {
+                                failed.append("client \(client) image \(n): \(result.status)")
+                            }
+                        }
+                        return failed
+                    }
+                }
+                return try await group.reduce(into: []) { $0 += $1 }
+            }
+            running.store(false, ordering: .relaxed)
+            let (peak, diskSamples) = await disk.stop()
+            while !stopped.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(5)) }
+            print("32 clients, 40 MiB budget: peak on disk \(peak.bytes) bytes (\(peak.allocated) allocated) in \(diskSamples) samples; Depot's counter peaked at \(worst.load(ordering: .relaxed))")
+            #expect(failures.isEmpty, "\(failures)")
+            #expect(diskSamples > 100)
+            #expect(peak.bytes <= 40 << 20, "blobs/ and tmp/ held \(peak.bytes) bytes")
+            #expect(peak.bytes > 30 << 20, "the workload filled the budget (peak \(peak.bytes)), or this proves nothing")
+            #expect(samples.load(ordering: .relaxed) > 100)
+            #expect(worst.load(ordering: .relaxed) <= 40 << 20, "peak \(worst.load(ordering: .relaxed))")
+            #expect(depot.dir.files(under: "tmp").isEmpty)
         }
-        running.store(false, ordering: .relaxed)
-        let (peak, diskSamples) = await disk.stop()
-        while !stopped.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(5)) }
-        print("32 clients, 40 MiB budget: peak on disk \(peak.bytes) bytes (\(peak.allocated) allocated) in \(diskSamples) samples; Depot's counter peaked at \(worst.load(ordering: .relaxed))")
-        #expect(failures.isEmpty, "\(failures)")
-        #expect(diskSamples > 100)
-        #expect(peak.bytes <= 40 << 20, "blobs/ and tmp/ held \(peak.bytes) bytes")
-        #expect(peak.bytes > 30 << 20, "the workload filled the budget (peak \(peak.bytes)), or this proves nothing")
-        #expect(samples.load(ordering: .relaxed) > 100)
-        #expect(worst.load(ordering: .relaxed) <= 40 << 20, "peak \(worst.load(ordering: .relaxed))")
-        #expect(depot.dir.files(under: "tmp").isEmpty)
     }
 }
 

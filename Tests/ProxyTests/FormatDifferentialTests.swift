@@ -69,53 +69,53 @@ import Testing
     @Test func everyCorpusFileGetsGlancesAnswerThroughDepot() async throws {
         let dir = TemporaryDirectory("format-differential")
         let cases = try Self.cases(dir)
-        let depot = try await DepotHarness(glanceURL: glance.url)
-        defer { Task { await depot.stop() } }
-        let direct = glanceAsAlice(glance.url)
-        var rows: [(Case, Answer, Answer, pushed: String)] = []
-        var accepted: [(index: Int, imageID: String)] = []
-        for c in cases {
-            let straight = try await create(glance.url, c)
-            let glanceResult = try await put(glance.url, imageID: straight.id, path: c.path)
-            var glanceAnswer = Answer(status: glanceResult.status, message: Self.glanceDetail(glanceResult.body))
-            if glanceResult.status == 204 { glanceAnswer.virtualSize = Self.virtualSize(try await direct.showImage(straight.id)) }
+        try await withDepot(glanceURL: glance.url) { depot in
+            let direct = glanceAsAlice(glance.url)
+            var rows: [(Case, Answer, Answer, pushed: String)] = []
+            var accepted: [(index: Int, imageID: String)] = []
+            for c in cases {
+                let straight = try await create(glance.url, c)
+                let glanceResult = try await put(glance.url, imageID: straight.id, path: c.path)
+                var glanceAnswer = Answer(status: glanceResult.status, message: Self.glanceDetail(glanceResult.body))
+                if glanceResult.status == 204 { glanceAnswer.virtualSize = Self.virtualSize(try await direct.showImage(straight.id)) }
 
-            let blobsBefore = try depot.store.allDigests().count
-            let through = try await create(depot.url, c)
-            let depotResult = try await put(depot.url, imageID: through.id, path: c.path)
-            var depotAnswer = Answer(status: depotResult.status, message: depotResult.status == 204 ? "" : errorMessage(depotResult))
-            if depotResult.status == 204 {
-                depotAnswer.virtualSize = try depot.catalog.mapping(cloud: "default_RegionOne", imageID: through.id)?.virtualSize
-                accepted.append((rows.count, through.id))
-            } else {
-                // A refusal keeps nothing: no blob, no push, no temporary file; Glance untouched.
-                #expect(try depot.store.allDigests().count == blobsBefore, "\(c.file) as \(c.diskFormat): a blob was kept")
-                #expect(try depot.catalog.push(cloud: "default_RegionOne", imageID: through.id) == nil)
-                #expect(depot.dir.files(under: "tmp").isEmpty)
-                #expect(try await direct.showImage(through.id).status == "queued")
+                let blobsBefore = try depot.store.allDigests().count
+                let through = try await create(depot.url, c)
+                let depotResult = try await put(depot.url, imageID: through.id, path: c.path)
+                var depotAnswer = Answer(status: depotResult.status, message: depotResult.status == 204 ? "" : errorMessage(depotResult))
+                if depotResult.status == 204 {
+                    depotAnswer.virtualSize = try depot.catalog.mapping(cloud: "default_RegionOne", imageID: through.id)?.virtualSize
+                    accepted.append((rows.count, through.id))
+                } else {
+                    // A refusal keeps nothing: no blob, no push, no temporary file; Glance untouched.
+                    #expect(try depot.store.allDigests().count == blobsBefore, "\(c.file) as \(c.diskFormat): a blob was kept")
+                    #expect(try depot.catalog.push(cloud: "default_RegionOne", imageID: through.id) == nil)
+                    #expect(depot.dir.files(under: "tmp").isEmpty)
+                    #expect(try await direct.showImage(through.id).status == "queued")
+                }
+                rows.append((c, glanceAnswer, depotAnswer, "-"))
+                try await direct.deleteImage(straight.id)
             }
-            rows.append((c, glanceAnswer, depotAnswer, "-"))
-            try await direct.deleteImage(straight.id)
-        }
-        // Glance's own virtual size for the images Depot pushed.
-        for (index, imageID) in accepted {
-            let push = try await depot.settledPush(imageID)
-            let pushed = try await direct.showImage(imageID)
-            rows[index].pushed = push.state == .done ? (Self.virtualSize(pushed).map(String.init) ?? "null") : "push \(push.state.rawValue): \(push.lastError ?? "")"
-        }
+            // Glance's own virtual size for the images Depot pushed.
+            for (index, imageID) in accepted {
+                let push = try await depot.settledPush(imageID)
+                let pushed = try await direct.showImage(imageID)
+                rows[index].pushed = push.state == .done ? (Self.virtualSize(pushed).map(String.init) ?? "null") : "push \(push.state.rawValue): \(push.lastError ?? "")"
+            }
 
-        print(Self.table(rows))
-        for (c, glanceAnswer, depotAnswer, pushed) in rows {
-            let label = "\(c.file) as \(c.diskFormat)/\(c.containerFormat)"
-            #expect(depotAnswer.status == glanceAnswer.status, "\(label): Glance \(glanceAnswer.status) \(glanceAnswer.message), Depot \(depotAnswer.status) \(depotAnswer.message)")
-            if glanceAnswer.status != 204 {
-                #expect(Self.sameGist(glance: glanceAnswer.message, depot: depotAnswer.message), "\(label): Glance said \(glanceAnswer.message), Depot \(depotAnswer.message)")
-            } else if depotAnswer.status == 204 {
-                #expect(depotAnswer.virtualSize == glanceAnswer.virtualSize, "\(label): virtual size recorded by Depot")
-                #expect(pushed == (glanceAnswer.virtualSize.map(String.init) ?? "null"), "\(label): virtual size after Depot's push")
+            print(Self.table(rows))
+            for (c, glanceAnswer, depotAnswer, pushed) in rows {
+                let label = "\(c.file) as \(c.diskFormat)/\(c.containerFormat)"
+                #expect(depotAnswer.status == glanceAnswer.status, "\(label): Glance \(glanceAnswer.status) \(glanceAnswer.message), Depot \(depotAnswer.status) \(depotAnswer.message)")
+                if glanceAnswer.status != 204 {
+                    #expect(Self.sameGist(glance: glanceAnswer.message, depot: depotAnswer.message), "\(label): Glance said \(glanceAnswer.message), Depot \(depotAnswer.message)")
+                } else if depotAnswer.status == 204 {
+                    #expect(depotAnswer.virtualSize == glanceAnswer.virtualSize, "\(label): virtual size recorded by Depot")
+                    #expect(pushed == (glanceAnswer.virtualSize.map(String.init) ?? "null"), "\(label): virtual size after Depot's push")
+                }
             }
+            #expect(rows.contains { $0.1.status == 415 } && rows.contains { $0.1.status == 204 })
         }
-        #expect(rows.contains { $0.1.status == 415 } && rows.contains { $0.1.status == 204 })
     }
 
     /// Depot's message starts with Glance's; Glance lists several detected formats in the

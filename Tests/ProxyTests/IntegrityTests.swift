@@ -16,40 +16,40 @@ import Testing
     @Test func aTruncatedBlobIsQuarantinedAndTheRequestIsServedAsAMiss() async throws {
         let bytes = pseudoRandomBytes(count: 10_000, seed: 501)
         let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
-        let depot = try await DepotHarness(glanceURL: glance.url)
-        defer { Task { await depot.stop() } }
-        let client = try WireClient()
-        let url = "\(depot.url)/v2/images/\(image.id)/file"
-        let alice = [("X-Auth-Token", GlanceServer.alice)]
-        _ = try await client.exchange("GET", url, headers: alice)
-        #expect(try await client.exchange("GET", url, headers: alice).header("x-depot-cache") == "hit")
-        let digest = Digest.of(bytes, algorithm: .sha256)
-        #expect(truncate(depot.store.path(for: digest), 4000) == 0)
+        try await withDepot(glanceURL: glance.url) { depot in
+            let client = try WireClient()
+            let url = "\(depot.url)/v2/images/\(image.id)/file"
+            let alice = [("X-Auth-Token", GlanceServer.alice)]
+            _ = try await client.exchange("GET", url, headers: alice)
+            #expect(try await client.exchange("GET", url, headers: alice).header("x-depot-cache") == "hit")
+            let digest = Digest.of(bytes, algorithm: .sha256)
+            #expect(truncate(depot.store.path(for: digest), 4000) == 0)
 
-        // The event-loop path sees the mismatch too; the request goes on as a miss.
-        let answer = try await client.exchange("GET", url, headers: alice)
-        #expect(answer.error == nil)
-        #expect(answer.status == 200)
-        #expect(answer.body == bytes, "all 10000 bytes, refilled from the backend")
-        #expect(answer.header("content-length") == "10000")
-        #expect(answer.header("content-md5") == image.checksum)
-        #expect(answer.header("x-depot-cache") == "miss")
-        #expect(depot.dir.files(under: "quarantine").count == 1)
-        let quarantined = depot.cache.integrity.snapshot["quarantined_blobs"] as? [String: Int]
-        #expect(quarantined?["size"] == 1)
-        let again = try await client.exchange("GET", url, headers: alice)
-        #expect(again.body == bytes)
-        #expect(again.header("x-depot-cache") == "hit")
+            // The event-loop path sees the mismatch too; the request goes on as a miss.
+            let answer = try await client.exchange("GET", url, headers: alice)
+            #expect(answer.error == nil)
+            #expect(answer.status == 200)
+            #expect(answer.body == bytes, "all 10000 bytes, refilled from the backend")
+            #expect(answer.header("content-length") == "10000")
+            #expect(answer.header("content-md5") == image.checksum)
+            #expect(answer.header("x-depot-cache") == "miss")
+            #expect(depot.dir.files(under: "quarantine").count == 1)
+            let quarantined = depot.cache.integrity.snapshot["quarantined_blobs"] as? [String: Int]
+            #expect(quarantined?["size"] == 1)
+            let again = try await client.exchange("GET", url, headers: alice)
+            #expect(again.body == bytes)
+            #expect(again.header("x-depot-cache") == "hit")
 
-        // Truncated again: a range and glanceclient's own download (which checks the MD5) get the image.
-        _ = truncate(depot.store.path(for: digest), 4000)
-        let range = try await client.exchange("GET", url, headers: alice + [("Range", "bytes=9000-")])
-        #expect(range.status == 206 && range.body == Array(bytes[9000...]))
-        _ = truncate(depot.store.path(for: digest), 10)
-        let file = depot.dir.path + "/downloaded"
-        let download = try await glanceCLI(depot.url, token: GlanceServer.alice, ["image-download", "--file", file, image.id])
-        #expect(download.status == 0, "\(download.output)")
-        #expect(FileManager.default.contents(atPath: file).map(Array.init) == bytes)
+            // Truncated again: a range and glanceclient's own download (which checks the MD5) get the image.
+            _ = truncate(depot.store.path(for: digest), 4000)
+            let range = try await client.exchange("GET", url, headers: alice + [("Range", "bytes=9000-")])
+            #expect(range.status == 206 && range.body == Array(bytes[9000...]))
+            _ = truncate(depot.store.path(for: digest), 10)
+            let file = depot.dir.path + "/downloaded"
+            let download = try await glanceCLI(depot.url, token: GlanceServer.alice, ["image-download", "--file", file, image.id])
+            #expect(download.status == 0, "\(download.output)")
+            #expect(FileManager.default.contents(atPath: file).map(Array.init) == bytes)
+        }
     }
 
     /// Every body that ends at the image's last byte, on every path that sends bytes not yet
@@ -59,31 +59,27 @@ import Testing
         let bytes = pseudoRandomBytes(count: size, seed: 502)
         let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
         try rotStoredByte(glance, imageID: image.id, at: 1_000, of: bytes)
-        let fills = try await DepotHarness(glanceURL: glance.url)
-        var tiny = CacheSettings.testing
-        tiny.budget = Watermarks(budget: 1 << 20)
-        let bypass = try await DepotHarness(glanceURL: glance.url, settings: tiny)
-        defer {
-            Task {
-                await fills.stop()
-                await bypass.stop()
+        try await withDepot(glanceURL: glance.url) { fills in
+            var tiny = CacheSettings.testing
+            tiny.budget = Watermarks(budget: 1 << 20)
+            try await withDepot(glanceURL: glance.url, settings: tiny) { bypass in
+                let client = try WireClient()
+                let url = "/v2/images/\(image.id)/file"
+                for range in ["bytes=0-", "bytes=0-\(size - 1)", "bytes=-\(size)", "bytes=\(size / 2)-", "bytes=-1", "bytes=0-9,\(size - 10)-"] {
+                    for (name, depot) in [("fill", fills), ("no copy", bypass)] {
+                        let answer = try await client.exchange("GET", depot.url + url, headers: [("X-Auth-Token", GlanceServer.alice), ("Range", range)])
+                        #expect(answer.error != nil || !(200..<300).contains(answer.status), "\(name) \(range): \(answer.status), \(answer.body.count) bytes")
+                        #expect(try depot.store.allDigests().isEmpty)
+                    }
+                }
+                // curl resuming a download whose first half it has: the rest must not complete either.
+                let partial = fills.dir.path + "/partial"
+                _ = FileManager.default.createFile(atPath: partial, contents: Data(bytes[..<(size / 2)]))
+                let resumed = try await spawn("/usr/bin/curl", ["-s", "-C", "-", "-o", partial, "-H", "X-Auth-Token: \(GlanceServer.alice)", fills.url + url])
+                #expect(resumed.status == 18, "curl -C - reports a partial transfer (exit \(resumed.status))")
+                #expect((try FileManager.default.attributesOfItem(atPath: partial)[.size] as? Int ?? 0) < size)
             }
         }
-        let client = try WireClient()
-        let url = "/v2/images/\(image.id)/file"
-        for range in ["bytes=0-", "bytes=0-\(size - 1)", "bytes=-\(size)", "bytes=\(size / 2)-", "bytes=-1", "bytes=0-9,\(size - 10)-"] {
-            for (name, depot) in [("fill", fills), ("no copy", bypass)] {
-                let answer = try await client.exchange("GET", depot.url + url, headers: [("X-Auth-Token", GlanceServer.alice), ("Range", range)])
-                #expect(answer.error != nil || !(200..<300).contains(answer.status), "\(name) \(range): \(answer.status), \(answer.body.count) bytes")
-                #expect(try depot.store.allDigests().isEmpty)
-            }
-        }
-        // curl resuming a download whose first half it has: the rest must not complete either.
-        let partial = fills.dir.path + "/partial"
-        _ = FileManager.default.createFile(atPath: partial, contents: Data(bytes[..<(size / 2)]))
-        let resumed = try await spawn("/usr/bin/curl", ["-s", "-C", "-", "-o", partial, "-H", "X-Auth-Token: \(GlanceServer.alice)", fills.url + url])
-        #expect(resumed.status == 18, "curl -C - reports a partial transfer (exit \(resumed.status))")
-        #expect((try FileManager.default.attributesOfItem(atPath: partial)[.size] as? Int ?? 0) < size)
     }
 
     @Test func aRangeFarAheadOfAFillWaitsForTheFillsVerdictBeforeItsLastByte() async throws {
@@ -94,30 +90,30 @@ import Testing
         let proxy = try FaultProxy(upstreamPort: glance.port)
         defer { proxy.stop() }
         proxy.setFaults { $0.bytesPerSecond = 6 << 20 }
-        let depot = try await DepotHarness(glanceURL: proxy.url)
-        defer { Task { await depot.stop() } }
-        let client = try WireClient(), other = try WireClient()
-        let url = "\(depot.url)/v2/images/\(image.id)/file"
-        let whole = Task { try await other.exchange("GET", url, headers: [("X-Auth-Token", GlanceServer.alice)]) }
-        while depot.cache.runningFill(cloud: "default_RegionOne", imageID: image.id) == nil { try await Task.sleep(for: .milliseconds(10)) }
-        // The bytes of this range are Glance's good ones (the rotten byte is at 1000), but the
-        // image as a whole does not verify: its last byte must not arrive.
-        let ahead = try await client.exchange("GET", url, headers: [("X-Auth-Token", GlanceServer.alice), ("Range", "bytes=\(20 << 20)-")])
-        #expect(ahead.header("x-depot-cache") == "miss")
-        #expect(ahead.error != nil, "cut short: \(ahead.status), \(ahead.body.count) bytes")
-        #expect(ahead.body.count < size - (20 << 20))
-        let first = try await whole.value
-        #expect(first.error != nil)
-        #expect(try depot.store.allDigests().isEmpty)
+        try await withDepot(glanceURL: proxy.url) { depot in
+            let client = try WireClient(), other = try WireClient()
+            let url = "\(depot.url)/v2/images/\(image.id)/file"
+            let whole = Task { try await other.exchange("GET", url, headers: [("X-Auth-Token", GlanceServer.alice)]) }
+            while depot.cache.runningFill(cloud: "default_RegionOne", imageID: image.id) == nil { try await Task.sleep(for: .milliseconds(10)) }
+            // The bytes of this range are Glance's good ones (the rotten byte is at 1000), but the
+            // image as a whole does not verify: its last byte must not arrive.
+            let ahead = try await client.exchange("GET", url, headers: [("X-Auth-Token", GlanceServer.alice), ("Range", "bytes=\(20 << 20)-")])
+            #expect(ahead.header("x-depot-cache") == "miss")
+            #expect(ahead.error != nil, "cut short: \(ahead.status), \(ahead.body.count) bytes")
+            #expect(ahead.body.count < size - (20 << 20))
+            let first = try await whole.value
+            #expect(first.error != nil)
+            #expect(try depot.store.allDigests().isEmpty)
 
-        // With good bytes, the same range completes once the fill verified.
-        try rotStoredByte(glance, imageID: image.id, at: 1_000, of: bytes.enumerated().map { $0.offset == 1_000 ? $0.element ^ 0xFF : $0.element })
-        let good = Task { try await other.exchange("GET", url, headers: [("X-Auth-Token", GlanceServer.alice)]) }
-        while depot.cache.runningFill(cloud: "default_RegionOne", imageID: image.id) == nil { try await Task.sleep(for: .milliseconds(10)) }
-        let verified = try await client.exchange("GET", url, headers: [("X-Auth-Token", GlanceServer.alice), ("Range", "bytes=\(20 << 20)-")])
-        #expect(verified.error == nil && verified.status == 206)
-        #expect(verified.body == Array(bytes[(20 << 20)...]))
-        #expect(try await good.value.body == bytes)
+            // With good bytes, the same range completes once the fill verified.
+            try rotStoredByte(glance, imageID: image.id, at: 1_000, of: bytes.enumerated().map { $0.offset == 1_000 ? $0.element ^ 0xFF : $0.element })
+            let good = Task { try await other.exchange("GET", url, headers: [("X-Auth-Token", GlanceServer.alice)]) }
+            while depot.cache.runningFill(cloud: "default_RegionOne", imageID: image.id) == nil { try await Task.sleep(for: .milliseconds(10)) }
+            let verified = try await client.exchange("GET", url, headers: [("X-Auth-Token", GlanceServer.alice), ("Range", "bytes=\(20 << 20)-")])
+            #expect(verified.error == nil && verified.status == 206)
+            #expect(verified.body == Array(bytes[(20 << 20)...]))
+            #expect(try await good.value.body == bytes)
+        }
     }
 
     /// A far-ahead range's last byte is checked against the fill's own bytes, which outlive an
@@ -145,53 +141,53 @@ import Testing
     @Test func theScrubQuarantinesARottenBlobAndFetchesItAgainButReportsALostUpload() async throws {
         let bytes = pseudoRandomBytes(count: 2 << 20, seed: 504)
         let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
-        let depot = try await DepotHarness(glanceURL: glance.url, startPushes: false)
-        defer { Task { await depot.stop() } }
-        let client = try WireClient()
-        let alice = [("X-Auth-Token", GlanceServer.alice)]
-        _ = try await client.exchange("GET", "\(depot.url)/v2/images/\(image.id)/file", headers: alice)
-        // An upload acknowledged and not yet pushed.
-        let owed = try await glanceAsAlice(glance.url).createImage([
-            "name": .string("owed"), "disk_format": .string("raw"), "container_format": .string("bare"),
-        ])
-        let upload = pseudoRandomBytes(count: 1 << 20, seed: 505)
-        let put = try await spawn("/usr/bin/curl", [
-            "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT", "-H", "X-Auth-Token: \(GlanceServer.alice)",
-            "-H", "Content-Type: application/octet-stream", "--data-binary", "@-", "\(depot.url)/v2/images/\(owed.id)/file",
-        ], stdin: upload)
-        #expect(String(decoding: put.stdout, as: UTF8.self) == "204")
+        try await withDepot(glanceURL: glance.url, startPushes: false) { depot in
+            let client = try WireClient()
+            let alice = [("X-Auth-Token", GlanceServer.alice)]
+            _ = try await client.exchange("GET", "\(depot.url)/v2/images/\(image.id)/file", headers: alice)
+            // An upload acknowledged and not yet pushed.
+            let owed = try await glanceAsAlice(glance.url).createImage([
+                "name": .string("owed"), "disk_format": .string("raw"), "container_format": .string("bare"),
+            ])
+            let upload = pseudoRandomBytes(count: 1 << 20, seed: 505)
+            let put = try await spawn("/usr/bin/curl", [
+                "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT", "-H", "X-Auth-Token: \(GlanceServer.alice)",
+                "-H", "Content-Type: application/octet-stream", "--data-binary", "@-", "\(depot.url)/v2/images/\(owed.id)/file",
+            ], stdin: upload)
+            #expect(String(decoding: put.stdout, as: UTF8.self) == "204")
 
-        let scrubber = Scrubber(cache: depot.cache, bytesPerSecond: 1 << 30, interval: .zero)
-        _ = await scrubber.pass()
-        #expect(depot.cache.integrity.snapshot["scrub_verified_blobs"] as? Int == 2, "both blobs verified")
+            let scrubber = Scrubber(cache: depot.cache, bytesPerSecond: 1 << 30, interval: .zero)
+            _ = await scrubber.pass()
+            #expect(depot.cache.integrity.snapshot["scrub_verified_blobs"] as? Int == 2, "both blobs verified")
 
-        // Rot one byte of each blob on disk, keeping their sizes.
-        for content in [bytes, upload] {
-            let handle = try #require(FileHandle(forUpdatingAtPath: depot.store.path(for: Digest.of(content, algorithm: .sha256))))
-            try handle.seek(toOffset: 4096)
-            try handle.write(contentsOf: [content[4096] ^ 0x01])
-            try handle.close()
+            // Rot one byte of each blob on disk, keeping their sizes.
+            for content in [bytes, upload] {
+                let handle = try #require(FileHandle(forUpdatingAtPath: depot.store.path(for: Digest.of(content, algorithm: .sha256))))
+                try handle.seek(toOffset: 4096)
+                try handle.write(contentsOf: [content[4096] ^ 0x01])
+                try handle.close()
+            }
+            _ = await scrubber.pass()
+            let snapshot = depot.cache.integrity.snapshot
+            #expect((snapshot["scrub_findings"] as? [String: Int])?["digest"] == 2)
+            #expect((snapshot["quarantined_blobs"] as? [String: Int])?["digest"] == 2)
+            #expect(snapshot["uploads_lost_to_damage"] as? Int == 1)
+            #expect(depot.dir.files(under: "quarantine").count == 2)
+            let push = try #require(try depot.catalog.push(cloud: "default_RegionOne", imageID: owed.id))
+            #expect(push.state == .failed)
+            #expect(push.lastError?.contains("damaged on disk") == true)
+            let listed = try await curl("\(depot.url)/depot/v1/pushes", token: DepotHarness.adminToken)
+            #expect(String(decoding: listed.body, as: UTF8.self).contains("damaged on disk"))
+            // The cached image was fetched again, intact.
+            let deadline = ContinuousClock.now + .seconds(30)
+            while try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: image.id) == nil, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let hit = try await client.exchange("GET", "\(depot.url)/v2/images/\(image.id)/file", headers: alice)
+            #expect(hit.header("x-depot-cache") == "hit" && hit.body == bytes)
+            // What Depot shows of the lost upload is Glance's own state again.
+            let record = try await client.exchange("GET", "\(depot.url)/v2/images/\(owed.id)", headers: alice)
+            #expect(String(decoding: record.body, as: UTF8.self).contains("\"status\": \"queued\""))
         }
-        _ = await scrubber.pass()
-        let snapshot = depot.cache.integrity.snapshot
-        #expect((snapshot["scrub_findings"] as? [String: Int])?["digest"] == 2)
-        #expect((snapshot["quarantined_blobs"] as? [String: Int])?["digest"] == 2)
-        #expect(snapshot["uploads_lost_to_damage"] as? Int == 1)
-        #expect(depot.dir.files(under: "quarantine").count == 2)
-        let push = try #require(try depot.catalog.push(cloud: "default_RegionOne", imageID: owed.id))
-        #expect(push.state == .failed)
-        #expect(push.lastError?.contains("damaged on disk") == true)
-        let listed = try await curl("\(depot.url)/depot/v1/pushes", token: DepotHarness.adminToken)
-        #expect(String(decoding: listed.body, as: UTF8.self).contains("damaged on disk"))
-        // The cached image was fetched again, intact.
-        let deadline = ContinuousClock.now + .seconds(30)
-        while try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: image.id) == nil, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        let hit = try await client.exchange("GET", "\(depot.url)/v2/images/\(image.id)/file", headers: alice)
-        #expect(hit.header("x-depot-cache") == "hit" && hit.body == bytes)
-        // What Depot shows of the lost upload is Glance's own state again.
-        let record = try await client.exchange("GET", "\(depot.url)/v2/images/\(owed.id)", headers: alice)
-        #expect(String(decoding: record.body, as: UTF8.self).contains("\"status\": \"queued\""))
     }
 }

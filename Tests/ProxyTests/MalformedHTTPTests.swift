@@ -85,48 +85,48 @@ import Testing
     }
 
     @Test func malformedAndUnusualRequestsGetTheirStatusAndACloseWhereRequired() async throws {
-        let depot = try await DepotHarness(glanceURL: glance.url)
-        defer { Task { await depot.stop() } }
-        let port = depot.port
-        func raw(_ text: String) -> [UInt8] { Array(text.utf8) }
+        try await withDepot(glanceURL: glance.url) { depot in
+            let port = depot.port
+            func raw(_ text: String) -> [UInt8] { Array(text.utf8) }
 
-        for item in Self.cases(port: port) {
-            let answer = try await exchange(port: port, item.bytes, untilClosed: item.mustClose)
-            let codes = statuses(answer.text)
-            #expect(codes.count == 1 && item.allowed.contains(codes[0]), "\(item.name): \(codes), allowed \(item.allowed.sorted()): \(answer.text.prefix(300))")
-            #expect(answer.text.hasPrefix("HTTP/1.1 "), "\(item.name): an explicit status line first")
-            #expect(answer.text.lowercased().contains("content-type: application/json"), "\(item.name): a JSON error")
-            if item.mustClose { #expect(answer.closed, "\(item.name): RFC 9112 says the connection closes") }
-            #expect(!answer.text.contains("root:x:0:0"), "\(item.name)")
+            for item in Self.cases(port: port) {
+                let answer = try await exchange(port: port, item.bytes, untilClosed: item.mustClose)
+                let codes = statuses(answer.text)
+                #expect(codes.count == 1 && item.allowed.contains(codes[0]), "\(item.name): \(codes), allowed \(item.allowed.sorted()): \(answer.text.prefix(300))")
+                #expect(answer.text.hasPrefix("HTTP/1.1 "), "\(item.name): an explicit status line first")
+                #expect(answer.text.lowercased().contains("content-type: application/json"), "\(item.name): a JSON error")
+                if item.mustClose { #expect(answer.closed, "\(item.name): RFC 9112 says the connection closes") }
+                #expect(!answer.text.contains("root:x:0:0"), "\(item.name)")
+            }
+
+            // HTTP/1.0 gets an answer and a closed connection; pipelined requests are answered in order.
+            let old = try await exchange(port: port, raw("GET /healthz HTTP/1.0\r\n\r\n"), untilClosed: true)
+            #expect(statuses(old.text) == [200] && old.closed)
+            let pipelined = try await exchange(
+                port: port, raw("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nowhere HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+                untilClosed: true)
+            #expect(statuses(pipelined.text) == [200, 404, 200] && pipelined.closed)
+
+            // A client that sends half a request and stops ties up nothing the others need.
+            async let slow = exchange(port: port, raw("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "), untilClosed: true, deadline: 2)
+            #expect(try await curl("\(depot.url)/healthz", token: nil).status == 200)
+            _ = try await slow
+            #expect(try await curl("\(depot.url)/healthz", token: nil).status == 200)
         }
-
-        // HTTP/1.0 gets an answer and a closed connection; pipelined requests are answered in order.
-        let old = try await exchange(port: port, raw("GET /healthz HTTP/1.0\r\n\r\n"), untilClosed: true)
-        #expect(statuses(old.text) == [200] && old.closed)
-        let pipelined = try await exchange(
-            port: port, raw("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nowhere HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
-            untilClosed: true)
-        #expect(statuses(pipelined.text) == [200, 404, 200] && pipelined.closed)
-
-        // A client that sends half a request and stops ties up nothing the others need.
-        async let slow = exchange(port: port, raw("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "), untilClosed: true, deadline: 2)
-        #expect(try await curl("\(depot.url)/healthz", token: nil).status == 200)
-        _ = try await slow
-        #expect(try await curl("\(depot.url)/healthz", token: nil).status == 200)
     }
 
     /// RFC 9112 §3.2.2: "a server MUST accept the absolute-form in requests", and answer it as
     /// the same target in origin-form.
     @Test func anAbsoluteFormTargetIsAnsweredAsItsOriginForm() async throws {
-        let depot = try await DepotHarness(glanceURL: glance.url)
-        defer { Task { await depot.stop() } }
-        for path in ["/healthz", "/v2/images"] {
-            let origin = try await exchange(port: depot.port, Array("GET \(path) HTTP/1.1\r\nHost: x\r\n\r\n".utf8), untilClosed: false)
-            let absolute = try await exchange(port: depot.port, Array("GET \(depot.url)\(path) HTTP/1.1\r\nHost: x\r\n\r\n".utf8), untilClosed: false)
-            #expect(statuses(origin.text).count == 1)
-            // RFC 9112 section 3.2.2: a server MUST accept the absolute form (found by issue
-            // 18's test review: Depot routed the whole URL as a path, 404).
-            #expect(statuses(absolute.text) == statuses(origin.text), "\(path): \(absolute.text.prefix(300))")
+        try await withDepot(glanceURL: glance.url) { depot in
+            for path in ["/healthz", "/v2/images"] {
+                let origin = try await exchange(port: depot.port, Array("GET \(path) HTTP/1.1\r\nHost: x\r\n\r\n".utf8), untilClosed: false)
+                let absolute = try await exchange(port: depot.port, Array("GET \(depot.url)\(path) HTTP/1.1\r\nHost: x\r\n\r\n".utf8), untilClosed: false)
+                #expect(statuses(origin.text).count == 1)
+                // RFC 9112 section 3.2.2: a server MUST accept the absolute form (found by issue
+                // 18's test review: Depot routed the whole URL as a path, 404).
+                #expect(statuses(absolute.text) == statuses(origin.text), "\(path): \(absolute.text.prefix(300))")
+            }
         }
     }
 }

@@ -28,70 +28,66 @@ import Testing
 
         var lasting = CacheSettings.testing
         lasting.decisionTTL = .seconds(3600)
-        let warm = try await DepotHarness(glanceURL: glance.url, settings: lasting)
-        let cold = try await DepotHarness(glanceURL: glance.url, settings: lasting)
-        var tiny = lasting
-        tiny.budget = Watermarks(budget: 4096, high: 0.95, low: 0.85)
-        let bypass = try await DepotHarness(glanceURL: glance.url, settings: tiny)
-        let certificates = try TestCertificates()
-        let data = TemporaryDirectory("depot-one-answer-tls")
-        let tls = try await DepotProcess.start([
-            "--data-dir", data.path, "--glance-url", glance.url, "--service-token", DepotHarness.serviceToken,
-            "--tls-certificate", certificates.serverCertificate, "--tls-key", certificates.serverKey, "--log-level", "warning",
-            "--admin-token", DepotHarness.adminToken,
-        ])
-        let client = try WireClient(authority: certificates.authority)
-        defer {
-            Task {
-                await warm.stop()
-                await cold.stop()
-                await bypass.stop()
-                await tls.stop()
+        try await withDepot(glanceURL: glance.url, settings: lasting) { warm in
+            try await withDepot(glanceURL: glance.url, settings: lasting) { cold in
+                var tiny = lasting
+                tiny.budget = Watermarks(budget: 4096, high: 0.95, low: 0.85)
+                try await withDepot(glanceURL: glance.url, settings: tiny) { bypass in
+                    let certificates = try TestCertificates()
+                    let data = TemporaryDirectory("depot-one-answer-tls")
+                    let tls = try await DepotProcess.start([
+                        "--data-dir", data.path, "--glance-url", glance.url, "--service-token", DepotHarness.serviceToken,
+                        "--tls-certificate", certificates.serverCertificate, "--tls-key", certificates.serverKey, "--log-level", "warning",
+                        "--admin-token", DepotHarness.adminToken,
+                    ])
+                    let client = try WireClient(authority: certificates.authority)
+                    defer { Task { await tls.stop() } }
+                    let handler = DepotHandler(cache: warm.cache)
+                    var compared = 0
+                    var differences: [String] = []
+                    for (image, content) in [(full, bytes), (empty, [UInt8]())] {
+                        let path = "/v2/images/\(image.id)/file"
+                        // Both images cached where hits are served (an empty image through a prefetch).
+                        for base in [warm.url, "https://127.0.0.1:\(tls.port)"] {
+                            _ = try await client.exchange("GET", base + path, headers: [("X-Auth-Token", GlanceServer.alice)])
+                            if content.isEmpty { _ = try await client.exchange("PUT", base + "/v2/cache/\(image.id)", headers: [("X-Auth-Token", DepotHarness.adminToken)]) }
+                        }
+                        try await waitUntilCached(warm, image.id)
+                        let etag = "\"\(image.osHashValue!)\""
+                        for request in RequestSpace.all(etag: etag) {
+                            let headers = [("X-Auth-Token", GlanceServer.alice)] + request.headers
+                            let head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: request.method), uri: path, headers: HTTPHeaders(headers))
+                            let immediate = handler.immediateResponse(to: head, allocator: ByteBufferAllocator())
+                            #expect(immediate != nil, "the event loop answers \(request)")
+                            try immediate?.response.handle?.close()
+                            immediate?.completion()
+                            var answers: [(String, WireClient.Exchange)] = []
+                            answers.append(("event-loop hit", try await client.exchange(request.method, warm.url + path, headers: headers)))
+                            // A token with no decision yet takes the async path; Glance ignores the extra role.
+                            let fresh = GlanceServer.alice + ",probe\(compared)"
+                            answers.append(("task hit", try await client.exchange(request.method, warm.url + path, headers: [("X-Auth-Token", fresh)] + request.headers)))
+                            try await makeCold(cold, image.id)
+                            answers.append(("fill", try await client.exchange(request.method, cold.url + path, headers: headers)))
+                            answers.append(("no copy", try await client.exchange(request.method, bypass.url + path, headers: headers)))
+                            answers.append(("tls hit", try await client.exchange(request.method, "https://127.0.0.1:\(tls.port)" + path, headers: headers)))
+                            let reference = answers[0].1
+                            if let problem = RFC9110Expectation.check(reference, request: request, content: content, etag: etag) {
+                                differences.append("\(request) on a \(content.count)-byte image: \(problem)")
+                            }
+                            for (name, answer) in answers.dropFirst() where normalized(answer) != normalized(reference) {
+                                differences.append("\(request) on a \(content.count)-byte image: \(name) differs from the event-loop hit:\n  \(describe(answer))\n  \(describe(reference))")
+                            }
+                            for (name, answer) in answers where answer.error != nil { differences.append("\(request): \(name) failed: \(answer.error!)") }
+                            #expect(answers[0].1.header("x-depot-cache") == "hit" && answers[1].1.header("x-depot-cache") == "hit")
+                            compared += 1
+                        }
+                    }
+                    print("one answer on every path: \(compared) requests × 5 paths compared, \(differences.count) differences")
+                    #expect(compared == 2 * RequestSpace.all(etag: "\"x\"").count)
+                    #expect(differences.isEmpty, "\(differences.prefix(20).joined(separator: "\n"))")
+                }
             }
         }
-        let handler = DepotHandler(cache: warm.cache)
-        var compared = 0
-        var differences: [String] = []
-        for (image, content) in [(full, bytes), (empty, [UInt8]())] {
-            let path = "/v2/images/\(image.id)/file"
-            // Both images cached where hits are served (an empty image through a prefetch).
-            for base in [warm.url, "https://127.0.0.1:\(tls.port)"] {
-                _ = try await client.exchange("GET", base + path, headers: [("X-Auth-Token", GlanceServer.alice)])
-                if content.isEmpty { _ = try await client.exchange("PUT", base + "/v2/cache/\(image.id)", headers: [("X-Auth-Token", DepotHarness.adminToken)]) }
-            }
-            try await waitUntilCached(warm, image.id)
-            let etag = "\"\(image.osHashValue!)\""
-            for request in RequestSpace.all(etag: etag) {
-                let headers = [("X-Auth-Token", GlanceServer.alice)] + request.headers
-                let head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: request.method), uri: path, headers: HTTPHeaders(headers))
-                let immediate = handler.immediateResponse(to: head, allocator: ByteBufferAllocator())
-                #expect(immediate != nil, "the event loop answers \(request)")
-                try immediate?.hit.handle?.close()
-                immediate?.completion()
-                var answers: [(String, WireClient.Exchange)] = []
-                answers.append(("event-loop hit", try await client.exchange(request.method, warm.url + path, headers: headers)))
-                // A token with no decision yet takes the async path; Glance ignores the extra role.
-                let fresh = GlanceServer.alice + ",probe\(compared)"
-                answers.append(("task hit", try await client.exchange(request.method, warm.url + path, headers: [("X-Auth-Token", fresh)] + request.headers)))
-                try await makeCold(cold, image.id)
-                answers.append(("fill", try await client.exchange(request.method, cold.url + path, headers: headers)))
-                answers.append(("no copy", try await client.exchange(request.method, bypass.url + path, headers: headers)))
-                answers.append(("tls hit", try await client.exchange(request.method, "https://127.0.0.1:\(tls.port)" + path, headers: headers)))
-                let reference = answers[0].1
-                if let problem = RFC9110Expectation.check(reference, request: request, content: content, etag: etag) {
-                    differences.append("\(request) on a \(content.count)-byte image: \(problem)")
-                }
-                for (name, answer) in answers.dropFirst() where normalized(answer) != normalized(reference) {
-                    differences.append("\(request) on a \(content.count)-byte image: \(name) differs from the event-loop hit:\n  \(describe(answer))\n  \(describe(reference))")
-                }
-                for (name, answer) in answers where answer.error != nil { differences.append("\(request): \(name) failed: \(answer.error!)") }
-                #expect(answers[0].1.header("x-depot-cache") == "hit" && answers[1].1.header("x-depot-cache") == "hit")
-                compared += 1
-            }
-        }
-        print("one answer on every path: \(compared) requests × 5 paths compared, \(differences.count) differences")
-        #expect(compared == 2 * RequestSpace.all(etag: "\"x\"").count)
-        #expect(differences.isEmpty, "\(differences.prefix(20).joined(separator: "\n"))")
     }
 
     /// No blob and no running fill for the image, so its next request is a miss.

@@ -12,41 +12,41 @@ import Testing
     init() async throws { glance = try await GlanceServer.shared() }
 
     @Test func glanceCacheCommandsWorkAgainstDepotUnchanged() async throws {
-        let depot = try await DepotHarness(glanceURL: glance.url)
-        defer { Task { await depot.stop() } }
-        let cachedBytes = pseudoRandomBytes(count: 3 << 20, seed: 81)
-        let cached = try await uploadImage(glanceAsAlice(glance.url), cachedBytes)
-        let queued = try await uploadImage(glanceAsAlice(glance.url), pseudoRandomBytes(count: 2 << 20, seed: 82))
-        #expect(try await download("\(depot.url)/v2/images/\(cached.id)/file").status == 200)
-        #expect(try await download("\(depot.url)/v2/images/\(cached.id)/file").cache == "hit")
-        depot.cache.flushHits()
+        try await withDepot(glanceURL: glance.url) { depot in
+            let cachedBytes = pseudoRandomBytes(count: 3 << 20, seed: 81)
+            let cached = try await uploadImage(glanceAsAlice(glance.url), cachedBytes)
+            let queued = try await uploadImage(glanceAsAlice(glance.url), pseudoRandomBytes(count: 2 << 20, seed: 82))
+            #expect(try await download("\(depot.url)/v2/images/\(cached.id)/file").status == 200)
+            #expect(try await download("\(depot.url)/v2/images/\(cached.id)/file").cache == "hit")
+            depot.cache.flushHits()
 
-        let list = try await glanceCLI(depot.url, token: DepotHarness.adminToken, ["cache-list"])
-        #expect(list.status == 0, "\(list.output)")
-        let row = list.output.split(separator: "\n").first { $0.contains(cached.id) }
-        #expect(row?.contains("cached") == true, "\(list.output)")
-        #expect(row?.contains("3145728") == true, "\(list.output)")
+            let list = try await glanceCLI(depot.url, token: DepotHarness.adminToken, ["cache-list"])
+            #expect(list.status == 0, "\(list.output)")
+            let row = list.output.split(separator: "\n").first { $0.contains(cached.id) }
+            #expect(row?.contains("cached") == true, "\(list.output)")
+            #expect(row?.contains("3145728") == true, "\(list.output)")
 
-        // cache-queue prefetches with Depot's own credentials.
-        let queue = try await glanceCLI(depot.url, token: DepotHarness.adminToken, ["cache-queue", queued.id])
-        #expect(queue.status == 0, "\(queue.output)")
-        let deadline = ContinuousClock.now + .seconds(30)
-        while try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: queued.id) == nil, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(100))
+            // cache-queue prefetches with Depot's own credentials.
+            let queue = try await glanceCLI(depot.url, token: DepotHarness.adminToken, ["cache-queue", queued.id])
+            #expect(queue.status == 0, "\(queue.output)")
+            let deadline = ContinuousClock.now + .seconds(30)
+            while try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: queued.id) == nil, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: queued.id) != nil)
+
+            let delete = try await glanceCLI(depot.url, token: DepotHarness.adminToken, ["cache-delete", cached.id])
+            #expect(delete.status == 0, "\(delete.output)")
+            #expect(!depot.store.contains(Digest.of(cachedBytes, algorithm: .sha256)))
+            let clear = try await glanceCLI(depot.url, token: DepotHarness.adminToken, ["cache-clear", "--target", "cache"])
+            #expect(clear.status == 0, "\(clear.output)")
+            #expect(try depot.store.allDigests().isEmpty)
+
+            // Alice is not an admin: Glance's client reports the refusal.
+            let refused = try await curl("\(depot.url)/v2/cache")
+            #expect(refused.status == 403)
+            #expect(errorMessage(refused).contains("admin"))
         }
-        #expect(try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: queued.id) != nil)
-
-        let delete = try await glanceCLI(depot.url, token: DepotHarness.adminToken, ["cache-delete", cached.id])
-        #expect(delete.status == 0, "\(delete.output)")
-        #expect(!depot.store.contains(Digest.of(cachedBytes, algorithm: .sha256)))
-        let clear = try await glanceCLI(depot.url, token: DepotHarness.adminToken, ["cache-clear", "--target", "cache"])
-        #expect(clear.status == 0, "\(clear.output)")
-        #expect(try depot.store.allDigests().isEmpty)
-
-        // Alice is not an admin: Glance's client reports the refusal.
-        let refused = try await curl("\(depot.url)/v2/cache")
-        #expect(refused.status == 403)
-        #expect(errorMessage(refused).contains("admin"))
     }
 
     @Test func fsckRebuildsALostCatalogSoEveryCachedImageIsServedAgain() async throws {

@@ -4,23 +4,30 @@ import Catalog
 import DepotTestSupport
 import Foundation
 import Glance
+import HTTPCore
+import Logging
 import Proxy
+import ServiceLifecycle
 import Testing
 
-/// Depot's server in this process, in front of `glanceURL`, with its own data directory.
+/// Depot in this process, in front of `glanceURL`, with its own data directory: built as
+/// `depot serve` builds it (`DepotApplication`), on a free loopback port. Use it through
+/// `withDepot { depot in … }`, which stops it, awaited, however the body ends.
 final class DepotHarness: @unchecked Sendable {
     static let serviceToken = "depot:service:admin,member,reader"
     static let adminToken = "depot-test-admin-token"
 
     let dir: TemporaryDirectory
-    let store: BlobStore
-    let catalog: Catalog
-    let cache: ImageCache
-    let server: HTTPServer
-    let task: Task<Void, any Error>
-    /// Runs the cache's background work, as `depot serve`'s service group does.
-    private let backgroundTask: Task<Void, Never>
+    let app: DepotApplication
+    var store: BlobStore { app.store }
+    var catalog: Catalog { app.catalog }
+    var cache: ImageCache { app.cache }
+    var server: HTTPServer { app.server }
+    private let task: Task<Void, any Error>
+    /// The push queue of a harness made with `startPushes: false`, once started.
     private var pushTask: Task<Void, Never>?
+    private let pushesInGroup: Bool
+    private var stopped = false
     let port: Int
     var url: String { "http://127.0.0.1:\(port)" }
 
@@ -31,30 +38,49 @@ final class DepotHarness: @unchecked Sendable {
         exportDirectory: String? = nil
     ) async throws {
         dir = directory
-        store = try BlobStore(dataDirectory: dir.path)
-        catalog = try Catalog(path: dir.path + "/catalog.sqlite")
-        var clients: [String: GlanceClient] = [:]
-        for (name, url) in ["default_RegionOne": glanceURL].merging(extra, uniquingKeysWith: { a, _ in a }) {
-            var configuration = GlanceClientConfiguration(endpoint: url, credentials: .token(Self.serviceToken))
-            configuration.retryBaseDelay = .milliseconds(20)
-            configuration.maxRetries = 2
-            clients[name] = GlanceClient(configuration: configuration)
-        }
-        cache = try ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: "default_RegionOne", settings: settings)
-        backgroundTask = Task { [cache] in await cache.background.run() }
-        let handler = DepotHandler(cache: cache, uploads: uploads, admin: AdminAccess(token: Self.adminToken), exportDirectory: exportDirectory)
-        let server = HTTPServer(host: "127.0.0.1", port: 0, handler: handler, limits: limits, threads: 2)
-        self.server = server
+        let store = try BlobStore(dataDirectory: dir.path)
+        let catalog = try Catalog(path: dir.path + "/catalog.sqlite")
+        let urls = [("default_RegionOne", glanceURL)] + extra.filter { $0.key != "default_RegionOne" }.sorted { $0.key < $1.key }
+        var configuration = DepotApplication.Configuration(
+            clouds: urls.map { name, url in
+                var client = GlanceClientConfiguration(endpoint: url, credentials: .token(Self.serviceToken))
+                client.retryBaseDelay = .milliseconds(20)
+                client.maxRetries = 2
+                return DepotApplication.Configuration.Cloud(name: name, client: client)
+            })
+        configuration.port = 0
+        configuration.threads = 2
+        configuration.cache = settings
+        configuration.uploads = uploads
+        configuration.admin = AdminAccess(token: Self.adminToken)
+        configuration.limits = limits
+        configuration.exportDirectory = exportDirectory
+        configuration.probeBackends = false
+        let app = try DepotApplication(configuration, store: store, catalog: catalog)
         let bound = AsyncStream<Int>.makeStream()
-        task = Task { try await server.run { bound.continuation.yield($0) } }
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: app.services(pushes: startPushes) { bound.continuation.yield($0) }, logger: Logger(label: "depot.test")))
+        let task = Task {
+            // A server that cannot listen ends the stream: the harness fails instead of waiting.
+            defer { bound.continuation.finish() }
+            try await group.run()
+        }
         var iterator = bound.stream.makeAsyncIterator()
-        guard let port = await iterator.next() else { throw CommandFailed(command: "depot server did not bind", status: 1) }
+        guard let port = await iterator.next() else {
+            _ = await task.result
+            await app.close()
+            throw CommandFailed(command: "depot server did not bind", status: 1)
+        }
+        self.app = app
+        self.task = task
         self.port = port
-        if startPushes { self.startPushes() }
+        pushesInGroup = startPushes
     }
 
+    /// Starts the push queue of a harness made with `startPushes: false`; `stop` ends it.
     func startPushes() {
-        guard pushTask == nil else { return }
+        guard !pushesInGroup, pushTask == nil else { return }
         let queue = cache.pushes
         pushTask = Task { await queue.run() }
     }
@@ -69,16 +95,37 @@ final class DepotHarness: @unchecked Sendable {
         throw CommandFailed(command: "push of \(imageID) did not settle within \(timeout)", status: 1)
     }
 
+    /// Stops the services (open connections are closed, the push queue is cancelled) and frees
+    /// the event loops. Once; later calls return at once.
     func stop() async {
+        guard !stopped else { return }
+        stopped = true
         pushTask?.cancel()
         _ = await pushTask?.value
-        server.shutdown()
         task.cancel()
         _ = await task.result
-        await server.close()
-        backgroundTask.cancel()
-        await backgroundTask.value
+        await app.close()
     }
+}
+
+/// Runs `body` with a Depot in this process (see `DepotHarness.init` for the parameters) and
+/// stops it, awaited, when `body` returns or throws: the next test never meets this one's
+/// server, event loops or push queue.
+func withDepot(
+    glanceURL: String, settings: CacheSettings = .testing, clouds: [String: String] = [:], uploads: UploadSettings = .init(),
+    startPushes: Bool = true, directory: TemporaryDirectory = TemporaryDirectory("depot-proxy"), limits: ServerLimits = .init(),
+    exportDirectory: String? = nil, _ body: (DepotHarness) async throws -> Void
+) async throws {
+    let depot = try await DepotHarness(
+        glanceURL: glanceURL, settings: settings, clouds: clouds, uploads: uploads, startPushes: startPushes, directory: directory, limits: limits,
+        exportDirectory: exportDirectory)
+    do {
+        try await body(depot)
+    } catch {
+        await depot.stop()
+        throw error
+    }
+    await depot.stop()
 }
 
 /// What curl saw.

@@ -77,132 +77,132 @@ import Testing
     }
 
     @Test func tempestStyleFlowsGiveGlancesAnswersBeforeThePushLands() async throws {
-        let depot = try await DepotHarness(glanceURL: glance.url, startPushes: false)
-        defer { Task { await depot.stop() } }
-        let client = try WireClient()
-        let bytes = pseudoRandomBytes(count: 1024, seed: 601)
-        let flows: [(String, [Step])] = [
-            ("upload then show", [.upload(bytes), .show(untilActive: false)]),
-            ("upload, deactivate, reactivate", [
-                .upload(bytes), .action("deactivate", GlanceServer.alice), .show(untilActive: false), .action("reactivate", GlanceServer.admin),
-                .show(untilActive: false),
-            ]),
-            ("stage, show, import", [.stage(bytes), .show(untilActive: false), .importDirect, .show(untilActive: true)]),
-            ("upload then delete", [.upload(bytes), .delete, .show(untilActive: false)]),
-        ]
-        var differences: [String] = []
-        for (name, steps) in flows {
-            let reference = try await flow(glance.url, client: client, name: name, steps: steps)
-            let through = try await flow(depot.url, client: client, name: name, steps: steps)
-            print("\(name):\n  Glance: \(reference.joined(separator: "\n          "))\n  Depot:  \(through.joined(separator: "\n          "))")
-            if reference != through { differences.append(name) }
+        try await withDepot(glanceURL: glance.url, startPushes: false) { depot in
+            let client = try WireClient()
+            let bytes = pseudoRandomBytes(count: 1024, seed: 601)
+            let flows: [(String, [Step])] = [
+                ("upload then show", [.upload(bytes), .show(untilActive: false)]),
+                ("upload, deactivate, reactivate", [
+                    .upload(bytes), .action("deactivate", GlanceServer.alice), .show(untilActive: false), .action("reactivate", GlanceServer.admin),
+                    .show(untilActive: false),
+                ]),
+                ("stage, show, import", [.stage(bytes), .show(untilActive: false), .importDirect, .show(untilActive: true)]),
+                ("upload then delete", [.upload(bytes), .delete, .show(untilActive: false)]),
+            ]
+            var differences: [String] = []
+            for (name, steps) in flows {
+                let reference = try await flow(glance.url, client: client, name: name, steps: steps)
+                let through = try await flow(depot.url, client: client, name: name, steps: steps)
+                print("\(name):\n  Glance: \(reference.joined(separator: "\n          "))\n  Depot:  \(through.joined(separator: "\n          "))")
+                if reference != through { differences.append(name) }
+            }
+            #expect(differences.isEmpty, "flows that differ: \(differences)")
+            // The pushes then land, and Glance agrees with what Depot showed.
+            depot.startPushes()
+            for push in try depot.catalog.pushes() { _ = try await depot.settledPush(push.imageID) }
+            #expect(try depot.catalog.pushes(in: [.pending, .staged]).isEmpty)
         }
-        #expect(differences.isEmpty, "flows that differ: \(differences)")
-        // The pushes then land, and Glance agrees with what Depot showed.
-        depot.startPushes()
-        for push in try depot.catalog.pushes() { _ = try await depot.settledPush(push.imageID) }
-        #expect(try depot.catalog.pushes(in: [.pending, .staged]).isEmpty)
     }
 
     @Test func listsFiltersSortingPagingAndMembersSeeTheImageAsItWillBe() async throws {
-        let depot = try await DepotHarness(glanceURL: glance.url, startPushes: false)
-        defer { Task { await depot.stop() } }
-        let client = try WireClient()
-        // A project of its own, so the lists hold only this test's images.
-        let owner = "carol:projRYW\(UInt32.random(in: 0...UInt32.max)):member,reader"
-        let token = [("X-Auth-Token", owner)]
-        var ids: [String] = []
-        for (index, size) in [3000, 1000, 5000, 2000].enumerated() {
-            let created = try await client.exchange("POST", depot.url + "/v2/images", headers: token + Self.json, body: Array(
-                #"{"name": "ryw-\#(index)", "disk_format": "raw", "container_format": "bare", "visibility": "shared"}"#.utf8))
-            let id = try #require(created.json?["id"] as? String)
-            ids.append(id)
-            // Two uploaded through Depot (owed), one straight to Glance, one left queued.
-            let put = pseudoRandomBytes(count: size, seed: UInt64(610 + index))
-            switch index {
-            case 0, 2: #expect(try await client.exchange("PUT", depot.url + "/v2/images/\(id)/file", headers: token, body: put).status == 204)
-            case 1:
-                let direct = try await client.exchange("PUT", glance.url + "/v2/images/\(id)/file", headers: token + [("Content-Type", "application/octet-stream")], body: put)
-                #expect(direct.status == 204)
-            default: break
+        try await withDepot(glanceURL: glance.url, startPushes: false) { depot in
+            let client = try WireClient()
+            // A project of its own, so the lists hold only this test's images.
+            let owner = "carol:projRYW\(UInt32.random(in: 0...UInt32.max)):member,reader"
+            let token = [("X-Auth-Token", owner)]
+            var ids: [String] = []
+            for (index, size) in [3000, 1000, 5000, 2000].enumerated() {
+                let created = try await client.exchange("POST", depot.url + "/v2/images", headers: token + Self.json, body: Array(
+                    #"{"name": "ryw-\#(index)", "disk_format": "raw", "container_format": "bare", "visibility": "shared"}"#.utf8))
+                let id = try #require(created.json?["id"] as? String)
+                ids.append(id)
+                // Two uploaded through Depot (owed), one straight to Glance, one left queued.
+                let put = pseudoRandomBytes(count: size, seed: UInt64(610 + index))
+                switch index {
+                case 0, 2: #expect(try await client.exchange("PUT", depot.url + "/v2/images/\(id)/file", headers: token, body: put).status == 204)
+                case 1:
+                    let direct = try await client.exchange("PUT", glance.url + "/v2/images/\(id)/file", headers: token + [("Content-Type", "application/octet-stream")], body: put)
+                    #expect(direct.status == 204)
+                default: break
+                }
             }
-        }
-        // Only this project's images. Paging over a sort on size skips the queued image: Glance's
-        // own pagination over a null sort value goes round in circles (seen with Glance 33:
-        // sort_key=size&sort_dir=desc&limit=1 over a queued image repeats two images forever).
-        let project = String(owner.split(separator: ":")[1])
-        let queries = [
-            "", "?status=active", "?status=queued", "?size_min=2500", "?size_max=3500", "?sort_key=size&sort_dir=asc", "?sort=size:desc,name:asc",
-            "?sort_key=name&sort_dir=asc&limit=1", "?status=active&sort_key=size&sort_dir=desc&limit=2", "?status=active&sort_key=size&sort_dir=asc&limit=1",
-            "?limit=1", "?visibility=shared&sort_key=name&sort_dir=desc&limit=3", "?size_min=1500&sort=name:desc&limit=1",
-        ].map { $0.isEmpty ? "?owner=\(project)" : $0 + "&owner=\(project)" }
-        func traverse(_ base: String, _ query: String, _ headers: [(String, String)]) async throws -> [String] {
-            var names: [String] = []
-            var next: String? = "/v2/images" + query
-            var pages = 0
-            while let path = next, pages < 20 {
-                let page = try await client.exchange("GET", base + path, headers: headers)
-                #expect(page.status == 200, "\(path): \(String(decoding: page.body, as: UTF8.self))")
-                let images = page.json?["images"] as? [[String: Any]] ?? []
-                names += images.map { "\($0["name"] ?? "?")/\($0["status"] ?? "?")/\($0["size"] ?? "null")" }
-                next = page.json?["next"] as? String
-                pages += 1
+            // Only this project's images. Paging over a sort on size skips the queued image: Glance's
+            // own pagination over a null sort value goes round in circles (seen with Glance 33:
+            // sort_key=size&sort_dir=desc&limit=1 over a queued image repeats two images forever).
+            let project = String(owner.split(separator: ":")[1])
+            let queries = [
+                "", "?status=active", "?status=queued", "?size_min=2500", "?size_max=3500", "?sort_key=size&sort_dir=asc", "?sort=size:desc,name:asc",
+                "?sort_key=name&sort_dir=asc&limit=1", "?status=active&sort_key=size&sort_dir=desc&limit=2", "?status=active&sort_key=size&sort_dir=asc&limit=1",
+                "?limit=1", "?visibility=shared&sort_key=name&sort_dir=desc&limit=3", "?size_min=1500&sort=name:desc&limit=1",
+            ].map { $0.isEmpty ? "?owner=\(project)" : $0 + "&owner=\(project)" }
+            func traverse(_ base: String, _ query: String, _ headers: [(String, String)]) async throws -> [String] {
+                var names: [String] = []
+                var next: String? = "/v2/images" + query
+                var pages = 0
+                while let path = next, pages < 20 {
+                    let page = try await client.exchange("GET", base + path, headers: headers)
+                    #expect(page.status == 200, "\(path): \(String(decoding: page.body, as: UTF8.self))")
+                    let images = page.json?["images"] as? [[String: Any]] ?? []
+                    names += images.map { "\($0["name"] ?? "?")/\($0["status"] ?? "?")/\($0["size"] ?? "null")" }
+                    next = page.json?["next"] as? String
+                    pages += 1
+                }
+                return names
             }
-            return names
-        }
-        // Bob is a member of every image; he sees them as Alice's project does.
-        let bob = [("X-Auth-Token", GlanceServer.bob)]
-        for id in ids {
-            _ = try await client.exchange("POST", depot.url + "/v2/images/\(id)/members", headers: token + Self.json, body: Array(#"{"member": "projB"}"#.utf8))
-            _ = try await client.exchange("PUT", depot.url + "/v2/images/\(id)/members/projB", headers: bob + Self.json, body: Array(#"{"status": "accepted"}"#.utf8))
-        }
-        var before: [String: [String]] = [:]
-        for query in queries { before[query] = try await traverse(depot.url, query, token) }
-        let memberQuery = "?member_status=accepted&visibility=shared&sort_key=size&sort_dir=asc"
-        before["bob" + memberQuery] = try await traverse(depot.url, memberQuery, bob)
-        let shownToBob = try await client.exchange("GET", depot.url + "/v2/images/\(ids[0])", headers: bob)
-        #expect(shownToBob.json?["status"] as? String == "active" && shownToBob.json?["size"] as? Int == 3000, "a member sees the image as it will be")
+            // Bob is a member of every image; he sees them as Alice's project does.
+            let bob = [("X-Auth-Token", GlanceServer.bob)]
+            for id in ids {
+                _ = try await client.exchange("POST", depot.url + "/v2/images/\(id)/members", headers: token + Self.json, body: Array(#"{"member": "projB"}"#.utf8))
+                _ = try await client.exchange("PUT", depot.url + "/v2/images/\(id)/members/projB", headers: bob + Self.json, body: Array(#"{"status": "accepted"}"#.utf8))
+            }
+            var before: [String: [String]] = [:]
+            for query in queries { before[query] = try await traverse(depot.url, query, token) }
+            let memberQuery = "?member_status=accepted&visibility=shared&sort_key=size&sort_dir=asc"
+            before["bob" + memberQuery] = try await traverse(depot.url, memberQuery, bob)
+            let shownToBob = try await client.exchange("GET", depot.url + "/v2/images/\(ids[0])", headers: bob)
+            #expect(shownToBob.json?["status"] as? String == "active" && shownToBob.json?["size"] as? Int == 3000, "a member sees the image as it will be")
 
-        depot.startPushes()
-        for id in [ids[0], ids[2]] { #expect(try await depot.settledPush(id).state == .done) }
-        for query in queries {
-            let after = try await traverse(glance.url, query, token)
-            #expect(before[query] == after, "\(query): Depot before the push \(before[query] ?? []), Glance after \(after)")
+            depot.startPushes()
+            for id in [ids[0], ids[2]] { #expect(try await depot.settledPush(id).state == .done) }
+            for query in queries {
+                let after = try await traverse(glance.url, query, token)
+                #expect(before[query] == after, "\(query): Depot before the push \(before[query] ?? []), Glance after \(after)")
+            }
+            let bobAfter = try await traverse(glance.url, memberQuery, bob)
+            #expect(before["bob" + memberQuery] == bobAfter, "members: \(before["bob" + memberQuery] ?? []) vs \(bobAfter)")
+            print("lists compared: \(queries.count + 1) queries, \(before.values.map(\.count).reduce(0, +)) entries")
         }
-        let bobAfter = try await traverse(glance.url, memberQuery, bob)
-        #expect(before["bob" + memberQuery] == bobAfter, "members: \(before["bob" + memberQuery] ?? []) vs \(bobAfter)")
-        print("lists compared: \(queries.count + 1) queries, \(before.values.map(\.count).reduce(0, +)) entries")
     }
 
     @Test func clientsSeeTheirUploadAtOnce() async throws {
-        let depot = try await DepotHarness(glanceURL: glance.url, startPushes: false)
-        defer { Task { await depot.stop() } }
-        let dir = TemporaryDirectory("depot-ryw-clients")
-        let file = dir.path + "/image.raw"
-        let bytes = pseudoRandomBytes(count: 3 << 20, seed: 620)
-        _ = FileManager.default.createFile(atPath: file, contents: Data(bytes))
-        // glanceclient prints the image it just uploaded.
-        let created = try await glanceCLI(depot.url, token: GlanceServer.alice, [
-            "image-create", "--name", "ryw-cli", "--disk-format", "raw", "--container-format", "bare", "--file", file,
-        ])
-        #expect(created.status == 0, "\(created.output)")
-        #expect(created.output.contains("| status") && created.output.range(of: #"\| status\s+\| active"#, options: .regularExpression) != nil, "\(created.output)")
-        #expect(created.output.range(of: #"\| size\s+\| 3145728"#, options: .regularExpression) != nil, "\(created.output)")
-        // openstacksdk waits for active: it does not wait for the push.
-        let script = """
-        import openstack, sys, time
-        conn = openstack.connect(auth_type="admin_token", auth={"endpoint": sys.argv[1], "token": sys.argv[2]},
-                                 image_endpoint_override=sys.argv[1], load_envvars=False, load_yaml_config=False)
-        started = time.monotonic()
-        image = conn.create_image("ryw-sdk", filename=sys.argv[3], disk_format="raw", container_format="bare", wait=True, timeout=60)
-        image = conn.image.get_image(image.id)
-        print(image.status, image.size, image.checksum, round(time.monotonic() - started, 1))
-        """
-        let sdk = try await spawn(GlanceServer.venv + "/bin/python", ["-c", script, depot.url, GlanceServer.alice, file])
-        let printed = String(decoding: sdk.stdout, as: UTF8.self).split(separator: " ")
-        #expect(sdk.status == 0)
-        #expect(printed.first == "active" && printed.count >= 3 && printed[1] == "3145728", "\(printed)")
-        #expect(printed.count >= 3 && printed[2] == Digest.of(bytes, algorithm: .md5).hex)
+        try await withDepot(glanceURL: glance.url, startPushes: false) { depot in
+            let dir = TemporaryDirectory("depot-ryw-clients")
+            let file = dir.path + "/image.raw"
+            let bytes = pseudoRandomBytes(count: 3 << 20, seed: 620)
+            _ = FileManager.default.createFile(atPath: file, contents: Data(bytes))
+            // glanceclient prints the image it just uploaded.
+            let created = try await glanceCLI(depot.url, token: GlanceServer.alice, [
+                "image-create", "--name", "ryw-cli", "--disk-format", "raw", "--container-format", "bare", "--file", file,
+            ])
+            #expect(created.status == 0, "\(created.output)")
+            #expect(created.output.contains("| status") && created.output.range(of: #"\| status\s+\| active"#, options: .regularExpression) != nil, "\(created.output)")
+            #expect(created.output.range(of: #"\| size\s+\| 3145728"#, options: .regularExpression) != nil, "\(created.output)")
+            // openstacksdk waits for active: it does not wait for the push.
+            let script = """
+            import openstack, sys, time
+            conn = openstack.connect(auth_type="admin_token", auth={"endpoint": sys.argv[1], "token": sys.argv[2]},
+                                     image_endpoint_override=sys.argv[1], load_envvars=False, load_yaml_config=False)
+            started = time.monotonic()
+            image = conn.create_image("ryw-sdk", filename=sys.argv[3], disk_format="raw", container_format="bare", wait=True, timeout=60)
+            image = conn.image.get_image(image.id)
+            print(image.status, image.size, image.checksum, round(time.monotonic() - started, 1))
+            """
+            let sdk = try await spawn(GlanceServer.venv + "/bin/python", ["-c", script, depot.url, GlanceServer.alice, file])
+            let printed = String(decoding: sdk.stdout, as: UTF8.self).split(separator: " ")
+            #expect(sdk.status == 0)
+            #expect(printed.first == "active" && printed.count >= 3 && printed[1] == "3145728", "\(printed)")
+            #expect(printed.count >= 3 && printed[2] == Digest.of(bytes, algorithm: .md5).hex)
+        }
     }
 
     @Test func anActionThatCannotWaitForThePushGets503AndADeleteCancelsIt() async throws {
@@ -210,63 +210,63 @@ import Testing
         defer { proxy.stop() }
         var settings = CacheSettings.testing
         settings.push.landingWait = .seconds(2)
-        let depot = try await DepotHarness(glanceURL: proxy.url, settings: settings, startPushes: false)
-        defer { Task { await depot.stop() } }
-        let client = try WireClient()
-        let bytes = pseudoRandomBytes(count: 4 << 20, seed: 630)
-        let created = try await client.exchange("POST", depot.url + "/v2/images", headers: Self.alice + Self.json, body: Array(
-            #"{"name": "ryw-slow", "disk_format": "raw", "container_format": "bare"}"#.utf8))
-        let id = try #require(created.json?["id"] as? String)
-        #expect(try await client.exchange("PUT", depot.url + "/v2/images/\(id)/file", headers: Self.alice, body: bytes).status == 204)
-        // Each 64 KiB of the push's upload waits 100 ms: 6 s for the 4 MiB.
-        proxy.setFaults { $0.latency = .milliseconds(100) }
-        let asked = ContinuousClock.now
-        let refused = try await client.exchange("POST", depot.url + "/v2/images/\(id)/actions/deactivate", headers: Self.alice)
-        let waited = ContinuousClock.now - asked
-        #expect(refused.status == 503)
-        // The wait ends at push.action_wait (2 s), not when the 6 s transfer does.
-        #expect(waited < .milliseconds(4500), "answered after \(waited)")
-        #expect(refused.header("retry-after") != nil)
-        #expect((refused.json?["error"] as? [String: Any])?["message"] as? String != nil)
-        proxy.setFaults { $0.latency = nil }
+        try await withDepot(glanceURL: proxy.url, settings: settings, startPushes: false) { depot in
+            let client = try WireClient()
+            let bytes = pseudoRandomBytes(count: 4 << 20, seed: 630)
+            let created = try await client.exchange("POST", depot.url + "/v2/images", headers: Self.alice + Self.json, body: Array(
+                #"{"name": "ryw-slow", "disk_format": "raw", "container_format": "bare"}"#.utf8))
+            let id = try #require(created.json?["id"] as? String)
+            #expect(try await client.exchange("PUT", depot.url + "/v2/images/\(id)/file", headers: Self.alice, body: bytes).status == 204)
+            // Each 64 KiB of the push's upload waits 100 ms: 6 s for the 4 MiB.
+            proxy.setFaults { $0.latency = .milliseconds(100) }
+            let asked = ContinuousClock.now
+            let refused = try await client.exchange("POST", depot.url + "/v2/images/\(id)/actions/deactivate", headers: Self.alice)
+            let waited = ContinuousClock.now - asked
+            #expect(refused.status == 503)
+            // The wait ends at push.action_wait (2 s), not when the 6 s transfer does.
+            #expect(waited < .milliseconds(4500), "answered after \(waited)")
+            #expect(refused.header("retry-after") != nil)
+            #expect((refused.json?["error"] as? [String: Any])?["message"] as? String != nil)
+            proxy.setFaults { $0.latency = nil }
 
-        // A second image: deleted while its push is owed, it is owed no more.
-        let other = try await client.exchange("POST", depot.url + "/v2/images", headers: Self.alice + Self.json, body: Array(
-            #"{"name": "ryw-deleted", "disk_format": "raw", "container_format": "bare"}"#.utf8))
-        let otherID = try #require(other.json?["id"] as? String)
-        #expect(try await client.exchange("PUT", depot.url + "/v2/images/\(otherID)/file", headers: Self.alice, body: Array(bytes.prefix(1000))).status == 204)
-        #expect(try await client.exchange("DELETE", depot.url + "/v2/images/\(otherID)", headers: Self.alice).status == 204)
-        #expect(try depot.catalog.push(cloud: "default_RegionOne", imageID: otherID) == nil, "nothing owed")
-        let listed = try await curl("\(depot.url)/depot/v1/pushes", token: DepotHarness.adminToken)
-        #expect(!String(decoding: listed.body, as: UTF8.self).contains(otherID))
-        #expect(try await client.exchange("GET", glance.url + "/v2/images/\(otherID)", headers: Self.alice).status == 404)
-        // The first one's push lands once the link is back; Glance then holds it.
-        depot.startPushes()
-        #expect(try await depot.settledPush(id).state == .done)
-        let file = depot.dir.path + "/uploaded"
-        _ = FileManager.default.createFile(atPath: file, contents: Data(bytes))
-        try await expectGlanceHolds(glance.url, id, bytesOf: file)
+            // A second image: deleted while its push is owed, it is owed no more.
+            let other = try await client.exchange("POST", depot.url + "/v2/images", headers: Self.alice + Self.json, body: Array(
+                #"{"name": "ryw-deleted", "disk_format": "raw", "container_format": "bare"}"#.utf8))
+            let otherID = try #require(other.json?["id"] as? String)
+            #expect(try await client.exchange("PUT", depot.url + "/v2/images/\(otherID)/file", headers: Self.alice, body: Array(bytes.prefix(1000))).status == 204)
+            #expect(try await client.exchange("DELETE", depot.url + "/v2/images/\(otherID)", headers: Self.alice).status == 204)
+            #expect(try depot.catalog.push(cloud: "default_RegionOne", imageID: otherID) == nil, "nothing owed")
+            let listed = try await curl("\(depot.url)/depot/v1/pushes", token: DepotHarness.adminToken)
+            #expect(!String(decoding: listed.body, as: UTF8.self).contains(otherID))
+            #expect(try await client.exchange("GET", glance.url + "/v2/images/\(otherID)", headers: Self.alice).status == 404)
+            // The first one's push lands once the link is back; Glance then holds it.
+            depot.startPushes()
+            #expect(try await depot.settledPush(id).state == .done)
+            let file = depot.dir.path + "/uploaded"
+            _ = FileManager.default.createFile(atPath: file, contents: Data(bytes))
+            try await expectGlanceHolds(glance.url, id, bytesOf: file)
+        }
     }
 
     @Test func aPushThatFailsForGoodAfterThe204GivesTheImageBackToGlance() async throws {
         // Glance refuses more than 2000 bytes; Depot, configured for more, took them.
         let small = try GlanceServer.start(configuration: "[DEFAULT]\nimage_size_cap = 2000\n")
         defer { small.stop() }
-        let depot = try await DepotHarness(glanceURL: small.url, startPushes: false)
-        defer { Task { await depot.stop() } }
-        let client = try WireClient()
-        let created = try await client.exchange("POST", depot.url + "/v2/images", headers: Self.alice + Self.json, body: Array(
-            #"{"name": "ryw-too-big", "disk_format": "raw", "container_format": "bare"}"#.utf8))
-        let id = try #require(created.json?["id"] as? String)
-        #expect(try await client.exchange("PUT", depot.url + "/v2/images/\(id)/file", headers: Self.alice, body: pseudoRandomBytes(count: 5000, seed: 640)).status == 204)
-        #expect(try await client.exchange("GET", depot.url + "/v2/images/\(id)", headers: Self.alice).json?["status"] as? String == "active")
-        depot.startPushes()
-        let push = try await depot.settledPush(id)
-        #expect(push.state == .failed)
-        let shown = try await client.exchange("GET", depot.url + "/v2/images/\(id)", headers: Self.alice)
-        #expect(shown.json?["status"] as? String == "queued", "Glance's own state again")
-        let listed = try await curl("\(depot.url)/depot/v1/pushes", token: DepotHarness.adminToken)
-        #expect(String(decoding: listed.body, as: UTF8.self).contains("too large"))
-        #expect(try depot.cache.stats()["push_failures_after_ack"] as? Int == 1)
+        try await withDepot(glanceURL: small.url, startPushes: false) { depot in
+            let client = try WireClient()
+            let created = try await client.exchange("POST", depot.url + "/v2/images", headers: Self.alice + Self.json, body: Array(
+                #"{"name": "ryw-too-big", "disk_format": "raw", "container_format": "bare"}"#.utf8))
+            let id = try #require(created.json?["id"] as? String)
+            #expect(try await client.exchange("PUT", depot.url + "/v2/images/\(id)/file", headers: Self.alice, body: pseudoRandomBytes(count: 5000, seed: 640)).status == 204)
+            #expect(try await client.exchange("GET", depot.url + "/v2/images/\(id)", headers: Self.alice).json?["status"] as? String == "active")
+            depot.startPushes()
+            let push = try await depot.settledPush(id)
+            #expect(push.state == .failed)
+            let shown = try await client.exchange("GET", depot.url + "/v2/images/\(id)", headers: Self.alice)
+            #expect(shown.json?["status"] as? String == "queued", "Glance's own state again")
+            let listed = try await curl("\(depot.url)/depot/v1/pushes", token: DepotHarness.adminToken)
+            #expect(String(decoding: listed.body, as: UTF8.self).contains("too large"))
+            #expect(try depot.cache.stats()["push_failures_after_ack"] as? Int == 1)
+        }
     }
 }

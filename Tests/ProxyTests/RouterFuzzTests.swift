@@ -8,9 +8,8 @@ import Testing
 @testable import Glance
 @testable import Proxy
 
-/// Property-based fuzzing of `DepotHandler.route(uri:)`, the pure function every request
-/// (and the event-loop fast path) is routed by. It needs a handler, so a cache with a few
-/// clouds is set up; routing never touches it beyond `clouds` and `defaultCloud`.
+/// Property-based fuzzing of `Router.route(uri:)`, the pure function every request (and the
+/// event-loop fast path) is routed by, built from a few clouds' names.
 ///
 /// Filesystem: the blob store is addressed by digests only (`BlobStore.path(for: Digest)` is
 /// its one path-making API; image ids and cloud names go to the Catalog as SQL parameters and
@@ -23,13 +22,7 @@ import Testing
     @Test func routesAreWellFormed() async throws {
         let dir = TemporaryDirectory("depot-router-fuzz")
         let store = try BlobStore(dataDirectory: dir.path)
-        let catalog = try Catalog(path: dir.path + "/catalog.sqlite")
-        var clients: [String: GlanceClient] = [:]
-        for name in Self.clouds {
-            clients[name] = GlanceClient(configuration: GlanceClientConfiguration(endpoint: "http://127.0.0.1:9", credentials: .token("unused")))
-        }
-        let cache = try ImageCache(store: store, catalog: catalog, clouds: clients, defaultCloud: "default_RegionOne")
-        let handler = DepotHandler(cache: cache)
+        let handler = Router(defaultCloud: "default_RegionOne", clouds: Self.clouds)
         let report = await fuzz(
             "router", defaultInputs: Self.defaultInputs, cpuPerInput: .microseconds(800),
             generate: { rng, counters -> String in
@@ -91,7 +84,7 @@ enum RouterCheck {
         return cloud == "default_RegionOne" ? uri : nil
     }
 
-    static func failure(_ uri: String, handler: DepotHandler, store: BlobStore, counters: FuzzCounters?) -> String? {
+    static func failure(_ uri: String, handler: Router, store: BlobStore, counters: FuzzCounters?) -> String? {
         let route = handler.route(uri: uri)
         let (path, dots) = pathAndDots(uri)
         if case .invalid = route {
@@ -169,15 +162,17 @@ enum RouterCheck {
             }
         case let .multicloud(route):
             counters?.count("multicloud")
-            guard path.hasPrefix(MulticloudResponder.prefix) else { return "multicloud route for \(path)" }
+            guard path.hasPrefix(Router.multicloudPrefix) else { return "multicloud route for \(path)" }
             // Split at every "/" scalar, as libcurl and Glance would.
-            let names = path.dropFirst(MulticloudResponder.prefix.count).unicodeScalars
+            let names = path.dropFirst(Router.multicloudPrefix.count).unicodeScalars
                 .split(separator: "/", omittingEmptySubsequences: false).map(Substring.init)
             let expectedCloud = names.count >= 2 ? "\(names[0])_\(names[1])" : "?"
             switch route {
             case let .upload(cloud):
+                guard clouds.contains(cloud) else { return "multicloud route to unknown cloud \(cloud)" }
                 if cloud != expectedCloud { return "multicloud cloud \(cloud), path names \(expectedCloud)" }
             case let .file(cloud, imageID), let .metadata(cloud, imageID):
+                guard clouds.contains(cloud) else { return "multicloud route to unknown cloud \(cloud)" }
                 if cloud != expectedCloud { return "multicloud cloud \(cloud), path names \(expectedCloud)" }
                 // An empty id would ask Glance for /v2/images/, its image list.
                 if !ImageFileResponder.isPlausibleImageID(imageID) { return "multicloud image id \(fuzzQuote(imageID)) is routed" }
@@ -186,12 +181,13 @@ enum RouterCheck {
             if names.count < 2 || names[0].isEmpty || names[1].isEmpty { return "multicloud route without owner and region" }
         case let .multicloudVIO(route):
             counters?.count("multicloud_vio")
-            guard path.hasPrefix(MulticloudVIOResponder.prefix) else { return "ONAP route for \(path)" }
-            let names = path.dropFirst(MulticloudVIOResponder.prefix.count).unicodeScalars
+            guard path.hasPrefix(Router.multicloudVIOPrefix) else { return "ONAP route for \(path)" }
+            let names = path.dropFirst(Router.multicloudVIOPrefix.count).unicodeScalars
                 .split(separator: "/", omittingEmptySubsequences: false).map(String.init)
             guard names.count >= 4, !names[0].isEmpty, !names[1].isEmpty else { return "ONAP route without vimid and tenant" }
             switch route {
             case let .upload(cloud, tenant):
+                guard clouds.contains(cloud) else { return "ONAP route to unknown VIM \(cloud)" }
                 if (cloud, tenant) != (names[0], names[1]) { return "ONAP route to \(cloud)/\(tenant), path names \(names[0])/\(names[1])" }
             case let .file(cloud, tenant, imageID):
                 if (cloud, tenant) != (names[0], names[1]) { return "ONAP route to \(cloud)/\(tenant), path names \(names[0])/\(names[1])" }

@@ -15,238 +15,238 @@ import Testing
     init() async throws { glance = try await GlanceServer.shared() }
 
     @Test func writeBackUploadIsServedAtOnceAndPushedToGlance() async throws {
-        let depot = try await DepotHarness(glanceURL: glance.url)
-        defer { Task { await depot.stop() } }
-        let file = try TestImageFile(megabytes: 256, seed: 51)
-        let image = try await createImage(depot.url)
+        try await withDepot(glanceURL: glance.url) { depot in
+            let file = try TestImageFile(megabytes: 256, seed: 51)
+            let image = try await createImage(depot.url)
 
-        let started = ContinuousClock.now
-        let put = try await curl("\(depot.url)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", file.path])
-        let acknowledged = ContinuousClock.now - started
-        #expect(put.status == 204)
-        #expect(put.header("x-depot-blob") == file.sha256)
-        #expect(put.header("x-depot-push") == "pending")
-        #expect(depot.store.contains(try Digest.sha256(hex: file.sha256)))
+            let started = ContinuousClock.now
+            let put = try await curl("\(depot.url)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", file.path])
+            let acknowledged = ContinuousClock.now - started
+            #expect(put.status == 204)
+            #expect(put.header("x-depot-blob") == file.sha256)
+            #expect(put.header("x-depot-push") == "pending")
+            #expect(depot.store.contains(try Digest.sha256(hex: file.sha256)))
 
-        // Served from Depot's copy at once, whatever the push is doing.
-        let early = try await download("\(depot.url)/v2/images/\(image.id)/file")
-        #expect(early.status == 200)
-        #expect(early.sha256 == file.sha256)
+            // Served from Depot's copy at once, whatever the push is doing.
+            let early = try await download("\(depot.url)/v2/images/\(image.id)/file")
+            #expect(early.status == 200)
+            #expect(early.sha256 == file.sha256)
 
-        let push = try await depot.settledPush(image.id)
-        #expect(push.state == .done, "\(push.lastError ?? "")")
-        try await expectGlanceHolds(glance.url, image.id, bytesOf: file.path)
-        let md5 = try await offThePool { [path = file.path] in try coreutilsDigest("md5sum", of: path) }
-        #expect(try await glanceRecord(glance.url, image.id)["checksum"] as? String == md5)
+            let push = try await depot.settledPush(image.id)
+            #expect(push.state == .done, "\(push.lastError ?? "")")
+            try await expectGlanceHolds(glance.url, image.id, bytesOf: file.path)
+            let md5 = try await offThePool { [path = file.path] in try coreutilsDigest("md5sum", of: path) }
+            #expect(try await glanceRecord(glance.url, image.id)["checksum"] as? String == md5)
 
-        let late = try await download("\(depot.url)/v2/images/\(image.id)/file")
-        #expect(late.status == 200)
-        #expect(late.sha256 == file.sha256)
-        #expect(late.cache == "hit")
-        #expect(depot.dir.files(under: "tmp").isEmpty)
-        print("256 MiB write-back upload acknowledged in \(acknowledged)")
+            let late = try await download("\(depot.url)/v2/images/\(image.id)/file")
+            #expect(late.status == 200)
+            #expect(late.sha256 == file.sha256)
+            #expect(late.cache == "hit")
+            #expect(depot.dir.files(under: "tmp").isEmpty)
+            print("256 MiB write-back upload acknowledged in \(acknowledged)")
+        }
     }
 
     @Test func sameBytesToAnotherImageAndAnotherCloudStoreOneBlobAndPushTwice() async throws {
         let second = try await GlanceServer.shared("UploadPathTests-second-cloud")
-        let depot = try await DepotHarness(glanceURL: glance.url, clouds: ["edge_RegionTwo": second.url])
-        defer { Task { await depot.stop() } }
-        let file = try TestImageFile(megabytes: 8, seed: 52)
-        let first = try await createImage(depot.url)
-        let other = try await createImage(depot.url)
-        let remote = try await createImage(depot.url + "/clouds/edge_RegionTwo")
+        try await withDepot(glanceURL: glance.url, clouds: ["edge_RegionTwo": second.url]) { depot in
+            let file = try TestImageFile(megabytes: 8, seed: 52)
+            let first = try await createImage(depot.url)
+            let other = try await createImage(depot.url)
+            let remote = try await createImage(depot.url + "/clouds/edge_RegionTwo")
 
-        for (prefix, image) in [("", first), ("", other), ("/clouds/edge_RegionTwo", remote)] {
-            let put = try await curl("\(depot.url)\(prefix)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", file.path])
-            #expect(put.status == 204)
+            for (prefix, image) in [("", first), ("", other), ("/clouds/edge_RegionTwo", remote)] {
+                let put = try await curl("\(depot.url)\(prefix)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", file.path])
+                #expect(put.status == 204)
+            }
+            #expect(try depot.store.allDigests().count == 1)
+            #expect(try depot.catalog.allBlobs().count == 1)
+            #expect(try await depot.settledPush(first.id).state == .done)
+            #expect(try await depot.settledPush(other.id).state == .done)
+            #expect(try await depot.settledPush(cloud: "edge_RegionTwo", remote.id).state == .done)
+            for (url, id) in [(glance.url, first.id), (glance.url, other.id), (second.url, remote.id)] {
+                try await expectGlanceHolds(url, id, bytesOf: file.path)
+            }
+            let viaSecond = try await download("\(depot.url)/clouds/edge_RegionTwo/v2/images/\(remote.id)/file")
+            #expect(viaSecond.sha256 == file.sha256)
         }
-        #expect(try depot.store.allDigests().count == 1)
-        #expect(try depot.catalog.allBlobs().count == 1)
-        #expect(try await depot.settledPush(first.id).state == .done)
-        #expect(try await depot.settledPush(other.id).state == .done)
-        #expect(try await depot.settledPush(cloud: "edge_RegionTwo", remote.id).state == .done)
-        for (url, id) in [(glance.url, first.id), (glance.url, other.id), (second.url, remote.id)] {
-            try await expectGlanceHolds(url, id, bytesOf: file.path)
-        }
-        let viaSecond = try await download("\(depot.url)/clouds/edge_RegionTwo/v2/images/\(remote.id)/file")
-        #expect(viaSecond.sha256 == file.sha256)
     }
 
     @Test func instantUploadSendsNoBodyButOnlyForCallersWhoMayReadTheBytes() async throws {
-        let depot = try await DepotHarness(glanceURL: glance.url)
-        defer { Task { await depot.stop() } }
-        let counter = try FaultProxy(upstreamPort: depot.port)
-        defer { counter.stop() }
-        let file = try TestImageFile(megabytes: 32, seed: 53)
-        let original = try await createImage(depot.url)
-        #expect(try await curl("\(depot.url)/v2/images/\(original.id)/file", ["-X", "PUT", "-T", file.path]).status == 204)
-        #expect(try await depot.settledPush(original.id).state == .done)
-        try await expectGlanceHolds(glance.url, original.id, bytesOf: file.path)
+        try await withDepot(glanceURL: glance.url) { depot in
+            let counter = try FaultProxy(upstreamPort: depot.port)
+            defer { counter.stop() }
+            let file = try TestImageFile(megabytes: 32, seed: 53)
+            let original = try await createImage(depot.url)
+            #expect(try await curl("\(depot.url)/v2/images/\(original.id)/file", ["-X", "PUT", "-T", file.path]).status == 204)
+            #expect(try await depot.settledPush(original.id).state == .done)
+            try await expectGlanceHolds(glance.url, original.id, bytesOf: file.path)
 
-        // Alice may read the original: her second upload of the same bytes travels without its body.
-        let copy = try await createImage(depot.url)
-        counter.resetCounters()
-        let instant = try await curl(
-            "\(counter.url)/v2/images/\(copy.id)/file",
-            ["-X", "PUT", "-T", file.path, "-H", "Expect: 100-continue", "-H", "X-Image-Sha256: \(file.sha256)"])
-        #expect(instant.status == 204)
-        #expect(counter.bytesToServer < 64 << 10, "sent \(counter.bytesToServer) bytes")
-        #expect(try await depot.settledPush(copy.id).state == .done)
-        try await expectGlanceHolds(glance.url, copy.id, bytesOf: file.path)
+            // Alice may read the original: her second upload of the same bytes travels without its body.
+            let copy = try await createImage(depot.url)
+            counter.resetCounters()
+            let instant = try await curl(
+                "\(counter.url)/v2/images/\(copy.id)/file",
+                ["-X", "PUT", "-T", file.path, "-H", "Expect: 100-continue", "-H", "X-Image-Sha256: \(file.sha256)"])
+            #expect(instant.status == 204)
+            #expect(counter.bytesToServer < 64 << 10, "sent \(counter.bytesToServer) bytes")
+            #expect(try await depot.settledPush(copy.id).state == .done)
+            try await expectGlanceHolds(glance.url, copy.id, bytesOf: file.path)
 
-        // Bob cannot read Alice's image: knowing the digest is not enough, he must send a body,
-        // and a body that is not those bytes is refused.
-        let bobs = try await createImage(depot.url, token: GlanceServer.bob)
-        let zeros = try TestImageFile(megabytes: 32, zeros: true)
-        let reprDigest = "sha-256=:\(Data(try Digest.sha256(hex: file.sha256).bytes).base64EncodedString()):"
-        counter.resetCounters()
-        let claim = try await curl(
-            "\(counter.url)/v2/images/\(bobs.id)/file",
-            token: GlanceServer.bob, ["-X", "PUT", "-T", zeros.path, "-H", "Expect: 100-continue", "-H", "Repr-Digest: \(reprDigest)"])
-        #expect(claim.status == 422)
-        #expect(counter.bytesToServer > 32 << 20)
-        #expect(try depot.catalog.push(cloud: "default_RegionOne", imageID: bobs.id) == nil)
-        #expect(try await GlanceClient(configuration: .init(endpoint: glance.url, credentials: .token(GlanceServer.bob))).showImage(bobs.id).status == "queued")
-        #expect(try await download("\(depot.url)/v2/images/\(bobs.id)/file", token: GlanceServer.bob).status == 204)
-        #expect(depot.dir.files(under: "tmp").isEmpty)
+            // Bob cannot read Alice's image: knowing the digest is not enough, he must send a body,
+            // and a body that is not those bytes is refused.
+            let bobs = try await createImage(depot.url, token: GlanceServer.bob)
+            let zeros = try TestImageFile(megabytes: 32, zeros: true)
+            let reprDigest = "sha-256=:\(Data(try Digest.sha256(hex: file.sha256).bytes).base64EncodedString()):"
+            counter.resetCounters()
+            let claim = try await curl(
+                "\(counter.url)/v2/images/\(bobs.id)/file",
+                token: GlanceServer.bob, ["-X", "PUT", "-T", zeros.path, "-H", "Expect: 100-continue", "-H", "Repr-Digest: \(reprDigest)"])
+            #expect(claim.status == 422)
+            #expect(counter.bytesToServer > 32 << 20)
+            #expect(try depot.catalog.push(cloud: "default_RegionOne", imageID: bobs.id) == nil)
+            #expect(try await GlanceClient(configuration: .init(endpoint: glance.url, credentials: .token(GlanceServer.bob))).showImage(bobs.id).status == "queued")
+            #expect(try await download("\(depot.url)/v2/images/\(bobs.id)/file", token: GlanceServer.bob).status == 204)
+            #expect(depot.dir.files(under: "tmp").isEmpty)
 
-        // With the real bytes he proves he has them: accepted, stored once.
-        let proof = try await curl(
-            "\(depot.url)/v2/images/\(bobs.id)/file",
-            token: GlanceServer.bob, ["-X", "PUT", "-T", file.path, "-H", "Expect: 100-continue", "-H", "Repr-Digest: \(reprDigest)"])
-        #expect(proof.status == 204)
-        #expect(try depot.store.allDigests().count == 1)
-        #expect(try await depot.settledPush(bobs.id).state == .done)
-        try await expectGlanceHolds(glance.url, bobs.id, bytesOf: file.path)
+            // With the real bytes he proves he has them: accepted, stored once.
+            let proof = try await curl(
+                "\(depot.url)/v2/images/\(bobs.id)/file",
+                token: GlanceServer.bob, ["-X", "PUT", "-T", file.path, "-H", "Expect: 100-continue", "-H", "Repr-Digest: \(reprDigest)"])
+            #expect(proof.status == 204)
+            #expect(try depot.store.allDigests().count == 1)
+            #expect(try await depot.settledPush(bobs.id).state == .done)
+            try await expectGlanceHolds(glance.url, bobs.id, bytesOf: file.path)
+        }
     }
 
     @Test func badUploadsAreRefusedAndLeaveNothingBehind() async throws {
         var uploads = UploadSettings()
         uploads.maximumSize = 4 << 20
-        let depot = try await DepotHarness(glanceURL: glance.url, uploads: uploads)
-        defer { Task { await depot.stop() } }
-        let file = try TestImageFile(megabytes: 2, seed: 54)
-        let large = try TestImageFile(megabytes: 5, seed: 55)
-        let image = try await createImage(depot.url)
-        let url = "\(depot.url)/v2/images/\(image.id)/file"
-        let put = ["-X", "PUT", "-T", file.path]
+        try await withDepot(glanceURL: glance.url, uploads: uploads) { depot in
+            let file = try TestImageFile(megabytes: 2, seed: 54)
+            let large = try TestImageFile(megabytes: 5, seed: 55)
+            let image = try await createImage(depot.url)
+            let url = "\(depot.url)/v2/images/\(image.id)/file"
+            let put = ["-X", "PUT", "-T", file.path]
 
-        #expect(try await curl("\(depot.url)/v2/images/\(UUID().uuidString.lowercased())/file", put).status == 404)
-        #expect(try await curl(url, token: GlanceServer.bob, put).status == 404)
-        let reader = try await curl(url, token: "alice:projA:reader", put)
-        #expect(reader.status == 403)
-        #expect(errorMessage(reader).contains("upload_image"))
-        #expect(try await curl(url, token: nil, put).status == 401)
-        let tooLarge = try await curl(url, ["-X", "PUT", "-T", large.path])
-        #expect(tooLarge.status == 413)
-        #expect(errorMessage(tooLarge).contains("max_upload_size"))
-        let chunkedTooLarge = try await curl(url, ["-X", "PUT", "-T", large.path, "-H", "Transfer-Encoding: chunked"])
-        #expect(chunkedTooLarge.status == 413)
-        let wrongDigest = try await curl(url, put + ["-H", "X-Image-Sha256: \(String(repeating: "ab", count: 32))"])
-        #expect(wrongDigest.status == 422)
-        #expect(try await curl(url, put + ["-H", "X-Image-Sha256: nothex"]).status == 400)
-        let truncated = try await sendTruncatedBody(port: depot.port, path: "/v2/images/\(image.id)/file", declared: 1 << 20, sent: 300_000)
-        #expect(truncated.closed, "the connection cannot carry another request")
-        // Found by issue 18's test review: the client's half-close used to close the whole
-        // connection before the answer was written.
-        #expect(truncated.answer.hasPrefix("HTTP/1.1 400 "), "a body shorter than its Content-Length is refused: \(truncated.answer.prefix(300))")
-        #expect(truncated.answer.contains("application/json"), "\(truncated.answer.prefix(300))")
-        // The partial blob goes when the handler ends, which may be just after the close.
-        for _ in 0..<100 where !depot.dir.files(under: "tmp").isEmpty { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(try await curl("\(depot.url)/v2/images/\(UUID().uuidString.lowercased())/file", put).status == 404)
+            #expect(try await curl(url, token: GlanceServer.bob, put).status == 404)
+            let reader = try await curl(url, token: "alice:projA:reader", put)
+            #expect(reader.status == 403)
+            #expect(errorMessage(reader).contains("upload_image"))
+            #expect(try await curl(url, token: nil, put).status == 401)
+            let tooLarge = try await curl(url, ["-X", "PUT", "-T", large.path])
+            #expect(tooLarge.status == 413)
+            #expect(errorMessage(tooLarge).contains("max_upload_size"))
+            let chunkedTooLarge = try await curl(url, ["-X", "PUT", "-T", large.path, "-H", "Transfer-Encoding: chunked"])
+            #expect(chunkedTooLarge.status == 413)
+            let wrongDigest = try await curl(url, put + ["-H", "X-Image-Sha256: \(String(repeating: "ab", count: 32))"])
+            #expect(wrongDigest.status == 422)
+            #expect(try await curl(url, put + ["-H", "X-Image-Sha256: nothex"]).status == 400)
+            let truncated = try await sendTruncatedBody(port: depot.port, path: "/v2/images/\(image.id)/file", declared: 1 << 20, sent: 300_000)
+            #expect(truncated.closed, "the connection cannot carry another request")
+            // Found by issue 18's test review: the client's half-close used to close the whole
+            // connection before the answer was written.
+            #expect(truncated.answer.hasPrefix("HTTP/1.1 400 "), "a body shorter than its Content-Length is refused: \(truncated.answer.prefix(300))")
+            #expect(truncated.answer.contains("application/json"), "\(truncated.answer.prefix(300))")
+            // The partial blob goes when the handler ends, which may be just after the close.
+            for _ in 0..<100 where !depot.dir.files(under: "tmp").isEmpty { try await Task.sleep(for: .milliseconds(20)) }
 
-        // Nothing stored, nothing queued, Glance untouched.
-        #expect(try depot.store.allDigests().isEmpty)
-        #expect(try depot.catalog.pushes().isEmpty)
-        #expect(depot.dir.files(under: "tmp").isEmpty)
-        #expect(try await glanceAsAlice(glance.url).showImage(image.id).status == "queued")
+            // Nothing stored, nothing queued, Glance untouched.
+            #expect(try depot.store.allDigests().isEmpty)
+            #expect(try depot.catalog.pushes().isEmpty)
+            #expect(depot.dir.files(under: "tmp").isEmpty)
+            #expect(try await glanceAsAlice(glance.url).showImage(image.id).status == "queued")
 
-        // Raw bytes declared as qcow2: Glance would refuse them, so Depot does before it
-        // acknowledges anything.
-        let qcow = try await createImage(depot.url, diskFormat: "qcow2")
-        let mismatch = try await curl("\(depot.url)/v2/images/\(qcow.id)/file", put)
-        #expect(mismatch.status == 415)
-        #expect(errorMessage(mismatch).contains("does not match stream data raw"))
-        #expect(try depot.catalog.push(cloud: "default_RegionOne", imageID: qcow.id) == nil)
+            // Raw bytes declared as qcow2: Glance would refuse them, so Depot does before it
+            // acknowledges anything.
+            let qcow = try await createImage(depot.url, diskFormat: "qcow2")
+            let mismatch = try await curl("\(depot.url)/v2/images/\(qcow.id)/file", put)
+            #expect(mismatch.status == 415)
+            #expect(errorMessage(mismatch).contains("does not match stream data raw"))
+            #expect(try depot.catalog.push(cloud: "default_RegionOne", imageID: qcow.id) == nil)
 
-        // An image that already has data.
-        #expect(try await curl(url, put).status == 204)
-        let again = try await curl(url, put)
-        #expect(again.status == 409)
-        // Glance's SQLite fails one of two uploads at the same moment (500): let the push end.
-        #expect(try await depot.settledPush(image.id).state == .done)
-        try await expectGlanceHolds(glance.url, image.id, bytesOf: file.path)
-        let active = try await uploadImage(glanceAsAlice(glance.url), [1, 2, 3])
-        #expect(try await curl("\(depot.url)/v2/images/\(active.id)/file", put).status == 409)
+            // An image that already has data.
+            #expect(try await curl(url, put).status == 204)
+            let again = try await curl(url, put)
+            #expect(again.status == 409)
+            // Glance's SQLite fails one of two uploads at the same moment (500): let the push end.
+            #expect(try await depot.settledPush(image.id).state == .done)
+            try await expectGlanceHolds(glance.url, image.id, bytesOf: file.path)
+            let active = try await uploadImage(glanceAsAlice(glance.url), [1, 2, 3])
+            #expect(try await curl("\(depot.url)/v2/images/\(active.id)/file", put).status == 409)
+        }
     }
 
     @Test func writeThroughAnswersOnceGlanceHasTheDataOrWithItsRefusal() async throws {
         var uploads = UploadSettings()
         uploads.mode = .writeThrough
-        let depot = try await DepotHarness(glanceURL: glance.url, uploads: uploads)
-        defer { Task { await depot.stop() } }
-        let file = try TestImageFile(megabytes: 16, seed: 56)
-        let image = try await createImage(depot.url)
-        let put = try await curl("\(depot.url)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", file.path])
-        #expect(put.status == 204)
-        #expect(put.header("x-depot-push") == "done")
-        // No waiting: Glance has it when the answer comes.
-        try await expectGlanceHolds(glance.url, image.id, bytesOf: file.path)
+        try await withDepot(glanceURL: glance.url, uploads: uploads) { depot in
+            let file = try TestImageFile(megabytes: 16, seed: 56)
+            let image = try await createImage(depot.url)
+            let put = try await curl("\(depot.url)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", file.path])
+            #expect(put.status == 204)
+            #expect(put.header("x-depot-push") == "done")
+            // No waiting: Glance has it when the answer comes.
+            try await expectGlanceHolds(glance.url, image.id, bytesOf: file.path)
 
-        // What Glance's format inspection refuses, Depot refuses itself before pushing: a VMDK
-        // header with nothing behind it fails the safety checks.
-        let vmdk = try await createImage(depot.url, diskFormat: "vmdk")
-        let hollow = depot.dir.path + "/hollow.vmdk"
-        try Data(Array("KDMV".utf8) + [UInt8](repeating: 0, count: 1 << 20)).write(to: URL(fileURLWithPath: hollow))
-        let refused = try await curl("\(depot.url)/v2/images/\(vmdk.id)/file", ["-X", "PUT", "-T", hollow])
-        #expect(refused.status == 415)
-        #expect(errorMessage(refused).contains("safety checks"))
-        #expect(try depot.catalog.push(cloud: "default_RegionOne", imageID: vmdk.id) == nil)
-        // A refusal only Glance gives comes back with Glance's status: an image signature it
-        // cannot verify (no key manager holds the certificate) is a 400.
-        let signed = try await GlanceClient(configuration: .init(endpoint: depot.url, credentials: .token(GlanceServer.alice))).createImage([
-            "name": .string("signed"), "disk_format": .string("raw"), "container_format": .string("bare"), "img_signature": .string("c2ln"),
-            "img_signature_hash_method": .string("SHA-256"), "img_signature_key_type": .string("RSA-PSS"),
-            "img_signature_certificate_uuid": .string("6f1b5a3c-0000-4000-8000-000000000001"),
-        ])
-        let unverified = try await curl("\(depot.url)/v2/images/\(signed.id)/file", ["-X", "PUT", "-T", file.path])
-        #expect(unverified.status == 400)
-        #expect(try depot.catalog.push(cloud: "default_RegionOne", imageID: signed.id)?.state == .failed)
-        #expect(try await curl("\(depot.url)/v2/images/\(signed.id)/file").status == 204)
+            // What Glance's format inspection refuses, Depot refuses itself before pushing: a VMDK
+            // header with nothing behind it fails the safety checks.
+            let vmdk = try await createImage(depot.url, diskFormat: "vmdk")
+            let hollow = depot.dir.path + "/hollow.vmdk"
+            try Data(Array("KDMV".utf8) + [UInt8](repeating: 0, count: 1 << 20)).write(to: URL(fileURLWithPath: hollow))
+            let refused = try await curl("\(depot.url)/v2/images/\(vmdk.id)/file", ["-X", "PUT", "-T", hollow])
+            #expect(refused.status == 415)
+            #expect(errorMessage(refused).contains("safety checks"))
+            #expect(try depot.catalog.push(cloud: "default_RegionOne", imageID: vmdk.id) == nil)
+            // A refusal only Glance gives comes back with Glance's status: an image signature it
+            // cannot verify (no key manager holds the certificate) is a 400.
+            let signed = try await GlanceClient(configuration: .init(endpoint: depot.url, credentials: .token(GlanceServer.alice))).createImage([
+                "name": .string("signed"), "disk_format": .string("raw"), "container_format": .string("bare"), "img_signature": .string("c2ln"),
+                "img_signature_hash_method": .string("SHA-256"), "img_signature_key_type": .string("RSA-PSS"),
+                "img_signature_certificate_uuid": .string("6f1b5a3c-0000-4000-8000-000000000001"),
+            ])
+            let unverified = try await curl("\(depot.url)/v2/images/\(signed.id)/file", ["-X", "PUT", "-T", file.path])
+            #expect(unverified.status == 400)
+            #expect(try depot.catalog.push(cloud: "default_RegionOne", imageID: signed.id)?.state == .failed)
+            #expect(try await curl("\(depot.url)/v2/images/\(signed.id)/file").status == 204)
+        }
     }
 
     @Test func anImageIsServedWhenGlanceStillSaysSavingButThePushHasEnded() async throws {
         // The race newcomers hit: Glance answers "saving" while the push ends.
-        let depot = try await DepotHarness(glanceURL: glance.url, startPushes: false)
-        defer { Task { await depot.stop() } }
-        let file = try TestImageFile(megabytes: 2, seed: 59)
-        let image = try await createImage(depot.url)
-        #expect(try await curl("\(depot.url)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", file.path]).status == 204)
-        var push = try #require(try depot.catalog.push(cloud: "default_RegionOne", imageID: image.id))
-        push.state = .done
-        try depot.catalog.update(push)
-        #expect(try await glanceAsAlice(glance.url).showImage(image.id).status == "queued")
-        let served = try await download("\(depot.url)/v2/images/\(image.id)/file")
-        #expect(served.status == 200)
-        #expect(served.sha256 == file.sha256)
-        #expect(try depot.catalog.mapping(cloud: "default_RegionOne", imageID: image.id) != nil)
+        try await withDepot(glanceURL: glance.url, startPushes: false) { depot in
+            let file = try TestImageFile(megabytes: 2, seed: 59)
+            let image = try await createImage(depot.url)
+            #expect(try await curl("\(depot.url)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", file.path]).status == 204)
+            var push = try #require(try depot.catalog.push(cloud: "default_RegionOne", imageID: image.id))
+            push.state = .done
+            try depot.catalog.update(push)
+            #expect(try await glanceAsAlice(glance.url).showImage(image.id).status == "queued")
+            let served = try await download("\(depot.url)/v2/images/\(image.id)/file")
+            #expect(served.status == 200)
+            #expect(served.sha256 == file.sha256)
+            #expect(try depot.catalog.mapping(cloud: "default_RegionOne", imageID: image.id) != nil)
+        }
     }
 
     @Test func pushesRetryWhileGlanceIsDownAndFinishWhenItIsBack() async throws {
         let proxy = try FaultProxy(upstreamPort: glance.port)
         defer { proxy.stop() }
-        let depot = try await DepotHarness(glanceURL: proxy.url, startPushes: false)
-        defer { Task { await depot.stop() } }
-        let file = try TestImageFile(megabytes: 8, seed: 57)
-        let image = try await createImage(depot.url)
-        #expect(try await curl("\(depot.url)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", file.path]).status == 204)
+        try await withDepot(glanceURL: proxy.url, startPushes: false) { depot in
+            let file = try TestImageFile(megabytes: 8, seed: 57)
+            let image = try await createImage(depot.url)
+            #expect(try await curl("\(depot.url)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", file.path]).status == 204)
 
-        proxy.setFaults { $0.serviceUnavailableCount = 12 }
-        depot.startPushes()
-        let push = try await depot.settledPush(image.id, timeout: .seconds(60))
-        #expect(push.state == .done, "\(push.lastError ?? "")")
-        #expect(push.attempts > 1)
-        #expect(proxy.injected503Count == 12)
-        try await expectGlanceHolds(glance.url, image.id, bytesOf: file.path)
+            proxy.setFaults { $0.serviceUnavailableCount = 12 }
+            depot.startPushes()
+            let push = try await depot.settledPush(image.id, timeout: .seconds(60))
+            #expect(push.state == .done, "\(push.lastError ?? "")")
+            #expect(push.attempts > 1)
+            #expect(proxy.injected503Count == 12)
+            try await expectGlanceHolds(glance.url, image.id, bytesOf: file.path)
+        }
     }
 
     @Test func aPendingPushSurvivesKill9AndCompletesAfterRestart() async throws {
@@ -334,38 +334,38 @@ func errorMessage(_ result: CurlResult) -> String {
         let mib = 1 << 20
         var settings = CacheSettings.testing
         settings.budget = Watermarks(budget: UInt64(10 * mib))   // high 9.5 MiB, low 8.5 MiB
-        let depot = try await DepotHarness(glanceURL: glance.url, settings: settings, startPushes: false)
-        defer { Task { await depot.stop() } }
-        let upload = try TestImageFile(megabytes: 4, seed: 71)
-        let uploaded = try await createImage(depot.url)
-        #expect(try await curl("\(depot.url)/v2/images/\(uploaded.id)/file", ["-X", "PUT", "-T", upload.path]).status == 204)
-        let uploadDigest = try Digest.sha256(hex: upload.sha256)
+        try await withDepot(glanceURL: glance.url, settings: settings, startPushes: false) { depot in
+            let upload = try TestImageFile(megabytes: 4, seed: 71)
+            let uploaded = try await createImage(depot.url)
+            #expect(try await curl("\(depot.url)/v2/images/\(uploaded.id)/file", ["-X", "PUT", "-T", upload.path]).status == 204)
+            let uploadDigest = try Digest.sha256(hex: upload.sha256)
 
-        var cached: [(GlanceImage, Digest)] = []
-        for n in 0..<3 {
-            let bytes = pseudoRandomBytes(count: 3 * mib, seed: UInt64(720 + n))
-            let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
-            cached.append((image, Digest.of(bytes, algorithm: .sha256)))
+            var cached: [(GlanceImage, Digest)] = []
+            for n in 0..<3 {
+                let bytes = pseudoRandomBytes(count: 3 * mib, seed: UInt64(720 + n))
+                let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+                cached.append((image, Digest.of(bytes, algorithm: .sha256)))
+            }
+            #expect(try await curl("\(depot.url)/v2/images/\(cached[0].0.id)/file").status == 200)
+            // 4 + 3 + 3 crosses the high mark; the upload is the least recently used blob but its
+            // push is pending, so the download before it goes instead.
+            #expect(try await curl("\(depot.url)/v2/images/\(cached[1].0.id)/file").status == 200)
+            #expect(depot.store.contains(uploadDigest))
+            #expect(!depot.store.contains(cached[0].1))
+            #expect(try await download("\(depot.url)/v2/images/\(uploaded.id)/file").sha256 == upload.sha256)
+
+            // Once pushed, the upload is an ordinary cache entry again.
+            depot.startPushes()
+            #expect(try await depot.settledPush(uploaded.id).state == .done)
+            try await expectGlanceHolds(glance.url, uploaded.id, bytesOf: upload.path)
+            try await Task.sleep(for: .milliseconds(1100))   // the hit above is older than the next download
+            #expect(try await curl("\(depot.url)/v2/images/\(cached[1].0.id)/file").status == 200)
+            #expect(try await curl("\(depot.url)/v2/images/\(cached[2].0.id)/file").status == 200)
+            #expect(!depot.store.contains(uploadDigest))
+            #expect(dataDirectoryUsage(depot.dir.path).bytes <= UInt64(10 * mib))
+            let usage = try #require(depot.cache.budgetUsage)
+            #expect(usage.used + usage.reserved <= UInt64(10 * mib))
         }
-        #expect(try await curl("\(depot.url)/v2/images/\(cached[0].0.id)/file").status == 200)
-        // 4 + 3 + 3 crosses the high mark; the upload is the least recently used blob but its
-        // push is pending, so the download before it goes instead.
-        #expect(try await curl("\(depot.url)/v2/images/\(cached[1].0.id)/file").status == 200)
-        #expect(depot.store.contains(uploadDigest))
-        #expect(!depot.store.contains(cached[0].1))
-        #expect(try await download("\(depot.url)/v2/images/\(uploaded.id)/file").sha256 == upload.sha256)
-
-        // Once pushed, the upload is an ordinary cache entry again.
-        depot.startPushes()
-        #expect(try await depot.settledPush(uploaded.id).state == .done)
-        try await expectGlanceHolds(glance.url, uploaded.id, bytesOf: upload.path)
-        try await Task.sleep(for: .milliseconds(1100))   // the hit above is older than the next download
-        #expect(try await curl("\(depot.url)/v2/images/\(cached[1].0.id)/file").status == 200)
-        #expect(try await curl("\(depot.url)/v2/images/\(cached[2].0.id)/file").status == 200)
-        #expect(!depot.store.contains(uploadDigest))
-        #expect(dataDirectoryUsage(depot.dir.path).bytes <= UInt64(10 * mib))
-        let usage = try #require(depot.cache.budgetUsage)
-        #expect(usage.used + usage.reserved <= UInt64(10 * mib))
     }
 
     @Test(.enabled(if: rootTestsEnabled, "mounting a tmpfs needs root; CI=true runs it anyway, to fail"))
@@ -373,33 +373,33 @@ func errorMessage(_ result: CurlResult) -> String {
         let disk = TemporaryDirectory("depot-upload-enospc")
         try run("/bin/mount", ["-t", "tmpfs", "-o", "size=8m", "tmpfs", disk.path])
         defer { _ = try? run("/bin/umount", ["-l", disk.path]) }
-        let depot = try await DepotHarness(glanceURL: glance.url, directory: disk)
-        defer { Task { await depot.stop() } }
-        let large = try TestImageFile(megabytes: 12, seed: 73)
-        let image = try await createImage(depot.url)
-        let url = "\(depot.url)/v2/images/\(image.id)/file"
+        try await withDepot(glanceURL: glance.url, directory: disk) { depot in
+            let large = try TestImageFile(megabytes: 12, seed: 73)
+            let image = try await createImage(depot.url)
+            let url = "\(depot.url)/v2/images/\(image.id)/file"
 
-        // Known length: refused before a byte is written.
-        let sized = try await curl(url, ["-X", "PUT", "-T", large.path])
-        #expect(sized.status == 507)
-        #expect(errorMessage(sized).contains("disk is full"))
-        // Unknown length: the disk fills mid-body.
-        let chunked = try await curl(url, ["-X", "PUT", "-T", large.path, "-H", "Transfer-Encoding: chunked"])
-        #expect(chunked.status == 507)
-        // The full disk is the answer even for bytes the format inspection would refuse (random
-        // bytes declared qcow2): it never judges a body that was not all received.
-        let qcow2 = try await createImage(depot.url, diskFormat: "qcow2")
-        let unjudged = try await curl("\(depot.url)/v2/images/\(qcow2.id)/file", ["-X", "PUT", "-T", large.path, "-H", "Transfer-Encoding: chunked"])
-        #expect(unjudged.status == 507)
-        #expect(depot.dir.files(under: "tmp").isEmpty)
-        #expect(try depot.store.allDigests().isEmpty)
-        #expect(try depot.catalog.pushes().isEmpty)
+            // Known length: refused before a byte is written.
+            let sized = try await curl(url, ["-X", "PUT", "-T", large.path])
+            #expect(sized.status == 507)
+            #expect(errorMessage(sized).contains("disk is full"))
+            // Unknown length: the disk fills mid-body.
+            let chunked = try await curl(url, ["-X", "PUT", "-T", large.path, "-H", "Transfer-Encoding: chunked"])
+            #expect(chunked.status == 507)
+            // The full disk is the answer even for bytes the format inspection would refuse (random
+            // bytes declared qcow2): it never judges a body that was not all received.
+            let qcow2 = try await createImage(depot.url, diskFormat: "qcow2")
+            let unjudged = try await curl("\(depot.url)/v2/images/\(qcow2.id)/file", ["-X", "PUT", "-T", large.path, "-H", "Transfer-Encoding: chunked"])
+            #expect(unjudged.status == 507)
+            #expect(depot.dir.files(under: "tmp").isEmpty)
+            #expect(try depot.store.allDigests().isEmpty)
+            #expect(try depot.catalog.pushes().isEmpty)
 
-        // What fits still works, and is served.
-        let small = try TestImageFile(megabytes: 2, seed: 74)
-        #expect(try await curl(url, ["-X", "PUT", "-T", small.path]).status == 204)
-        #expect(try await download(url).sha256 == small.sha256)
-        #expect(try await depot.settledPush(image.id).state == .done)
-        try await expectGlanceHolds(glance.url, image.id, bytesOf: small.path)
+            // What fits still works, and is served.
+            let small = try TestImageFile(megabytes: 2, seed: 74)
+            #expect(try await curl(url, ["-X", "PUT", "-T", small.path]).status == 204)
+            #expect(try await download(url).sha256 == small.sha256)
+            #expect(try await depot.settledPush(image.id).state == .done)
+            try await expectGlanceHolds(glance.url, image.id, bytesOf: small.path)
+        }
     }
 }

@@ -3,7 +3,7 @@ import NIOEmbedded
 import NIOHTTP1
 import Testing
 
-@testable import Proxy
+@testable import HTTPCore
 
 /// RFC 9112 section 3.2.2: the absolute form of a request target is accepted as its origin
 /// form, and its authority replaces `Host`.

@@ -2,7 +2,7 @@ import DepotTestSupport
 import Foundation
 import Testing
 
-@testable import Proxy
+@testable import HTTPSemantics
 
 /// Property-based fuzzing of the streaming `multipart/form-data` parser: the same body fed in
 /// any split gives the same parts; a body built from known parts gives exactly those parts;

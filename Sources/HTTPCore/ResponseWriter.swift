@@ -1,10 +1,11 @@
-import BlobStore
 import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 
 /// Writes one response: a head, body parts (bytes or zero-copy file regions), an end.
+///
+/// A request's one writer: `HTTPServer` makes it and hands it to the `RequestHandler`.
 ///
 /// Each write is awaited until the channel took it, so memory stays bounded by one chunk per
 /// client however slow the client is. `abort` closes the connection mid-body, which a client
@@ -13,7 +14,7 @@ public final class ResponseWriter: @unchecked Sendable {
     let channel: Channel
     let version: HTTPVersion
     let isHead: Bool
-    private(set) var headSent = false
+    public private(set) var headSent = false
     private(set) var isComplete = false
     /// Set when the response asked to close the connection (or was aborted).
     private(set) var closesConnection = false
@@ -30,8 +31,15 @@ public final class ResponseWriter: @unchecked Sendable {
     /// region as it is; nil sends regions zero-copy.
     let fileReads: NonBlockingFileIO?
 
-    init(channel: Channel, version: HTTPVersion, method: HTTPMethod, requestID: String = makeRequestID(), fileReads: NonBlockingFileIO? = nil) {
+    /// The connection's state: `100 Continue` is sent once per request.
+    let connection: HTTPConnectionState
+
+    init(
+        channel: Channel, connection: HTTPConnectionState, version: HTTPVersion, method: HTTPMethod, requestID: String = makeRequestID(),
+        fileReads: NonBlockingFileIO? = nil
+    ) {
         self.channel = channel
+        self.connection = connection
         self.version = version
         self.isHead = method == .HEAD
         self.requestID = requestID
@@ -57,13 +65,9 @@ public final class ResponseWriter: @unchecked Sendable {
         try await channel.writeAndFlush(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: status, headers: headers))).get()
     }
 
-    /// Whether a `100 Continue` went out (the client was told to send its body).
-    public private(set) var continueSent = false
-
     /// Tells a client that sent `Expect: 100-continue` to send its body.
     public func sendContinue() async throws {
-        guard !headSent, !continueSent else { return }
-        continueSent = true
+        guard !headSent, connection.event(.continueRequested) == .sendContinue else { return }
         try await channel.writeAndFlush(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: .continue))).get()
     }
 
@@ -89,12 +93,12 @@ public final class ResponseWriter: @unchecked Sendable {
 
     /// Writes a response planned in full: all parts at once, awaiting only the last, then
     /// closes the file handle the regions read from.
-    func send(_ hit: HitResponse) async throws {
+    package func send(_ hit: PlannedResponse) async throws {
         precondition(!headSent, "response head sent twice")
         headSent = true
         isComplete = true
         status = hit.status
-        cacheResult = "hit"
+        cacheResult = hit.cacheResult
         bytesWritten += UInt64(hit.bodyBytes)
         defer { try? hit.handle?.close() }
         if let fileReads {
@@ -107,7 +111,7 @@ public final class ResponseWriter: @unchecked Sendable {
 
     /// Writes a planned response whose file regions are read into buffers one chunk at a time,
     /// each awaited, so a slow TLS client holds one chunk in memory, not the image.
-    private func sendReading(_ hit: HitResponse, with fileReads: NonBlockingFileIO) async throws {
+    private func sendReading(_ hit: PlannedResponse, with fileReads: NonBlockingFileIO) async throws {
         for part in hit.parts {
             guard case let .body(.fileRegion(region)) = part else {
                 try await channel.writeAndFlush(part).get()
@@ -119,7 +123,7 @@ public final class ResponseWriter: @unchecked Sendable {
                 let chunk = try await fileReads.read(fileHandle: region.fileHandle, fromOffset: Int64(offset), byteCount: count, allocator: allocator)
                 // A blob is never shorter than its catalogued size; if it is, the client must
                 // see a broken transfer rather than wait.
-                guard chunk.readableBytes > 0 else { throw BlobStoreError.sizeMismatch(expected: UInt64(region.endIndex), actual: UInt64(offset)) }
+                guard chunk.readableBytes > 0 else { throw FileRegionShort(expectedEnd: region.endIndex, end: offset) }
                 try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(chunk))).get()
                 offset += chunk.readableBytes
             }

@@ -2,7 +2,7 @@ import DepotTestSupport
 import Foundation
 import Testing
 
-@testable import Proxy
+@testable import HTTPSemantics
 
 struct MultipartParserTests {
     static let boundary = "----depot-boundary-7MA4YWxk"

@@ -1,0 +1,142 @@
+import NIOCore
+import NIOHTTP1
+import Synchronization
+
+/// One connection's `HTTPConnectionStateMachine` behind its lock, shared by the pipeline's
+/// `HTTPConnectionHandler` (event loop) and the serve loop, the writer and the body (tasks).
+final class HTTPConnectionState: Sendable {
+    private let machine = Mutex(HTTPConnectionStateMachine())
+
+    init() {}
+
+    /// Feeds one event; the caller carries out the action outside the lock.
+    func event(_ event: HTTPConnectionStateMachine.Event) -> HTTPConnectionStateMachine.Action {
+        machine.withLock { $0.event(event) }
+    }
+
+    /// Requests whose response has not been written yet (for tests and logs).
+    var unanswered: Int { machine.withLock { $0.unanswered } }
+}
+
+/// Sits between the HTTP codec and the async serve loop. It closes a connection that does not
+/// deliver a complete request head within the header timeout (counted from the connection's
+/// start or from the moment the previous response's last byte left, never while a request is
+/// being answered: a long download is not idle), and lets the fast path answer a request on
+/// the event loop when no earlier request is still being answered, so pipelined responses keep
+/// their order.
+final class HTTPConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let state: HTTPConnectionState
+    private let headTimeout: TimeAmount
+    private let fastPath: (any FastPathResponder)?
+    private var timer: Scheduled<Void>?
+    /// Parts of a request answered here, to drop until its end.
+    private var swallowing = false
+
+    init(state: HTTPConnectionState, headTimeout: TimeAmount, fastPath: (any FastPathResponder)? = nil) {
+        self.state = state
+        self.headTimeout = headTimeout
+        self.fastPath = fastPath
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { perform(state.event(.opened), context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        perform(state.event(.opened), context)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        perform(state.event(.closed), context)
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        switch part {
+        case let .head(head):
+            guard case let .cancelHeadTimeout(mayAnswer) = state.event(.requestHeadArrived) else { return }
+            timer?.cancel()
+            timer = nil
+            if mayAnswer, answerAtOnce(head, context) { return }
+            context.fireChannelRead(data)
+        case .body, .end:
+            if swallowing {
+                if case .end = part { swallowing = false }
+                return
+            }
+            context.fireChannelRead(data)
+        }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard case .end = unwrapOutboundIn(data) else {
+            context.write(data, promise: promise)
+            return
+        }
+        context.write(data, promise: endWritten(context, promise: promise))
+    }
+
+    /// Writes the fast path's complete answer to a head, if it has one.
+    private func answerAtOnce(_ head: HTTPRequestHead, _ context: ChannelHandlerContext) -> Bool {
+        guard let fastPath, head.isKeepAlive, head.version == .http1_1, head.method == .GET || head.method == .HEAD,
+              let response = fastPath.immediateResponse(to: head, allocator: context.channel.allocator)
+        else { return false }
+        swallowing = true
+        let parts = response.response.parts
+        for part in parts.dropLast() { context.write(wrapOutboundOut(part), promise: nil) }
+        let handle = response.response.handle
+        let completion = response.completion
+        let written = endWritten(context, promise: nil)
+        written.futureResult.whenComplete { _ in
+            try? handle?.close()
+            completion()
+        }
+        context.writeAndFlush(wrapOutboundOut(parts.last!), promise: written)
+        return true
+    }
+
+    /// Records a response end going out; the returned promise reports when it has left.
+    private func endWritten(_ context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) -> EventLoopPromise<Void> {
+        _ = state.event(.responseEndWritten)
+        let written = promise ?? context.eventLoop.makePromise()
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        written.futureResult.whenComplete { _ in
+            let (handler, context) = loopBound.value
+            handler.perform(handler.state.event(.responseEndSent), context)
+        }
+        return written
+    }
+
+    private func perform(_ action: HTTPConnectionStateMachine.Action, _ context: ChannelHandlerContext) {
+        switch action {
+        case let .armHeadTimeout(id):
+            timer?.cancel()
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            timer = context.eventLoop.scheduleTask(in: headTimeout) {
+                let (handler, context) = loopBound.value
+                handler.perform(handler.state.event(.headTimeoutFired(id: id)), context)
+            }
+        case .close, .abort:
+            timer?.cancel()
+            timer = nil
+            context.close(promise: nil)
+        case .cancelHeadTimeout:
+            timer?.cancel()
+            timer = nil
+        case .none, .sendContinue, .readNextRequest, .drainRequestBody:
+            break
+        }
+    }
+}
