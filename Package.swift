@@ -47,11 +47,13 @@ let package = Package(
             pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
+        // Exponential backoff with a cap and jitter: when to retry what failed.
+        .target(name: "Retry"),
         // Glance v2 and Keystone v3 client over libcurl, on threads of its own.
         .target(
             name: "Glance",
             dependencies: [
-                "CCurl",
+                "CCurl", "Retry",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -75,7 +77,7 @@ let package = Package(
         .target(
             name: "Cache",
             dependencies: [
-                "BlobStore", "Catalog", "Eviction", "FormatInspector", "Glance",
+                "BlobStore", "Catalog", "Eviction", "FormatInspector", "Glance", "Retry",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
@@ -114,6 +116,7 @@ let package = Package(
         .target(name: "DepotTestSupport", dependencies: ["CFileIO"]),
         .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "DepotTestSupport"]),
         .testTarget(name: "GlanceTests", dependencies: ["Glance", "BlobStore", "DepotTestSupport"]),
+        .testTarget(name: "RetryTests", dependencies: ["Retry"]),
         .testTarget(name: "EvictionTests", dependencies: ["Eviction", "BlobStore"]),
         .testTarget(name: "FormatInspectorTests", dependencies: ["FormatInspector", "DepotTestSupport"]),
         .testTarget(name: "DepotConfigTests", dependencies: ["DepotConfig", "DepotTestSupport"]),

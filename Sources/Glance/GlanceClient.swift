@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Retry
 
 /// A Glance v2 client over libcurl: image metadata, streaming downloads with resume, streaming
 /// uploads, interoperable import; static-token or Keystone v3 auth.
@@ -180,10 +181,10 @@ public final class GlanceClient: Sendable {
         do { try await Task.sleep(for: delay) } catch { throw .cancelled }
     }
 
-    /// Exponential backoff with full jitter between half and all of the step.
+    /// The wait before retry `attempt` (0 for the first): exponential, capped, with jitter
+    /// between half and all of the step.
     func backoff(attempt: Int) -> Duration {
-        let step = min(configuration.retryMaxDelay, configuration.retryBaseDelay * (1 << min(attempt, 16)))
-        return step * Double.random(in: 0.5...1.0)
+        Backoff(initial: configuration.retryBaseDelay, maximum: configuration.retryMaxDelay).delay(afterFailures: attempt + 1)
     }
 
     /// Runs one exchange on a transfer thread, collecting the body in memory (metadata only).
