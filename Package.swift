@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
         .package(url: "https://github.com/apple/swift-nio-ssl", exact: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-http-structured-headers", exact: "1.7.0"),
     ],
     targets: [
         // libcrypto's EVP digests (SHA-256, SHA-512, MD5).
@@ -82,9 +83,12 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
-        // RFC 9110 without sockets: ranges, conditional requests, and the one plan every
-        // serving path follows for GET and HEAD of an image's data.
-        .target(name: "HTTPSemantics"),
+        // RFC 9110 without sockets: ranges, conditional requests, integrity fields (RFC 9530),
+        // and the one plan every serving path follows for GET and HEAD of an image's data.
+        .target(
+            name: "HTTPSemantics",
+            dependencies: [.product(name: "RawStructuredFieldValues", package: "swift-http-structured-headers")]
+        ),
         // The HTTP server: Glance v2-compatible routes, ranges, zero-copy hits, forwarding.
         .target(
             name: "Proxy",
