@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
         .package(url: "https://github.com/apple/swift-nio-ssl", exact: "2.37.6"),
+        .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
         .package(url: "https://github.com/apple/swift-http-structured-headers", exact: "1.7.0"),
     ],
     targets: [
@@ -58,8 +59,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // The configuration file (a YAML subset) and its typed model.
-        .target(name: "DepotConfig"),
+        // The configuration file (YAML, read by Yams) and its typed model.
+        .target(name: "DepotConfig", dependencies: [.product(name: "Yams", package: "Yams")]),
         // The embedded SQLite index: blobs, image→blob mappings per cloud.
         .target(
             name: "Catalog",
