@@ -209,6 +209,18 @@ import Testing
         #expect(unclosed?.message.contains("flow mapping on line 2") == true)
     }
 
+    /// Nine lines of nested aliases stand for 10^9 values ("billion laughs"): refused at once,
+    /// not expanded until memory runs out.
+    @Test func nestedAliasesAreCapped() {
+        var lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+        for level in 1...8 { lines.append("a\(level): &a\(level) [" + Array(repeating: "*a\(level - 1)", count: 10).joined(separator: ", ") + "]") }
+        lines.append("admin_token: *a8")
+        let started = ContinuousClock.now
+        let laughs = #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse(lines.joined(separator: "\n"), path: "depot.yaml") }
+        #expect(laughs?.message.contains("write the file out plainly") == true)
+        #expect(ContinuousClock.now - started < .seconds(5))
+    }
+
     @Test func sizesAndDurations() {
         #expect(parseSize("20GiB") == 20 << 30)
         #expect(parseSize("1.5 KiB") == 1536)
