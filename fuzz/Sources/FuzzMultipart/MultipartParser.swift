@@ -1,0 +1,1 @@
+../../../Sources/Proxy/MultipartParser.swift
