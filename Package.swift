@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
         .package(url: "https://github.com/apple/swift-nio-ssl", exact: "2.37.6"),
+        .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-http-structured-headers", exact: "1.7.0"),
     ],
     targets: [
         // libcrypto's EVP digests (SHA-256, SHA-512, MD5).
@@ -47,17 +49,19 @@ let package = Package(
             pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
+        // Exponential backoff with a cap and jitter: when to retry what failed.
+        .target(name: "Retry"),
         // Glance v2 and Keystone v3 client over libcurl, on one transfer loop thread.
         .target(
             name: "Glance",
             dependencies: [
-                "CCurl",
+                "CCurl", "Retry",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // The configuration file (a YAML subset) and its typed model.
-        .target(name: "DepotConfig"),
+        // The configuration file (YAML, read by Yams) and its typed model.
+        .target(name: "DepotConfig", dependencies: [.product(name: "Yams", package: "Yams")]),
         // The embedded SQLite index: blobs, image→blob mappings per cloud.
         .target(
             name: "Catalog",
@@ -76,15 +80,19 @@ let package = Package(
         .target(
             name: "Cache",
             dependencies: [
-                "BlobStore", "Catalog", "Eviction", "FormatInspector", "Glance",
+                "BlobStore", "Catalog", "Eviction", "FormatInspector", "Glance", "Retry",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
-        // RFC 9110 without sockets: ranges, conditional requests, multipart forms, and the one
-        // plan every serving path follows for GET and HEAD of an image's data.
-        .target(name: "HTTPSemantics"),
+        // RFC 9110 without sockets: ranges, conditional requests, multipart forms, integrity
+        // fields (RFC 9530), and the one plan every serving path follows for GET and HEAD of an
+        // image's data.
+        .target(
+            name: "HTTPSemantics",
+            dependencies: [.product(name: "RawStructuredFieldValues", package: "swift-http-structured-headers")]
+        ),
         // The HTTP/1.1 server core, knowing NIO and not Depot: bootstrap and limits, each
         // connection's state machine, requests with bodies read on demand, response writing.
         .target(
@@ -130,6 +138,7 @@ let package = Package(
         .target(name: "DepotTestSupport", dependencies: ["CFileIO"]),
         .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "DepotTestSupport"]),
         .testTarget(name: "GlanceTests", dependencies: ["Glance", "BlobStore", "DepotTestSupport"]),
+        .testTarget(name: "RetryTests", dependencies: ["Retry"]),
         .testTarget(name: "EvictionTests", dependencies: ["Eviction", "BlobStore"]),
         .testTarget(name: "FormatInspectorTests", dependencies: ["FormatInspector", "DepotTestSupport"]),
         .testTarget(name: "DepotConfigTests", dependencies: ["DepotConfig", "DepotTestSupport"]),

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOPosix
+import Retry
 
 /// A Glance v2 client over libcurl: image metadata, streaming downloads with resume, streaming
 /// uploads, interoperable import; static-token or Keystone v3 auth.
@@ -186,10 +187,10 @@ public final class GlanceClient: Sendable {
         do { try await Task.sleep(for: delay) } catch { throw .cancelled }
     }
 
-    /// Exponential backoff with full jitter between half and all of the step.
+    /// The wait before retry `attempt` (0 for the first): exponential, capped, with jitter
+    /// between half and all of the step.
     func backoff(attempt: Int) -> Duration {
-        let step = min(configuration.retryMaxDelay, configuration.retryBaseDelay * (1 << min(attempt, 16)))
-        return step * Double.random(in: 0.5...1.0)
+        Backoff(initial: configuration.retryBaseDelay, maximum: configuration.retryMaxDelay).delay(afterFailures: attempt + 1)
     }
 
     /// Runs one exchange, keeping the whole answer in memory (metadata, uploads' answers).

@@ -5,6 +5,7 @@ import FormatInspector
 import Foundation
 import Glance
 import HTTPCore
+import HTTPSemantics
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -277,23 +278,12 @@ struct UploadResponder {
                 throw DeclaredDigestError(message: "X-Image-Sha256 must be 64 hex digits, got \(hex.prefix(80))")
             }
         }
-        for name in ["repr-digest", "content-digest"] {
-            for field in headers[canonicalForm: name] {
-                // A dictionary of algorithm=:base64: members; other algorithms are ignored.
-                for member in field.split(separator: ",") {
-                    let parts = member.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-                    guard parts.count == 2, parts[0].lowercased() == "sha-256" else { continue }
-                    let value = parts[1]
-                    guard value.count >= 2, value.hasPrefix(":"), value.hasSuffix(":"),
-                          let bytes = Data(base64Encoded: String(value.dropFirst().dropLast())), bytes.count == 32
-                    else {
-                        throw DeclaredDigestError(message: "\(name) sha-256 must be :BASE64: of 32 bytes (RFC 9530), got \(value.prefix(80))")
-                    }
-                    return Digest(algorithm: .sha256, bytes: Array(bytes))
-                }
-            }
+        do {
+            let bytes = try IntegrityFields.sha256(reprDigest: headers["repr-digest"], contentDigest: headers["content-digest"])
+            return bytes.map { Digest(algorithm: .sha256, bytes: $0) }
+        } catch {
+            throw DeclaredDigestError(message: error.message)
         }
-        return nil
     }
 }
 

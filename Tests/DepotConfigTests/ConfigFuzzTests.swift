@@ -4,9 +4,9 @@ import Testing
 
 @testable import DepotConfig
 
-/// Property-based fuzzing of the configuration parser: random YAML-subset trees (deep
-/// nesting, random indentation, quoting, comments, CRLF) round-trip through
-/// `YAMLSubset.parse` with their line numbers; random configurations round-trip through
+/// Property-based fuzzing of the configuration parser: random YAML trees (deep nesting,
+/// random indentation, quoting, comments, CRLF) round-trip through Yams and
+/// `YAMLValue.parse` with their line numbers; random configurations round-trip through
 /// `DepotConfiguration.parse` to the expected values; an injected mistake is reported on its
 /// own line; and mutated or random text never crashes and never names a line outside the text.
 @Suite struct ConfigFuzzTests {
@@ -25,7 +25,7 @@ import Testing
             },
             check: { input, _ in
                 let parsed: YAMLValue
-                do { parsed = try YAMLSubset.parse(input.text) } catch {
+                do { parsed = try YAMLValue.parse(input.text) } catch {
                     return "refused \(fuzzQuote(input.text)): \(error)"
                 }
                 if let difference = YAMLCompare.difference(parsed, input.tree, lines: input.lines, at: "root") {
@@ -80,9 +80,12 @@ import Testing
                     counters.count("tab")
                     // Split on LF scalars, so a CRLF line keeps its CR.
                     var lines = valid.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).map { String(String.UnicodeScalarView($0)) }
-                    let index = rng.below(lines.count)
-                    lines[index] = rng.pick(["\t", " \t", "\t  "]) + lines[index]
-                    return (lines.joined(separator: "\n"), index + 1)
+                    // A line with content: YAML lets a blank last line hold a tab.
+                    let written = lines.indices.filter { !lines[$0].allSatisfy { $0 == " " || $0 == "\r" } }
+                    if let index = written.isEmpty ? nil : rng.pick(written) {
+                        lines[index] = rng.pick(["\t", "\t  ", "\t\t"]) + lines[index]
+                        return (lines.joined(separator: "\n"), index + 1)
+                    }
                 }
                 let bytes = mutate(Array(valid.utf8), rng: &rng, rounds: rng.int(1...6), interesting: ConfigGenerator.interesting)
                 return (String(decoding: bytes, as: UTF8.self), nil)
@@ -108,9 +111,9 @@ import Testing
         #expect(config.clouds.map(\.name) == ["a_b"])
         #expect(config.cacheSize == 1 << 30)
         // ... whose first item is a bare "-".
-        #expect(try YAMLSubset.parse("k:\n-\n- a\n") == .map([("k", .list([.null, .scalar("a")]), 1)]))
+        #expect(try YAMLValue.parse("k:\n-\n- a\n") == .map([("k", .list([.null, .scalar("a")]), 1)]))
         // Escaped quotes inside quotes: a list item is not a key, and a "#" stays in the value.
-        #expect(try YAMLSubset.parse("k:\n- \"a\\\": b\"\n- 'it''s: x'\n") == .map([("k", .list([.scalar("a\": b"), .scalar("it's: x")]), 1)]))
+        #expect(try YAMLValue.parse("k:\n- \"a\\\": b\"\n- 'it''s: x'\n") == .map([("k", .list([.scalar("a\": b"), .scalar("it's: x")]), 1)]))
         #expect(try DepotConfiguration.parse("admin_token: \"x\\\" # y\" # note\n").adminToken == "x\" # y")
         // Durations are rounded to the millisecond, not truncated.
         #expect(try DepotConfiguration.parse("auth:\n  decision_ttl: 4007ms\n").decisionTTL == .milliseconds(4007))
@@ -121,21 +124,23 @@ import Testing
 enum ConfigMutationCheck {
     static func failure(_ text: String, tabLine: Int?, counters: FuzzCounters?) -> String? {
         if let tabLine {
+            // YAML forbids tabs in indentation: a line with content that starts with one is
+            // refused there.
             do {
-                _ = try YAMLSubset.parse(text)
+                _ = try YAMLValue.parse(text)
                 return "a tab-indented line \(tabLine) was accepted: \(fuzzQuote(text))"
             } catch {
-                return error.line == tabLine ? nil : "the tab is on line \(tabLine), the error names line \(error.line): \(fuzzQuote(text))"
+                if error.line != tabLine { return "the tab is on line \(tabLine), the error names line \(error.line): \(fuzzQuote(text))" }
+                return error.message.contains("not tabs") ? nil : "the error on the tab's line does not say to indent with spaces: \(error)"
             }
         }
-        let lineCount = text.unicodeScalars.reduce(1) { $0 + ($1 == "\n" ? 1 : 0) }
+        // Lines as libyaml counts them: LF, CR, CRLF, NEL, LS and PS end a line.
+        let lines = text.split(omittingEmptySubsequences: false, whereSeparator: YAMLError.isLineBreak)
         do {
-            let value = try YAMLSubset.parse(text)
-            // Every key's line is in the text, and that line holds the key.
-            let lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+            let value = try YAMLValue.parse(text)
             if let problem = YAMLCompare.keyLineProblem(value, lines: lines) { return problem }
         } catch {
-            if !(1...lineCount).contains(error.line) { return "YAML error on line \(error.line) of a \(lineCount)-line text: \(error)" }
+            if !(1...lines.count).contains(error.line) { return "YAML error on line \(error.line) of a \(lines.count)-line text: \(error)" }
         }
         do {
             _ = try DepotConfiguration.parse(text)
@@ -143,7 +148,7 @@ enum ConfigMutationCheck {
         } catch {
             counters?.count("refused")
             if let line = error.line {
-                if !(1...lineCount).contains(line) { return "config error on line \(line) of a \(lineCount)-line text: \(error)" }
+                if !(1...lines.count).contains(line) { return "config error on line \(line) of a \(lines.count)-line text: \(error)" }
             } else if !(error.message.contains("must not be above cache.high_watermark") || error.message.contains("two clouds are named")) {
                 return "an error without a line: \(error)"
             }
@@ -197,7 +202,11 @@ enum YAMLCompare {
         case let .map(entries):
             for entry in entries {
                 guard (1...lines.count).contains(entry.line) else { return "key \(entry.key) on line \(entry.line) of \(lines.count)" }
-                if !lines[entry.line - 1].contains(entry.key) { return "key \(fuzzQuote(entry.key)) is not on its line \(entry.line): \(fuzzQuote(String(lines[entry.line - 1])))" }
+                // As written: a key with escapes or a doubled '' differs from its text.
+                let line = lines[entry.line - 1]
+                if !entry.key.isEmpty && !line.contains(entry.key) && !line.contains("\\") && !line.contains(entry.key.replacingOccurrences(of: "'", with: "''")) {
+                    return "key \(fuzzQuote(entry.key)) is not on its line \(entry.line): \(fuzzQuote(String(line)))"
+                }
                 if let problem = keyLineProblem(entry.value, lines: lines) { return problem }
             }
         case let .list(items):
@@ -287,7 +296,7 @@ enum YAMLTreeGenerator {
     }
 }
 
-/// Writes a tree in the YAML subset with random style: indentation per block, quoting per
+/// Writes a tree as block YAML with random style: indentation per block, quoting per
 /// scalar, blank and comment lines, trailing comments and spaces, `---`, LF or CRLF.
 struct YAMLRenderer {
     var rng: FuzzRNG
@@ -346,8 +355,7 @@ struct YAMLRenderer {
             let key = renderKey(entry.key)
             switch entry.value {
             case let .scalar(value):
-                let (text, commentOK) = renderScalar(value, inList: false)
-                emit(pad + key + ":" + rng.pick([" ", " ", "  "]) + text + (commentOK ? comment() : ""), entry: entry.id)
+                emit(pad + key + ":" + rng.pick([" ", " ", "  "]) + renderScalar(value) + comment(), entry: entry.id)
             case .null:
                 emit(pad + key + ":" + comment(), entry: entry.id)
             case let .map(children):
@@ -367,8 +375,7 @@ struct YAMLRenderer {
         for item in items {
             switch item {
             case let .scalar(value):
-                let (text, commentOK) = renderScalar(value, inList: true)
-                emit(pad + "-" + String(repeating: " ", count: rng.int(1...3)) + text + (commentOK ? comment() : ""))
+                emit(pad + "-" + String(repeating: " ", count: rng.int(1...3)) + renderScalar(value) + comment())
             case .null:
                 emit(pad + "-" + comment())
             case let .map(entries):
@@ -388,41 +395,42 @@ struct YAMLRenderer {
     }
 
     mutating func renderKey(_ key: String) -> String {
-        let plain = !key.hasPrefix("- ") && key != "-" && !key.hasPrefix("#") && !key.contains(" #") && !key.contains(": ") && !key.hasSuffix(":")
-            && !key.contains("'") && !key.contains("\"") && key != "---"
-        if plain && rng.chance(0.8) { return key }
-        if !key.contains("\"") && (rng.chance(0.5) || key.contains("'")) { return "\"" + key + "\"" }
-        return "'" + key + "'"
+        YAMLQuoting.plainIsSafe(key) && rng.chance(0.8) ? key : quoted(key)
     }
 
-    /// A scalar's text, and whether a trailing comment may follow it: not after a plain value
-    /// with a quote character in it, as the subset's comment stripping takes any quote
-    /// character on the line to open a quoted string (`key: it's # note` keeps "# note").
-    mutating func renderScalar(_ value: String, inList: Bool) -> (String, Bool) {
-        if value.isEmpty { return (rng.pick(["''", "\"\"", "[]", "{}"]), true) }
-        var styles: [Int] = []
-        let first = value.first!
-        let plain = !"'\"{[&*!|>#".contains(first) && !value.hasPrefix(" ") && !value.hasSuffix(" ") && !value.contains(" #")
-            && !value.contains("\n") && !value.contains("\r") && !(inList && (value.contains(": ") || value.hasSuffix(":")))
-        if plain { styles += [0, 0] }
-        if !value.contains("\n") && !value.contains("\r") { styles.append(1) }
-        styles.append(2)
-        switch rng.pick(styles) {
-        case 0: return (value, !value.contains("'") && !value.contains("\""))
-        case 1: return ("'" + value.replacingOccurrences(of: "'", with: "''") + "'", true)
-        default:
-            var out = "\""
-            for c in value {
-                switch c {
-                case "\\": out += "\\\\"
-                case "\"": out += "\\\""
-                case "\n": out += "\\n"
-                case "\t": out += rng.chance(0.5) ? "\\t" : "\t"
-                default: out.append(c)
-                }
-            }
-            return (out + "\"", true)
+    /// A scalar's text: plain where YAML 1.1 reads it back as the same text (not null, not an
+    /// indicator, no `: ` or ` #`), else single- or double-quoted.
+    mutating func renderScalar(_ value: String) -> String {
+        if value.isEmpty { return rng.pick(["''", "\"\""]) }
+        return YAMLQuoting.plainIsSafe(value) && rng.chance(0.6) ? value : quoted(value)
+    }
+
+    mutating func quoted(_ value: String) -> String {
+        if !value.contains("\n") && !value.contains("\t") && rng.chance(0.4) {
+            return "'" + value.replacingOccurrences(of: "'", with: "''") + "'"
         }
+        var out = "\""
+        for c in value {
+            switch c {
+            case "\\": out += "\\\\"
+            case "\"": out += "\\\""
+            case "\n": out += "\\n"
+            case "\t": out += rng.chance(0.5) ? "\\t" : "\t"
+            default: out.append(c)
+            }
+        }
+        return out + "\""
+    }
+}
+
+/// When a plain (unquoted) scalar reads back as its own text: what the renderer may leave
+/// unquoted (YAML 1.1 section 9.1.3, and the null forms of its type repository).
+enum YAMLQuoting {
+    static func plainIsSafe(_ text: String) -> Bool {
+        guard let first = text.first, let last = text.last else { return false }
+        if "-?:,[]{}#&*!|>'\"%@`".contains(first) || first == " " || last == " " || last == ":" { return false }
+        if text.contains(": ") || text.contains(" #") || text.contains("\t") || text.contains("\n") || text.contains("\r") { return false }
+        return !["~", "null", "Null", "NULL", "<<", "---", "..."].contains(text)
     }
 }
 

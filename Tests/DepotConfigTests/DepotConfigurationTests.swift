@@ -149,6 +149,78 @@ import Testing
         #expect(noBackend?.message.contains("--glance-url") == true)
     }
 
+    /// What a real YAML parser brings that the old subset refused: flow maps, block scalars,
+    /// anchors with aliases and `<<` merge keys (expected values from YAML 1.1's rules).
+    @Test func realYAMLFeaturesWork() throws {
+        let config = try DepotConfiguration.parse("""
+            cache: {size: 2GiB, high_watermark: 90%}
+            admin_token: >-
+              folded
+              token
+            tls:
+              certificate: |-
+                /etc/depot/cert.pem
+              key: "/etc/depot/key.pem"
+            clouds:
+            - &east
+              owner: acme
+              region: east
+              glance_url: http://10.0.0.1:9292
+              keystone: &ks
+                auth_url: http://keystone:5000/v3
+                application_credential_id: id
+                application_credential_secret: secret
+            - <<: *east
+              region: west
+            - {owner: other, glance_url: 'http://10.0.0.2:9292', keystone: *ks}
+            """, path: "depot.yaml")
+        #expect(config.cacheSize == 2 << 30)
+        #expect(config.highWatermark == 0.9)
+        #expect(config.adminToken == "folded token")
+        #expect(config.tlsCertificate == "/etc/depot/cert.pem")
+        #expect(config.clouds.map(\.name) == ["acme_east", "acme_west", "other_RegionOne"])
+        #expect(config.clouds.map(\.glanceURL) == ["http://10.0.0.1:9292", "http://10.0.0.1:9292", "http://10.0.0.2:9292"])
+        #expect(config.clouds.allSatisfy { $0.keystone?.applicationCredentialID == "id" })
+    }
+
+    /// A mistake inside an anchored map is reported on the line where it is written, wherever
+    /// the map is merged; a key given twice is refused on its first line.
+    @Test func realYAMLMistakesNameTheirLine() {
+        // Keystone's keys are right where the anchor is, wrong where they are merged.
+        let inMerge = #expect(throws: ConfigurationError.self) {
+            try DepotConfiguration.parse("""
+                clouds:
+                - owner: a
+                  glance_url: http://g:9292
+                  keystone: &ks
+                    auth_url: http://k:5000/v3
+                    application_credential_id: i
+                    application_credential_secret: s
+                - <<: *ks
+                  owner: b
+                """, path: "depot.yaml")
+        }
+        #expect(inMerge?.line == 5)
+        #expect(inMerge?.message.contains("unknown key clouds[].auth_url") == true)
+        let twice = #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("data_dir: /a\nlog_level: info\ndata_dir: /b\n") }
+        #expect(twice?.line == 1)
+        #expect(twice?.message.contains("data_dir appears twice") == true)
+        let unclosed = #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse("listen: a:1\ncache: {size: 1GiB\nlog_level: info\n") }
+        #expect(unclosed?.message.contains("flow mapping on line 2") == true)
+    }
+
+    /// Nine lines of nested aliases stand for 10^9 values ("billion laughs"): refused at once,
+    /// not expanded until memory runs out.
+    @Test func nestedAliasesAreCapped() {
+        var lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+        for level in 1...8 { lines.append("a\(level): &a\(level) [" + Array(repeating: "*a\(level - 1)", count: 10).joined(separator: ", ") + "]") }
+        lines.append("admin_token: *a8")
+        let started = ContinuousClock.now
+        let laughs = #expect(throws: ConfigurationError.self) { try DepotConfiguration.parse(lines.joined(separator: "\n"), path: "depot.yaml") }
+        #expect(laughs?.message.contains("write the file out plainly") == true)
+        #expect(ContinuousClock.now - started < .seconds(5))
+    }
+
     @Test func sizesAndDurations() {
         #expect(parseSize("20GiB") == 20 << 30)
         #expect(parseSize("1.5 KiB") == 1536)

@@ -109,10 +109,11 @@ import Testing
             #expect(try await download("\(depot.url)/v2/images/\(bobs.id)/file", token: GlanceServer.bob).status == 204)
             #expect(depot.dir.files(under: "tmp").isEmpty)
 
-            // With the real bytes he proves he has them: accepted, stored once.
+            // With the real bytes he proves he has them: accepted, stored once. The member carries
+            // a parameter (RFC 9651 section 3.2), which a dictionary allows.
             let proof = try await curl(
                 "\(depot.url)/v2/images/\(bobs.id)/file",
-                token: GlanceServer.bob, ["-X", "PUT", "-T", file.path, "-H", "Expect: 100-continue", "-H", "Repr-Digest: \(reprDigest)"])
+                token: GlanceServer.bob, ["-X", "PUT", "-T", file.path, "-H", "Expect: 100-continue", "-H", "Repr-Digest: \(reprDigest);by=curl, unixsum=5"])
             #expect(proof.status == 204)
             #expect(try depot.store.allDigests().count == 1)
             #expect(try await depot.settledPush(bobs.id).state == .done)
@@ -144,6 +145,9 @@ import Testing
             let wrongDigest = try await curl(url, put + ["-H", "X-Image-Sha256: \(String(repeating: "ab", count: 32))"])
             #expect(wrongDigest.status == 422)
             #expect(try await curl(url, put + ["-H", "X-Image-Sha256: nothex"]).status == 400)
+            let badRepr = try await curl(url, put + ["-H", "Repr-Digest: sha-256=:c2hvcnQ=:;by=curl"])
+            #expect(badRepr.status == 400)
+            #expect(errorMessage(badRepr).contains("32 bytes"))
             let truncated = try await sendTruncatedBody(port: depot.port, path: "/v2/images/\(image.id)/file", declared: 1 << 20, sent: 300_000)
             #expect(truncated.closed, "the connection cannot carry another request")
             // Found by issue 18's test review: the client's half-close used to close the whole

@@ -4,6 +4,7 @@ import Foundation
 import Glance
 import Logging
 import Metrics
+import Retry
 import Synchronization
 
 /// How pushes to the backends run.
@@ -213,9 +214,7 @@ public final class PushQueue: Sendable {
     /// Seconds to wait after `attempts` failed attempts: exponential, capped, with jitter so
     /// that many pushes failing together do not retry together.
     func backoff(afterAttempt attempts: Int) -> Double {
-        let base = Self.seconds(settings.initialBackoff) * pow(2, Double(max(0, attempts - 1)))
-        let capped = min(base, Self.seconds(settings.maximumBackoff))
-        return capped * Double.random(in: 0.5...1.0)
+        Self.seconds(Backoff(initial: settings.initialBackoff, maximum: settings.maximumBackoff).delay(afterFailures: attempts))
     }
 
     static func seconds(_ duration: Duration) -> Double {

@@ -1,0 +1,1 @@
+../../../Sources/DepotConfig/YAMLDocument.swift
