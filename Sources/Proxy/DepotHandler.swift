@@ -22,6 +22,8 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
     let projects: TokenProjects
     /// Where the ONAP route may write images (`multicloud.export_dir`); nil: nowhere.
     let exportDirectory: ExportDirectory?
+    /// The request metrics of hits answered on the event loop.
+    let fastPathMetrics = FastPathMetrics()
 
     public init(
         cache: ImageCache, uploads: UploadSettings = .init(), admin: AdminAccess = .init(), metrics: (@Sendable () -> [UInt8])? = nil,
@@ -59,14 +61,36 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
     /// The path of a request target: up to the first "?". Split on scalars, not Characters:
     /// "?" or "/" followed by a combining mark or ZWJ is one Character, which a Character
     /// split would not split at (libcurl and Glance do), e.g. "/v2/images/../\u{301}x".
+    /// Searched as UTF-8 bytes: "?" and "/" are one byte each and never part of another
+    /// scalar, so a byte split is the scalar split, at a fraction of the cost on every hit.
     static func pathPart(_ uri: Substring) -> Substring {
-        guard let mark = uri.unicodeScalars.firstIndex(of: "?") else { return uri }
+        guard let mark = uri.utf8.firstIndex(of: UInt8(ascii: "?")) else { return uri }
         return Substring(uri.unicodeScalars[..<mark])
     }
 
     /// A path's segments, split at every "/" scalar (see `pathPart`).
     static func segments(_ path: Substring, omittingEmpty: Bool = false) -> [Substring] {
-        path.unicodeScalars.split(separator: "/", omittingEmptySubsequences: omittingEmpty).map(Substring.init)
+        path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: omittingEmpty).map { Substring(path.unicodeScalars[$0.startIndex..<$0.endIndex]) }
+    }
+
+    /// Whether a path has a "." or ".." segment. Compared as bytes: no other string is
+    /// canonically equivalent to "." or "..", so this is the Character comparison, without
+    /// an array of segments on every request.
+    static func hasDotSegment(_ path: Substring) -> Bool {
+        var dots = 0
+        var onlyDots = true
+        for byte in path.utf8 {
+            if byte == UInt8(ascii: "/") {
+                if onlyDots && (dots == 1 || dots == 2) { return true }
+                dots = 0
+                onlyDots = true
+            } else if byte == UInt8(ascii: ".") {
+                dots += 1
+            } else {
+                onlyDots = false
+            }
+        }
+        return onlyDots && (dots == 1 || dots == 2)
     }
 
     func route(uri fullURI: String) -> Route {
@@ -74,7 +98,7 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         let rawPath = Self.pathPart(uri)
         // Dot segments would be resolved differently on the way to Glance (libcurl squashes
         // them): refuse them rather than guess which resource was meant.
-        if Self.segments(rawPath).contains(where: { $0 == ".." || $0 == "." }) {
+        if Self.hasDotSegment(rawPath) {
             return .invalid("the path \(rawPath.prefix(200)) has . or .. segments; send the resource's path itself")
         }
         if uri.hasPrefix("/depot/v1/") || uri == "/depot/v1" {
@@ -150,15 +174,15 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         cache.touch(digest)
         cache.beginRead(digest)
         let started = ContinuousClock.now
-        return ImmediateResponse(hit: hit) { [cache, accessLogger] in
+        return ImmediateResponse(hit: hit) { [cache, accessLogger, fastPathMetrics] in
             cache.endRead(digest)
             // The event-loop path has no Request: log and count it here.
             cache.statistics.record(.hit, bytes: hit.bodyBytes)
-            Counter(label: "depot_http_requests_total", dimensions: [("route", "image_file"), ("status", String(hit.status.code))]).increment()
-            Timer(label: "depot_http_request_duration_seconds", dimensions: [("route", "image_file")]).record(duration: ContinuousClock.now - started)
+            let duration = ContinuousClock.now - started
+            fastPathMetrics.record(status: hit.status.code, duration: duration)
             accessLogger.info(
-                "\(head.method.rawValue) \(head.uri.split(separator: "?").first ?? "") \(hit.status.code)",
-                metadata: ["bytes": "\(hit.bodyBytes)", "duration_ms": "\(Self.milliseconds(ContinuousClock.now - started))", "cache": "hit", "path": "fast"])
+                "\(head.method.rawValue) \(Self.pathPart(Substring(head.uri))) \(hit.status.code)",
+                metadata: ["bytes": "\(hit.bodyBytes)", "duration_ms": "\(Self.milliseconds(duration))", "cache": "hit", "path": "fast"])
         }
     }
 
@@ -206,8 +230,15 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
             ])
     }
 
+    /// Milliseconds with one decimal, rounded half up (what `String(format: "%.1f")` printed,
+    /// without Foundation's formatter on every request).
     static func milliseconds(_ duration: Duration) -> String {
-        String(format: "%.1f", Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15)
+        let (seconds, attoseconds) = duration.components
+        guard seconds >= 0, attoseconds >= 0, seconds < Int64.max / 10_000 else {
+            return String(format: "%.1f", Double(seconds) * 1000 + Double(attoseconds) / 1e15)
+        }
+        let tenths = seconds * 10_000 + (attoseconds + 50_000_000_000_000) / 100_000_000_000_000
+        return "\(tenths / 10).\(tenths % 10)"
     }
 
     public func handle(_ request: Request, _ response: ResponseWriter) async {

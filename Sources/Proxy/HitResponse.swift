@@ -2,8 +2,10 @@ import BlobStore
 import Foundation
 import Glance
 import HTTPSemantics
+import Metrics
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// A complete answer from a committed blob, as the parts to write: the head, then bytes and
 /// zero-copy file regions, then the end.
@@ -109,5 +111,28 @@ final class FastPathHandler: ChannelDuplexHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = unwrapOutboundIn(data) { pending = max(0, pending - 1) }
         context.write(data, promise: promise)
+    }
+}
+
+/// `depot_http_requests_total` and `depot_http_request_duration_seconds` of the fast path
+/// (route `image_file`), their handles made once: making one looks it up in the metrics
+/// registry (a lock, the name's validation, a dictionary of labels) on every request.
+/// Made lazily, after the metrics system is bootstrapped.
+final class FastPathMetrics: Sendable {
+    private let handles = Mutex<(counters: [UInt: Counter], timer: Timer?)>(([:], nil))
+
+    func record(status: UInt, duration: Duration) {
+        let (counter, timer) = handles.withLock { handles in
+            let counter = handles.counters[status] ?? {
+                let made = Counter(label: "depot_http_requests_total", dimensions: [("route", "image_file"), ("status", String(status))])
+                handles.counters[status] = made
+                return made
+            }()
+            let timer = handles.timer ?? Timer(label: "depot_http_request_duration_seconds", dimensions: [("route", "image_file")])
+            handles.timer = timer
+            return (counter, timer)
+        }
+        counter.increment()
+        timer.record(duration: duration)
     }
 }
