@@ -102,6 +102,13 @@ public struct Digest: Hashable, Sendable, CustomStringConvertible, Codable {
 
     public var description: String { "\(algorithm.rawValue):\(hex)" }
 
+    /// The bytes in one call: the synthesized hash feeds an array to the hasher one byte at
+    /// a time, and every cache hit looks a digest up in several tables.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(algorithm)
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
+
     /// Digest of a whole buffer in one call.
     public static func of(_ bytes: some Sequence<UInt8>, algorithm: DigestAlgorithm) -> Digest {
         let hasher = DigestHasher(algorithm)

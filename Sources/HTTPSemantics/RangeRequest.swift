@@ -13,48 +13,60 @@ public enum RangeRequest: Equatable, Sendable {
 
     /// Parses a `Range` header for a body of `size` bytes.
     public static func parse(_ header: String?, size: UInt64) -> RangeRequest {
-        guard let header else { return .whole }
-        let trimmed = header.trimmingCharacters(in: " \t")
-        guard let equals = trimmed.firstIndex(of: "="),
-              trimmed[..<equals].trimmingCharacters(in: " \t").lowercased() == "bytes"
+        guard var header else { return .whole }
+        return header.withUTF8 { parse(RangeBytes(bytes: $0), size: size) }
+    }
+
+    /// Works on the header's UTF-8 bytes: every byte the grammar names is ASCII, and a
+    /// non-ASCII byte (a combining mark after a digit, say) is never a digit, space or
+    /// separator, so a header that has one is unparseable here as it is Character by
+    /// Character. Bytes, not Characters: this runs on every range hit.
+    static func parse(_ header: RangeBytes, size: UInt64) -> RangeRequest {
+        let trimmed = header.trimmed
+        guard let equals = trimmed.firstIndex(of: UInt8(ascii: "=")),
+              trimmed.prefix(upTo: equals).trimmed.equalsLowercased("bytes")
         else { return .whole }
-        let specs = trimmed[trimmed.index(after: equals)...].split(separator: ",", omittingEmptySubsequences: false)
-        guard !specs.isEmpty, specs.count <= maximumParts else { return .whole }
+        let set = trimmed.suffix(after: equals)
+        guard set.count(of: UInt8(ascii: ",")) + 1 <= maximumParts else { return .whole }
         var satisfiable: [ClosedRange<UInt64>] = []
         var sawInvertedRange = false
         var sawNonEmptySuffix = false
-        for rawSpec in specs {
-            let spec = rawSpec.trimmingCharacters(in: " \t")
-            guard let dash = spec.firstIndex(of: "-") else { return .whole }
-            let first = spec[..<dash], last = spec[spec.index(after: dash)...]
-            guard first.allSatisfy(\.isASCIIDigit), last.allSatisfy(\.isASCIIDigit), !(first.isEmpty && last.isEmpty),
-                  first.count <= 19, last.count <= 19
+        var rest = set
+        while true {
+            let comma = rest.firstIndex(of: UInt8(ascii: ","))
+            let spec = (comma.map { rest.prefix(upTo: $0) } ?? rest).trimmed
+            guard let dash = spec.firstIndex(of: UInt8(ascii: "-")) else { return .whole }
+            let first = spec.prefix(upTo: dash), last = spec.suffix(after: dash)
+            guard first.isDigits, last.isDigits, !(first.isEmpty && last.isEmpty), first.length <= 19, last.length <= 19
             else { return .whole }
             if first.isEmpty {
                 // Suffix: the last N bytes.
-                let count = UInt64(last)!
+                let count = last.number
                 if count > 0 && size > 0 {
                     satisfiable.append((size - min(count, size))...(size - 1))
                 }
                 sawNonEmptySuffix = sawNonEmptySuffix || count > 0
             } else {
-                let start = UInt64(first)!
-                if let end = UInt64(last) {
+                let start = first.number
+                if !last.isEmpty {
+                    let end = last.number
                     if end < start {
                         sawInvertedRange = true
-                        continue
+                    } else if start < size {
+                        satisfiable.append(start...min(end, size - 1))
                     }
-                    if start < size { satisfiable.append(start...min(end, size - 1)) }
                 } else if start < size {
                     satisfiable.append(start...(size - 1))
                 }
             }
+            guard let comma else { break }
+            rest = rest.suffix(after: comma)
         }
         if sawInvertedRange { return .unsatisfiable }
         // A non-empty suffix of a zero-length body is satisfiable (RFC 9110 14.1.1), but no
         // 206 can carry zero bytes: the whole, empty body.
         if satisfiable.isEmpty { return size == 0 && sawNonEmptySuffix ? .whole : .unsatisfiable }
-        return .ranges(coalesce(satisfiable))
+        return satisfiable.count == 1 ? .ranges(satisfiable) : .ranges(coalesce(satisfiable))
     }
 
     /// Sorts ranges and merges those that overlap or touch.
@@ -71,10 +83,75 @@ public enum RangeRequest: Equatable, Sendable {
     }
 }
 
-extension Character {
-    /// One of 0-9. Not `("0"..."9").contains(self)`: a digit followed by a combining mark
-    /// ("5\u{301}", a keycap) is one Character that sorts between "0" and "9".
-    var isASCIIDigit: Bool { asciiValue.map { (48...57).contains($0) } ?? false }
+/// A slice of a header's bytes (valid while the header's storage is).
+struct RangeBytes {
+    let bytes: UnsafeBufferPointer<UInt8>
+    var start = 0
+    var end: Int
+
+    init(bytes: UnsafeBufferPointer<UInt8>) {
+        self.bytes = bytes
+        self.end = bytes.count
+    }
+
+    private init(bytes: UnsafeBufferPointer<UInt8>, start: Int, end: Int) {
+        self.bytes = bytes
+        self.start = start
+        self.end = end
+    }
+
+    var isEmpty: Bool { start == end }
+    var length: Int { end - start }
+
+    /// Without spaces and tabs at either end.
+    var trimmed: RangeBytes {
+        var low = start, high = end
+        while low < high, bytes[low] == 0x20 || bytes[low] == 0x09 { low += 1 }
+        while high > low, bytes[high - 1] == 0x20 || bytes[high - 1] == 0x09 { high -= 1 }
+        return RangeBytes(bytes: bytes, start: low, end: high)
+    }
+
+    func firstIndex(of byte: UInt8) -> Int? {
+        var index = start
+        while index < end {
+            if bytes[index] == byte { return index }
+            index += 1
+        }
+        return nil
+    }
+
+    func count(of byte: UInt8) -> Int {
+        var count = 0
+        for index in start..<end where bytes[index] == byte { count += 1 }
+        return count
+    }
+
+    func prefix(upTo index: Int) -> RangeBytes { RangeBytes(bytes: bytes, start: start, end: index) }
+    func suffix(after index: Int) -> RangeBytes { RangeBytes(bytes: bytes, start: index + 1, end: end) }
+
+    var isDigits: Bool {
+        for index in start..<end where bytes[index] < 0x30 || bytes[index] > 0x39 { return false }
+        return true
+    }
+
+    /// The decimal value of at most 19 digits (which always fits).
+    var number: UInt64 {
+        var value: UInt64 = 0
+        for index in start..<end { value = value * 10 + UInt64(bytes[index] - 0x30) }
+        return value
+    }
+
+    /// Whether the bytes are `word` (lowercase ASCII) in any case.
+    func equalsLowercased(_ word: StaticString) -> Bool {
+        guard length == word.utf8CodeUnitCount else { return false }
+        let expected = word.utf8Start
+        for offset in 0..<length {
+            let byte = bytes[start + offset]
+            let lowered = byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte
+            if lowered != expected[offset] { return false }
+        }
+        return true
+    }
 }
 
 extension StringProtocol {

@@ -25,6 +25,8 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
     let exportDirectory: ExportDirectory?
     /// Where each request goes.
     let router: Router
+    /// The request metrics of hits answered on the event loop.
+    let fastPathMetrics = FastPathMetrics()
 
     public init(
         cache: ImageCache, uploads: UploadSettings = .init(), admin: AdminAccess = .init(), metrics: (@Sendable () -> [UInt8])? = nil,
@@ -56,15 +58,15 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         cache.beginRead(digest)
         let started = ContinuousClock.now
         let (status, bodyBytes) = (hit.status.code, hit.bodyBytes)
-        return ImmediateResponse(hit) { [cache, accessLogger] in
+        return ImmediateResponse(hit) { [cache, accessLogger, fastPathMetrics] in
             cache.endRead(digest)
             // The event-loop path has no Request: log and count it here.
             cache.statistics.record(.hit, bytes: bodyBytes)
-            Counter(label: "depot_http_requests_total", dimensions: [("route", "image_file"), ("status", String(status))]).increment()
-            Timer(label: "depot_http_request_duration_seconds", dimensions: [("route", "image_file")]).record(duration: ContinuousClock.now - started)
+            let duration = ContinuousClock.now - started
+            fastPathMetrics.record(status: status, duration: duration)
             accessLogger.info(
-                "\(head.method.rawValue) \(head.uri.split(separator: "?").first ?? "") \(status)",
-                metadata: ["bytes": "\(bodyBytes)", "duration_ms": "\(Self.milliseconds(ContinuousClock.now - started))", "cache": "hit", "path": "fast"])
+                "\(head.method.rawValue) \(Router.pathPart(Substring(head.uri))) \(status)",
+                metadata: ["bytes": "\(bodyBytes)", "duration_ms": "\(Self.milliseconds(duration))", "cache": "hit", "path": "fast"])
         }
     }
 
@@ -93,8 +95,15 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
             ])
     }
 
+    /// Milliseconds with one decimal, rounded half up (what `String(format: "%.1f")` printed,
+    /// without Foundation's formatter on every request).
     static func milliseconds(_ duration: Duration) -> String {
-        String(format: "%.1f", Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15)
+        let (seconds, attoseconds) = duration.components
+        guard seconds >= 0, attoseconds >= 0, seconds < Int64.max / 10_000 else {
+            return String(format: "%.1f", Double(seconds) * 1000 + Double(attoseconds) / 1e15)
+        }
+        let tenths = seconds * 10_000 + (attoseconds + 50_000_000_000_000) / 100_000_000_000_000
+        return "\(tenths / 10).\(tenths % 10)"
     }
 
     public func handle(_ request: Request, _ response: ResponseWriter) async {

@@ -1,8 +1,10 @@
 import BlobStore
 import HTTPCore
 import HTTPSemantics
+import Metrics
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// A complete answer from a committed blob. Carries out a `ResponsePlan` the same way on both
 /// paths that serve hits: the event-loop fast path and the async handler.
@@ -26,5 +28,28 @@ extension PlannedResponse {
         }
         let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: plan.status), headers: plan.httpHeaders(cacheResult: "hit"))
         self.init(head: head, body: body, handle: handle, cacheResult: "hit")
+    }
+}
+
+/// `depot_http_requests_total` and `depot_http_request_duration_seconds` of the fast path
+/// (route `image_file`), their handles made once: making one looks it up in the metrics
+/// registry (a lock, the name's validation, a dictionary of labels) on every request.
+/// Made lazily, after the metrics system is bootstrapped.
+final class FastPathMetrics: Sendable {
+    private let handles = Mutex<(counters: [UInt: Counter], timer: Timer?)>(([:], nil))
+
+    func record(status: UInt, duration: Duration) {
+        let (counter, timer) = handles.withLock { handles in
+            let counter = handles.counters[status] ?? {
+                let made = Counter(label: "depot_http_requests_total", dimensions: [("route", "image_file"), ("status", String(status))])
+                handles.counters[status] = made
+                return made
+            }()
+            let timer = handles.timer ?? Timer(label: "depot_http_request_duration_seconds", dimensions: [("route", "image_file")])
+            handles.timer = timer
+            return (counter, timer)
+        }
+        counter.increment()
+        timer.record(duration: duration)
     }
 }

@@ -73,14 +73,38 @@ struct Router: Sendable, Equatable {
     /// The path of a request target: up to the first "?". Split on scalars, not Characters:
     /// "?" or "/" followed by a combining mark or ZWJ is one Character, which a Character
     /// split would not split at (libcurl and Glance do), e.g. "/v2/images/../\u{301}x".
+    /// Searched as UTF-8 bytes: "?" and "/" are one byte each and never part of another
+    /// scalar, so a byte split is the scalar split, at a fraction of the cost on every hit.
     static func pathPart(_ uri: Substring) -> Substring {
-        guard let mark = uri.unicodeScalars.firstIndex(of: "?") else { return uri }
+        guard let mark = uri.utf8.firstIndex(of: UInt8(ascii: "?")) else { return uri }
         return Substring(uri.unicodeScalars[..<mark])
     }
 
     /// A path's segments, split at every "/" scalar (see `pathPart`).
     static func segments(_ path: Substring, omittingEmpty: Bool = false) -> [Substring] {
-        path.unicodeScalars.split(separator: "/", omittingEmptySubsequences: omittingEmpty).map(Substring.init)
+        path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: omittingEmpty).map {
+            Substring(path.unicodeScalars[$0.startIndex..<$0.endIndex])
+        }
+    }
+
+    /// Whether a path has a "." or ".." segment. Compared as bytes: no other string is
+    /// canonically equivalent to "." or "..", so this is the Character comparison, without
+    /// an array of segments on every request.
+    static func hasDotSegment(_ path: Substring) -> Bool {
+        var dots = 0
+        var onlyDots = true
+        for byte in path.utf8 {
+            if byte == UInt8(ascii: "/") {
+                if onlyDots && (dots == 1 || dots == 2) { return true }
+                dots = 0
+                onlyDots = true
+            } else if byte == UInt8(ascii: ".") {
+                dots += 1
+            } else {
+                onlyDots = false
+            }
+        }
+        return onlyDots && (dots == 1 || dots == 2)
     }
 
     private var cloudList: String { clouds.sorted().joined(separator: ", ") }
@@ -90,7 +114,7 @@ struct Router: Sendable, Equatable {
         let rawPath = Self.pathPart(uri)
         // Dot segments would be resolved differently on the way to Glance (libcurl squashes
         // them): refuse them rather than guess which resource was meant.
-        if Self.segments(rawPath).contains(where: { $0 == ".." || $0 == "." }) {
+        if Self.hasDotSegment(rawPath) {
             return .invalid("the path \(rawPath.prefix(200)) has . or .. segments; send the resource's path itself")
         }
         if uri.hasPrefix("/depot/v1/") || uri == "/depot/v1" {
