@@ -122,7 +122,7 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     /// Each cloud's default store id (`stores` of an uploaded image), once Glance told it.
     let defaultStores = Mutex<[String: String?]>([:])
     /// Running passes that compute an uploaded blob's SHA-512 and MD5.
-    let digestJobs = Mutex<[Digest: Task<BlobRecord, any Error>]>([:])
+    let digestJobs = Mutex<[Digest: SharedOutcome<BlobRecord>]>([:])
 
     let budget: DiskBudget
     /// The bytes Depot owes to backends.
@@ -133,7 +133,7 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     public let integrity = IntegrityStatistics()
     /// Uploads being received now, within `settings.maximumUploads`.
     public let uploadSlots: ConcurrencyLimit
-    /// Fills and the hit flush; the application runs it (see `BackgroundWork`).
+    /// Fills, digest passes, landing pushes and the hit flush; the application runs it (see `BackgroundWork`).
     public let background = BackgroundWork()
 
     public init(

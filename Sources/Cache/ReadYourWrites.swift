@@ -106,8 +106,9 @@ extension ImageCache {
                 // The transfer goes on if the wait runs out: the next request, or the queue,
                 // finds it done. The wait polls its end rather than awaiting the task, whose
                 // value an expired deadline could not interrupt.
+                // It runs as a background job, so shutdown waits for it (or cancels it).
                 let finished = TransferEnd()
-                Task { [pushes] in
+                let scheduled = background.submit { [pushes] in
                     defer { pushes.unclaim(cloud: cloud, imageID: imageID) }
                     let record: PushRecord? = if push.state == .staged {
                         await pushes.stageInBackend(push) ? push : nil
@@ -115,6 +116,11 @@ extension ImageCache {
                         await pushes.attempt(push, auth: .service).push
                     }
                     finished.set(record)
+                }
+                guard scheduled else {
+                    // Depot is shutting down: the queue pushes it at the next start.
+                    pushes.unclaim(cloud: cloud, imageID: imageID)
+                    return .timedOut
                 }
                 var result: PushRecord??
                 while result == nil, ContinuousClock.now < deadline {

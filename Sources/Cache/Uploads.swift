@@ -126,25 +126,42 @@ extension ImageCache {
     /// cache, once per blob however many callers wait.
     public func completeDigests(_ digest: Digest) async throws -> BlobRecord {
         if let record = try catalog.blob(digest), record.sha512 != nil, record.md5 != nil { return record }
-        let job = digestJobs.withLock { jobs -> Task<BlobRecord, any Error> in
-            if let running = jobs[digest] { return running }
-            let job = Task { [store, catalog, disk, logger] () throws -> BlobRecord in
-                let started = ContinuousClock.now
-                // Only what is missing (a fill verified by SHA-512 lacks only MD5).
-                let known = try catalog.blob(digest)
-                async let sha512 = known?.sha512 != nil ? nil : Self.hashInBackground(disk: disk, store: store, digest: digest, algorithm: .sha512)
-                async let md5 = known?.md5 != nil ? nil : Self.hashInBackground(disk: disk, store: store, digest: digest, algorithm: .md5)
-                let (sha512Value, md5Value) = try await (sha512, md5)
-                try catalog.recordDigests(of: digest, sha512: sha512Value?.hex ?? known?.sha512 ?? "", md5: md5Value?.hex ?? known?.md5 ?? "")
-                logger.debug("digests computed", metadata: ["blob": "\(digest.hex)", "duration": "\(ContinuousClock.now - started)"])
-                guard let record = try catalog.blob(digest) else { throw BlobStoreError.notFound(digest) }
-                return record
-            }
-            jobs[digest] = job
-            return job
+        let (outcome, isNew) = digestJobs.withLock { jobs -> (SharedOutcome<BlobRecord>, Bool) in
+            if let running = jobs[digest] { return (running, false) }
+            let outcome = SharedOutcome<BlobRecord>()
+            jobs[digest] = outcome
+            return (outcome, true)
         }
-        defer { digestJobs.withLock { _ = $0.removeValue(forKey: digest) } }
-        return try await job.value
+        if isNew {
+            let pass = { @Sendable [self] in
+                let result: Result<BlobRecord, any Error>
+                do { result = .success(try await self.computeDigests(digest)) } catch { result = .failure(error) }
+                self.digestJobs.withLock { _ = $0.removeValue(forKey: digest) }
+                outcome.finish(result)
+            }
+            // Refused once shutdown has ended the background work: the caller runs it itself.
+            if !background.submit(pass) { await pass() }
+        }
+        return try await outcome.value
+    }
+
+    /// Computes the SHA-512 and MD5 a blob's record lacks and records them.
+    private func computeDigests(_ digest: Digest) async throws -> BlobRecord {
+        let started = ContinuousClock.now
+        // Only what is missing (a fill verified by SHA-512 lacks only MD5).
+        let known = try catalog.blob(digest)
+        async let sha512 = known?.sha512 != nil ? nil : Self.hashInBackground(disk: disk, store: store, digest: digest, algorithm: .sha512)
+        async let md5 = known?.md5 != nil ? nil : Self.hashInBackground(disk: disk, store: store, digest: digest, algorithm: .md5)
+        let (sha512Value, md5Value) = try await (sha512, md5)
+        try catalog.recordDigests(of: digest, sha512: sha512Value?.hex ?? known?.sha512 ?? "", md5: md5Value?.hex ?? known?.md5 ?? "")
+        logger.debug("digests computed", metadata: ["blob": "\(digest.hex)", "duration": "\(ContinuousClock.now - started)"])
+        guard let record = try catalog.blob(digest) else { throw BlobStoreError.notFound(digest) }
+        return record
+    }
+
+    /// Completes a blob's digests in the background; nobody waits for them now.
+    public func completeDigestsLater(_ digest: Digest) {
+        background.submit { _ = try? await self.completeDigests(digest) }
     }
 
     private static func hashInBackground(disk: DiskPools, store: BlobStore, digest: Digest, algorithm: DigestAlgorithm) async throws -> Digest {

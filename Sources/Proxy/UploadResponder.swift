@@ -234,7 +234,7 @@ struct UploadResponder {
             await refuse(response, .internalServerError, "Depot stored the bytes but could not record the upload (\(error)); retry the upload")
             return
         }
-        Task { [cache] in _ = try? await cache.completeDigests(blob.digest) }
+        cache.completeDigestsLater(blob.digest)
         guard writeThrough, let token else {
             headers.add(name: "x-depot-push", value: push.state.rawValue)
             await response.send(.noContent, headers: headers)
