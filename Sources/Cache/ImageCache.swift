@@ -121,8 +121,9 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     let resolver: BlobResolver
     /// Each cloud's default store id (`stores` of an uploaded image), once Glance told it.
     let defaultStores = Mutex<[String: String?]>([:])
-    /// Running passes that compute an uploaded blob's SHA-512 and MD5.
-    let digestJobs = Mutex<[Digest: SharedOutcome<BlobRecord>]>([:])
+    /// The SHA-512 and MD5 computed after a blob's commit.
+    let digests: DigestPasses
+    let forgetter: ImageForgetter
 
     let budget: DiskBudget
     /// The bytes Depot owes to backends.
@@ -134,7 +135,7 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     /// Uploads being received now, within `settings.maximumUploads`.
     public let uploadSlots: ConcurrencyLimit
     /// Fills, digest passes, landing pushes and the hit flush; the application runs it (see `BackgroundWork`).
-    public let background = BackgroundWork()
+    public let background: BackgroundWork
 
     public init(
         store: BlobStore, catalog: Catalog, clouds: [String: GlanceClient], defaultCloud: String, settings: CacheSettings = .init(),
@@ -152,9 +153,13 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
         resolver = BlobResolver(store: store, catalog: catalog)
         authorizer = Authorizer(clouds: clouds, settings: settings, logger: logger)
         budget = try DiskBudget(watermarks: settings.budget, minimumFreeBytes: settings.minimumFreeDisk, store: store, catalog: catalog, logger: logger)
-        pushes = PushQueue(catalog: catalog, store: store, clouds: clouds, settings: settings.push, logger: logger)
-        pushes.onSettled { [unowned self] push in self.pushSettled(push) }
-        pushes.digests { [unowned self] digest in try await self.completeDigests(digest) }
+        let background = BackgroundWork()
+        self.background = background
+        digests = DigestPasses(store: store, catalog: catalog, disk: disk, background: background, logger: logger)
+        forgetter = ImageForgetter(catalog: catalog, resolver: resolver, authorizer: authorizer, logger: logger)
+        pushes = PushQueue(
+            catalog: catalog, store: store, clouds: clouds, settings: settings.push, digests: digests,
+            settlement: PushSettlement(budget: budget, catalog: catalog, forgetter: forgetter), logger: logger)
     }
 
     /// Bytes of committed blobs and of reservations for running fills (nil without a budget).
@@ -204,18 +209,7 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     }
 
     /// Drops what Depot knows of an image (deleted or deactivated upstream).
-    public func forget(cloud: String, imageID: String) {
-        do {
-            if try catalog.unmap(cloud: cloud, imageID: imageID) {
-                logger.info("forgot image", metadata: ["cloud": "\(cloud)", "image": "\(imageID)"])
-            }
-        } catch {
-            logger.error("cannot drop image mapping", metadata: ["cloud": "\(cloud)", "image": "\(imageID)", "error": "\(error)"])
-        }
-        let key = ImageKey(cloud: cloud, imageID: imageID)
-        resolver.forget(key)
-        authorizer.forget(key)
-    }
+    public func forget(cloud: String, imageID: String) { forgetter.forget(ImageKey(cloud: cloud, imageID: imageID)) }
 
     /// Drops in-memory knowledge of an evicted blob (the Catalog rows are already gone).
     func forgetBlob(_ digest: Digest) { resolver.forgetBlob(digest) }
@@ -377,7 +371,7 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
         }
         fills.withLock { $0.ended(key) }
         // Off the fill's path: its readers have every byte already.
-        if let deferredDigests { _ = try? await completeDigests(deferredDigests) }
+        if let deferredDigests { _ = try? await digests.complete(deferredDigests) }
     }
 
     /// Ends a fill that will not commit: nothing is kept, its readers hear why.

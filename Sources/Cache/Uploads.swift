@@ -118,58 +118,12 @@ extension ImageCache {
         budget.settle(reserved: bytes, committed: blob)
     }
 
-    /// The blob's record with its SHA-512 and MD5, computed now if the upload deferred them.
-    ///
-    /// Uploads are acknowledged after SHA-256 (the blob's name) and fsync: on two cores the
-    /// three digests in the same pass cost a third of the upload speed. The other two are
-    /// computed right after, on low-priority threads that read the blob back from the page
-    /// cache, once per blob however many callers wait.
-    public func completeDigests(_ digest: Digest) async throws -> BlobRecord {
-        if let record = try catalog.blob(digest), record.sha512 != nil, record.md5 != nil { return record }
-        let (outcome, isNew) = digestJobs.withLock { jobs -> (SharedOutcome<BlobRecord>, Bool) in
-            if let running = jobs[digest] { return (running, false) }
-            let outcome = SharedOutcome<BlobRecord>()
-            jobs[digest] = outcome
-            return (outcome, true)
-        }
-        if isNew {
-            let pass = { @Sendable [self] in
-                let result: Result<BlobRecord, any Error>
-                do { result = .success(try await self.computeDigests(digest)) } catch { result = .failure(error) }
-                self.digestJobs.withLock { _ = $0.removeValue(forKey: digest) }
-                outcome.finish(result)
-            }
-            // Refused once shutdown has ended the background work: the caller runs it itself.
-            if !background.submit(pass) { await pass() }
-        }
-        return try await outcome.value
-    }
-
-    /// Computes the SHA-512 and MD5 a blob's record lacks and records them.
-    private func computeDigests(_ digest: Digest) async throws -> BlobRecord {
-        let started = ContinuousClock.now
-        // Only what is missing (a fill verified by SHA-512 lacks only MD5).
-        let known = try catalog.blob(digest)
-        async let sha512 = known?.sha512 != nil ? nil : Self.hashInBackground(disk: disk, store: store, digest: digest, algorithm: .sha512)
-        async let md5 = known?.md5 != nil ? nil : Self.hashInBackground(disk: disk, store: store, digest: digest, algorithm: .md5)
-        let (sha512Value, md5Value) = try await (sha512, md5)
-        try catalog.recordDigests(of: digest, sha512: sha512Value?.hex ?? known?.sha512 ?? "", md5: md5Value?.hex ?? known?.md5 ?? "")
-        logger.debug("digests computed", metadata: ["blob": "\(digest.hex)", "duration": "\(ContinuousClock.now - started)"])
-        guard let record = try catalog.blob(digest) else { throw BlobStoreError.notFound(digest) }
-        return record
-    }
+    /// The blob's record with its SHA-512 and MD5, computed now if the upload deferred them
+    /// (see `DigestPasses`).
+    public func completeDigests(_ digest: Digest) async throws -> BlobRecord { try await digests.complete(digest) }
 
     /// Completes a blob's digests in the background; nobody waits for them now.
-    public func completeDigestsLater(_ digest: Digest) {
-        background.submit { _ = try? await self.completeDigests(digest) }
-    }
-
-    private static func hashInBackground(disk: DiskPools, store: BlobStore, digest: Digest, algorithm: DigestAlgorithm) async throws -> Digest {
-        try await disk.runInBackground {
-            // Behind request work: a hit or an upload never waits for this pass.
-            Result { () throws(BlobStoreError) in try store.open(digest).computeDigestInBackground(algorithm) }
-        }.get()
-    }
+    public func completeDigestsLater(_ digest: Digest) { digests.completeLater(digest) }
 
     /// Keeps a committed blob that no image took as an ordinary cache entry: counted in the
     /// budget and evictable like any other.
@@ -253,20 +207,7 @@ extension ImageCache {
 
     /// A push stopped being pending: its blob may be evicted again; after a failure the
     /// image no longer maps to it (Glance may hold other bytes under that id).
-    func pushSettled(_ push: PushRecord) {
-        budget.release(push.digest, by: .push(ImageKey(cloud: push.cloud, imageID: push.imageID)))
-        switch push.state {
-        case .done:
-            if var record = try? catalog.mapping(cloud: push.cloud, imageID: push.imageID) {
-                record.status = "active"
-                try? catalog.map(record)
-            }
-        case .failed:
-            forget(cloud: push.cloud, imageID: push.imageID)
-        default:
-            break
-        }
-    }
+    func pushSettled(_ push: PushRecord) { pushes.settlement.settled(push) }
 
     /// Whether Depot holds bytes it acknowledged for this image that Glance's record does not
     /// show yet (a pending push, or one done a moment after Glance answered).

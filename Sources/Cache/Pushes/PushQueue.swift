@@ -42,32 +42,27 @@ public final class PushQueue: Sendable {
     let clouds: [String: GlanceClient]
     public let settings: PushSettings
     let logger: Logger
+    /// Completes a blob's SHA-512 and MD5, which prove a push, if an upload deferred them.
+    let digests: DigestPasses
     /// Told when a push stops being pending (done or failed).
-    private let settledHandler = Mutex<(@Sendable (PushRecord) -> Void)?>(nil)
-
-    /// Supplies a blob's record with its SHA-512 and MD5, computing them if an upload
-    /// deferred them.
-    private let digestProvider = Mutex<(@Sendable (Digest) async throws -> BlobRecord)?>(nil)
+    let settlement: PushSettlement
     private let running = Mutex<Set<ImageKey>>([])
     private let failuresAfterAcknowledgement = Atomic<Int>(0)
     /// Running pushes whose image was deleted meanwhile: their outcome is not recorded.
     private let cancelled = Mutex<Set<ImageKey>>([])
     private let wakeup = Wakeup()
 
-    init(catalog: Catalog, store: BlobStore, clouds: [String: GlanceClient], settings: PushSettings, logger: Logger) {
+    init(
+        catalog: Catalog, store: BlobStore, clouds: [String: GlanceClient], settings: PushSettings, digests: DigestPasses, settlement: PushSettlement,
+        logger: Logger
+    ) {
         self.catalog = catalog
+        self.digests = digests
+        self.settlement = settlement
         self.store = store
         self.clouds = clouds
         self.settings = settings
         self.logger = logger
-    }
-
-    func digests(_ provider: @escaping @Sendable (Digest) async throws -> BlobRecord) {
-        digestProvider.withLock { $0 = provider }
-    }
-
-    func onSettled(_ handler: @escaping @Sendable (PushRecord) -> Void) {
-        settledHandler.withLock { $0 = handler }
     }
 
     static func key(_ cloud: String, _ imageID: String) -> ImageKey { ImageKey(cloud: cloud, imageID: imageID) }
@@ -207,7 +202,7 @@ public final class PushQueue: Sendable {
         let label = push.state == .done ? "done" : push.state == .failed ? "failed" : "retry"
         Counter(label: "depot_push_attempts_total", dimensions: [("outcome", label)]).increment()
         Timer(label: "depot_push_duration_seconds", dimensions: [("outcome", label)]).record(duration: ContinuousClock.now - started)
-        if push.state != .pending, let handler = settledHandler.withLock({ $0 }) { handler(push) }
+        if push.state != .pending { settlement.settled(push) }
         return (push, outcome.status)
     }
 
@@ -232,12 +227,7 @@ public final class PushQueue: Sendable {
             return .retry("catalog: \(error)", after: nil)
         }
         // The SHA-512 that proves the push is computed while the bytes travel.
-        let provider = digestProvider.withLock { $0 }
-        let digests = Task { [catalog] () throws -> BlobRecord in
-            if let provider { return try await provider(push.digest) }
-            guard let record = try catalog.blob(push.digest) else { throw BlobStoreError.notFound(push.digest) }
-            return record
-        }
+        let digests = Task { [digests] () throws -> BlobRecord in try await digests.complete(push.digest) }
         defer { digests.cancel() }
         let path = store.path(for: push.digest)
         var machine = PushStateMachine<ContinuousClock>(method: push.method, importWait: settings.importWait, stuckAfter: settings.stuckAfter)
