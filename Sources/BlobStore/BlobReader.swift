@@ -13,7 +13,9 @@ public final class BlobReader: Sendable {
     /// The open descriptor; owned by the reader and closed when it is released.
     public let fileDescriptor: Int32
 
-    init(digest: Digest, path: String, fd: Int32, size: UInt64) {
+    /// A reader over an already open descriptor of the blob's bytes (a fill's file, which is
+    /// the committed blob's inode); it takes ownership of `fd`.
+    package init(digest: Digest, path: String, fd: Int32, size: UInt64) {
         self.digest = digest
         self.path = path
         self.fileDescriptor = fd

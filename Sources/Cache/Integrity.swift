@@ -126,27 +126,20 @@ extension ImageCache {
     /// Reads the fill's own file (the inode it wrote and committed), not the blob by name: under
     /// budget pressure a blob can be evicted the moment after its commit, and a client that
     /// waited for the verdict must still get its last byte.
-    /// - Throws: `CacheError.fillFailed` when the file cannot be read to the range's end.
+    /// - Throws: `CacheError.fillFailed` before the fill committed; `BlobStoreError` when the
+    ///   range cannot be read.
     public func hashRange(of fill: Fill, _ range: Range<UInt64>) async throws -> (Digest, UInt8) {
-        let fd = try fill.openForReading()
-        defer { close(fd) }
-        let imageID = fill.imageID
+        guard case let .committed(blob)? = fill.outcome else {
+            throw CacheError.fillFailed(imageID: fill.imageID, reason: "the fill has not committed; its bytes are not verified")
+        }
+        // The fill's own descriptor, owned (and closed) by the reader: the same inode as the
+        // committed blob, whatever an eviction did to the blob's name since.
+        let reader = BlobReader(digest: blob.digest, path: fill.temporaryPath, fd: try fill.openForReading(), size: blob.size)
         return try await disk.run {
-            Result { () throws(CacheError) -> (Digest, UInt8) in
+            Result { () throws(BlobStoreError) -> (Digest, UInt8) in
                 let hasher = DigestHasher(.sha256)
-                var buffer = [UInt8](repeating: 0, count: 1 << 20)
-                var offset = range.lowerBound
-                while offset <= range.upperBound {
-                    let want = offset == range.upperBound ? 1 : Int(min(UInt64(buffer.count), range.upperBound - offset))
-                    let read = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, want, off_t(offset)) }
-                    guard read > 0 else {
-                        throw .fillFailed(imageID: imageID, reason: "the fill's file ends at \(offset), before \(range.upperBound + 1)")
-                    }
-                    if offset == range.upperBound { return (hasher.finish(), buffer[0]) }
-                    buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[..<read])) }
-                    offset += UInt64(read)
-                }
-                preconditionFailure("unreachable: the loop returns at the range's end")
+                try reader.forEachChunk(of: range) { hasher.update($0) }
+                return (hasher.finish(), try reader.read(range.upperBound..<(range.upperBound + 1))[0])
             }
         }.get()
     }

@@ -70,8 +70,10 @@ import Testing
             #expect(part.status == 206)
             #expect(part.header("content-range") == "bytes \(range.lowerBound)-\(range.upperBound)/\(bytes.count)")
             #expect(part.body == Array(bytes[range]))
+            // The order is the judge, not a clock: the answer came while the fill was still short
+            // of the range (a range that waited for the fill finds it past 200 MiB, or gone).
+            // A wall-clock bound failed at 4.2 s on a loaded 2-core machine with the order right.
             #expect(writtenWhenAnswered < UInt64(range.lowerBound), "the fill had written \(writtenWhenAnswered >> 20) MiB")
-            #expect(elapsed < .seconds(2), "the range took \(elapsed)")
 
             let full = try await whole.value
             #expect(full.status == 200 && full.received == UInt64(bytes.count))
