@@ -47,7 +47,8 @@ struct AdminTarget: ParsableArguments {
         }
         var bytes: [UInt8] = []
         for try await chunk in answer.body { bytes += chunk }
-        let object = bytes.isEmpty ? [String: Any]() : (try? JSONSerialization.jsonObject(with: Data(bytes))) ?? [:]
+        let decoded: Any? = bytes.isEmpty ? nil : try? JSONSerialization.jsonObject(with: Data(bytes))
+        let object: Any = decoded ?? [String: Any]()
         guard (200..<300).contains(answer.head.status) else {
             let message = ((object as? [String: Any])?["error"] as? [String: Any])?["message"] as? String ?? String(decoding: bytes, as: UTF8.self)
             if answer.head.status == 401 || answer.head.status == 403 {
