@@ -143,17 +143,9 @@ enum ConfigGenerator {
 
     static func authSection(_ rng: inout some RandomNumberGenerator, _ expected: inout DepotConfiguration) -> YEntry? {
         guard rng.chance(0.4) else { return nil }
-        var auth: [YEntry] = []
-        if rng.chance(0.6) {
-            let (text, value) = duration(&rng)
-            auth.append(entry("decision_ttl", .scalar(text)))
-            expected.decisionTTL = value
-        }
-        if rng.chance(0.6) {
-            let (text, value) = duration(&rng)
-            auth.append(entry("offline_grace", .scalar(text)))
-            expected.offlineGrace = value
-        }
+        let auth = [
+            durationEntry(0.6, "decision_ttl", \.decisionTTL, &rng, &expected), durationEntry(0.6, "offline_grace", \.offlineGrace, &rng, &expected),
+        ].compactMap { $0 }
         return entry("auth", auth.isEmpty ? .null : .map(auth))
     }
 
@@ -165,16 +157,10 @@ enum ConfigGenerator {
             push.append(entry("concurrency", .scalar(rng.chance(0.1) ? "0\(value)" : String(value))))
             expected.pushConcurrency = value
         }
-        if rng.chance(0.5) {
-            let (text, value) = duration(&rng)
-            push.append(entry("initial_backoff", .scalar(text)))
-            expected.pushInitialBackoff = value
-        }
-        if rng.chance(0.5) {
-            let (text, value) = duration(&rng)
-            push.append(entry("max_backoff", .scalar(text)))
-            expected.pushMaximumBackoff = value
-        }
+        push += [
+            durationEntry(0.5, "initial_backoff", \.pushInitialBackoff, &rng, &expected),
+            durationEntry(0.5, "max_backoff", \.pushMaximumBackoff, &rng, &expected),
+        ].compactMap { $0 }
         return entry("push", push.isEmpty ? .null : .map(push))
     }
 
@@ -186,24 +172,30 @@ enum ConfigGenerator {
             limits.append(entry("max_connections", .scalar(String(value))))
             expected.maxConnections = value
         }
-        if rng.chance(0.5) {
-            var (text, value) = duration(&rng)
-            if value == .zero { (text, value) = ("1s", .seconds(1)) }
-            limits.append(entry("header_timeout", .scalar(text)))
-            expected.headerTimeout = value
-        }
-        if rng.chance(0.5) {
-            var (text, value) = duration(&rng)
-            if value == .zero { (text, value) = ("2m", .seconds(120)) }
-            limits.append(entry("idle_timeout", .scalar(text)))
-            expected.idleTimeout = value
-        }
+        // Timeouts must be positive.
+        limits += [
+            durationEntry(0.5, "header_timeout", \.headerTimeout, &rng, &expected, zero: ("1s", .seconds(1))),
+            durationEntry(0.5, "idle_timeout", \.idleTimeout, &rng, &expected, zero: ("2m", .seconds(120))),
+        ].compactMap { $0 }
         if rng.chance(0.5) {
             let value = rng.int(1...512)
             limits.append(entry("max_fills", .scalar(String(value))))
             expected.maxFills = value
         }
         return entry("limits", limits.isEmpty ? .null : .map(limits))
+    }
+
+    /// With probability `p`, a `key: duration` entry, its value set at `field` (`zero` in
+    /// place of a zero duration, where zero is refused).
+    static func durationEntry(
+        _ p: Double, _ key: String, _ field: WritableKeyPath<DepotConfiguration, Duration>, _ rng: inout some RandomNumberGenerator,
+        _ expected: inout DepotConfiguration, zero: (String, Duration)? = nil
+    ) -> YEntry? {
+        guard rng.chance(p) else { return nil }
+        var (text, value) = duration(&rng)
+        if value == .zero, let zero { (text, value) = zero }
+        expected[keyPath: field] = value
+        return entry(key, .scalar(text))
     }
 
     static func cloudsSection(_ rng: inout some RandomNumberGenerator, _ expected: inout DepotConfiguration) -> YEntry? {
