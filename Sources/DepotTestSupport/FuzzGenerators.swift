@@ -10,17 +10,25 @@ import PropertyBased
 // (`swift test --filter NAME`). The library then runs that one input, shrinks it again and
 // reports it (and, by design, records an issue even when it passes: remove the trait after).
 
+// Written on `next()` alone: the standard library's generic `random(in:using:)` is several
+// times slower when called from unspecialized (debug) generic code, and the suites draw
+// millions of numbers.
 extension RandomNumberGenerator {
-    /// Uniform in `0..<n` (n > 0).
-    public mutating func below(_ n: Int) -> Int { Int.random(in: 0..<n, using: &self) }
+    /// Uniform in `0..<n` (n > 0); Lemire's multiply-shift, its bias irrelevant here.
+    public mutating func below(_ n: Int) -> Int {
+        precondition(n > 0)
+        return Int(truncatingIfNeeded: next().multipliedFullWidth(by: UInt64(n)).high)
+    }
 
     /// Uniform in `range`.
-    public mutating func int(_ range: ClosedRange<Int>) -> Int { Int.random(in: range, using: &self) }
+    public mutating func int(_ range: ClosedRange<Int>) -> Int { range.lowerBound + below(range.count) }
 
     /// True with probability `p`.
-    public mutating func chance(_ p: Double) -> Bool { Double.random(in: 0..<1, using: &self) < p }
+    public mutating func chance(_ p: Double) -> Bool { Double(next() >> 11) * 0x1p-53 < p }
 
-    public mutating func pick<C: Collection>(_ items: C) -> C.Element { items.randomElement(using: &self)! }
+    public mutating func pick<C: Collection>(_ items: C) -> C.Element {
+        items[items.index(items.startIndex, offsetBy: below(items.count))]
+    }
 
     /// Picks by weight: `[(3, a), (1, b)]` gives `a` three times as often.
     public mutating func weighted<T>(_ choices: [(Int, T)]) -> T {
@@ -41,7 +49,19 @@ extension RandomNumberGenerator {
         }
     }
 
-    public mutating func bytes(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8.random(in: 0...255, using: &self) } }
+    public mutating func bytes(_ count: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        var index = 0
+        while index < count {
+            var word = next()
+            for _ in 0..<Swift.min(8, count - index) {
+                out[index] = UInt8(truncatingIfNeeded: word)
+                word >>= 8
+                index += 1
+            }
+        }
+        return out
+    }
 }
 
 /// Byte-level mutations of a seed input (the classic fuzzer moves), optionally biased towards
@@ -54,7 +74,7 @@ public func mutate(_ input: [UInt8], rng: inout some RandomNumberGenerator, roun
         case 0 where !bytes.isEmpty:  // flip a bit
             bytes[Swift.min(position, bytes.count - 1)] ^= 1 << UInt8(rng.below(8))
         case 1 where !bytes.isEmpty:  // replace a byte
-            bytes[Swift.min(position, bytes.count - 1)] = UInt8.random(in: 0...255, using: &rng)
+            bytes[Swift.min(position, bytes.count - 1)] = UInt8(truncatingIfNeeded: rng.next())
         case 2:  // insert random bytes
             bytes.insert(contentsOf: rng.bytes(rng.int(1...4)), at: position)
         case 3 where !bytes.isEmpty:  // delete a run
