@@ -1,6 +1,9 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+// Generators, shrinking and seed replay for the fuzz suites (tests only).
+let propertyBased: Target.Dependency = .product(name: "PropertyBased", package: "swift-property-based")
+
 let package = Package(
     name: "Depot",
     platforms: [.macOS(.v14)],
@@ -24,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", exact: "2.37.6"),
         .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
         .package(url: "https://github.com/apple/swift-http-structured-headers", exact: "1.7.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", exact: "2.0.1"),
     ],
     targets: [
         // libcrypto's EVP digests (SHA-256, SHA-512, MD5).
@@ -134,15 +138,16 @@ let package = Package(
         ),
         // The engine's micro-benchmarks (LRU, range parsing, hashing); benchmarks/engine runs it.
         .executableTarget(name: "depot-engine-bench", dependencies: ["BlobStore", "Eviction", "HTTPSemantics"]),
-        // What tests share: a real Glance on loopback, a fault-injecting proxy, temp dirs.
-        .target(name: "DepotTestSupport", dependencies: ["CFileIO"]),
+        // What tests share: a real Glance on loopback, a fault-injecting proxy, temp dirs, and
+        // the fuzz suites' helpers on swift-property-based (random choices, mutations, shrinking).
+        .target(name: "DepotTestSupport", dependencies: ["CFileIO", propertyBased]),
         .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "DepotTestSupport"]),
         .testTarget(name: "GlanceTests", dependencies: ["Glance", "BlobStore", "DepotTestSupport"]),
         .testTarget(name: "RetryTests", dependencies: ["Retry"]),
         .testTarget(name: "EvictionTests", dependencies: ["Eviction", "BlobStore"]),
-        .testTarget(name: "FormatInspectorTests", dependencies: ["FormatInspector", "DepotTestSupport"]),
-        .testTarget(name: "DepotConfigTests", dependencies: ["DepotConfig", "DepotTestSupport"]),
-        .testTarget(name: "HTTPSemanticsTests", dependencies: ["HTTPSemantics", "DepotTestSupport"]),
+        .testTarget(name: "FormatInspectorTests", dependencies: ["FormatInspector", "DepotTestSupport", propertyBased]),
+        .testTarget(name: "DepotConfigTests", dependencies: ["DepotConfig", "DepotTestSupport", propertyBased]),
+        .testTarget(name: "HTTPSemanticsTests", dependencies: ["HTTPSemantics", "DepotTestSupport", propertyBased]),
         .testTarget(
             name: "HTTPCoreTests",
             dependencies: [
@@ -157,6 +162,7 @@ let package = Package(
             name: "ProxyTests",
             dependencies: [
                 "Proxy", "HTTPCore", "Cache", "Catalog", "BlobStore", "FormatInspector", "Glance", "DepotTestSupport", "depot",
+                propertyBased,
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),

@@ -3,6 +3,7 @@ import Cache
 import Catalog
 import DepotTestSupport
 import Foundation
+import PropertyBased
 import Testing
 
 @testable import Glance
@@ -15,28 +16,22 @@ import Testing
 /// its one path-making API; image ids and cloud names go to the Catalog as SQL parameters and
 /// to Glance through `pathComponent`), so the property checks that every URL-derived value
 /// that reaches the store is a validated digest.
+///
+/// On swift-property-based: a failing URI is shrunk and reported with its seed; to replay it,
+/// add the `.fixedSeed("…")` the issue names to the `@Test` (see
+/// `Sources/DepotTestSupport/FuzzGenerators.swift`).
 @Suite struct RouterFuzzTests {
-    static let defaultInputs = 50_000
+    static let inputs = 50_000
     static let clouds = ["default_RegionOne", "att_Region-East", "vz_R2", "a.b_c_d"]
 
     @Test func routesAreWellFormed() async throws {
         let dir = TemporaryDirectory("depot-router-fuzz")
         let store = try BlobStore(dataDirectory: dir.path)
         let handler = Router(defaultCloud: "default_RegionOne", clouds: Self.clouds)
-        let report = await fuzz(
-            "router", defaultInputs: Self.defaultInputs, cpuPerInput: .microseconds(800),
-            generate: { rng, counters -> String in
-                let uri = RouterGenerator.uri(&rng)
-                guard rng.chance(0.25) else { return uri }
-                counters.count("mutated")
-                return String(decoding: mutate(Array(uri.utf8), rng: &rng, rounds: rng.int(1...3), interesting: RouterGenerator.interesting), as: UTF8.self)
-            },
-            check: { uri, counters in RouterCheck.failure(uri, handler: handler, store: store, counters: counters) },
-            explain: { uri in
-                "uri \(fuzzQuote(uri)), minimal \(fuzzQuote(shrink(uri) { RouterCheck.failure($0, handler: handler, store: store, counters: nil) != nil }))"
-            })
-        print(report)
-        #expect(report.passed, "\(report.failureText)")
+        let input = Generator(run: { RouterGenerator.fuzzedURI(&$0) }, shrink: { FuzzShrink.removals($0) })
+        await propertyCheck(count: Self.inputs, input: input) { uri in
+            if let failure = RouterCheck.failure(uri, handler: handler, store: store) { Issue.record("\(fuzzQuote(uri)): \(failure)") }
+        }
         withExtendedLifetime(dir) {}
     }
 }
@@ -46,12 +41,11 @@ enum RouterCheck {
 
     /// A value taken from the URL is one path segment: no `/`, no `?`, not a dot segment.
     /// A "/" or "?" fused with a following combining mark or ZWJ into one Character is not
-    /// split on by the router (it splits Characters); such values are counted, not failed
+    /// split on by the router (it splits Characters); such values pass here, not fail
     /// (see the report: downstream checks refuse them).
-    static func segmentProblem(_ value: String, _ what: String, counters: FuzzCounters?) -> String? {
+    static func segmentProblem(_ value: String, _ what: String) -> String? {
         if value.contains(where: { $0 == "/" }) { return "\(what) \(fuzzQuote(value)) contains /" }
         if value.contains(where: { $0 == "?" }) { return "\(what) \(fuzzQuote(value)) contains ?" }
-        if value.unicodeScalars.contains(where: { $0 == "/" || $0 == "?" }) { counters?.count("fused_separator") }
         if value == "." || value == ".." { return "\(what) is the dot segment \(value)" }
         // What reaches Glance from it (an id in /v2/images/{id}): one clean segment, any NUL,
         // control character, "/", "?", "#" or "%" percent-encoded.
@@ -84,125 +78,138 @@ enum RouterCheck {
         return cloud == "default_RegionOne" ? uri : nil
     }
 
-    static func failure(_ uri: String, handler: Router, store: BlobStore, counters: FuzzCounters?) -> String? {
+    static func failure(_ uri: String, handler: Router, store: BlobStore) -> String? {
         let route = handler.route(uri: uri)
         let (path, dots) = pathAndDots(uri)
         if case .invalid = route {
-            counters?.count("invalid")
             return dots ? nil : "refused as invalid without a dot segment"
         }
         if dots { return "a path with a dot segment was routed to \(route)" }
+        return routeProblem(route, uri: uri, path: path, store: store) ?? queryProblem(route, uri: uri, handler: handler)
+    }
+
+    static func routeProblem(_ route: Router.Route, uri: String, path: Substring, store: BlobStore) -> String? {
         switch route {
         case let .imageFile(cloud, imageID, pathAndQuery), let .imageStage(cloud, imageID, pathAndQuery), let .imageImport(cloud, imageID, pathAndQuery):
-            counters?.count("image")
-            if imageID.isEmpty { counters?.count("image_empty_id") }
-            if imageID.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) { counters?.count("image_control_char_id") }
-            if let problem = segmentProblem(imageID, "image id", counters: counters) { return problem }
-            guard clouds.contains(cloud) else { return "routed to unknown cloud \(cloud)" }
-            // Forwarded unchanged: the cloud prefix removed, nothing else.
-            guard unprefixed(uri, cloud: cloud) == pathAndQuery else { return "\(route): pathAndQuery is not the URI without its cloud prefix" }
-            let action: String = switch route {
-            case .imageFile: "file"
-            case .imageStage: "stage"
-            default: "import"
-            }
-            let ownPath = beforeQuery(pathAndQuery)
-            guard ownPath == "/v2/images/\(imageID)/\(action)" else { return "\(route) for path \(ownPath)" }
-            // What Glance is asked for: still one segment there.
-            let glancePath = "/v2/images/\(pathComponent(imageID))/\(action)"
-            let segments = glancePath.split(separator: "/", omittingEmptySubsequences: false)
-            if segments.count != 5 || segments[3] == "." || segments[3] == ".." || glancePath.contains("?") || glancePath.contains("#") {
-                return "image id \(fuzzQuote(imageID)) becomes the Glance path \(fuzzQuote(glancePath))"
-            }
-            if ImageFileResponder.isPlausibleImageID(imageID) {
-                counters?.count("image_plausible_id")
-                if !imageID.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }) || imageID.isEmpty || imageID.utf8.count > 64 {
-                    return "image id \(fuzzQuote(imageID)) passed isPlausibleImageID"
-                }
-            }
+            return imageProblem(route, cloud: cloud, imageID: imageID, pathAndQuery: pathAndQuery, uri: uri)
         case let .forward(cloud, pathAndQuery):
-            counters?.count("forward")
             guard clouds.contains(cloud) else { return "forwarded to unknown cloud \(cloud)" }
             guard unprefixed(uri, cloud: cloud) == pathAndQuery else { return "forward: \(fuzzQuote(pathAndQuery)) is not the URI without its cloud prefix" }
             guard pathAndQuery.hasPrefix("/v2") else { return "forwarded a path outside /v2: \(fuzzQuote(pathAndQuery))" }
         case let .versions(cloud, prefix):
-            counters?.count("versions")
             guard clouds.contains(cloud) else { return "versions of unknown cloud \(cloud)" }
             guard prefix.isEmpty ? cloud == "default_RegionOne" : prefix == "/clouds/\(cloud)" else { return "versions prefix \(prefix) for \(cloud)" }
         case let .admin(.glanceCache(cloud, rest)):
-            counters?.count("glance_cache")
             guard clouds.contains(cloud) else { return "cache API of unknown cloud \(cloud)" }
             for segment in rest {
                 if segment.isEmpty { return "an empty cache API segment" }
-                if let problem = segmentProblem(segment, "cache API segment", counters: counters) { return problem }
+                if let problem = segmentProblem(segment, "cache API segment") { return problem }
             }
         case let .admin(.depot(rest)):
-            counters?.count("depot_admin")
-            guard path.hasPrefix("/depot/v1") else { return "admin route for \(path)" }
-            for segment in rest {
-                if segment.isEmpty { return "an empty admin segment" }
-                if let problem = segmentProblem(segment, "admin segment", counters: counters) { return problem }
-            }
-            // The only admin input that reaches the blob store: a digest, validated.
-            if rest.count >= 2, rest[0] == "blobs" {
-                if let digest = try? Digest.sha256(hex: rest[1]) {
-                    counters?.count("digest_valid")
-                    let hex = digest.hex
-                    guard hex.count == 64, hex.allSatisfy({ ("0"..."9").contains($0) || ("a"..."f").contains($0) }), hex == rest[1].lowercased() else {
-                        return "digest \(fuzzQuote(rest[1])) became \(hex)"
-                    }
-                    let file = store.path(for: digest)
-                    let relative = file.dropFirst(store.root.count)
-                    guard file.hasPrefix(store.root + "/blobs/"), !relative.split(separator: "/").contains(".."),
-                          relative == "/blobs/sha256/\(hex.prefix(2))/\(hex.dropFirst(2).prefix(2))/\(hex)"
-                    else { return "digest \(hex) maps to the file \(file)" }
-                } else {
-                    counters?.count("digest_refused")
-                }
-            }
+            return depotAdminProblem(rest, path: path, store: store)
         case let .multicloud(route):
-            counters?.count("multicloud")
-            guard path.hasPrefix(Router.multicloudPrefix) else { return "multicloud route for \(path)" }
-            // Split at every "/" scalar, as libcurl and Glance would.
-            let names = path.dropFirst(Router.multicloudPrefix.count).unicodeScalars
-                .split(separator: "/", omittingEmptySubsequences: false).map(Substring.init)
-            let expectedCloud = names.count >= 2 ? "\(names[0])_\(names[1])" : "?"
-            switch route {
-            case let .upload(cloud):
-                guard clouds.contains(cloud) else { return "multicloud route to unknown cloud \(cloud)" }
-                if cloud != expectedCloud { return "multicloud cloud \(cloud), path names \(expectedCloud)" }
-            case let .file(cloud, imageID), let .metadata(cloud, imageID):
-                guard clouds.contains(cloud) else { return "multicloud route to unknown cloud \(cloud)" }
-                if cloud != expectedCloud { return "multicloud cloud \(cloud), path names \(expectedCloud)" }
-                // An empty id would ask Glance for /v2/images/, its image list.
-                if !ImageFileResponder.isPlausibleImageID(imageID) { return "multicloud image id \(fuzzQuote(imageID)) is routed" }
-                if let problem = segmentProblem(imageID, "multicloud image id", counters: counters) { return problem }
-            }
-            if names.count < 2 || names[0].isEmpty || names[1].isEmpty { return "multicloud route without owner and region" }
+            return multicloudProblem(route, path: path)
         case let .multicloudVIO(route):
-            counters?.count("multicloud_vio")
-            guard path.hasPrefix(Router.multicloudVIOPrefix) else { return "ONAP route for \(path)" }
-            let names = path.dropFirst(Router.multicloudVIOPrefix.count).unicodeScalars
-                .split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-            guard names.count >= 4, !names[0].isEmpty, !names[1].isEmpty else { return "ONAP route without vimid and tenant" }
-            switch route {
-            case let .upload(cloud, tenant):
-                guard clouds.contains(cloud) else { return "ONAP route to unknown VIM \(cloud)" }
-                if (cloud, tenant) != (names[0], names[1]) { return "ONAP route to \(cloud)/\(tenant), path names \(names[0])/\(names[1])" }
-            case let .file(cloud, tenant, imageID):
-                if (cloud, tenant) != (names[0], names[1]) { return "ONAP route to \(cloud)/\(tenant), path names \(names[0])/\(names[1])" }
-                if let problem = segmentProblem(imageID, "ONAP image id", counters: counters) { return problem }
-            }
+            return multicloudVIOProblem(route, path: path)
         case .metrics:
             if uri != "/metrics" { return "metrics for \(uri)" }
         case .health, .readiness:
             if path != "/healthz" && path != "/readyz" { return "\(route) for \(path)" }
-        case .notFound:
-            counters?.count("not_found")
-        case .invalid:
+        case .notFound, .invalid:
             break
         }
-        // A query string never changes which resource is meant.
+        return nil
+    }
+
+    /// A route to an image's data, stage or import: one clean id, forwarded unchanged.
+    static func imageProblem(_ route: Router.Route, cloud: String, imageID: String, pathAndQuery: String, uri: String) -> String? {
+        if let problem = segmentProblem(imageID, "image id") { return problem }
+        guard clouds.contains(cloud) else { return "routed to unknown cloud \(cloud)" }
+        // Forwarded unchanged: the cloud prefix removed, nothing else.
+        guard unprefixed(uri, cloud: cloud) == pathAndQuery else { return "\(route): pathAndQuery is not the URI without its cloud prefix" }
+        let action: String = switch route {
+        case .imageFile: "file"
+        case .imageStage: "stage"
+        default: "import"
+        }
+        let ownPath = beforeQuery(pathAndQuery)
+        guard ownPath == "/v2/images/\(imageID)/\(action)" else { return "\(route) for path \(ownPath)" }
+        // What Glance is asked for: still one segment there.
+        let glancePath = "/v2/images/\(pathComponent(imageID))/\(action)"
+        let segments = glancePath.split(separator: "/", omittingEmptySubsequences: false)
+        if segments.count != 5 || segments[3] == "." || segments[3] == ".." || glancePath.contains("?") || glancePath.contains("#") {
+            return "image id \(fuzzQuote(imageID)) becomes the Glance path \(fuzzQuote(glancePath))"
+        }
+        if ImageFileResponder.isPlausibleImageID(imageID) {
+            if !imageID.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }) || imageID.isEmpty || imageID.utf8.count > 64 {
+                return "image id \(fuzzQuote(imageID)) passed isPlausibleImageID"
+            }
+        }
+        return nil
+    }
+
+    static func depotAdminProblem(_ rest: [String], path: Substring, store: BlobStore) -> String? {
+        guard path.hasPrefix("/depot/v1") else { return "admin route for \(path)" }
+        for segment in rest {
+            if segment.isEmpty { return "an empty admin segment" }
+            if let problem = segmentProblem(segment, "admin segment") { return problem }
+        }
+        // The only admin input that reaches the blob store: a digest, validated.
+        if rest.count >= 2, rest[0] == "blobs" {
+            if let digest = try? Digest.sha256(hex: rest[1]) {
+                let hex = digest.hex
+                guard hex.count == 64, hex.allSatisfy({ ("0"..."9").contains($0) || ("a"..."f").contains($0) }), hex == rest[1].lowercased() else {
+                    return "digest \(fuzzQuote(rest[1])) became \(hex)"
+                }
+                let file = store.path(for: digest)
+                let relative = file.dropFirst(store.root.count)
+                guard file.hasPrefix(store.root + "/blobs/"), !relative.split(separator: "/").contains(".."),
+                      relative == "/blobs/sha256/\(hex.prefix(2))/\(hex.dropFirst(2).prefix(2))/\(hex)"
+                else { return "digest \(hex) maps to the file \(file)" }
+            }
+        }
+        return nil
+    }
+
+    static func multicloudProblem(_ route: Router.Multicloud, path: Substring) -> String? {
+        guard path.hasPrefix(Router.multicloudPrefix) else { return "multicloud route for \(path)" }
+        // Split at every "/" scalar, as libcurl and Glance would.
+        let names = path.dropFirst(Router.multicloudPrefix.count).unicodeScalars
+            .split(separator: "/", omittingEmptySubsequences: false).map(Substring.init)
+        let expectedCloud = names.count >= 2 ? "\(names[0])_\(names[1])" : "?"
+        switch route {
+        case let .upload(cloud):
+            guard clouds.contains(cloud) else { return "multicloud route to unknown cloud \(cloud)" }
+            if cloud != expectedCloud { return "multicloud cloud \(cloud), path names \(expectedCloud)" }
+        case let .file(cloud, imageID), let .metadata(cloud, imageID):
+            guard clouds.contains(cloud) else { return "multicloud route to unknown cloud \(cloud)" }
+            if cloud != expectedCloud { return "multicloud cloud \(cloud), path names \(expectedCloud)" }
+            // An empty id would ask Glance for /v2/images/, its image list.
+            if !ImageFileResponder.isPlausibleImageID(imageID) { return "multicloud image id \(fuzzQuote(imageID)) is routed" }
+            if let problem = segmentProblem(imageID, "multicloud image id") { return problem }
+        }
+        if names.count < 2 || names[0].isEmpty || names[1].isEmpty { return "multicloud route without owner and region" }
+        return nil
+    }
+
+    static func multicloudVIOProblem(_ route: Router.MulticloudVIO, path: Substring) -> String? {
+        guard path.hasPrefix(Router.multicloudVIOPrefix) else { return "ONAP route for \(path)" }
+        let names = path.dropFirst(Router.multicloudVIOPrefix.count).unicodeScalars
+            .split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard names.count >= 4, !names[0].isEmpty, !names[1].isEmpty else { return "ONAP route without vimid and tenant" }
+        switch route {
+        case let .upload(cloud, tenant):
+            guard clouds.contains(cloud) else { return "ONAP route to unknown VIM \(cloud)" }
+            if (cloud, tenant) != (names[0], names[1]) { return "ONAP route to \(cloud)/\(tenant), path names \(names[0])/\(names[1])" }
+        case let .file(cloud, tenant, imageID):
+            if (cloud, tenant) != (names[0], names[1]) { return "ONAP route to \(cloud)/\(tenant), path names \(names[0])/\(names[1])" }
+            if let problem = segmentProblem(imageID, "ONAP image id") { return problem }
+        }
+        return nil
+    }
+
+    /// A query string never changes which resource is meant.
+    static func queryProblem(_ route: Router.Route, uri: String, handler: Router) -> String? {
         if !uri.unicodeScalars.contains("?"), !uri.unicodeScalars.contains("#") {
             let withQuery = handler.route(uri: uri + "?x=/../y&z=%2F")
             switch (route, withQuery) {
@@ -227,14 +234,14 @@ enum RouterCheck {
 enum RouterGenerator {
     static let interesting: [[UInt8]] = ["/", "//", "/./", "/../", "..", "%2e", "%2F", "?", "#", "%00", "/v2/images/", "/clouds/", "/file", "\u{0}"].map { Array($0.utf8) }
 
-    static func uuid(_ rng: inout FuzzRNG) -> String {
+    static func uuid(_ rng: inout some RandomNumberGenerator) -> String {
         let hex = Array("0123456789abcdef")
         let groups = [8, 4, 4, 4, 12].map { count in String((0..<count).map { _ in rng.pick(hex) }) }
         let text = groups.joined(separator: "-")
         return rng.chance(0.1) ? text.uppercased() : text
     }
 
-    static func imageID(_ rng: inout FuzzRNG) -> String {
+    static func imageID(_ rng: inout some RandomNumberGenerator) -> String {
         switch rng.below(30) {
         case 0..<12: return uuid(&rng)
         case 12: return uuid(&rng).replacingOccurrences(of: "-", with: "")
@@ -252,14 +259,14 @@ enum RouterGenerator {
         }
     }
 
-    static func cloudSegment(_ rng: inout FuzzRNG) -> String {
+    static func cloudSegment(_ rng: inout some RandomNumberGenerator) -> String {
         rng.weighted([
             (12, rng.pick(RouterFuzzTests.clouds)), (1, "unknown_cloud"), (1, ""), (1, "default"), (1, "DEFAULT_RegionOne"),
             (1, "default%5FRegionOne"), (1, "default_RegionOne%20"), (1, ".."), (1, "."), (1, "vz_R2?x"), (1, "att_Region-East#x"),
         ])
     }
 
-    static func hex(_ rng: inout FuzzRNG) -> String {
+    static func hex(_ rng: inout some RandomNumberGenerator) -> String {
         let digits = Array("0123456789abcdef")
         switch rng.below(8) {
         case 0..<4: return String((0..<64).map { _ in rng.pick(digits) })
@@ -270,7 +277,7 @@ enum RouterGenerator {
         }
     }
 
-    static func tail(_ rng: inout FuzzRNG) -> String {
+    static func tail(_ rng: inout some RandomNumberGenerator) -> String {
         let id = imageID(&rng)
         let owner = rng.pick(["att", "vz", "default", "", "a_b", "é"]), region = rng.pick(["Region-East", "R2", "RegionOne", ""])
         return rng.weighted([
@@ -286,7 +293,13 @@ enum RouterGenerator {
         ])
     }
 
-    static func uri(_ rng: inout FuzzRNG) -> String {
+    /// A URI from the grammar, a quarter of them mutated.
+    static func fuzzedURI(_ rng: inout some RandomNumberGenerator) -> String {
+        let uri = uri(&rng)
+        return rng.chance(0.25) ? mutate(uri, rng: &rng, rounds: rng.int(1...3), interesting: interesting) : uri
+    }
+
+    static func uri(_ rng: inout some RandomNumberGenerator) -> String {
         var text = (rng.chance(0.3) ? "/clouds/" + cloudSegment(&rng) : "") + tail(&rng)
         for _ in 0..<rng.smallCount(max: 3) {
             switch rng.below(10) {
