@@ -117,6 +117,8 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     let authorizer: Authorizer
     /// The single backend fill per image.
     let fills: FillCoordinator
+    /// The operator's view and levers.
+    let inventoryRoom: Inventory
     private let pendingHits = Mutex<[Digest: (Int, Date)]>([:])
     /// Which blob holds an image's bytes.
     let resolver: BlobResolver
@@ -130,9 +132,9 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     /// The bytes Depot owes to backends.
     public let pushes: PushQueue
     /// What was served from where.
-    public let statistics = CacheStatistics()
+    public let statistics: CacheStatistics
     /// What the integrity checks (size at open, the scrub) verified and found.
-    public let integrity = IntegrityStatistics()
+    public let integrity: IntegrityStatistics
     /// Uploads being received now, within `settings.maximumUploads`.
     public let uploadSlots: ConcurrencyLimit
     /// Fills, digest passes, landing pushes and the hit flush; the application runs it (see `BackgroundWork`).
@@ -163,6 +165,12 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
         pushes = PushQueue(
             catalog: catalog, store: store, clouds: clouds, settings: settings.push, digests: digests,
             settlement: PushSettlement(budget: budget, catalog: catalog, forgetter: forgetter), logger: logger)
+        let statistics = CacheStatistics(), integrity = IntegrityStatistics()
+        self.statistics = statistics
+        self.integrity = integrity
+        inventoryRoom = Inventory(
+            store: store, catalog: catalog, budget: budget, resolver: resolver, pushes: pushes, fills: fills, statistics: statistics,
+            integrity: integrity)
     }
 
     /// Bytes of committed blobs and of reservations for running fills (nil without a budget).
