@@ -114,7 +114,7 @@ struct MulticloudResponder {
         }
         guard await response.continueIfExpected(request) else { return }
         // Kept from the moment the blob's name is known until its push holds it.
-        let uploadHold = cache.uploadHold(named: request.id)
+        let uploadHold = cache.uploads.hold(named: request.id)
         defer { uploadHold.release() }
         let received: ReceivedForm
         do {
@@ -131,7 +131,7 @@ struct MulticloudResponder {
         defer {
             // No image took the bytes: they stay an ordinary, evictable cache entry that no
             // one can read (no image maps to them).
-            if !blobKept { cache.keepUnreferenced(received.blob, reserved: received.reserved) }
+            if !blobKept { cache.uploads.keepUnreferenced(received.blob, reserved: received.reserved) }
         }
         let named = onapTenant == nil ? nil : received.fileName.map(Self.nameAndFormat)
         var properties: [String: JSONValue] = [
@@ -169,29 +169,29 @@ struct MulticloudResponder {
         var push: PushRecord
         // Held for its push first, then counted in the budget: never evictable in between.
         do {
-            push = try await cache.accept(received.blob, for: target, staged: false, claimed: writeThrough, virtualSize: received.virtualSize)
+            push = try await cache.uploads.accept(received.blob, for: target, staged: false, claimed: writeThrough, virtualSize: received.virtualSize)
         } catch let error as UploadError {
-            cache.settle(reserved: received.reserved, committed: received.blob)
+            cache.uploads.settle(reserved: received.reserved, committed: received.blob)
             blobKept = true
             await response.sendError(.serviceUnavailable, error.description)
             return
         } catch {
-            cache.settle(reserved: received.reserved, committed: received.blob)
+            cache.uploads.settle(reserved: received.reserved, committed: received.blob)
             blobKept = true
             await response.sendError(.internalServerError, "Depot stored the bytes but could not record the upload (\(error)); retry")
             return
         }
-        cache.settle(reserved: received.reserved, committed: received.blob)
+        cache.uploads.settle(reserved: received.reserved, committed: received.blob)
         blobKept = true
         var status = HTTPResponseStatus.created
         if writeThrough {
-            let (result, backendStatus) = await cache.pushNow(push, token: token)
+            let (result, backendStatus) = await cache.uploads.pushNow(push, token: token)
             push = result
             if result.state != .done { status = backendStatus.map { HTTPResponseStatus(statusCode: $0) } ?? .badGateway }
         }
         let blob = received.blob
         // The answer carries Glance's checksums of the bytes: computed now if not yet known.
-        let record = try? await cache.completeDigests(blob.digest)
+        let record = try? await cache.uploads.completeDigests(blob.digest)
         var document: [String: Any] = [
             "id": image.id, "name": image.name ?? NSNull(), "status": image.status ?? NSNull(), "size": blob.size,
             "sha256": blob.digest.hex, "checksum": record?.md5 ?? NSNull(), "os_hash_algo": "sha512",
@@ -242,12 +242,12 @@ struct MulticloudResponder {
             throw FormFailure(status: .badRequest, message: error.description)
         }
         // The whole request bounds the file: reserve that, or grow the reservation as it comes.
-        guard cache.uploadSlots.tryAcquire() else {
-            throw FormFailure(status: .serviceUnavailable, message: CacheError.tooManyUploads(running: cache.uploadSlots.limit).description)
+        guard cache.uploads.slots.tryAcquire() else {
+            throw FormFailure(status: .serviceUnavailable, message: CacheError.tooManyUploads(running: cache.uploads.slots.limit).description)
         }
-        defer { cache.uploadSlots.release() }
+        defer { cache.uploads.slots.release() }
         var reserved = request.body.declaredLength ?? UploadResponder.reservationStep
-        do { try await cache.reserve(reserved) } catch {
+        do { try await cache.uploads.reserve(reserved) } catch {
             throw FormFailure(status: .insufficientStorage, message: error.description)
         }
         var fields: [String: String] = [:]
@@ -261,7 +261,7 @@ struct MulticloudResponder {
         var blob: CommittedBlob?
         func fail(_ status: HTTPResponseStatus, _ message: String) async -> FormFailure {
             await ingest?.abort(message)
-            cache.settle(reserved: reserved, committed: nil)
+            cache.uploads.settle(reserved: reserved, committed: nil)
             return FormFailure(status: status, message: message)
         }
         do {
@@ -280,7 +280,7 @@ struct MulticloudResponder {
                             guard ingest == nil, !fileEnded else { throw await fail(.badRequest, "send one file part") }
                             fileName = filename
                             do {
-                                ingest = try BlobIngest(store: cache.store, disk: cache.disk, expecting: .init(), alsoCompute: [], beforeCommit: hold.hold)
+                                ingest = try cache.uploads.ingest(expecting: .init(), hold: hold)
                             } catch {
                                 throw await fail(.insufficientStorage, "\(error)")
                             }
@@ -295,7 +295,7 @@ struct MulticloudResponder {
                                 throw await fail(.payloadTooLarge, UploadError.tooLarge(size: fileBytes, limit: uploads.maximumSize).description)
                             }
                             while fileBytes > reserved {
-                                do { try await cache.reserve(UploadResponder.reservationStep) } catch {
+                                do { try await cache.uploads.reserve(UploadResponder.reservationStep) } catch {
                                     throw await fail(.insufficientStorage, "\(error)")
                                 }
                                 reserved += UploadResponder.reservationStep
@@ -344,16 +344,16 @@ struct MulticloudResponder {
                 ingest = nil
             }
         } catch let failure as FormFailure {
-            if let blob { cache.keepUnreferenced(blob, reserved: 0) }
+            if let blob { cache.uploads.keepUnreferenced(blob, reserved: 0) }
             throw failure
         } catch {
             // The client went away mid-body.
             _ = await fail(.badRequest, "\(error)")
-            if let blob { cache.keepUnreferenced(blob, reserved: 0) }
+            if let blob { cache.uploads.keepUnreferenced(blob, reserved: 0) }
             throw error
         }
         guard let blob else {
-            cache.settle(reserved: reserved, committed: nil)
+            cache.uploads.settle(reserved: reserved, committed: nil)
             throw FormFailure(status: .badRequest, message: "the form has no file part; send the image as a part named file")
         }
         return ReceivedForm(fields: fields, fileName: fileName, blob: blob, reserved: reserved, virtualSize: virtualSize)
