@@ -68,11 +68,11 @@ extension ImageCache {
 
     /// Evicts a blob now (refused for pinned, pending-push and in-use blobs).
     @discardableResult
-    public func evict(_ digest: Digest) throws -> UInt64 { try inventoryRoom.evict(digest) }
+    public func evict(_ digest: Digest) async throws -> UInt64 { try await inventoryRoom.evict(digest) }
 
     /// Evicts least recently used blobs: down to the low watermark, or (`everything`) all
     /// that may go. Returns how many blobs and bytes went.
-    public func prune(everything: Bool = false) -> (blobs: Int, bytes: UInt64) { inventoryRoom.prune(everything: everything) }
+    public func prune(everything: Bool = false) async -> (blobs: Int, bytes: UInt64) { await inventoryRoom.prune(everything: everything) }
 
     /// Makes a failed push pending again, with its attempts reset.
     public func retryPush(cloud: String, imageID: String) async throws -> PushRecord? {

@@ -153,7 +153,8 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
         self.logger = logger
         resolver = BlobResolver(store: store, catalog: catalog)
         authorizer = Authorizer(clouds: clouds, settings: settings, logger: logger)
-        budget = try DiskBudget(watermarks: settings.budget, minimumFreeBytes: settings.minimumFreeDisk, store: store, catalog: catalog, logger: logger)
+        budget = try DiskBudget(
+            watermarks: settings.budget, minimumFreeBytes: settings.minimumFreeDisk, store: store, catalog: catalog, disk: disk, logger: logger)
         let background = BackgroundWork()
         self.background = background
         digests = DigestPasses(store: store, catalog: catalog, disk: disk, background: background, logger: logger)

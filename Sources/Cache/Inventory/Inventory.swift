@@ -77,16 +77,16 @@ final class Inventory: Sendable {
 
     /// Evicts a blob now (refused for pinned, pending-push and in-use blobs).
     @discardableResult
-    func evict(_ digest: Digest) throws -> UInt64 {
-        let size = try budget.evictNow(digest)
+    func evict(_ digest: Digest) async throws -> UInt64 {
+        let size = try await budget.evictNow(digest)
         resolver.forgetBlob(digest)
         return size
     }
 
     /// Evicts least recently used blobs: down to the low watermark, or (`everything`) all
     /// that may go. Returns how many blobs and bytes went.
-    func prune(everything: Bool = false) -> (blobs: Int, bytes: UInt64) {
-        let victims = budget.prune(everything: everything)
+    func prune(everything: Bool = false) async -> (blobs: Int, bytes: UInt64) {
+        let victims = await budget.prune(everything: everything)
         for victim in victims { resolver.forgetBlob(victim.digest) }
         return (victims.count, victims.reduce(0) { $0 + $1.size })
     }
