@@ -125,28 +125,15 @@ struct UploadResponder {
             await refuse(response, error)
             return
         }
-        var received: UInt64 = 0
         var refusal: (HTTPResponseStatus, String)?
         // Glance's format inspection, in the same pass as the hashing.
         var inspector = FormatInspector()
-        do {
-            while let chunk = try await request.body.next() {
-                received += UInt64(chunk.readableBytes)
-                if received > settings.maximumSize {
-                    refusal = (.payloadTooLarge, UploadError.tooLarge(size: received, limit: settings.maximumSize).description)
-                    break
-                }
-                while received > reserved {
-                    try await cache.uploads.reserve(Self.reservationStep)
-                    reserved += Self.reservationStep
-                }
-                let bytes = Array(chunk.readableBytesView)
-                inspector.feed(bytes)
-                guard await ingest.send(bytes) else { break }
-            }
-        } catch let error as CacheError {
-            refusal = (.insufficientStorage, error.description)
-        } catch {
+        switch await receiveBody(request, into: ingest, reserved: &reserved, inspector: &inspector) {
+        case .received:
+            break
+        case let .refused(status, message):
+            refusal = (status, message)
+        case let .endedEarly(received, error):
             // The body ended early (the client stopped sending, or its framing broke): nothing
             // is kept, and a client that is still there (one that only closed its sending side)
             // hears why. Writing to one that is gone fails quietly.
@@ -189,6 +176,42 @@ struct UploadResponder {
         logger.info(
             "upload stored", metadata: ["image": "\(target.image.id)", "blob": "\(blob.digest.hex)", "size": "\(blob.size)", "deduplicated": "\(blob.deduplicated)"])
         await finish(request, response, blob: blob, reserved: reserved, target: target, token: token, instant: false, virtualSize: verdict.virtualSize)
+    }
+
+    /// How receiving a body ended.
+    private enum BodyOutcome {
+        /// All of it went to the blob (or the blob's write failed, which `finish` reports).
+        case received
+        /// Depot stopped taking it: too large, or no room in the budget.
+        case refused(HTTPResponseStatus, String)
+        /// The client stopped sending (or its framing broke) after this many bytes.
+        case endedEarly(after: UInt64, any Error)
+    }
+
+    /// Streams the body into `ingest` and `inspector`, growing the budget reservation as the
+    /// bytes exceed it.
+    private func receiveBody(_ request: Request, into ingest: BlobIngest, reserved: inout UInt64, inspector: inout FormatInspector) async -> BodyOutcome {
+        var received: UInt64 = 0
+        do {
+            while let chunk = try await request.body.next() {
+                received += UInt64(chunk.readableBytes)
+                if received > settings.maximumSize {
+                    return .refused(.payloadTooLarge, UploadError.tooLarge(size: received, limit: settings.maximumSize).description)
+                }
+                while received > reserved {
+                    try await cache.uploads.reserve(Self.reservationStep)
+                    reserved += Self.reservationStep
+                }
+                let bytes = Array(chunk.readableBytesView)
+                inspector.feed(bytes)
+                guard await ingest.send(bytes) else { break }
+            }
+        } catch let error as CacheError {
+            return .refused(.insufficientStorage, error.description)
+        } catch {
+            return .endedEarly(after: received, error)
+        }
+        return .received
     }
 
     /// The message of Glance's refusal of these bytes for the image, when Glance refuses them
