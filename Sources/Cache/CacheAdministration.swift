@@ -45,42 +45,15 @@ extension BlobInventory {
     }
 }
 
-/// The operator's view and levers: inventory, stats, pins, evictions, prefetch, pushes.
+/// The operator's view and levers (see `Inventory`), and prefetch.
 extension ImageCache {
     /// Every blob with the images that map to it and their pushes, least recently used first.
-    public func inventory() throws -> [BlobInventory] { try BlobInventory.all(in: catalog) }
+    public func inventory() throws -> [BlobInventory] { try inventoryRoom.all() }
 
-    public func inventory(of digest: Digest) throws -> BlobInventory? {
-        guard let blob = try catalog.blob(digest) else { return nil }
-        return BlobInventory(
-            blob: blob, images: try catalog.images(of: digest), pushes: try catalog.pushes().filter { $0.sha256 == digest.hex }, pinned: blob.pinned)
-    }
+    public func inventory(of digest: Digest) throws -> BlobInventory? { try inventoryRoom.of(digest) }
 
     /// Budget, use, hit ratio, bytes by source, evictions, pushes.
-    public func stats() throws -> [String: Any] {
-        let usage = budget.usage
-        let counts = budget.counts
-        let free = budget.freeDiskBytes()
-        let pushes = try catalog.pushes()
-        var byState: [String: Int] = [:]
-        for push in pushes { byState[push.state.rawValue, default: 0] += 1 }
-        var result: [String: Any] = [
-            "budget_bytes": budget.watermarks?.budget ?? NSNull(),
-            "high_watermark": budget.watermarks?.high ?? NSNull(),
-            "low_watermark": budget.watermarks?.low ?? NSNull(),
-            "min_free_disk_bytes": budget.minimumFreeBytes ?? NSNull(),
-            "used_bytes": usage.used, "reserved_bytes": usage.reserved,
-            "free_disk_bytes": free ?? NSNull(),
-            "blobs": counts.blobs, "pinned_blobs": counts.pinned, "blobs_waiting_for_push": counts.held,
-            "evictions": counts.evictions, "evicted_bytes": counts.evictedBytes,
-            "fills_running": runningFills().count, "pushes_running": self.pushes.inFlight,
-            "pushes": byState,
-            "push_failures_after_ack": self.pushes.failureAfterAcknowledgementCount,
-        ]
-        for (key, value) in statistics.snapshot { result[key] = value }
-        for (key, value) in integrity.snapshot { result[key] = value }
-        return result
-    }
+    public func stats() throws -> [String: Any] { try inventoryRoom.stats() }
 
     /// Images whose fill is running (Glance's "queued images").
     public func runningFills() -> [(cloud: String, imageID: String)] {
@@ -88,31 +61,22 @@ extension ImageCache {
     }
 
     /// Pins (or unpins) a blob: a pinned blob survives any budget pressure.
-    public func setPinned(_ digest: Digest, _ pinned: Bool) throws {
-        guard try catalog.blob(digest) != nil else { throw EvictionRefusal.notCached(digest.hex) }
-        try budget.setPinned(digest, pinned)
-    }
+    public func setPinned(_ digest: Digest, _ pinned: Bool) throws { try inventoryRoom.setPinned(digest, pinned) }
 
     /// The blob an image of a cloud is cached in.
-    public func cachedBlob(cloud: String, imageID: String) throws -> Digest? {
-        guard let mapping = try catalog.mapping(cloud: cloud, imageID: imageID), store.contains(mapping.digest) else { return nil }
-        return mapping.digest
-    }
+    public func cachedBlob(cloud: String, imageID: String) throws -> Digest? { try inventoryRoom.cachedBlob(cloud: cloud, imageID: imageID) }
 
     /// Evicts a blob now (refused for pinned, pending-push and in-use blobs).
     @discardableResult
-    public func evict(_ digest: Digest) throws -> UInt64 {
-        let size = try budget.evictNow(digest)
-        forgetBlob(digest)
-        return size
-    }
+    public func evict(_ digest: Digest) async throws -> UInt64 { try await inventoryRoom.evict(digest) }
 
     /// Evicts least recently used blobs: down to the low watermark, or (`everything`) all
     /// that may go. Returns how many blobs and bytes went.
-    public func prune(everything: Bool = false) -> (blobs: Int, bytes: UInt64) {
-        let victims = budget.prune(everything: everything)
-        for victim in victims { forgetBlob(victim.digest) }
-        return (victims.count, victims.reduce(0) { $0 + $1.size })
+    public func prune(everything: Bool = false) async -> (blobs: Int, bytes: UInt64) { await inventoryRoom.prune(everything: everything) }
+
+    /// Makes a failed push pending again, with its attempts reset.
+    public func retryPush(cloud: String, imageID: String) async throws -> PushRecord? {
+        try await inventoryRoom.retryPush(cloud: cloud, imageID: imageID)
     }
 
     /// Starts caching an image with Depot's service credentials (Glance's cache queue).
@@ -145,29 +109,5 @@ extension ImageCache {
         let authorized = AuthorizedImage(cloud: cloud, image: image, fromOfflineGrace: false)
         if try resolve(authorized) != nil { return nil }
         return try await fill(authorized).fill
-    }
-
-    /// Makes a failed push pending again, with its attempts reset.
-    public func retryPush(cloud: String, imageID: String) async throws -> PushRecord? {
-        guard var push = try catalog.push(cloud: cloud, imageID: imageID), push.state == .failed else { return nil }
-        await budget.hold(push.digest, by: .push(ImageKey(cloud: cloud, imageID: imageID)))
-        guard store.contains(push.digest) else {
-            budget.release(push.digest, by: .push(ImageKey(cloud: cloud, imageID: imageID)))
-            throw EvictionRefusal.notCached(push.sha256)
-        }
-        push.state = .pending
-        push.attempts = 0
-        push.lastError = nil
-        push.nextAttempt = Date().timeIntervalSince1970
-        do { try catalog.update(push) } catch {
-            budget.release(push.digest, by: .push(ImageKey(cloud: cloud, imageID: imageID)))
-            throw error
-        }
-        // The failure unmapped the image; while the push is pending it is served from here.
-        if try catalog.mapping(cloud: cloud, imageID: imageID) == nil {
-            try catalog.map(ImageRecord(cloud: cloud, imageID: imageID, sha256: push.sha256, status: "queued"))
-        }
-        pushes.wake()
-        return push
     }
 }

@@ -18,6 +18,10 @@ public final class DiskPools: Sendable {
     /// leaves there (an unprivileged process cannot raise it back), so it never competes with
     /// requests for a core or a thread.
     public let background: NIOThreadPool
+    /// Eviction's removals (the Catalog rows, the unlink and its directory fsync). Its own
+    /// thread: an upload's commit on `requests` may block until an eviction of the same blob
+    /// ends (`UploadHold`), so the eviction must never queue behind it.
+    public let evictions: NIOThreadPool
 
     /// Threads for request work: hashing is CPU-bound, fsync waits; a few more than cores.
     public static var defaultRequestThreads: Int { max(4, System.coreCount) }
@@ -26,17 +30,20 @@ public final class DiskPools: Sendable {
     public init(requestThreads: Int = DiskPools.defaultRequestThreads, backgroundThreads: Int = 2) {
         requests = NIOThreadPool(numberOfThreads: requestThreads)
         background = NIOThreadPool(numberOfThreads: backgroundThreads)
+        evictions = NIOThreadPool(numberOfThreads: 1)
     }
 
     public func start() {
         requests.start()
         background.start()
+        evictions.start()
     }
 
     /// Lets queued work finish, then stops the threads.
     public func shutdown() async {
         try? await requests.shutdownGracefully()
         try? await background.shutdownGracefully()
+        try? await evictions.shutdownGracefully()
     }
 
     /// Started at first use and never shut down, for tools and tests.
@@ -54,6 +61,11 @@ public final class DiskPools: Sendable {
     /// Runs work nobody waits for on `background`.
     public func runInBackground<T: Sendable, E: Error>(_ body: @escaping @Sendable () throws(E) -> T) async throws(E) -> T {
         try await background.runBlocking(body)
+    }
+
+    /// Runs eviction's removals on `evictions`.
+    public func runEviction<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await evictions.runBlocking(body)
     }
 
     /// Runs long background work that polls `flag` to stop early once the awaiting task is

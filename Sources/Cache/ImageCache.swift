@@ -117,6 +117,8 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     let authorizer: Authorizer
     /// The single backend fill per image.
     let fills: FillCoordinator
+    /// The operator's view and levers.
+    let inventoryRoom: Inventory
     private let pendingHits = Mutex<[Digest: (Int, Date)]>([:])
     /// Which blob holds an image's bytes.
     let resolver: BlobResolver
@@ -130,11 +132,11 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     /// The bytes Depot owes to backends.
     public let pushes: PushQueue
     /// What was served from where.
-    public let statistics = CacheStatistics()
+    public let statistics: CacheStatistics
     /// What the integrity checks (size at open, the scrub) verified and found.
-    public let integrity = IntegrityStatistics()
-    /// Uploads being received now, within `settings.maximumUploads`.
-    public let uploadSlots: ConcurrencyLimit
+    public let integrity: IntegrityStatistics
+    /// Uploads: authorization, the body's room and blob, the acknowledgement, the hand-off to `pushes`.
+    public let uploads: UploadAcceptor
     /// Fills, digest passes, landing pushes and the hit flush; the application runs it (see `BackgroundWork`).
     public let background: BackgroundWork
 
@@ -149,10 +151,10 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
         self.defaultCloud = defaultCloud
         self.settings = settings
         self.logger = logger
-        uploadSlots = ConcurrencyLimit(settings.maximumUploads)
         resolver = BlobResolver(store: store, catalog: catalog)
         authorizer = Authorizer(clouds: clouds, settings: settings, logger: logger)
-        budget = try DiskBudget(watermarks: settings.budget, minimumFreeBytes: settings.minimumFreeDisk, store: store, catalog: catalog, logger: logger)
+        budget = try DiskBudget(
+            watermarks: settings.budget, minimumFreeBytes: settings.minimumFreeDisk, store: store, catalog: catalog, disk: disk, logger: logger)
         let background = BackgroundWork()
         self.background = background
         digests = DigestPasses(store: store, catalog: catalog, disk: disk, background: background, logger: logger)
@@ -163,6 +165,15 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
         pushes = PushQueue(
             catalog: catalog, store: store, clouds: clouds, settings: settings.push, digests: digests,
             settlement: PushSettlement(budget: budget, catalog: catalog, forgetter: forgetter), logger: logger)
+        uploads = UploadAcceptor(
+            clouds: clouds, store: store, catalog: catalog, disk: disk, budget: budget, resolver: resolver, digests: digests, pushes: pushes,
+            maximumUploads: settings.maximumUploads)
+        let statistics = CacheStatistics(), integrity = IntegrityStatistics()
+        self.statistics = statistics
+        self.integrity = integrity
+        inventoryRoom = Inventory(
+            store: store, catalog: catalog, budget: budget, resolver: resolver, pushes: pushes, fills: fills, statistics: statistics,
+            integrity: integrity)
     }
 
     /// Bytes of committed blobs and of reservations for running fills (nil without a budget).
@@ -194,6 +205,16 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
         }
     }
 
+    /// Whether the caller can already read an image that holds these bytes: only then may a
+    /// declared digest stand in for an upload's body (knowing a digest is not owning the bytes).
+    public func callerMayRead(_ digest: Digest, token: String) async -> Bool {
+        guard store.contains(digest), let images = try? catalog.images(of: digest) else { return false }
+        for record in images.prefix(16) {
+            if (try? await authorize(token: token, cloud: record.cloud, imageID: record.imageID)) != nil { return true }
+        }
+        return false
+    }
+
     // MARK: Resolution
 
     /// The blob that holds an image's bytes, if Depot has it: by mapping, or by matching
@@ -216,10 +237,6 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
 
     /// Drops in-memory knowledge of an evicted blob (the Catalog rows are already gone).
     func forgetBlob(_ digest: Digest) { resolver.forgetBlob(digest) }
-
-    static func record(cloud: String, image: GlanceImage, digest: Digest) -> ImageRecord {
-        BlobResolver.record(cloud: cloud, image: image, digest: digest)
-    }
 
     /// Counts a hit on a blob (last access for LRU, hit count). Hits are kept in memory and
     /// written to the Catalog in one transaction a second later: a hit never waits on SQLite.

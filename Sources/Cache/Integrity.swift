@@ -106,7 +106,7 @@ extension ImageCache {
                 logger.critical(
                     "an acknowledged upload's bytes were damaged on disk before its push; the image must be uploaded again",
                     metadata: ["cloud": "\(push.cloud)", "image": "\(push.imageID)", "blob": "\(digest.hex)", "finding": "\(detail)"])
-                pushSettled(push)
+                pushes.settlement.settled(push)
                 lost += 1
             }
             for image in try catalog.images(of: digest) { forget(cloud: image.cloud, imageID: image.imageID) }

@@ -19,6 +19,13 @@ extension ImageCache {
     /// Statuses of a record Glance wrote before the data arrived.
     static let statusesBeforeData: Set<String> = ["queued", "saving", "uploading", "importing"]
 
+    /// Whether Depot holds bytes it acknowledged for this image that Glance's record does not
+    /// show yet (a pending push, or one done a moment after Glance answered).
+    func owesAcknowledgedBytes(cloud: String, image: GlanceImage) -> Bool {
+        guard Self.statusesBeforeData.contains(image.status ?? ""), let push = try? catalog.push(cloud: cloud, imageID: image.id) else { return false }
+        return push.state == .pending || push.state == .done
+    }
+
     /// Images of a cloud with bytes Depot acknowledged and still owes Glance (pending or staged
     /// pushes), by id.
     public func owedImages(cloud: String) -> [String: PushRecord] {
@@ -39,7 +46,7 @@ extension ImageCache {
               var blob = try? catalog.blob(push.digest)
         else { return image }
         if push.state != .staged, blob.sha512 == nil || blob.md5 == nil {
-            guard let complete = try? await completeDigests(push.digest) else { return image }
+            guard let complete = try? await digests.complete(push.digest) else { return image }
             blob = complete
         }
         var properties = image.properties

@@ -187,7 +187,7 @@ struct AdminResponder {
                 }
                 await response.sendJSON(.ok, item.json)
             } else if method == .DELETE, let hex = path("blobs", "*")?.first {
-                let size = try cache.evict(try Digest.sha256(hex: hex))
+                let size = try await cache.evict(try Digest.sha256(hex: hex))
                 await response.sendJSON(.ok, ["evicted": hex, "bytes": size])
             } else if method == .PUT || method == .DELETE, let hex = path("blobs", "*", "pin")?.first {
                 try cache.setPinned(try Digest.sha256(hex: hex), method == .PUT)
@@ -206,7 +206,7 @@ struct AdminResponder {
                 let fill = try await cache.prefetch(cloud: ids[0], imageID: ids[1])
                 await response.sendJSON(.accepted, ["cloud": ids[0], "image_id": ids[1], "state": fill == nil ? "cached" : "filling"])
             } else if method == .POST, path("prune") != nil {
-                let (blobs, bytes) = cache.prune()
+                let (blobs, bytes) = await cache.prune()
                 await response.sendJSON(.ok, ["blobs": blobs, "bytes": bytes])
             } else if method == .GET, path("pushes") != nil {
                 await response.sendJSON(.ok, ["pushes": try cache.catalog.pushes().map(\.json)])

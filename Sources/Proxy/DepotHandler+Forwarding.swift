@@ -27,12 +27,12 @@ extension DepotHandler {
         }
         let methodName = ((try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any])
             .flatMap { $0["method"] as? [String: Any] }.flatMap { $0["name"] as? String }
-        if request.method == .POST, methodName == "glance-direct", (try? cache.catalog.push(cloud: cloud, imageID: imageID))??.state == .staged {
+        if request.method == .POST, methodName == "glance-direct", cache.uploads.hasStaged(cloud: cloud, imageID: imageID) {
             // The caller must be allowed to import: Glance decides, with the caller's token,
             // on the same probe as uploads.
             do {
-                _ = try await cache.authorizeImport(token: request.headers.first(name: "x-auth-token"), cloud: cloud, imageID: imageID)
-                _ = try cache.importStaged(cloud: cloud, imageID: imageID)
+                _ = try await cache.uploads.authorizeImport(token: request.headers.first(name: "x-auth-token"), cloud: cloud, imageID: imageID)
+                _ = try cache.uploads.importStaged(cloud: cloud, imageID: imageID)
                 await response.send(.accepted, headers: ["content-type": "text/html; charset=UTF-8"], body: response.allocator.buffer(string: ""))
             } catch let error as UploadError {
                 if case .refused = error { await response.sendError(error) } else { await response.sendError(.badRequest, error.description) }

@@ -105,11 +105,11 @@ struct GlanceCacheResponder {
                 await response.sendError(.badRequest, "If provided 'x-image-cache-clear-target' must be 'cache', 'queue' or empty string.")
                 return
             }
-            if target != "queue" { _ = cache.prune(everything: true) }
+            if target != "queue" { _ = await cache.prune(everything: true) }
             // Queued images are fills in progress: they finish (their clients are waiting).
             await response.send(.noContent)
         case .prune:
-            let (blobs, bytes) = cache.prune()
+            let (blobs, bytes) = await cache.prune()
             await response.sendJSON(.ok, ["total_files_pruned": blobs, "total_bytes_pruned": bytes])
         case .clean:
             do {
@@ -170,7 +170,7 @@ struct GlanceCacheResponder {
     /// `DELETE /v2/cache/{id}`: 204 whether or not it was cached, as Glance.
     func delete(_ imageID: String, cloud: String, _ response: ResponseWriter) async {
         do {
-            if let digest = try cache.cachedBlob(cloud: cloud, imageID: imageID) { try cache.evict(digest) }
+            if let digest = try cache.cachedBlob(cloud: cloud, imageID: imageID) { try await cache.evict(digest) }
             await response.send(.noContent)
         } catch {
             await response.sendError(error)

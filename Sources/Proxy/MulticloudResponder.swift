@@ -114,7 +114,7 @@ struct MulticloudResponder {
         }
         guard await response.continueIfExpected(request) else { return }
         // Kept from the moment the blob's name is known until its push holds it.
-        let uploadHold = cache.uploadHold(named: request.id)
+        let uploadHold = cache.uploads.hold(named: request.id)
         defer { uploadHold.release() }
         let received: ReceivedForm
         do {
@@ -131,9 +131,47 @@ struct MulticloudResponder {
         defer {
             // No image took the bytes: they stay an ordinary, evictable cache entry that no
             // one can read (no image maps to them).
-            if !blobKept { cache.keepUnreferenced(received.blob, reserved: received.reserved) }
+            if !blobKept { cache.uploads.keepUnreferenced(received.blob, reserved: received.reserved) }
         }
-        let named = onapTenant == nil ? nil : received.fileName.map(Self.nameAndFormat)
+        guard let properties = Self.imageProperties(received, onap: onapTenant != nil) else {
+            await response.sendError(.badRequest, "properties must be a JSON object, e.g. {\"os_distro\": \"ubuntu\"}")
+            return
+        }
+        guard let image = await createImage(properties, cloud: cloud, token: token, onapTenant: onapTenant, response) else { return }
+        let target = UploadTarget(cloud: cloud, image: image, method: .upload)
+        let writeThrough = uploads.mode == .writeThrough
+        var push: PushRecord
+        // Held for its push first, then counted in the budget: never evictable in between.
+        do {
+            push = try await cache.uploads.accept(received.blob, for: target, staged: false, claimed: writeThrough, virtualSize: received.virtualSize)
+        } catch let error as UploadError {
+            cache.uploads.settle(reserved: received.reserved, committed: received.blob)
+            blobKept = true
+            await response.sendError(.serviceUnavailable, error.description)
+            return
+        } catch {
+            cache.uploads.settle(reserved: received.reserved, committed: received.blob)
+            blobKept = true
+            await response.sendError(.internalServerError, "Depot stored the bytes but could not record the upload (\(error)); retry")
+            return
+        }
+        cache.uploads.settle(reserved: received.reserved, committed: received.blob)
+        blobKept = true
+        var status = HTTPResponseStatus.created
+        if writeThrough {
+            let (result, backendStatus) = await cache.uploads.pushNow(push, token: token)
+            push = result
+            if result.state != .done { status = backendStatus.map { HTTPResponseStatus(statusCode: $0) } ?? .badGateway }
+        }
+        let document = await answer(image: image, blob: received.blob, push: push, uploaded: status == .created, onap: onapTenant != nil)
+        await response.sendJSON(status, document, headers: ["location": "\(Router.multicloudPrefix)\(cloud.replacingOccurrences(of: "_", with: "/"))/images/\(image.id)"])
+    }
+
+    /// The new image's properties: the form's fields (with ONAP's defaults from the file's
+    /// name), then its `properties` JSON for keys the fields did not set. Nil when that JSON is
+    /// not an object.
+    static func imageProperties(_ received: ReceivedForm, onap: Bool) -> [String: JSONValue]? {
+        let named = onap ? received.fileName.map(Self.nameAndFormat) : nil
         var properties: [String: JSONValue] = [
             "name": .string(received.fields["name"] ?? named?.name ?? "image"),
             "disk_format": .string(received.fields["disk_format"] ?? named?.diskFormat ?? "raw"),
@@ -141,67 +179,51 @@ struct MulticloudResponder {
             "visibility": .string(received.fields["visibility"] ?? "private"),
         ]
         if let text = received.fields["properties"], !text.isEmpty {
-            guard let extra = try? JSONDecoder().decode([String: JSONValue].self, from: Data(text.utf8)) else {
-                await response.sendError(.badRequest, "properties must be a JSON object, e.g. {\"os_distro\": \"ubuntu\"}")
-                return
-            }
+            guard let extra = try? JSONDecoder().decode([String: JSONValue].self, from: Data(text.utf8)) else { return nil }
             for (key, value) in extra where properties[key] == nil { properties[key] = value }
         }
+        return properties
+    }
+
+    /// Creates the image in the cloud with the caller's token; nil once the refusal was sent
+    /// (Glance's, or an ONAP tenant that does not own the new image, which is deleted again).
+    private func createImage(
+        _ properties: [String: JSONValue], cloud: String, token: String, onapTenant: String?, _ response: ResponseWriter
+    ) async -> GlanceImage? {
         let image: GlanceImage
         do {
             image = try await cache.client(for: cloud).createImage(properties, auth: .token(token))
         } catch let error as GlanceError {
             let status = error.status.flatMap { error.isTransient ? nil : $0 } ?? 503
             await response.sendError(HTTPResponseStatus(statusCode: status), "the image service of cloud \(cloud) did not create the image: \(GlanceError.message(of: error))")
-            return
+            return nil
         } catch {
             await response.sendError(.notFound, "\(error)")
-            return
+            return nil
         }
         if let onapTenant, image.owner != onapTenant {
             // The project was checked before the body; Glance's owner is the last word.
             try? await cache.client(for: cloud).deleteImage(image.id, auth: .token(token))
             await response.sendError(.forbidden, "the token's project \(image.owner ?? "?") is not the tenant \(onapTenant) of the path; nothing was kept")
-            return
+            return nil
         }
-        let target = UploadTarget(cloud: cloud, image: image, method: .upload)
-        let writeThrough = uploads.mode == .writeThrough
-        var push: PushRecord
-        // Held for its push first, then counted in the budget: never evictable in between.
-        do {
-            push = try await cache.accept(received.blob, for: target, staged: false, claimed: writeThrough, virtualSize: received.virtualSize)
-        } catch let error as UploadError {
-            cache.settle(reserved: received.reserved, committed: received.blob)
-            blobKept = true
-            await response.sendError(.serviceUnavailable, error.description)
-            return
-        } catch {
-            cache.settle(reserved: received.reserved, committed: received.blob)
-            blobKept = true
-            await response.sendError(.internalServerError, "Depot stored the bytes but could not record the upload (\(error)); retry")
-            return
-        }
-        cache.settle(reserved: received.reserved, committed: received.blob)
-        blobKept = true
-        var status = HTTPResponseStatus.created
-        if writeThrough {
-            let (result, backendStatus) = await cache.pushNow(push, token: token)
-            push = result
-            if result.state != .done { status = backendStatus.map { HTTPResponseStatus(statusCode: $0) } ?? .badGateway }
-        }
-        let blob = received.blob
-        // The answer carries Glance's checksums of the bytes: computed now if not yet known.
-        let record = try? await cache.completeDigests(blob.digest)
+        return image
+    }
+
+    /// The answer's document: the image, the bytes with Glance's checksums (computed now if not
+    /// yet known) and the push; ONAP's shape puts its own `status` first.
+    private func answer(image: GlanceImage, blob: CommittedBlob, push: PushRecord, uploaded: Bool, onap: Bool) async -> [String: Any] {
+        let record = try? await cache.uploads.completeDigests(blob.digest)
         var document: [String: Any] = [
             "id": image.id, "name": image.name ?? NSNull(), "status": image.status ?? NSNull(), "size": blob.size,
             "sha256": blob.digest.hex, "checksum": record?.md5 ?? NSNull(), "os_hash_algo": "sha512",
             "os_hash_value": record?.sha512 ?? NSNull(), "push": Self.pushView(push),
         ]
-        if onapTenant != nil {
+        if onap {
             document["image_status"] = document["status"]
-            document["status"] = status == .created ? "upload OK" : "upload failed"
+            document["status"] = uploaded ? "upload OK" : "upload failed"
         }
-        await response.sendJSON(status, document, headers: ["location": "\(Router.multicloudPrefix)\(cloud.replacingOccurrences(of: "_", with: "/"))/images/\(image.id)"])
+        return document
     }
 
     /// ONAP's plugin took the image's name and disk format from the uploaded file's name:
@@ -214,149 +236,4 @@ struct MulticloudResponder {
         let formats: Set<String> = ["ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"]
         return (String(base[..<dot]), formats.contains(ext) ? ext : "raw")
     }
-
-    struct ReceivedForm {
-        var fields: [String: String]
-        /// The file part's `filename`, if it had one.
-        var fileName: String?
-        var blob: CommittedBlob
-        var reserved: UInt64
-        /// Glance's `virtual_size` for the file, from its inspection.
-        var virtualSize: Int64?
-    }
-
-    struct FormFailure: Error {
-        let status: HTTPResponseStatus
-        let message: String
-    }
-
-    /// Reads the whole form: fields into memory (small), the file part into a new blob, which
-    /// is committed only once the form has ended and Glance's format inspection, with the
-    /// form's `disk_format` and `container_format`, takes the file (415 otherwise, nothing kept).
-    ///
-    /// - Parameter formatFromFileName: without a `disk_format` field, the file's name gives it
-    ///   (the ONAP shape), as it will for the image Depot creates.
-    private func receive(_ request: Request, boundary: String, hold: UploadHold, formatFromFileName: Bool) async throws -> ReceivedForm {
-        var parser: MultipartParser
-        do { parser = try MultipartParser(boundary: boundary) } catch {
-            throw FormFailure(status: .badRequest, message: error.description)
-        }
-        // The whole request bounds the file: reserve that, or grow the reservation as it comes.
-        guard cache.uploadSlots.tryAcquire() else {
-            throw FormFailure(status: .serviceUnavailable, message: CacheError.tooManyUploads(running: cache.uploadSlots.limit).description)
-        }
-        defer { cache.uploadSlots.release() }
-        var reserved = request.body.declaredLength ?? UploadResponder.reservationStep
-        do { try await cache.reserve(reserved) } catch {
-            throw FormFailure(status: .insufficientStorage, message: error.description)
-        }
-        var fields: [String: String] = [:]
-        var ingest: BlobIngest?
-        var current: (name: String?, isFile: Bool, value: [UInt8])?
-        var fileBytes: UInt64 = 0
-        var fileName: String?
-        var inspector = FormatInspector()
-        var fileEnded = false
-        var virtualSize: Int64?
-        var blob: CommittedBlob?
-        func fail(_ status: HTTPResponseStatus, _ message: String) async -> FormFailure {
-            await ingest?.abort(message)
-            cache.settle(reserved: reserved, committed: nil)
-            return FormFailure(status: status, message: message)
-        }
-        do {
-            var ended = false
-            while let chunk = try await request.body.next() {
-                let events: [MultipartParser.Event]
-                do { events = try parser.feed(chunk.readableBytesView) } catch {
-                    throw await fail(.badRequest, "the multipart body is malformed: \(error); nothing was kept")
-                }
-                for event in events {
-                    switch event {
-                    case let .partStart(headers):
-                        let (name, filename) = MultipartParser.Event.disposition(headers)
-                        let isFile = name == "file" || filename != nil
-                        if isFile {
-                            guard ingest == nil, !fileEnded else { throw await fail(.badRequest, "send one file part") }
-                            fileName = filename
-                            do {
-                                ingest = try BlobIngest(store: cache.store, disk: cache.disk, expecting: .init(), alsoCompute: [], beforeCommit: hold.hold)
-                            } catch {
-                                throw await fail(.insufficientStorage, "\(error)")
-                            }
-                        }
-                        current = (name, isFile, [])
-                    case let .partData(bytes):
-                        guard var part = current else { continue }
-                        if part.isFile {
-                            inspector.feed(bytes)
-                            fileBytes += UInt64(bytes.count)
-                            if fileBytes > uploads.maximumSize {
-                                throw await fail(.payloadTooLarge, UploadError.tooLarge(size: fileBytes, limit: uploads.maximumSize).description)
-                            }
-                            while fileBytes > reserved {
-                                do { try await cache.reserve(UploadResponder.reservationStep) } catch {
-                                    throw await fail(.insufficientStorage, "\(error)")
-                                }
-                                reserved += UploadResponder.reservationStep
-                            }
-                            guard await ingest!.send(bytes) else {
-                                let reason = await ingest!.failure().map { "\($0)" } ?? "the write failed"
-                                throw await fail(.insufficientStorage, reason)
-                            }
-                        } else {
-                            part.value += bytes
-                            guard part.value.count <= 64 << 10 else { throw await fail(.badRequest, "form field \(part.name ?? "?") is larger than 64 KiB") }
-                            current = part
-                        }
-                    case .partEnd:
-                        guard let part = current else { continue }
-                        if part.isFile {
-                            // Committed once the fields that decide its format are all known.
-                            fileEnded = true
-                        } else if let name = part.name {
-                            guard Self.fieldNames.contains(name) else {
-                                throw await fail(.badRequest, "unknown form field \(name); the fields are file, \(Self.fieldNames.sorted().joined(separator: ", "))")
-                            }
-                            fields[name] = String(decoding: part.value, as: UTF8.self)
-                        }
-                        current = nil
-                    case .end:
-                        ended = true
-                    }
-                }
-            }
-            guard ended else { throw await fail(.badRequest, "the multipart body ended before its closing boundary; nothing was kept") }
-            if let pending = ingest {
-                let inspection = inspector.finish()
-                let named = formatFromFileName ? fileName.map { Self.nameAndFormat($0).diskFormat } : nil
-                let verdict = inspection.verdict(
-                    diskFormat: fields["disk_format"] ?? named ?? "raw", containerFormat: fields["container_format"] ?? "bare", policy: uploads.formats)
-                if let refusal = verdict.refusal { throw await fail(.unsupportedMediaType, refusal.description) }
-                virtualSize = verdict.virtualSize
-                do { blob = try await pending.finish() } catch {
-                    ingest = nil
-                    if case .diskFull = error {
-                        throw await fail(.insufficientStorage, "Depot's disk is full; nothing was kept. Free space in its data directory or retry later")
-                    }
-                    throw await fail(.internalServerError, "Depot could not store the file: \(error)")
-                }
-                ingest = nil
-            }
-        } catch let failure as FormFailure {
-            if let blob { cache.keepUnreferenced(blob, reserved: 0) }
-            throw failure
-        } catch {
-            // The client went away mid-body.
-            _ = await fail(.badRequest, "\(error)")
-            if let blob { cache.keepUnreferenced(blob, reserved: 0) }
-            throw error
-        }
-        guard let blob else {
-            cache.settle(reserved: reserved, committed: nil)
-            throw FormFailure(status: .badRequest, message: "the form has no file part; send the image as a part named file")
-        }
-        return ReceivedForm(fields: fields, fileName: fileName, blob: blob, reserved: reserved, virtualSize: virtualSize)
-    }
 }
-

@@ -32,7 +32,7 @@ public struct UploadSettings: Sendable {
 /// Answers `PUT /v2/images/{id}/file` and `PUT /v2/images/{id}/stage`: authorize with the
 /// backend, store the body once (SHA-256 while it arrives, fsync), acknowledge, and owe the
 /// bytes to Glance through the push queue. SHA-512 and MD5 follow in the background
-/// (`ImageCache.completeDigests`), so the acknowledgement runs at disk speed.
+/// (`UploadAcceptor.completeDigests`), so the acknowledgement runs at disk speed.
 struct UploadResponder {
     let cache: ImageCache
     let settings: UploadSettings
@@ -61,13 +61,13 @@ struct UploadResponder {
         }
         let target: UploadTarget
         do {
-            target = try await cache.authorizeUpload(token: token, cloud: cloud, imageID: imageID, method: method)
+            target = try await cache.uploads.authorizeUpload(token: token, cloud: cloud, imageID: imageID, method: method)
         } catch {
             await refuse(response, error)
             return
         }
         if let declaredDigest, request.head.expectsContinue, let token,
-           let blob = try? cache.catalog.blob(declaredDigest), cache.store.contains(declaredDigest),
+           let blob = cache.uploads.storedBlob(declaredDigest),
            await cache.callerMayRead(declaredDigest, token: token) {
             if let declaredLength, declaredLength != UInt64(blob.size) {
                 await refuse(response, .badRequest, "Content-Length says \(declaredLength) bytes but the declared digest names \(blob.size) bytes")
@@ -77,7 +77,7 @@ struct UploadResponder {
             // inspect them for this image's formats all the same.
             let verdict: FormatVerdict
             do {
-                verdict = target.verdict(try await cache.inspectStored(blob.digest), policy: settings.formats)
+                verdict = target.verdict(try await cache.uploads.inspectStored(blob.digest), policy: settings.formats)
             } catch {
                 await refuse(response, error)
                 return
@@ -88,16 +88,16 @@ struct UploadResponder {
             }
             logger.info("instant upload: body skipped", metadata: ["cloud": "\(cloud)", "image": "\(imageID)", "blob": "\(blob.sha256)"])
             await finish(
-                request, response, blob: blob.committed(path: cache.store.path(for: blob.digest)), target: target, token: token, instant: true,
+                request, response, blob: blob.committed(path: cache.uploads.path(of: blob.digest)), target: target, token: token, instant: true,
                 virtualSize: verdict.virtualSize)
             return
         }
         // Refused before the body is asked for: each upload holds a writer thread and buffers.
-        guard cache.uploadSlots.tryAcquire() else {
-            await refuse(response, CacheError.tooManyUploads(running: cache.uploadSlots.limit))
+        guard cache.uploads.slots.tryAcquire() else {
+            await refuse(response, CacheError.tooManyUploads(running: cache.uploads.slots.limit))
             return
         }
-        defer { cache.uploadSlots.release() }
+        defer { cache.uploads.slots.release() }
         guard await response.continueIfExpected(request) else { return }
         await ingest(request, response, target: target, token: token, declaredLength: declaredLength, declaredDigest: declaredDigest)
     }
@@ -109,51 +109,36 @@ struct UploadResponder {
     ) async {
         var reserved = declaredLength ?? Self.reservationStep
         do {
-            try await cache.reserve(reserved)
+            try await cache.uploads.reserve(reserved)
         } catch {
             await refuse(response, .insufficientStorage, "\(error)")
             return
         }
         let ingest: BlobIngest
         // Kept from the moment the blob's name is known until its push holds it.
-        let uploadHold = cache.uploadHold(named: request.id)
+        let uploadHold = cache.uploads.hold(named: request.id)
         defer { uploadHold.release() }
         do {
-            ingest = try BlobIngest(
-                store: cache.store, disk: cache.disk, expecting: BlobExpectation(size: declaredLength, sha256: declaredDigest), alsoCompute: [],
-                beforeCommit: uploadHold.hold)
+            ingest = try cache.uploads.ingest(expecting: BlobExpectation(size: declaredLength, sha256: declaredDigest), hold: uploadHold)
         } catch {
-            cache.settle(reserved: reserved, committed: nil)
+            cache.uploads.settle(reserved: reserved, committed: nil)
             await refuse(response, error)
             return
         }
-        var received: UInt64 = 0
         var refusal: (HTTPResponseStatus, String)?
         // Glance's format inspection, in the same pass as the hashing.
         var inspector = FormatInspector()
-        do {
-            while let chunk = try await request.body.next() {
-                received += UInt64(chunk.readableBytes)
-                if received > settings.maximumSize {
-                    refusal = (.payloadTooLarge, UploadError.tooLarge(size: received, limit: settings.maximumSize).description)
-                    break
-                }
-                while received > reserved {
-                    try await cache.reserve(Self.reservationStep)
-                    reserved += Self.reservationStep
-                }
-                let bytes = Array(chunk.readableBytesView)
-                inspector.feed(bytes)
-                guard await ingest.send(bytes) else { break }
-            }
-        } catch let error as CacheError {
-            refusal = (.insufficientStorage, error.description)
-        } catch {
+        switch await receiveBody(request, into: ingest, reserved: &reserved, inspector: &inspector) {
+        case .received:
+            break
+        case let .refused(status, message):
+            refusal = (status, message)
+        case let .endedEarly(received, error):
             // The body ended early (the client stopped sending, or its framing broke): nothing
             // is kept, and a client that is still there (one that only closed its sending side)
             // hears why. Writing to one that is gone fails quietly.
             await ingest.abort("the client stopped after \(received) bytes: \(error)")
-            cache.settle(reserved: reserved, committed: nil)
+            cache.uploads.settle(reserved: reserved, committed: nil)
             logger.warning("upload abandoned; nothing was kept", metadata: ["image": "\(target.image.id)", "received": "\(received)", "error": "\(error)"])
             let expected = request.body.declaredLength.map { " of the \($0) its Content-Length announced" } ?? ""
             await response.sendError(
@@ -166,17 +151,17 @@ struct UploadResponder {
             // As in Glance, the bytes are stored first: a full disk is the answer before the format.
             do {
                 try await ingest.discard(refused)
-                cache.settle(reserved: reserved, committed: nil)
+                cache.uploads.settle(reserved: reserved, committed: nil)
                 await refuse(response, .unsupportedMediaType, refused)
             } catch {
-                cache.settle(reserved: reserved, committed: nil)
+                cache.uploads.settle(reserved: reserved, committed: nil)
                 await refuse(response, error)
             }
             return
         }
         if let refusal {
             await ingest.abort(refusal.1)
-            cache.settle(reserved: reserved, committed: nil)
+            cache.uploads.settle(reserved: reserved, committed: nil)
             await refuse(response, refusal.0, refusal.1)
             return
         }
@@ -184,13 +169,49 @@ struct UploadResponder {
         do {
             blob = try await ingest.finish()
         } catch {
-            cache.settle(reserved: reserved, committed: nil)
+            cache.uploads.settle(reserved: reserved, committed: nil)
             await refuse(response, error)
             return
         }
         logger.info(
             "upload stored", metadata: ["image": "\(target.image.id)", "blob": "\(blob.digest.hex)", "size": "\(blob.size)", "deduplicated": "\(blob.deduplicated)"])
         await finish(request, response, blob: blob, reserved: reserved, target: target, token: token, instant: false, virtualSize: verdict.virtualSize)
+    }
+
+    /// How receiving a body ended.
+    private enum BodyOutcome {
+        /// All of it went to the blob (or the blob's write failed, which `finish` reports).
+        case received
+        /// Depot stopped taking it: too large, or no room in the budget.
+        case refused(HTTPResponseStatus, String)
+        /// The client stopped sending (or its framing broke) after this many bytes.
+        case endedEarly(after: UInt64, any Error)
+    }
+
+    /// Streams the body into `ingest` and `inspector`, growing the budget reservation as the
+    /// bytes exceed it.
+    private func receiveBody(_ request: Request, into ingest: BlobIngest, reserved: inout UInt64, inspector: inout FormatInspector) async -> BodyOutcome {
+        var received: UInt64 = 0
+        do {
+            while let chunk = try await request.body.next() {
+                received += UInt64(chunk.readableBytes)
+                if received > settings.maximumSize {
+                    return .refused(.payloadTooLarge, UploadError.tooLarge(size: received, limit: settings.maximumSize).description)
+                }
+                while received > reserved {
+                    try await cache.uploads.reserve(Self.reservationStep)
+                    reserved += Self.reservationStep
+                }
+                let bytes = Array(chunk.readableBytesView)
+                inspector.feed(bytes)
+                guard await ingest.send(bytes) else { break }
+            }
+        } catch let error as CacheError {
+            return .refused(.insufficientStorage, error.description)
+        } catch {
+            return .endedEarly(after: received, error)
+        }
+        return .received
     }
 
     /// The message of Glance's refusal of these bytes for the image, when Glance refuses them
@@ -222,25 +243,25 @@ struct UploadResponder {
         if instant { headers.add(name: "connection", value: "close") }
         let push: PushRecord
         do {
-            push = try await cache.accept(blob, for: target, staged: staged, claimed: writeThrough, virtualSize: virtualSize)
-            cache.settle(reserved: reserved, committed: blob)
+            push = try await cache.uploads.accept(blob, for: target, staged: staged, claimed: writeThrough, virtualSize: virtualSize)
+            cache.uploads.settle(reserved: reserved, committed: blob)
         } catch let error as UploadError {
-            cache.settle(reserved: reserved, committed: blob)
+            cache.uploads.settle(reserved: reserved, committed: blob)
             await refuse(response, error)
             return
         } catch {
-            cache.settle(reserved: reserved, committed: blob)
+            cache.uploads.settle(reserved: reserved, committed: blob)
             logger.error("cannot record the upload", metadata: ["image": "\(target.image.id)", "error": "\(error)"])
             await refuse(response, .internalServerError, "Depot stored the bytes but could not record the upload (\(error)); retry the upload")
             return
         }
-        cache.completeDigestsLater(blob.digest)
+        cache.uploads.completeDigestsLater(blob.digest)
         guard writeThrough, let token else {
             headers.add(name: "x-depot-push", value: push.state.rawValue)
             await response.send(.noContent, headers: headers)
             return
         }
-        let (result, status) = await cache.pushNow(push, token: token)
+        let (result, status) = await cache.uploads.pushNow(push, token: token)
         headers.add(name: "x-depot-push", value: result.state.rawValue)
         if result.state == .done {
             await response.send(.noContent, headers: headers)

@@ -108,19 +108,24 @@ struct FsckCommand: ParsableCommand {
             encoder.keyEncodingStrategy = .convertToSnakeCase
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
-            print("checked \(report.blobsChecked) blobs, \(formatBytes(report.bytesChecked))\(report.catalogRebuilt ? "; the catalog was missing and is rebuilt" : "")")
-            let verb = dryRun ? "found" : "fixed"
-            if !report.corrupt.isEmpty { print("\(report.corrupt.count) corrupt blob(s) \(dryRun ? "found" : "quarantined"): \(report.corrupt.joined(separator: " "))") }
-            if !report.filesWithoutRow.isEmpty { print("\(report.filesWithoutRow.count) blob(s) missing from the catalog \(verb)") }
-            if !report.rowsWithoutFile.isEmpty { print("\(report.rowsWithoutFile.count) catalog row(s) without a file \(verb)") }
-            if report.digestsFilledIn > 0 { print("\(report.digestsFilledIn) blob(s) given their SHA-512/MD5") }
-            if report.temporaryFilesRemoved > 0 { print("\(report.temporaryFilesRemoved) temporary file(s) removed") }
-            if !report.strayFiles.isEmpty { print("stray files under blobs/ (not served; remove them by hand): \(report.strayFiles.joined(separator: " "))") }
-            if !report.pendingPushesLost.isEmpty {
-                print("uploads whose bytes are gone before their push (upload them again): \(report.pendingPushesLost.joined(separator: " "))")
-            }
-            if report.clean { print("no problems found") }
+            printText(report)
         }
         if !report.corrupt.isEmpty || !report.pendingPushesLost.isEmpty { throw ExitCode(1) }
+    }
+
+    /// The report for a person: one line per kind of finding.
+    private func printText(_ report: Report) {
+        print("checked \(report.blobsChecked) blobs, \(formatBytes(report.bytesChecked))\(report.catalogRebuilt ? "; the catalog was missing and is rebuilt" : "")")
+        let verb = dryRun ? "found" : "fixed"
+        if !report.corrupt.isEmpty { print("\(report.corrupt.count) corrupt blob(s) \(dryRun ? "found" : "quarantined"): \(report.corrupt.joined(separator: " "))") }
+        if !report.filesWithoutRow.isEmpty { print("\(report.filesWithoutRow.count) blob(s) missing from the catalog \(verb)") }
+        if !report.rowsWithoutFile.isEmpty { print("\(report.rowsWithoutFile.count) catalog row(s) without a file \(verb)") }
+        if report.digestsFilledIn > 0 { print("\(report.digestsFilledIn) blob(s) given their SHA-512/MD5") }
+        if report.temporaryFilesRemoved > 0 { print("\(report.temporaryFilesRemoved) temporary file(s) removed") }
+        if !report.strayFiles.isEmpty { print("stray files under blobs/ (not served; remove them by hand): \(report.strayFiles.joined(separator: " "))") }
+        if !report.pendingPushesLost.isEmpty {
+            print("uploads whose bytes are gone before their push (upload them again): \(report.pendingPushesLost.joined(separator: " "))")
+        }
+        if report.clean { print("no problems found") }
     }
 }

@@ -40,11 +40,11 @@ struct StoredInspectionTests {
         vmdk.replaceSubrange(512..<(512 + descriptor.count), with: descriptor)
         vmdk.replaceSubrange((vmdk.count - 1024)..<(vmdk.count - 960), with: vmdk[0..<64])
         for sample in [pseudoRandomBytes(count: 3 << 20, seed: 4), qcow2, vmdk] {
-            let stored = try await cache.inspectStored(try store(sample, in: cache))
+            let stored = try await cache.uploads.inspectStored(try store(sample, in: cache))
             #expect(stored == streamed(sample))
         }
-        let unsafe = try await cache.inspectStored(try store(qcow2, in: cache))
+        let unsafe = try await cache.uploads.inspectStored(try store(qcow2, in: cache))
         #expect(unsafe.facts("qcow2")?.failedChecks.map(\.check) == ["backing_file"])
-        #expect(try await cache.inspectStored(try store(vmdk, in: cache)).facts("vmdk")?.complete == true)
+        #expect(try await cache.uploads.inspectStored(try store(vmdk, in: cache)).facts("vmdk")?.complete == true)
     }
 }

@@ -184,7 +184,7 @@ import Testing
         try await withDepot(glanceURL: glance.url, settings: settings, directory: dir) { depot in
             #expect(try depot.catalog.blob(orphan)?.size == Int64(bytes.count))
             #expect(depot.cache.budgetUsage?.used == UInt64(bytes.count))
-            let completed = try await depot.cache.completeDigests(orphan)
+            let completed = try await depot.cache.uploads.completeDigests(orphan)
             #expect(completed.sha512 == Digest.of(bytes, algorithm: .sha512).hex)
         }
     }

@@ -130,7 +130,7 @@ import Testing
             Issue.record("the fill did not commit")
             return
         }
-        #expect(try depot.cache.evict(blob.digest) == UInt64(bytes.count))
+        #expect(try await depot.cache.evict(blob.digest) == UInt64(bytes.count))
         #expect(!FileManager.default.fileExists(atPath: depot.store.path(for: blob.digest)), "the blob is gone by name")
         let range: Range<UInt64> = 1_000_000..<UInt64(bytes.count - 1)
         let (digest, last) = try await depot.cache.hashRange(of: fill, range)

@@ -96,7 +96,7 @@ import Testing
         while depot.cache.runningFill(cloud: "default_RegionOne", imageID: imageID) != nil, ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(2))
         }
-        if let digest = try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: imageID) { try depot.cache.evict(digest) }
+        if let digest = try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: imageID) { try await depot.cache.evict(digest) }
     }
 
     func waitUntilCached(_ depot: DepotHarness, _ imageID: String) async throws {

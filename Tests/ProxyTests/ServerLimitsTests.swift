@@ -147,8 +147,8 @@ import Testing
                 sendAll(fd, Array(bytes[..<(2 << 20)]))
                 return fd
             }
-            for _ in 0..<100 where depot.cache.uploadSlots.inUse == 0 { try await Task.sleep(for: .milliseconds(20)) }
-            #expect(depot.cache.uploadSlots.inUse == 1)
+            for _ in 0..<100 where depot.cache.uploads.slots.inUse == 0 { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(depot.cache.uploads.slots.inUse == 1)
             let secondURL = "\(depot.url)/v2/images/\(second.id)/file"
             let refused = try await curl(secondURL, ["-X", "PUT", "-T", file.path + "/image.raw", "-H", "Expect: 100-continue"])
             #expect(refused.status == 503)
@@ -164,7 +164,7 @@ import Testing
             #expect(firstStatus == "HTTP/1.1 204", "the upload holding the slot ends well")
             #expect(try await depot.settledPush(first.id).state == .done)
             try await expectGlanceHolds(glance.url, first.id, bytesOf: file.path + "/image.raw")
-            #expect(depot.cache.uploadSlots.inUse == 0)
+            #expect(depot.cache.uploads.slots.inUse == 0)
             #expect(try await curl(secondURL, ["-X", "PUT", "-T", file.path + "/image.raw"]).status == 204)
             #expect(try await depot.settledPush(second.id).state == .done)
             try await expectGlanceHolds(glance.url, second.id, bytesOf: file.path + "/image.raw")

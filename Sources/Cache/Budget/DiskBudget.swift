@@ -31,6 +31,8 @@ public enum EvictionRefusal: Error, CustomStringConvertible, Sendable {
 final class DiskBudget: Sendable {
     private let store: BlobStore
     private let catalog: Catalog
+    /// Where evictions' removals run (`DiskPools.evictions`), never the caller's thread.
+    private let disk: DiskPools
     private let logger: Logger
     private let state: Mutex<BudgetStateMachine<HoldWaiter>>
 
@@ -49,9 +51,10 @@ final class DiskBudget: Sendable {
     }
 
     /// Loads the recency order from the Catalog (oldest access first).
-    init(watermarks: Watermarks?, minimumFreeBytes: UInt64? = nil, store: BlobStore, catalog: Catalog, logger: Logger) throws {
+    init(watermarks: Watermarks?, minimumFreeBytes: UInt64? = nil, store: BlobStore, catalog: Catalog, disk: DiskPools, logger: Logger) throws {
         self.store = store
         self.catalog = catalog
+        self.disk = disk
         self.logger = logger
         let blobs = try catalog.allBlobs()
         let pushes = try catalog.pushes(in: [.staged, .pending])
@@ -185,7 +188,7 @@ final class DiskBudget: Sendable {
             case let .refused(error):
                 throw error
             case let .reserved(victims):
-                for victim in victims { evict(victim) }
+                if !victims.isEmpty { await evict(victims) }
                 return victims.map(\.digest)
             }
         }
@@ -202,17 +205,26 @@ final class DiskBudget: Sendable {
     }
 
     /// Evicts one blob now, on the operator's request.
-    func evictNow(_ digest: Digest) throws(EvictionRefusal) -> UInt64 {
+    func evictNow(_ digest: Digest) async throws(EvictionRefusal) -> UInt64 {
         let victim = try state.withLock { state throws(EvictionRefusal) in try state.evictNow(digest) }
-        evict(victim)
+        await evict([victim])
         return victim.size
     }
 
     /// Evicts least recently used blobs: down to the low watermark, or every blob that may go.
-    func prune(everything: Bool) -> [EvictionVictim] {
+    func prune(everything: Bool) async -> [EvictionVictim] {
         let victims = state.withLock { $0.prune(everything: everything) }
-        for victim in victims { evict(victim) }
+        if !victims.isEmpty { await evict(victims) }
         return victims
+    }
+
+    /// Removes the blobs the state machine chose, on the eviction pool: a SQLite write, an
+    /// unlink and a directory fsync each, which must not hold a cooperative thread or a
+    /// request's event loop.
+    private func evict(_ victims: [EvictionVictim]) async {
+        await disk.runEviction { [self] in
+            for victim in victims { evict(victim) }
+        }
     }
 
     /// Removes a blob: first its Catalog rows, so no request resolves to it any more, then

@@ -1,39 +1,44 @@
 import BlobStore
 import Catalog
+import FormatInspector
 import Foundation
-import Synchronization
 import Glance
 
-/// Why an upload cannot be taken.
-public enum UploadError: Error, CustomStringConvertible, Sendable {
-    /// The backend refused the caller or the image (401, 403, 404, 409…), passed on.
-    case refused(status: Int, message: String)
-    /// The body is larger than `max_upload_size`.
-    case tooLarge(size: UInt64, limit: UInt64)
+/// Takes uploads: checks with Glance that the caller may put data into the image, keeps the
+/// body's budget room and its blob (stored once, deduplicated by SHA-256), records the bytes
+/// acknowledged from local disk, and hands them to the push queue that owes them to Glance.
+///
+/// Receiving the body (HTTP, 100-continue, multipart) is Proxy's; everything it decides with
+/// the cache's state is here.
+public final class UploadAcceptor: Sendable {
+    private let clouds: [String: GlanceClient]
+    private let store: BlobStore
+    private let catalog: Catalog
+    private let disk: DiskPools
+    private let budget: DiskBudget
+    private let resolver: BlobResolver
+    private let digests: DigestPasses
+    private let pushes: PushQueue
+    /// Uploads being received now, within `CacheSettings.maximumUploads`.
+    public let slots: ConcurrencyLimit
 
-    public var description: String {
-        switch self {
-        case let .refused(_, message): message
-        case let .tooLarge(size, limit):
-            "the image is \(size) bytes and this Depot takes at most \(limit) bytes per upload (max_upload_size)"
-        }
+    init(
+        clouds: [String: GlanceClient], store: BlobStore, catalog: Catalog, disk: DiskPools, budget: DiskBudget, resolver: BlobResolver,
+        digests: DigestPasses, pushes: PushQueue, maximumUploads: Int
+    ) {
+        self.clouds = clouds
+        self.store = store
+        self.catalog = catalog
+        self.disk = disk
+        self.budget = budget
+        self.resolver = resolver
+        self.digests = digests
+        self.pushes = pushes
+        slots = ConcurrencyLimit(maximumUploads)
     }
-}
 
-/// An image that is about to receive data through Depot, as the caller may upload it.
-public struct UploadTarget: Sendable {
-    public let cloud: String
-    public let image: GlanceImage
-    public let method: PushRecord.Method
+    // MARK: Authorization
 
-    public init(cloud: String, image: GlanceImage, method: PushRecord.Method) {
-        self.cloud = cloud
-        self.image = image
-        self.method = method
-    }
-}
-
-extension ImageCache {
     /// Checks with the backend, with the caller's own token, that the caller may put data into
     /// an image, and that the image can take data.
     ///
@@ -42,9 +47,7 @@ extension ImageCache {
     /// 409 "does not exist" to a caller who may, 403 to one who may not, and changes nothing.
     public func authorizeUpload(token: String?, cloud: String, imageID: String, method: PushRecord.Method) async throws -> UploadTarget {
         let client = try client(for: cloud)
-        guard let token, !token.isEmpty else {
-            throw UploadError.refused(status: 401, message: "This server could not verify that you are authorized to access the document you requested. Send an X-Auth-Token.")
-        }
+        guard let token, !token.isEmpty else { throw Self.noToken }
         let image: GlanceImage
         do {
             image = try await client.showImage(imageID, auth: .token(token))
@@ -67,11 +70,17 @@ extension ImageCache {
     /// Checks that the caller may import data Depot staged for an image.
     public func authorizeImport(token: String?, cloud: String, imageID: String) async throws {
         let client = try client(for: cloud)
-        guard let token, !token.isEmpty else {
-            throw UploadError.refused(status: 401, message: "This server could not verify that you are authorized to access the document you requested. Send an X-Auth-Token.")
-        }
+        guard let token, !token.isEmpty else { throw Self.noToken }
         try await probeModify(client, cloud: cloud, imageID: imageID, token: token, action: "import_image")
     }
+
+    private func client(for cloud: String) throws(CacheError) -> GlanceClient {
+        guard let client = clouds[cloud] else { throw .unknownCloud(cloud) }
+        return client
+    }
+
+    private static let noToken = UploadError.refused(
+        status: 401, message: "This server could not verify that you are authorized to access the document you requested. Send an X-Auth-Token.")
 
     private func probeModify(_ client: GlanceClient, cloud: String, imageID: String, token: String, action: String) async throws {
         do {
@@ -95,28 +104,54 @@ extension ImageCache {
         return CacheError.backendUnavailable(cloud: cloud, reason: "\(error)")
     }
 
-    /// Whether the caller can already read an image that holds these bytes: only then may a
-    /// declared digest stand in for the body (knowing a digest is not owning the bytes).
-    public func callerMayRead(_ digest: Digest, token: String) async -> Bool {
-        guard store.contains(digest), let images = try? catalog.images(of: digest) else { return false }
-        for record in images.prefix(16) {
-            if (try? await authorize(token: token, cloud: record.cloud, imageID: record.imageID)) != nil { return true }
-        }
-        return false
-    }
+    // MARK: Receiving
 
     /// A hold for the blob one upload is about to publish; see `UploadHold`.
-    public func uploadHold(named id: String) -> UploadHold { UploadHold(budget: budget, holder: .upload(id)) }
+    public func hold(named id: String) -> UploadHold { UploadHold(budget: budget, holder: .upload(id)) }
+
+    /// A new blob for an upload's body, written and hashed on the disk pool; `hold` keeps it
+    /// from its naming on.
+    public func ingest(expecting expectation: BlobExpectation, hold: UploadHold) throws(BlobStoreError) -> BlobIngest {
+        try BlobIngest(store: store, disk: disk, expecting: expectation, alsoCompute: [], beforeCommit: hold.hold)
+    }
 
     /// Reserves budget room for upload bytes (evicting least recently used blobs if needed).
     public func reserve(_ bytes: UInt64) async throws(CacheError) {
-        for evicted in try await budget.reserve(bytes) { forgetBlob(evicted) }
+        for evicted in try await budget.reserve(bytes) { resolver.forgetBlob(evicted) }
     }
 
     /// Returns a reservation; a committed blob takes its place.
     public func settle(reserved bytes: UInt64, committed blob: CommittedBlob?) {
         budget.settle(reserved: bytes, committed: blob)
     }
+
+    /// The blob an upload declared by digest, when Depot holds it (a body it may skip).
+    public func storedBlob(_ digest: Digest) -> BlobRecord? {
+        guard let blob = try? catalog.blob(digest), store.contains(digest) else { return nil }
+        return blob
+    }
+
+    /// Inspects a stored blob as Glance inspects an upload of the same bytes, reading only what
+    /// the inspection wants (the first 64 KiB and the regions its headers name): for an upload
+    /// whose body Depot skipped because it already holds the bytes.
+    ///
+    /// - Throws: `BlobStoreError` when the blob cannot be read.
+    public func inspectStored(_ digest: Digest) async throws -> Inspection {
+        let store = self.store
+        return try await disk.run {
+            Result { () throws(BlobStoreError) -> Inspection in
+                let reader = try store.open(digest)
+                return try FormatInspector.inspect(length: reader.size) { (range: Range<UInt64>) throws(BlobStoreError) -> [UInt8] in
+                    try reader.read(range)
+                }
+            }
+        }.get()
+    }
+
+    /// The path a committed blob is read from.
+    public func path(of digest: Digest) -> String { store.path(for: digest) }
+
+    // MARK: Acknowledging
 
     /// The blob's record with its SHA-512 and MD5, computed now if the upload deferred them
     /// (see `DigestPasses`).
@@ -145,22 +180,17 @@ extension ImageCache {
     /// - Parameters:
     ///   - claimed: the caller runs the push itself (write-through).
     ///   - virtualSize: Glance's `virtual_size` for these bytes, from the upload's inspection.
+    /// - Throws: `UploadError.refused` (503) when the deduplicated copy was evicted meanwhile;
+    ///   the Catalog's errors.
     @discardableResult
     public func accept(_ blob: CommittedBlob, for target: UploadTarget, staged: Bool, claimed: Bool = false, virtualSize: Int64? = nil) async throws -> PushRecord {
         let push = PushRecord(cloud: target.cloud, imageID: target.image.id, digest: blob.digest, method: target.method, state: staged ? .staged : .pending)
-        var record = Self.record(cloud: target.cloud, image: target.image, digest: blob.digest)
-        // Digests a deduplicated blob already had; otherwise `completeDigests` fills them in.
-        let known = try? catalog.blob(blob.digest)
-        record.size = Int64(blob.size)
-        record.checksum = blob.digests[.md5]?.hex ?? known?.md5
-        record.osHashValue = blob.digests[.sha512]?.hex ?? known?.sha512
-        record.osHashAlgo = record.osHashValue == nil ? nil : "sha512"
-        record.virtualSize = virtualSize
-        await budget.hold(blob.digest, by: .push(ImageKey(cloud: target.cloud, imageID: target.image.id)))
+        let record = uploadRecord(blob, for: target, virtualSize: virtualSize)
+        await budget.hold(blob.digest, by: .push(target.key))
         // Held now, the blob stays; but a blob this upload deduplicated against may have been
         // evicted in the moment before. Then the bytes are gone: say so rather than acknowledge.
         guard store.contains(blob.digest) else {
-            budget.release(blob.digest, by: .push(ImageKey(cloud: target.cloud, imageID: target.image.id)))
+            budget.release(blob.digest, by: .push(target.key))
             throw UploadError.refused(
                 status: 503, message: "the stored copy of these bytes was evicted while the upload ended; nothing was kept, retry the upload")
         }
@@ -168,13 +198,26 @@ extension ImageCache {
         do {
             try catalog.recordUpload(blob, image: record, push: push)
         } catch {
-            budget.release(blob.digest, by: .push(ImageKey(cloud: target.cloud, imageID: target.image.id)))
+            budget.release(blob.digest, by: .push(target.key))
             if claimed { pushes.unclaim(cloud: target.cloud, imageID: target.image.id) }
             throw error
         }
-        if !staged { resolver.remember(ImageKey(cloud: target.cloud, imageID: target.image.id), blob.digest) }
+        if !staged { resolver.remember(target.key, blob.digest) }
         if !staged && !claimed { pushes.wake() }
         return push
+    }
+
+    /// The image's record as the push will leave it in Glance: size, and the digests the blob
+    /// has (a deduplicated blob's known ones; otherwise `completeDigests` fills them in).
+    private func uploadRecord(_ blob: CommittedBlob, for target: UploadTarget, virtualSize: Int64?) -> ImageRecord {
+        var record = BlobResolver.record(cloud: target.cloud, image: target.image, digest: blob.digest)
+        let known = try? catalog.blob(blob.digest)
+        record.size = Int64(blob.size)
+        record.checksum = blob.digests[.md5]?.hex ?? known?.md5
+        record.osHashValue = blob.digests[.sha512]?.hex ?? known?.sha512
+        record.osHashAlgo = record.osHashValue == nil ? nil : "sha512"
+        record.virtualSize = virtualSize
+        return record
     }
 
     /// Runs a claimed push now with the caller's token and reports how it ended, with the
@@ -187,10 +230,15 @@ extension ImageCache {
             var failed = result
             failed.state = .failed
             try? catalog.update(failed)
-            pushSettled(failed)
+            pushes.settlement.settled(failed)
             return (failed, status)
         }
         return (result, status)
+    }
+
+    /// Whether Depot holds data staged through it for an image (`PUT …/stage`).
+    public func hasStaged(cloud: String, imageID: String) -> Bool {
+        (try? catalog.push(cloud: cloud, imageID: imageID))?.state == .staged
     }
 
     /// Starts the push of data staged through Depot (`POST /v2/images/{id}/import` with
@@ -203,42 +251,5 @@ extension ImageCache {
         resolver.remember(ImageKey(cloud: cloud, imageID: imageID), push.digest)
         pushes.wake()
         return push
-    }
-
-    /// A push stopped being pending: its blob may be evicted again; after a failure the
-    /// image no longer maps to it (Glance may hold other bytes under that id).
-    func pushSettled(_ push: PushRecord) { pushes.settlement.settled(push) }
-
-    /// Whether Depot holds bytes it acknowledged for this image that Glance's record does not
-    /// show yet (a pending push, or one done a moment after Glance answered).
-    func owesAcknowledgedBytes(cloud: String, image: GlanceImage) -> Bool {
-        guard Self.statusesBeforeData.contains(image.status ?? ""), let push = try? catalog.push(cloud: cloud, imageID: image.id) else { return false }
-        return push.state == .pending || push.state == .done
-    }
-}
-
-/// Keeps the blob an upload publishes from the moment its name is known until the upload's
-/// push holds it (or the upload failed): an eviction under way is waited for, so the upload
-/// writes its own copy instead of deduplicating against one that is going away.
-public final class UploadHold: Sendable {
-    private let budget: DiskBudget
-    private let holder: BlobHolder
-    private let digest = Mutex<Digest?>(nil)
-
-    init(budget: DiskBudget, holder: BlobHolder) {
-        self.budget = budget
-        self.holder = holder
-    }
-
-    /// Takes the hold; blocks the calling thread while the blob is being evicted. Pass it as
-    /// `BlobIngest`'s beforeCommit.
-    @Sendable public func hold(_ digest: Digest) {
-        budget.holdBlocking(digest, by: holder)
-        self.digest.withLock { $0 = digest }
-    }
-
-    /// Ends the hold; harmless when none was taken.
-    public func release() {
-        if let digest = digest.withLock({ $0 }) { budget.release(digest, by: holder) }
     }
 }
