@@ -22,18 +22,22 @@ public final class BlobStore: Sendable {
 
     /// What opening the store found and cleaned up.
     public let recovery: RecoveryReport
+    /// Readers kept open between hits (`openKept`).
+    public let openBlobs: OpenBlobCache
 
     /// Opens (creating if needed) the store in `dataDirectory` and recovers from a crash.
     ///
     /// Temporary files that no live writer holds are removed; files under `blobs/` whose
     /// name is not a digest in its right shard are reported in `recovery`, never served.
-    public init(dataDirectory: String, logger: Logger = Logger(label: "depot.blobstore")) throws(BlobStoreError) {
+    /// - Parameter openBlobLimit: the most blobs `openKept` keeps open between hits.
+    public init(dataDirectory: String, openBlobLimit: Int = 128, logger: Logger = Logger(label: "depot.blobstore")) throws(BlobStoreError) {
         let root = dataDirectory.hasSuffix("/") && dataDirectory.count > 1 ? String(dataDirectory.dropLast()) : dataDirectory
         self.root = root
         self.blobsRoot = root + "/blobs/sha256"
         self.tmpRoot = root + "/tmp"
         self.quarantineRoot = root + "/quarantine"
         self.logger = logger
+        self.openBlobs = OpenBlobCache(capacity: openBlobLimit)
         for dir in [root, root + "/blobs", blobsRoot, tmpRoot, quarantineRoot] {
             try POSIX.mkdir(dir)
         }
@@ -97,6 +101,13 @@ public final class BlobStore: Sendable {
         }
     }
 
+    /// A reader of a committed blob for serving hits: kept open between calls while the file at
+    /// the blob's path stays the same (see `OpenBlobCache`). Shared: never closed by the caller.
+    public func openKept(_ digest: Digest) throws(BlobStoreError) -> BlobReader {
+        try requireBlobName(digest)
+        return try openBlobs.reader(for: digest) { path(for: digest) }
+    }
+
     /// Reads `range` of a blob into memory; for small reads (the server streams large ones).
     public func read(_ digest: Digest, range: Range<UInt64>) throws(BlobStoreError) -> [UInt8] {
         try open(digest).read(range)
@@ -127,6 +138,7 @@ public final class BlobStore: Sendable {
     public func remove(_ digest: Digest) throws(BlobStoreError) {
         try requireBlobName(digest)
         let path = path(for: digest)
+        openBlobs.remove(digest)
         guard try POSIX.fileSize(path) != nil else { throw .notFound(digest) }
         try POSIX.unlink(path)
         try POSIX.fsyncDirectory(shardDirectories(for: digest).1)
@@ -158,6 +170,7 @@ public final class BlobStore: Sendable {
     public func quarantine(_ digest: Digest) throws(BlobStoreError) -> String {
         try requireBlobName(digest)
         let source = path(for: digest)
+        openBlobs.remove(digest)
         let target = "\(quarantineRoot)/\(digest.hex).\(time(nil))"
         do {
             try POSIX.rename(source, target)

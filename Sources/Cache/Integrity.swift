@@ -68,7 +68,8 @@ extension ImageCache {
     ///   (false on the event loop, which leaves the work to the async path).
     /// - Returns: nil when the blob is gone or untrustworthy: the request goes on as a miss.
     public func openForHit(_ digest: Digest, size expected: UInt64, quarantineOnMismatch: Bool) -> BlobReader? {
-        guard let reader = try? store.open(digest) else { return nil }
+        // One stat of the blob's path: the kept reader, or a new one when the file changed.
+        guard let reader = try? store.openKept(digest) else { return nil }
         var recorded = budget.recordedSize(of: digest)
         if recorded == nil, quarantineOnMismatch, let row = try? catalog.blob(digest) { recorded = UInt64(row.size) }
         guard let recorded else { return nil }

@@ -6,16 +6,34 @@ import NIOHTTP1
 /// writes it from a task (reading the regions into buffers under TLS).
 public struct PlannedResponse {
     public let parts: [HTTPServerResponsePart]
-    /// The descriptor the file regions read from; closed once the last part is written.
+    /// The descriptor the file regions read from; let go by `release()` once the last part is written.
     public let handle: NIOFileHandle?
+    /// What owns `handle`'s descriptor when the response only borrows it (a kept blob
+    /// reader): held until `release()`, so the descriptor stays open under the send.
+    let descriptorOwner: (AnyObject & Sendable)?
     /// Where the body came from (`x-depot-cache`), for stats and the access log.
     public let cacheResult: String?
 
+    /// - Parameter descriptorOwner: nil when `handle` owns its descriptor (closed by
+    ///   `release()`); else the object that does, kept alive until `release()`.
     /// - Precondition: `parts` starts with a head and ends with an end.
-    public init(head: HTTPResponseHead, body: [IOData], handle: NIOFileHandle?, cacheResult: String?) {
+    public init(head: HTTPResponseHead, body: [IOData], handle: NIOFileHandle?, descriptorOwner: (AnyObject & Sendable)? = nil, cacheResult: String?) {
         self.parts = [.head(head)] + body.map { .body($0) } + [.end(nil)]
         self.handle = handle
+        self.descriptorOwner = descriptorOwner
         self.cacheResult = cacheResult
+    }
+
+    /// Lets go of the descriptor once the last part is written (or the write failed): closes
+    /// it when the response owns it, else hands it back to its owner, open.
+    public func release() {
+        guard let handle else { return }
+        if descriptorOwner != nil {
+            _ = try? handle.takeDescriptorOwnership()
+            withExtendedLifetime(descriptorOwner) {}
+        } else {
+            try? handle.close()
+        }
     }
 
     /// The status of the head.

@@ -94,13 +94,13 @@ final class HTTPConnectionHandler: ChannelDuplexHandler {
               let response = fastPath.immediateResponse(to: head, allocator: context.channel.allocator)
         else { return false }
         swallowing = true
-        let parts = response.response.parts
+        let planned = response.response
+        let parts = planned.parts
         for part in parts.dropLast() { context.write(wrapOutboundOut(part), promise: nil) }
-        let handle = response.response.handle
         let completion = response.completion
         let written = endWritten(context, promise: nil)
         written.futureResult.whenComplete { _ in
-            try? handle?.close()
+            planned.release()
             completion()
         }
         context.writeAndFlush(wrapOutboundOut(parts.last!), promise: written)

@@ -92,7 +92,7 @@ public final class ResponseWriter: @unchecked Sendable {
     }
 
     /// Writes a response planned in full: all parts at once, awaiting only the last, then
-    /// closes the file handle the regions read from.
+    /// lets go of the file handle the regions read from.
     package func send(_ hit: PlannedResponse) async throws {
         precondition(!headSent, "response head sent twice")
         headSent = true
@@ -100,7 +100,7 @@ public final class ResponseWriter: @unchecked Sendable {
         status = hit.status
         cacheResult = hit.cacheResult
         bytesWritten += UInt64(hit.bodyBytes)
-        defer { try? hit.handle?.close() }
+        defer { hit.release() }
         if let fileReads {
             try await sendReading(hit, with: fileReads)
             return

@@ -107,7 +107,11 @@ public final class DepotApplication: Sendable {
     public func services(pushes: Bool = true, onBound: @escaping @Sendable (Int) -> Void = { _ in }) -> [any Service] {
         // Background work first, so it is shut down last: fills feed the transfers the server
         // lets finish.
-        var services: [any Service] = [BackgroundWorkService(work: cache.background), HTTPService(server: server, onBound: onBound)]
+        // The access log before the server, so it is shut down after it: the last requests' lines
+        // are written.
+        var services: [any Service] = [
+            BackgroundWorkService(work: cache.background), AccessLogService(log: handler.accessLog), HTTPService(server: server, onBound: onBound),
+        ]
         if pushes { services.append(PushService(queue: cache.pushes)) }
         if let scrub = configuration.scrub {
             services.append(ScrubService(scrubber: Scrubber(cache: cache, bytesPerSecond: scrub.bytesPerSecond, interval: scrub.interval)))

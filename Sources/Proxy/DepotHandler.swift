@@ -18,7 +18,8 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
     /// Renders `/metrics` (Prometheus text); nil answers 404.
     let metrics: (@Sendable () -> [UInt8])?
     let logger: Logger
-    let accessLogger: Logger
+    /// One line per request (`depot.access`), written in batches by `AccessLogService`.
+    public let accessLog: AccessLog
     /// The ONAP routes' token → project answers.
     let projects: TokenProjects
     /// Where the ONAP route may write images (`multicloud.export_dir`); nil: nowhere.
@@ -40,7 +41,7 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         self.exportDirectory = exportDirectory.map(ExportDirectory.init(path:))
         self.router = Router(defaultCloud: cache.defaultCloud, clouds: cache.clouds.keys)
         self.logger = logger
-        self.accessLogger = Logger(label: "depot.access")
+        self.accessLog = AccessLog(enabled: Logger(label: "depot.access").logLevel <= .info)
     }
 
     func route(_ request: Request) -> Router.Route { router.route(uri: request.uri) }
@@ -58,15 +59,15 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         cache.beginRead(digest)
         let started = ContinuousClock.now
         let (status, bodyBytes) = (hit.status.code, hit.bodyBytes)
-        return ImmediateResponse(hit) { [cache, accessLogger, fastPathMetrics] in
+        return ImmediateResponse(hit) { [cache, accessLog, fastPathMetrics] in
             cache.endRead(digest)
             // The event-loop path has no Request: log and count it here.
             cache.statistics.record(.hit, bytes: bodyBytes)
             let duration = ContinuousClock.now - started
             fastPathMetrics.record(status: status, duration: duration)
-            accessLogger.info(
+            accessLog.record(
                 "\(head.method.rawValue) \(Router.pathPart(Substring(head.uri))) \(status)",
-                metadata: ["bytes": "\(bodyBytes)", "duration_ms": "\(Self.milliseconds(duration))", "cache": "hit", "path": "fast"])
+                metadata: ["bytes": "\(bodyBytes)", "cache": "hit", "duration_ms": Self.milliseconds(duration), "path": "fast"])
         }
     }
 
@@ -87,11 +88,11 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         }
         Counter(label: "depot_http_requests_total", dimensions: [("route", route), ("status", String(status))]).increment()
         Timer(label: "depot_http_request_duration_seconds", dimensions: [("route", route)]).record(duration: duration)
-        accessLogger.info(
+        accessLog.record(
             "\(request.method.rawValue) \(request.path) \(status)",
             metadata: [
-                "request": "\(request.id)", "bytes": "\(response.bytesWritten)", "duration_ms": "\(Self.milliseconds(duration))",
-                "cache": "\(response.cacheResult ?? "-")",
+                "bytes": "\(response.bytesWritten)", "cache": response.cacheResult ?? "-", "duration_ms": Self.milliseconds(duration),
+                "request": "\(request.id)",
             ])
     }
 

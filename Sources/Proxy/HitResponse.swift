@@ -22,12 +22,14 @@ extension PlannedResponse {
             case let .literal(bytes):
                 body.append(.byteBuffer(allocator.buffer(bytes: bytes)))
             case let .representation(range):
-                if handle == nil { handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: try reader.duplicateDescriptor()) }
+                // Borrows the reader's descriptor (no dup): the reader is kept open between
+                // hits and stays alive until `release()`.
+                if handle == nil { handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: reader.fileDescriptor) }
                 body.append(.fileRegion(FileRegion(fileHandle: handle!, readerIndex: Int(range.lowerBound), endIndex: Int(range.upperBound) + 1)))
             }
         }
         let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: plan.status), headers: plan.httpHeaders(cacheResult: "hit"))
-        self.init(head: head, body: body, handle: handle, cacheResult: "hit")
+        self.init(head: head, body: body, handle: handle, descriptorOwner: reader, cacheResult: "hit")
     }
 }
 

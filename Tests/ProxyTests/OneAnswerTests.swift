@@ -59,7 +59,7 @@ import Testing
                             let head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: request.method), uri: path, headers: HTTPHeaders(headers))
                             let immediate = handler.immediateResponse(to: head, allocator: ByteBufferAllocator())
                             #expect(immediate != nil, "the event loop answers \(request)")
-                            try immediate?.response.handle?.close()
+                            immediate?.response.release()
                             immediate?.completion()
                             var answers: [(String, WireClient.Exchange)] = []
                             answers.append(("event-loop hit", try await client.exchange(request.method, warm.url + path, headers: headers)))

@@ -77,7 +77,19 @@ import Testing
         #expect(ls.status == 0)
         let listed = try JSONSerialization.jsonObject(with: Data(ls.stdout)) as? [String: Any]
         #expect((listed?["blobs"] as? [Any])?.count == 3)
+        // A hit on the event loop just before SIGTERM: its line is written at shutdown.
+        #expect(try await download("\(first.url)/v2/images/\(images[0].0.id)/file").cache == "hit")
         _ = await first.stop()
+        // swift-log's StreamLogHandler format: "TIMESTAMP LEVEL LABEL: KEY=VALUE… (keys sorted) [SOURCE] MESSAGE".
+        let accessLines = first.log.split(separator: "\n").filter { $0.contains(" depot.access: ") }
+        let stamp = #"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} info depot\.access: "#
+        for (image, bytes) in images {
+            let path = "/v2/images/\(image.id)/file"
+            let miss = stamp + #"bytes=\#(bytes.count) cache=miss duration_ms=\d+\.\d request=[0-9a-f]+ \[Proxy\] GET \#(path) 200$"#
+            #expect(accessLines.filter { $0.contains(try! Regex(miss)) }.count == 1, "\(accessLines)")
+        }
+        let hit = stamp + #"bytes=\#(images[0].1.count) cache=hit duration_ms=\d+\.\d path=fast \[Proxy\] GET /v2/images/\#(images[0].0.id)/file 200$"#
+        #expect(accessLines.filter { $0.contains(try! Regex(hit)) }.count == 1, "\(accessLines)")
 
         for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: data.path + "/catalog.sqlite" + suffix) }
         let fsck = try await spawn(depotExecutable, ["fsck", "--data-dir", data.path, "--json"])

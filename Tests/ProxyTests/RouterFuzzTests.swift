@@ -24,6 +24,22 @@ import Testing
     static let inputs = 50_000
     static let clouds = ["default_RegionOne", "att_Region-East", "vz_R2", "a.b_c_d"]
 
+    /// The shortcut every hit takes agrees with the full rules where it answers, and answers
+    /// the plain image-file path; anything else (a query, another cloud, a dot) takes the full rules.
+    @Test(arguments: [
+        ("/v2/images/0b2f6c1e-7d3a-4c55-9e21-5f0d8a6b9c10/file", true), ("/v2/images/ABC-def-123/file", true),
+        ("/v2/images/x/file?a=b", false), ("/v2/images/../file", false), ("/v2/images/./file", false), ("/v2/images//file", false),
+        ("/v2/images/a.b/file", false), ("/v2/images/a%2Fb/file", false), ("/clouds/vz_R2/v2/images/abc/file", false),
+        ("/v2/images/abc/files", false), ("/v2/images/a/b/file", false),
+    ])
+    func theImageFileShortcutAgreesWithTheFullRules(uri: String, shortcut: Bool) {
+        let router = Router(defaultCloud: "default_RegionOne", clouds: Self.clouds)
+        let fast = router.imageFileAtOnce(uri)
+        #expect((fast != nil) == shortcut)
+        if let fast { #expect(fast == router.routeInFull(uri: uri)) }
+        #expect(router.route(uri: uri) == router.routeInFull(uri: uri))
+    }
+
     @Test func routesAreWellFormed() async throws {
         let dir = TemporaryDirectory("depot-router-fuzz")
         let store = try BlobStore(dataDirectory: dir.path)
@@ -80,6 +96,11 @@ enum RouterCheck {
 
     static func failure(_ uri: String, handler: Router, store: BlobStore) -> String? {
         let route = handler.route(uri: uri)
+        if let shortcut = handler.imageFileAtOnce(uri) {
+            counters?.count("image_file_shortcut")
+            let full = handler.routeInFull(uri: uri)
+            if shortcut != full { return "the image-file shortcut routed to \(shortcut), the full rules to \(full)" }
+        }
         let (path, dots) = pathAndDots(uri)
         if case .invalid = route {
             return dots ? nil : "refused as invalid without a dot segment"

@@ -1,0 +1,106 @@
+import Glibc
+import Synchronization
+
+/// Open readers of committed blobs, kept between hits so a hit costs one `stat` instead of
+/// `open`, `fstat`, `dup` and two `close`s (nginx's `open_file_cache`).
+///
+/// Blobs are immutable, so an open descriptor stays right for as long as the file at the blob's
+/// path is the one it opened. Every lookup checks that with one `stat` of the path: the same
+/// device, inode and size, or the reader is dropped and the blob opened anew. A file truncated in
+/// place, replaced by another, or removed is therefore never served from a stale descriptor.
+/// Removal and quarantine through `BlobStore` drop the entry at once.
+///
+/// At most `capacity` readers are kept; the least recently used goes first. A reader is a
+/// reference-counted object that closes its descriptor when the last holder lets go, so dropping
+/// an entry never closes a descriptor under a send still in flight.
+public final class OpenBlobCache: Sendable {
+    struct Entry {
+        let reader: BlobReader
+        let device: UInt64
+        let inode: UInt64
+        var lastUse: UInt64
+    }
+
+    struct State {
+        var entries: [Digest: Entry] = [:]
+        var clock: UInt64 = 0
+    }
+
+    /// The most readers (open descriptors) kept.
+    public let capacity: Int
+    private let state = Mutex(State())
+
+    public init(capacity: Int) {
+        self.capacity = max(0, capacity)
+    }
+
+    /// A reader of the file at the blob's path now: the kept one when the file is still the one
+    /// it opened, else a new one (kept for the next hit).
+    ///
+    /// - Parameter blobPath: the blob's path; asked only when no reader (which knows it) is kept.
+    /// - Throws: `.notFound` when no file is at the path; `.io` when it cannot be opened.
+    func reader(for digest: Digest, blobPath: () -> String) throws(BlobStoreError) -> BlobReader {
+        let path = state.withLock { $0.entries[digest]?.reader.path } ?? blobPath()
+        var now = stat()
+        guard stat(path, &now) == 0 else {
+            let failure = errno
+            remove(digest)
+            if failure == ENOENT { throw .notFound(digest) }
+            throw .fromErrno("stat", path: path)
+        }
+        let device = UInt64(now.st_dev), inode = UInt64(now.st_ino), size = UInt64(now.st_size)
+        let kept = state.withLock { state -> BlobReader? in
+            guard let entry = state.entries[digest] else { return nil }
+            guard entry.device == device, entry.inode == inode, entry.reader.size == size else {
+                state.entries[digest] = nil
+                return nil
+            }
+            state.clock += 1
+            state.entries[digest]!.lastUse = state.clock
+            return entry.reader
+        }
+        if let kept { return kept }
+        return try open(digest, path: path)
+    }
+
+    private func open(_ digest: Digest, path: String) throws(BlobStoreError) -> BlobReader {
+        let fd: Int32
+        do {
+            fd = try POSIX.open(path, O_RDONLY)
+        } catch .io(_, _, ENOENT) {
+            throw .notFound(digest)
+        }
+        var opened = stat()
+        guard Glibc.fstat(fd, &opened) == 0 else {
+            let error = BlobStoreError.fromErrno("fstat", path: path)
+            Glibc.close(fd)
+            throw error
+        }
+        let reader = BlobReader(digest: digest, path: path, fd: fd, size: UInt64(opened.st_size))
+        guard capacity > 0 else { return reader }
+        // Dropped outside the lock: the last reference closes a descriptor.
+        let evicted = state.withLock { state -> BlobReader? in
+            state.clock += 1
+            let replaced = state.entries.updateValue(
+                Entry(reader: reader, device: UInt64(opened.st_dev), inode: UInt64(opened.st_ino), lastUse: state.clock), forKey: digest)
+            guard replaced == nil, state.entries.count > capacity,
+                  let oldest = state.entries.min(by: { $0.value.lastUse < $1.value.lastUse })?.key
+            else { return replaced?.reader }
+            return state.entries.removeValue(forKey: oldest)?.reader
+        }
+        _ = evicted
+        return reader
+    }
+
+    /// Drops the blob's reader; its descriptor closes once no send holds it.
+    public func remove(_ digest: Digest) {
+        let dropped = state.withLock { $0.entries.removeValue(forKey: digest) }
+        _ = dropped
+    }
+
+    /// Whether a reader of the blob is kept (for tests and the admin API).
+    public func contains(_ digest: Digest) -> Bool { state.withLock { $0.entries[digest] != nil } }
+
+    /// Readers kept.
+    public var count: Int { state.withLock { $0.entries.count } }
+}

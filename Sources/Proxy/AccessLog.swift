@@ -1,0 +1,133 @@
+import Glibc
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// The access log: one line per request, in `StreamLogHandler`'s format (what `depot serve`'s
+/// other loggers write to stderr), handed off in batches instead of formatted through swift-log
+/// and written on the event loop one line at a time.
+///
+/// A request appends its line to a bounded buffer; `AccessLogService` writes what collected
+/// a few milliseconds after the first line of a batch, and everything at shutdown. A buffer past
+/// `limit` bytes is written by the request that filled it, so no line is ever dropped.
+/// Line: `TIMESTAMP info depot.access: KEY=VALUE… [Proxy] METHOD PATH STATUS`, keys sorted,
+/// the timestamp local time, `%Y-%m-%dT%H:%M:%S%z`, as swift-log's `StreamLogHandler` writes it.
+public final class AccessLog: Sendable {
+    struct Pending {
+        var bytes: [UInt8] = []
+        var second: time_t = -1
+        var timestamp = ""
+    }
+
+    /// Whether lines are written at all (the access logger's level lets `info` through).
+    let enabled: Bool
+    /// Buffered bytes past which the appender writes the batch itself.
+    let limit: Int
+    /// How long the writer waits after a batch's first line for more to join it.
+    let collection: Duration
+    private let pending = Mutex(Pending())
+    private let wakes: AsyncStream<Void>
+    private let wake: AsyncStream<Void>.Continuation
+
+    public init(enabled: Bool, limit: Int = 256 << 10, collection: Duration = .milliseconds(10)) {
+        self.enabled = enabled
+        self.limit = limit
+        self.collection = collection
+        (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        tzset()
+    }
+
+    deinit { flush() }
+
+    /// Appends one request's line.
+    /// - Parameter metadata: key/value pairs, sorted by key by the caller (`StreamLogHandler` sorts them).
+    func record(_ message: String, metadata: KeyValuePairs<String, String>) {
+        guard enabled else { return }
+        let now = time(nil)
+        let (full, signal) = pending.withLock { pending -> ([UInt8]?, Bool) in
+            let wasEmpty = pending.bytes.isEmpty
+            if now != pending.second {
+                pending.second = now
+                pending.timestamp = Self.timestamp(now)
+            }
+            var line = pending.timestamp
+            line += " info depot.access:"
+            for (key, value) in metadata {
+                line += " "
+                line += key
+                line += "="
+                line += value
+            }
+            line += " [Proxy] "
+            line += message
+            line += "\n"
+            pending.bytes.append(contentsOf: line.utf8)
+            guard pending.bytes.count < limit else {
+                defer { pending.bytes = [] }
+                return (pending.bytes, false)
+            }
+            return (nil, wasEmpty)
+        }
+        if let full { Self.write(full) } else if signal { wake.yield() }
+    }
+
+    /// Writes the lines collected so far.
+    public func flush() {
+        let batch = pending.withLock { pending in
+            defer { pending.bytes = [] }
+            return pending.bytes
+        }
+        if !batch.isEmpty { Self.write(batch) }
+    }
+
+    /// Writes batches as they form until the task is cancelled, then what is left.
+    func run() async {
+        for await _ in wakes {
+            try? await Task.sleep(for: collection)
+            flush()
+            if Task.isCancelled { break }
+        }
+        flush()
+    }
+
+    /// To stderr (descriptor 2, where `StreamLogHandler` writes its lines, one `write` each),
+    /// in writes of whole lines of at most `PIPE_BUF` bytes: a pipe keeps each such write in one
+    /// piece, so another logger's line never lands inside one of these.
+    private static func write(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { all in
+            var start = 0
+            while start < all.count {
+                var end = min(all.count, start + Int(PIPE_BUF))
+                if end < all.count, let newline = all[start..<end].lastIndex(of: UInt8(ascii: "\n")) { end = newline + 1 }
+                var offset = start
+                while offset < end {
+                    let n = Glibc.write(2, all.baseAddress! + offset, end - offset)
+                    if n < 0 && errno == EINTR { continue }
+                    guard n > 0 else { return }
+                    offset += n
+                }
+                start = end
+            }
+        }
+    }
+
+    static func timestamp(_ seconds: time_t) -> String {
+        var seconds = seconds
+        var local = tm()
+        guard localtime_r(&seconds, &local) != nil else { return "<unknown>" }
+        var buffer = [Int8](repeating: 0, count: 64)
+        strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S%z", &local)
+        return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+}
+
+/// Writes the access log's batches until shutdown, and the last one then.
+public struct AccessLogService: Service {
+    let log: AccessLog
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await log.run()
+        }
+    }
+}
