@@ -97,7 +97,6 @@ enum RouterCheck {
     static func failure(_ uri: String, handler: Router, store: BlobStore) -> String? {
         let route = handler.route(uri: uri)
         if let shortcut = handler.imageFileAtOnce(uri) {
-            counters?.count("image_file_shortcut")
             let full = handler.routeInFull(uri: uri)
             if shortcut != full { return "the image-file shortcut routed to \(shortcut), the full rules to \(full)" }
         }
