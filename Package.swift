@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", exact: "2.37.6"),
         .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
         .package(url: "https://github.com/apple/swift-http-structured-headers", exact: "1.7.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", exact: "1.0.2"),
     ],
     targets: [
         // libcrypto's EVP digests (SHA-256, SHA-512, MD5).
@@ -134,8 +135,13 @@ let package = Package(
         ),
         // The engine's micro-benchmarks (LRU, range parsing, hashing); benchmarks/engine runs it.
         .executableTarget(name: "depot-engine-bench", dependencies: ["BlobStore", "Eviction", "HTTPSemantics"]),
-        // What tests share: a real Glance on loopback, a fault-injecting proxy, temp dirs.
-        .target(name: "DepotTestSupport", dependencies: ["CFileIO"]),
+        // What tests share: a real Glance on loopback, a fault-injecting proxy, temp dirs, child
+        // processes (on swift-subprocess).
+        .target(
+            name: "DepotTestSupport",
+            dependencies: [.product(name: "Subprocess", package: "swift-subprocess")]
+        ),
+        .testTarget(name: "DepotTestSupportTests", dependencies: ["DepotTestSupport"]),
         .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "DepotTestSupport"]),
         .testTarget(name: "GlanceTests", dependencies: ["Glance", "BlobStore", "DepotTestSupport"]),
         .testTarget(name: "RetryTests", dependencies: ["Retry"]),
