@@ -39,6 +39,7 @@ public final class ChildProcess: Sendable {
     ///     and its input stays open (for `write`) until it ends: a writer killed mid-input.
     ///   - stderrPath: a file for its standard error (truncated); nil inherits the runner's.
     public static func start(_ command: [String], stdin: [UInt8]? = nil, stderrPath: String? = nil) async throws -> ChildProcess {
+        ignoreBrokenPipes()
         let running = Slot()
         let (pids, pidSink) = AsyncStream.makeStream(of: pid_t.self)
         let (lines, lineSink) = AsyncStream.makeStream(of: String.self)

@@ -29,11 +29,30 @@ public func spawn(
     } else {
         error = .currentStandardError
     }
-    let result = try await Subprocess.run(
-        .path(FilePath(executable)), arguments: Arguments(arguments), environment: environment,
-        input: .array(stdin ?? []), output: .bytes(limit: .max), error: error
-    )
+    let result = try await collect(executable, arguments, environment: environment, stdin: stdin ?? [], error: error)
     return (exitStatus(result.terminationStatus), result.standardOutput)
+}
+
+/// Runs a command to completion and collects its standard output (and standard error, as
+/// `error` says), feeding it `stdin` while it runs.
+///
+/// Input goes through the closure body's writer, finished by the body, never as an `.array`
+/// input: swift-subprocess 1.0.2 writes those in a task that, when the write fails (the child
+/// ended without reading it all, or ended first and the write was cancelled), drops its
+/// writer unfinished, and the writer's deinit traps ("FileDescriptor … was not closed").
+private func collect<Failure: ErrorOutputProtocol>(
+    _ executable: String, _ arguments: [String], environment: Environment, stdin: [UInt8], error: Failure
+) async throws -> ExecutionResult<Void, BytesOutput, Failure> {
+    ignoreBrokenPipes()
+    let configuration = Configuration(executable: .path(FilePath(executable)), arguments: Arguments(arguments), environment: environment)
+    if stdin.isEmpty {
+        return try await Subprocess.run(configuration, input: .none, output: .bytes(limit: .max), error: error)
+    }
+    return try await Subprocess.run(configuration, input: .inputWriter, output: .bytes(limit: .max), error: error) { execution in
+        // A child may end without reading all of it: its answer says so, not an error here.
+        _ = try? await execution.standardInputWriter.write(stdin)
+        try? await execution.standardInputWriter.finish()
+    }
 }
 
 /// Runs a command to completion as `spawn` does, and collects its standard error too.
@@ -43,12 +62,18 @@ public func spawnCollectingErrors(
     _ executable: String, _ arguments: [String], stdin: [UInt8] = [], environment: [String: String]? = nil
 ) async throws -> (status: Int32, stdout: [UInt8], stderr: String) {
     let chosen: Environment = environment.map { .custom(Dictionary(uniqueKeysWithValues: $0.map { (Environment.Key(stringLiteral: $0.key), $0.value) })) } ?? .inherit
-    let result = try await Subprocess.run(
-        .path(FilePath(executable)), arguments: Arguments(arguments), environment: chosen,
-        input: .array(stdin), output: .bytes(limit: .max), error: .string(limit: .max)
-    )
+    let result = try await collect(executable, arguments, environment: chosen, stdin: stdin, error: .string(limit: .max))
     return (exitStatus(result.terminationStatus), result.standardOutput, result.standardError)
 }
+
+/// Makes a write to a child that has ended fail with EPIPE instead of killing the test runner:
+/// swift-subprocess leaves SIGPIPE as it finds it, at its default, which ends the process.
+/// Children start with every signal at its default again.
+func ignoreBrokenPipes() {
+    _ = brokenPipesIgnored
+}
+
+private let brokenPipesIgnored: Void = { _ = signal(SIGPIPE, SIG_IGN) }()
 
 /// A termination status as a shell reports it: the exit code, or 128 + the signal.
 public func exitStatus(_ status: TerminationStatus) -> Int32 {

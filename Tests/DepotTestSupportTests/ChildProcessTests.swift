@@ -46,6 +46,14 @@ import Testing
         #expect(killed.status == 128 + SIGKILL)
     }
 
+    @Test func aChildThatEndsWithoutReadingItsInputIsAnAnswerNotACrash() async throws {
+        // 1 MiB cannot fit in the pipe: the write fails once `true` has ended.
+        for _ in 0..<20 {
+            let result = try await spawn("/bin/true", [], stdin: [UInt8](repeating: 7, count: 1 << 20))
+            #expect(result.status == 0)
+        }
+    }
+
     @Test func standardErrorGoesToTheFileNamed() async throws {
         let dir = TemporaryDirectory("depot-child-stderr")
         let result = try await spawn("/bin/sh", ["-c", "echo out; echo err >&2; exit 3"], stderrPath: dir.path + "/err")
