@@ -21,7 +21,8 @@ public final class GlanceServer: Sendable {
     private static let script = repositoryRoot + "/scripts/glance-dev"
     /// Each suite's server, as the start under way or done: a second test of the suite awaits
     /// the same start.
-    private static let servers = Mutex<[String: Task<GlanceServer, any Error>]>([:])
+    /// The start asked for last waits for the one before it.
+    private static let servers = Mutex<(bySuite: [String: Task<GlanceServer, any Error>], last: Task<GlanceServer, any Error>?)>(([:], nil))
     /// Those that started, stopped at exit.
     private static let started = Mutex<[GlanceServer]>([])
 
@@ -35,16 +36,22 @@ public final class GlanceServer: Sendable {
     public static func shared(_ name: String = #fileID, imageCache: Bool = false) async throws -> GlanceServer {
         let key = imageCache ? name + "+cache" : name
         let start = servers.withLock { servers in
-            if let start = servers[key] { return start }
-            if servers.isEmpty {
+            if let start = servers.bySuite[key] { return start }
+            if servers.bySuite.isEmpty {
                 atexit { GlanceServer.started.withLock { $0.forEach { $0.stop() } } }
             }
+            // One start at a time, as when a lock was held across each: a dozen suites starting
+            // Glance (gunicorn, its SQLite schema) at once load the machine for seconds, and
+            // the tests already running miss their deadlines.
+            let previous = servers.last
             let start = Task {
+                _ = try? await previous?.value
                 let server = try await GlanceServer.start(imageCache: imageCache)
                 GlanceServer.started.withLock { $0.append(server) }
                 return server
             }
-            servers[key] = start
+            servers.bySuite[key] = start
+            servers.last = start
             return start
         }
         return try await start.value
