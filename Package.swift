@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
         .package(url: "https://github.com/apple/swift-http-structured-headers", exact: "1.7.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based", exact: "2.0.1"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", exact: "1.0.2"),
     ],
     targets: [
         // libcrypto's EVP digests (SHA-256, SHA-512, MD5).
@@ -138,9 +139,14 @@ let package = Package(
         ),
         // The engine's micro-benchmarks (LRU, range parsing, hashing); benchmarks/engine runs it.
         .executableTarget(name: "depot-engine-bench", dependencies: ["BlobStore", "Eviction", "HTTPSemantics"]),
-        // What tests share: a real Glance on loopback, a fault-injecting proxy, temp dirs, and
-        // the fuzz suites' helpers on swift-property-based (random choices, mutations, shrinking).
-        .target(name: "DepotTestSupport", dependencies: ["CFileIO", propertyBased]),
+        // What tests share: a real Glance on loopback, a fault-injecting proxy, temp dirs, child
+        // processes (on swift-subprocess), and the fuzz suites' helpers on swift-property-based
+        // (random choices, mutations, shrinking).
+        .target(
+            name: "DepotTestSupport",
+            dependencies: [.product(name: "Subprocess", package: "swift-subprocess"), propertyBased]
+        ),
+        .testTarget(name: "DepotTestSupportTests", dependencies: ["DepotTestSupport"]),
         .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "DepotTestSupport"]),
         .testTarget(name: "GlanceTests", dependencies: ["Glance", "BlobStore", "DepotTestSupport"]),
         .testTarget(name: "RetryTests", dependencies: ["Retry"]),

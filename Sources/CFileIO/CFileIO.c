@@ -2,7 +2,6 @@
 #include "CFileIO.h"
 #include <fcntl.h>
 #include <errno.h>
-#include <spawn.h>
 
 int depot_start_writeback(int fd, int64_t offset, int64_t length) {
 #if defined(__linux__)
@@ -10,15 +9,6 @@ int depot_start_writeback(int fd, int64_t offset, int64_t length) {
 #else
     (void)fd; (void)offset; (void)length;
     return 0;
-#endif
-}
-
-int depot_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest) {
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
-    return posix_spawn_file_actions_addclosefrom_np(actions, lowest);
-#else
-    (void)actions; (void)lowest;
-    return ENOSYS;
 #endif
 }
 

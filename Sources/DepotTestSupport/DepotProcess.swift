@@ -1,5 +1,5 @@
-import CFileIO
 import Foundation
+import Subprocess
 import Synchronization
 
 /// The `depot` binary built next to the running test bundle, or `DEPOT_BIN` (to measure another
@@ -17,75 +17,47 @@ public let depotExecutable: String = {
 }()
 
 /// `depot serve` as a separate process, for tests that kill it.
-public final class DepotProcess: @unchecked Sendable {
-    public let pid: pid_t
+public final class DepotProcess: Sendable {
     public let port: Int
     public let logPath: String
+    private let child: ChildProcess
+    public var pid: pid_t { child.pid }
     public var url: String { "http://127.0.0.1:\(port)" }
+
+    private init(port: Int, logPath: String, child: ChildProcess) {
+        self.port = port
+        self.logPath = logPath
+        self.child = child
+    }
 
     /// Starts `depot serve --listen 127.0.0.1:0 ARGS…` and waits for its "listening" line.
     ///
     /// - Parameter user: run it as this ordinary user, as a real deployment does (see
     ///   `UnprivilegedUser`); nil runs it as the test runner.
     public static func start(_ arguments: [String], user: UnprivilegedUser? = nil) async throws -> DepotProcess {
-        try await offThePool { try DepotProcess(arguments, user: user) }
-    }
-
-    init(_ arguments: [String], user: UnprivilegedUser? = nil) throws {
-        var outPipe: [Int32] = [0, 0]
-        guard pipe(&outPipe) == 0 else { throw POSIXError(.EIO) }
-        for fd in outPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        logPath = NSTemporaryDirectory() + "depot-serve-\(UUID().uuidString).log"
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-        posix_spawn_file_actions_addopen(&actions, 2, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_addclose(&actions, outPipe[0])
-        posix_spawn_file_actions_addclose(&actions, outPipe[1])
-        _ = depot_spawn_close_from(&actions, 3)
-        var all = [depotExecutable, "serve", "--listen", "127.0.0.1:0"] + arguments
-        if let user { all = try user.command(all) }
-        let argv: [UnsafeMutablePointer<CChar>?] = all.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var child: pid_t = 0
-        let rc = posix_spawn(&child, all[0], &actions, nil, argv, environ)
-        close(outPipe[1])
-        guard rc == 0 else {
-            close(outPipe[0])
-            throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EIO)
-        }
-        pid = child
-        // Read the first line: "depot listening on http://127.0.0.1:PORT".
-        var line: [UInt8] = []
-        var byte: UInt8 = 0
-        while read(outPipe[0], &byte, 1) == 1, byte != UInt8(ascii: "\n") { line.append(byte) }
-        close(outPipe[0])
-        let text = String(decoding: line, as: UTF8.self)
-        guard let portText = text.split(separator: ":").last, let port = Int(portText) else {
-            kill(child, SIGKILL)
-            var status: Int32 = 0
-            waitpid(child, &status, 0)
+        let logPath = NSTemporaryDirectory() + "depot-serve-\(UUID().uuidString).log"
+        var command = [depotExecutable, "serve", "--listen", "127.0.0.1:0"] + arguments
+        if let user { command = try user.command(command) }
+        let child = try await ChildProcess.start(command, stderrPath: logPath)
+        // "depot listening on http://127.0.0.1:PORT"
+        let line = await child.nextLine() ?? ""
+        guard let portText = line.split(separator: ":").last, let port = Int(portText) else {
+            _ = await child.stop(signal: SIGKILL)
             let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-            throw CommandFailed(command: "depot serve did not start: \(text)\n\(log)", status: 1)
+            throw CommandFailed(command: "depot serve did not start: \(line)\n\(log)", status: 1)
         }
-        self.port = port
+        return DepotProcess(port: port, logPath: logPath, child: child)
     }
 
-    /// Sends a signal and waits (off the cooperative pool) for the process to end.
+    /// Sends a signal and awaits the process's end; nil if it could not be awaited.
     @discardableResult
-    public func stop(signal: Int32 = SIGTERM) async -> Int32 {
-        (try? await offThePool { self.stopBlocking(signal: signal) }) ?? -1
+    public func stop(signal: Int32 = SIGTERM) async -> TerminationStatus? {
+        await child.stop(signal: signal)
     }
 
-    /// Sends a signal and waits for the process to end; returns its wait status.
-    @discardableResult
-    public func stopBlocking(signal: Int32 = SIGTERM) -> Int32 {
-        kill(pid, signal)
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        return status
+    /// Sends a signal and blocks until the process is dead, for a `defer`.
+    public func stopBlocking(signal: Int32 = SIGTERM) {
+        child.stopBlocking(signal: signal)
     }
 
     public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
@@ -107,9 +79,9 @@ public struct UnprivilegedUser: Sendable {
     public var isDroppingPrivileges: Bool { uid != geteuid() }
 
     /// Gives the user a directory (and all below it).
-    public func own(_ path: String) throws {
+    public func own(_ path: String) async throws {
         guard isDroppingPrivileges else { return }
-        let result = try spawnAndWait("/bin/chown", ["-R", "\(uid):\(gid)", path])
+        let result = try await spawn("/bin/chown", ["-R", "\(uid):\(gid)", path])
         guard result.status == 0 else { throw CommandFailed(command: "chown -R \(uid):\(gid) \(path)", status: result.status) }
     }
 

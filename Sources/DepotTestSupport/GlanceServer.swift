@@ -19,7 +19,12 @@ public final class GlanceServer: Sendable {
     public static let carol = "carol:projA:reader"
 
     private static let script = repositoryRoot + "/scripts/glance-dev"
-    private static let servers = Mutex<[String: GlanceServer]>([:])
+    /// Each suite's server, as the start under way or done: a second test of the suite awaits
+    /// the same start.
+    /// The start asked for last waits for the one before it.
+    private static let servers = Mutex<(bySuite: [String: Task<GlanceServer, any Error>], last: Task<GlanceServer, any Error>?)>(([:], nil))
+    /// Those that started, stopped at exit.
+    private static let started = Mutex<[GlanceServer]>([])
 
     /// One server per name (a test suite), started on first use and stopped at process exit.
     ///
@@ -29,19 +34,27 @@ public final class GlanceServer: Sendable {
     ///
     /// - Parameter imageCache: with Glance's own image cache on (see `start`).
     public static func shared(_ name: String = #fileID, imageCache: Bool = false) async throws -> GlanceServer {
-        try await offThePool { try sharedBlocking(imageCache ? name + "+cache" : name, imageCache: imageCache) }
-    }
-
-    private static func sharedBlocking(_ name: String, imageCache: Bool) throws -> GlanceServer {
-        try servers.withLock { servers in
-            if let server = servers[name] { return server }
-            let started = try GlanceServer.start(imageCache: imageCache)
-            if servers.isEmpty {
-                atexit { GlanceServer.servers.withLock { $0.values.forEach { $0.stop() } } }
+        let key = imageCache ? name + "+cache" : name
+        let start = servers.withLock { servers in
+            if let start = servers.bySuite[key] { return start }
+            if servers.bySuite.isEmpty {
+                atexit { GlanceServer.started.withLock { $0.forEach { $0.stop() } } }
             }
-            servers[name] = started
-            return started
+            // One start at a time, as when a lock was held across each: a dozen suites starting
+            // Glance (gunicorn, its SQLite schema) at once load the machine for seconds, and
+            // the tests already running miss their deadlines.
+            let previous = servers.last
+            let start = Task {
+                _ = try? await previous?.value
+                let server = try await GlanceServer.start(imageCache: imageCache)
+                GlanceServer.started.withLock { $0.append(server) }
+                return server
+            }
+            servers.bySuite[key] = start
+            servers.last = start
+            return start
         }
+        return try await start.value
     }
 
     /// Installs the Glance venv if needed and starts a fresh server with its own data.
@@ -57,8 +70,8 @@ public final class GlanceServer: Sendable {
     ///   - configuration: text appended to glance-api.conf (e.g. an `[image_format]` section).
     public static func start(
         tls: TestCertificates? = nil, requireClientCertificate: Bool = false, imageCache: Bool = false, configuration: String? = nil
-    ) throws -> GlanceServer {
-        try run("/bin/bash", [script, "install"])
+    ) async throws -> GlanceServer {
+        try await run("/bin/bash", [script, "install"])
         let dir = NSTemporaryDirectory() + "depot-glance-\(UUID().uuidString)"
         var arguments = [script, "start", "--data", dir]
         if imageCache { arguments.append("--cache") }
@@ -71,7 +84,7 @@ public final class GlanceServer: Sendable {
             arguments += ["--tls-cert", tls.serverCertificate, "--tls-key", tls.serverKey]
             if requireClientCertificate { arguments += ["--tls-client-ca", tls.authority] }
         }
-        let output = try run("/bin/bash", arguments)
+        let output = try await run("/bin/bash", arguments)
         let fields = output.split(whereSeparator: \.isWhitespace)
         guard fields.count == 2, let port = Int(fields[1]) else {
             throw CommandFailed(command: "glance-dev start printed \(output)", status: 1)
@@ -87,12 +100,14 @@ public final class GlanceServer: Sendable {
 
     public func stop() {
         // A test server holds nothing worth a graceful stop: kill its process group at once
-        // (gunicorn waits up to 10 s for idle keep-alive connections otherwise).
+        // (gunicorn waits up to 10 s for idle keep-alive connections otherwise). That is the
+        // whole stop: `glance-dev stop` would only find the group gone and delete the pid
+        // files, which go with the directory; and this runs at exit, where no child process
+        // can be awaited.
         if let text = try? String(contentsOfFile: dataDirectory + "/glance-api.pid", encoding: .utf8),
            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1 {
             kill(-pid, SIGKILL)
         }
-        _ = try? run("/bin/bash", [Self.script, "stop", "--data", dataDirectory])
         // DEPOT_TEST_KEEP_GLANCE=1 keeps the server's data and logs for a post-mortem.
         if ProcessInfo.processInfo.environment["DEPOT_TEST_KEEP_GLANCE"] != "1" {
             try? FileManager.default.removeItem(atPath: dataDirectory)
@@ -102,6 +117,7 @@ public final class GlanceServer: Sendable {
 
     /// The venv's Python clients (glance CLI, openstacksdk), for acceptance tests.
     public static var venv: String {
-        (try? run("/bin/bash", [script, "env"]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? ""
+        get async { (try? await run("/bin/bash", [script, "env"]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? "" }
     }
 }
+

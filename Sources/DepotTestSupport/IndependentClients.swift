@@ -123,7 +123,7 @@ public func parseHeaderBlock(_ text: String) -> [String: String] {
 
 /// Digests of a file by coreutils (`sha256sum`, `sha512sum`, `md5sum`), lowercase hex: what a
 /// test expects, computed by code that is not Depot's.
-public func coreutilsDigest(_ tool: String, of path: String) throws -> String {
-    let output = try run("/usr/bin/" + tool, [path])
+public func coreutilsDigest(_ tool: String, of path: String) async throws -> String {
+    let output = try await run("/usr/bin/" + tool, [path])
     return String(output.prefix { !$0.isWhitespace })
 }

@@ -34,27 +34,35 @@ public final class KeystoneServer: Sendable {
     public let depotApplicationCredential: ApplicationCredential
 
     private static let script = repositoryRoot + "/scripts/keystone-dev"
-    private static let sharedServer = Mutex<KeystoneServer?>(nil)
+    /// The start, under way or done: every caller awaits the same one.
+    private static let sharedStart = Mutex<Task<KeystoneServer, any Error>?>(nil)
+    /// The pair once started, stopped at exit.
+    private static let started = Mutex<KeystoneServer?>(nil)
 
     /// One Keystone+Glance pair for the test process, stopped at exit.
     public static func shared() async throws -> KeystoneServer {
-        try await offThePool { try sharedBlocking() }
+        let start = sharedStart.withLock { start in
+            if let start { return start }
+            let task = Task {
+                let server = try await KeystoneServer.start()
+                KeystoneServer.started.withLock { $0 = server }
+                atexit { KeystoneServer.started.withLock { $0?.stop() } }
+                return server
+            }
+            start = task
+            return task
+        }
+        return try await start.value
     }
 
-    private static func sharedBlocking() throws -> KeystoneServer {
-        try sharedServer.withLock { server in
-            if let server { return server }
-            try run("/bin/bash", [repositoryRoot + "/scripts/glance-dev", "install"])
-            try run("/bin/bash", [script, "install"])
-            let dir = NSTemporaryDirectory() + "depot-keystone-\(UUID().uuidString)"
-            try run("/bin/bash", [script, "start", "--data", dir])
-            let data = try Data(contentsOf: URL(fileURLWithPath: dir + "/credentials.json"))
-            let credentials = try JSONDecoder().decode(Credentials.self, from: data)
-            let started = KeystoneServer(directory: dir, credentials: credentials)
-            server = started
-            atexit { KeystoneServer.sharedServer.withLock { $0?.stop() } }
-            return started
-        }
+    private static func start() async throws -> KeystoneServer {
+        try await run("/bin/bash", [repositoryRoot + "/scripts/glance-dev", "install"])
+        try await run("/bin/bash", [script, "install"])
+        let dir = NSTemporaryDirectory() + "depot-keystone-\(UUID().uuidString)"
+        try await run("/bin/bash", [script, "start", "--data", dir])
+        let data = try Data(contentsOf: URL(fileURLWithPath: dir + "/credentials.json"))
+        let credentials = try JSONDecoder().decode(Credentials.self, from: data)
+        return KeystoneServer(directory: dir, credentials: credentials)
     }
 
     init(directory: String, credentials: Credentials) {
@@ -73,7 +81,8 @@ public final class KeystoneServer: Sendable {
                 kill(-pid, SIGKILL)
             }
         }
-        _ = try? run("/bin/bash", [Self.script, "stop", "--data", dataDirectory])
+        // Killing both groups is the whole stop (see GlanceServer.stop): it runs at exit, where
+        // no child process can be awaited.
         if ProcessInfo.processInfo.environment["DEPOT_TEST_KEEP_GLANCE"] != "1" {
             try? FileManager.default.removeItem(atPath: dataDirectory)
         }

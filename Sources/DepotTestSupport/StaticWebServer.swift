@@ -11,27 +11,29 @@ public final class StaticWebServer: Sendable {
 
     /// Starts a server whose files are `files` (path → content) and waits until it answers.
     public static func start(files: [String: String] = [:]) async throws -> StaticWebServer {
-        try await offThePool { try StaticWebServer(files: files) }
-    }
-
-    init(files: [String: String]) throws {
-        directory = NSTemporaryDirectory() + "depot-web-\(UUID().uuidString)"
+        let directory = NSTemporaryDirectory() + "depot-web-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         for (path, content) in files { try content.write(toFile: directory + "/" + path, atomically: true, encoding: .utf8) }
-        port = try freeLoopbackPort()
+        let port = try freeLoopbackPort()
         let script = "python3 -m http.server --bind 127.0.0.1 --directory \"$0\" \"$1\" </dev/null >/dev/null 2>&1 & echo $!"
-        let output = try spawnAndWait("/bin/sh", ["-c", script, directory, String(port)])
+        let output = try await spawn("/bin/sh", ["-c", script, directory, String(port)])
         guard let pid = Int32(String(decoding: output.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) else {
             throw CommandFailed(command: "python3 -m http.server", status: output.status)
         }
-        self.pid = pid
-        let deadline = Date().addingTimeInterval(20)
-        while Date() < deadline {
-            if canConnect(port: port) { return }
-            usleep(50_000)
+        let server = StaticWebServer(port: port, pid: pid, directory: directory)
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            if canConnect(port: port) { return server }
+            try await Task.sleep(for: .milliseconds(50))
         }
-        stop()
+        server.stop()
         throw CommandFailed(command: "python3 -m http.server did not listen on \(port)", status: 1)
+    }
+
+    init(port: Int, pid: Int32, directory: String) {
+        self.port = port
+        self.pid = pid
+        self.directory = directory
     }
 
     public func stop() {

@@ -1,4 +1,3 @@
-import CFileIO
 import Foundation
 
 /// One system call seen by strace: which thread made it, its arguments as strace printed them
@@ -24,61 +23,39 @@ public struct Syscall: Sendable, CustomStringConvertible {
 /// entry and return until strace has written it down, so a call that returned before another
 /// one started (the second waited for the first) is written down before it. Needs strace
 /// (scripts/install-deps) and the right to ptrace the process (root, or ptrace_scope 0).
-public final class SyscallTrace: @unchecked Sendable {
+public final class SyscallTrace: Sendable {
     public let path: String
-    let tracer: pid_t
-    let traced: pid_t
+    private let tracer: ChildProcess
 
     /// Attaches to every thread of `pid` and returns once strace traces them.
     /// - Parameter syscalls: the calls to record (strace's `-e trace=` names).
     public static func attach(to pid: pid_t, syscalls: [String], stringLimit: Int = 1024) async throws -> SyscallTrace {
-        try await offThePool { try SyscallTrace(pid: pid, syscalls: syscalls, stringLimit: stringLimit) }
-    }
-
-    init(pid: pid_t, syscalls: [String], stringLimit: Int) throws {
-        traced = pid
-        path = NSTemporaryDirectory() + "depot-strace-\(UUID().uuidString).txt"
+        let path = NSTemporaryDirectory() + "depot-strace-\(UUID().uuidString).txt"
         let strace = ["/usr/bin/strace", "/bin/strace"].first { FileManager.default.isExecutableFile(atPath: $0) }
         guard let strace else { throw CommandFailed(command: "strace not found: run scripts/install-deps", status: 127) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, path + ".err", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        _ = depot_spawn_close_from(&actions, 3)
-        let all = [
+        // strace is stopped with SIGINT, which it would keep blocked if the test runner's
+        // signal mask (a child inherits it) blocked it: Subprocess starts children with an
+        // empty mask and every signal at its default.
+        let tracer = try await ChildProcess.start([
             strace, "-f", "-qq", "-yy", "-s", "\(stringLimit)", "-e", "signal=none", "-e", "trace=" + syscalls.joined(separator: ","),
             "-o", path, "-p", "\(pid)",
-        ]
-        let argv: [UnsafeMutablePointer<CChar>?] = all.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        // strace is stopped with SIGINT, which it keeps blocked if the test runner (whose signal
-        // mask a child inherits) blocks it: start it with no signal blocked and INT at default.
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var none = sigset_t(), interrupt = sigset_t()
-        sigemptyset(&none)
-        sigemptyset(&interrupt)
-        sigaddset(&interrupt, SIGINT)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setsigdefault(&attributes, &interrupt)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var child: pid_t = 0
-        let rc = posix_spawn(&child, strace, &actions, &attributes, argv, environ)
-        guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EIO) }
-        tracer = child
+        ], stderrPath: path + ".err")
         // Attached when every thread names strace as its tracer.
-        let deadline = Date().addingTimeInterval(10)
-        while !Self.everyThreadTraced(pid, by: child) {
-            var status: Int32 = 0
-            if waitpid(child, &status, WNOHANG) == child || Date() > deadline {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !everyThreadTraced(pid, by: tracer.pid) {
+            if !tracer.isRunning || ContinuousClock.now > deadline {
+                let status = await tracer.stop(signal: SIGKILL)
                 let err = (try? String(contentsOfFile: path + ".err", encoding: .utf8)) ?? ""
-                throw CommandFailed(command: "strace -p \(pid) did not attach: \(err)", status: status)
+                throw CommandFailed(command: "strace -p \(pid) did not attach (\(status.map { "\($0)" } ?? "?")): \(err)", status: 1)
             }
-            usleep(10_000)
+            try await Task.sleep(for: .milliseconds(10))
         }
+        return SyscallTrace(path: path, tracer: tracer)
+    }
+
+    private init(path: String, tracer: ChildProcess) {
+        self.path = path
+        self.tracer = tracer
     }
 
     static func everyThreadTraced(_ pid: pid_t, by tracer: pid_t) -> Bool {
@@ -91,12 +68,8 @@ public final class SyscallTrace: @unchecked Sendable {
 
     /// Detaches strace (the process goes on) and returns the calls it recorded, in order.
     public func finish() async throws -> [Syscall] {
-        try await offThePool {
-            kill(self.tracer, SIGINT)
-            var status: Int32 = 0
-            while waitpid(self.tracer, &status, 0) < 0 && errno == EINTR {}
-            return Self.parse(try String(contentsOfFile: self.path, encoding: .utf8))
-        }
+        _ = await tracer.stop(signal: SIGINT)
+        return Self.parse(try String(contentsOfFile: path, encoding: .utf8))
     }
 
     /// Parses strace's `-f` output: "TID name(args) = result", or a call split in two lines,

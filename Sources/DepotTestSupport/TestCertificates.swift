@@ -15,23 +15,23 @@ public final class TestCertificates: Sendable {
     /// A second, unrelated CA (certificate only): trusting it must not verify the server.
     public var otherAuthority: String { directory.path + "/other-ca.pem" }
 
-    public init() throws {
+    public init() async throws {
         directory = TemporaryDirectory("depot-certs")
         let dir = directory.path
-        func openssl(_ arguments: [String]) throws {
-            let result = try spawnAndWait("/usr/bin/openssl", arguments, stderrPath: dir + "/openssl.log")
+        func openssl(_ arguments: [String]) async throws {
+            let result = try await spawn("/usr/bin/openssl", arguments, stderrPath: dir + "/openssl.log")
             guard result.status == 0 else { throw CommandFailed(command: "openssl " + arguments.joined(separator: " "), status: result.status) }
         }
         try "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
             .write(toFile: dir + "/server.ext", atomically: true, encoding: .utf8)
         try "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n".write(toFile: dir + "/client.ext", atomically: true, encoding: .utf8)
         for ca in ["ca", "other-ca"] {
-            try openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(dir)/\(ca).key", "-out", "\(dir)/\(ca).pem",
+            try await openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(dir)/\(ca).key", "-out", "\(dir)/\(ca).pem",
                          "-days", "2", "-subj", "/CN=Depot test \(ca)"])
         }
         for (name, subject) in [("server", "/CN=127.0.0.1"), ("client", "/CN=depot")] {
-            try openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(dir)/\(name).key", "-out", "\(dir)/\(name).csr", "-subj", subject])
-            try openssl(["x509", "-req", "-in", "\(dir)/\(name).csr", "-CA", "\(dir)/ca.pem", "-CAkey", "\(dir)/ca.key", "-CAcreateserial",
+            try await openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(dir)/\(name).key", "-out", "\(dir)/\(name).csr", "-subj", subject])
+            try await openssl(["x509", "-req", "-in", "\(dir)/\(name).csr", "-CA", "\(dir)/ca.pem", "-CAkey", "\(dir)/ca.key", "-CAcreateserial",
                          "-out", "\(dir)/\(name).pem", "-days", "2", "-extfile", "\(dir)/\(name).ext"])
         }
     }

@@ -5,7 +5,7 @@ import Foundation
 ///
 /// It reports what arrived on the wire, header fields in order, and refuses a short body
 /// (`IncompleteRead`) instead of passing it off as complete.
-public final class WireClient: @unchecked Sendable {
+public final class WireClient: Sendable {
     /// One answer as the client saw it.
     public struct Exchange: Sendable, Equatable {
         public var status: Int
@@ -28,50 +28,22 @@ public final class WireClient: @unchecked Sendable {
         public var description: String { "\(name): \(value)" }
     }
 
-    private let process = Process()
-    private let input = Pipe()
-    private let output = Pipe()
-    private var pending: [UInt8] = []
+    private let python: ChildProcess
 
     /// - Parameter authority: a CA certificate (PEM) that `https` URLs must chain to.
-    public init(authority: String? = nil) throws {
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = ["-u", "-c", Self.script, authority ?? ""]
-        process.standardInput = input
-        process.standardOutput = output
-        try process.run()
+    public init(authority: String? = nil) async throws {
+        python = try await ChildProcess.start(["/usr/bin/python3", "-u", "-c", Self.script, authority ?? ""], stdin: [])
     }
 
-    deinit {
-        // Not waited for: another client's child may hold this pipe's write end (descriptors
-        // are inherited), so end-of-input alone need not end this one.
-        try? input.fileHandleForWriting.close()
-        if process.isRunning { process.terminate() }
-    }
+    deinit { python.send(SIGTERM) }
 
-    /// Sends one request and returns the answer (off the cooperative pool: the server under
-    /// test may run in this process).
+    /// Sends one request and returns the answer.
     public func exchange(_ method: String, _ url: String, headers: [(String, String)] = [], body: [UInt8]? = nil) async throws -> Exchange {
         var request: [String: Any] = ["method": method, "url": url, "headers": headers.map { [$0.0, $0.1] }]
         if let body { request["body"] = Data(body).base64EncodedString() }
-        let line = try JSONSerialization.data(withJSONObject: request) + Data("\n".utf8)
-        return try await offThePool { try self.roundTrip(line) }
-    }
-
-    private func roundTrip(_ line: Data) throws -> Exchange {
-        try input.fileHandleForWriting.write(contentsOf: line)
-        // Only new bytes are searched: an answer line holds a whole body in base64.
-        var newline = pending.firstIndex(of: UInt8(ascii: "\n"))
-        while newline == nil {
-            let chunk = output.fileHandleForReading.availableData
-            guard !chunk.isEmpty else { throw CommandFailed(command: "python3 http.client exited", status: 1) }
-            let start = pending.count
-            pending += chunk
-            newline = pending[start...].firstIndex(of: UInt8(ascii: "\n"))
-        }
-        let end = newline!
-        let answer = try JSONSerialization.jsonObject(with: Data(pending[..<end])) as? [String: Any] ?? [:]
-        pending.removeSubrange(...end)
+        try await python.write(Array(try JSONSerialization.data(withJSONObject: request)) + [UInt8(ascii: "\n")])
+        guard let line = await python.nextLine() else { throw CommandFailed(command: "python3 http.client exited", status: 1) }
+        let answer = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] ?? [:]
         let headers = (answer["headers"] as? [[String]] ?? []).map { HeaderLine(name: $0[0].lowercased(), value: $0[1]) }
         let body = (answer["body"] as? String).flatMap { Data(base64Encoded: $0) }.map { Array($0) } ?? []
         return Exchange(status: answer["status"] as? Int ?? 0, headers: headers, body: body, error: answer["error"] as? String)

@@ -8,14 +8,14 @@ import Testing
 struct DiskFullTests {
     final class SmallFilesystem {
         let dir = TemporaryDirectory("depot-enospc")
-        init(kibibytes: Int) throws {
-            try run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(kibibytes)k", "tmpfs", dir.path])
+        init(kibibytes: Int) async throws {
+            try await run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(kibibytes)k", "tmpfs", dir.path])
         }
-        deinit { _ = try? run("/bin/umount", [dir.path]) }
+        deinit { unmount(dir.path) }
     }
 
-    @Test func streamingPastTheEndOfTheDiskLeavesNothing() throws {
-        let fs = try SmallFilesystem(kibibytes: 1024)
+    @Test func streamingPastTheEndOfTheDiskLeavesNothing() async throws {
+        let fs = try await SmallFilesystem(kibibytes: 1024)
         let store = try BlobStore(dataDirectory: fs.dir.path + "/data")
         let writer = try store.makeWriter(alsoCompute: [.sha512])
         let chunk = pseudoRandomBytes(count: 256 << 10, seed: 1)
@@ -32,8 +32,8 @@ struct DiskFullTests {
         #expect(store.contains(try small.commit().digest))
     }
 
-    @Test func aKnownSizeThatCannotFitFailsBeforeAnyByte() throws {
-        let fs = try SmallFilesystem(kibibytes: 1024)
+    @Test func aKnownSizeThatCannotFitFailsBeforeAnyByte() async throws {
+        let fs = try await SmallFilesystem(kibibytes: 1024)
         let store = try BlobStore(dataDirectory: fs.dir.path + "/data")
         #expect(throws: BlobStoreError.self) { try store.makeWriter(expecting: .init(size: 8 << 20)) }
         #expect(fs.dir.files(under: "data/tmp").isEmpty)

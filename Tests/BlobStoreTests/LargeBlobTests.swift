@@ -5,7 +5,7 @@ import Testing
 
 @Suite struct LargeBlobTests {
     /// A 1 GiB blob's digests agree with `openssl dgst` over the committed file.
-    @Test func oneGibibyteMatchesOpenSSL() throws {
+    @Test func oneGibibyteMatchesOpenSSL() async throws {
         let dir = TemporaryDirectory()
         let store = try BlobStore(dataDirectory: dir.path)
         let writer = try store.makeWriter(expecting: .init(size: 1 << 30), alsoCompute: [.sha512, .md5])
@@ -20,7 +20,7 @@ import Testing
         let blob = try writer.commit()
         #expect(blob.size == 1 << 30)
         for algorithm in DigestAlgorithm.allCases {
-            let line = try run("/usr/bin/openssl", ["dgst", "-r", "-\(algorithm.rawValue)", blob.path])
+            let line = try await run("/usr/bin/openssl", ["dgst", "-r", "-\(algorithm.rawValue)", blob.path])
             #expect(line.split(separator: " ").first.map(String.init) == blob.digests[algorithm]?.hex)
         }
         #expect(try store.verify(blob.digest) == nil)

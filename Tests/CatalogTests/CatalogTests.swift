@@ -28,7 +28,7 @@ import Testing
 
     /// A catalog written before the virtual size existed gains the column, keeps its rows
     /// (without a virtual size), and records the virtual size of new ones.
-    @Test func theVirtualSizeColumnIsAddedToAnOlderCatalog() throws {
+    @Test func theVirtualSizeColumnIsAddedToAnOlderCatalog() async throws {
         let path = dir.path + "/old.sqlite"
         let committed = try blob("older bytes")
         do {
@@ -44,7 +44,7 @@ import Testing
             db.execute("INSERT INTO image (cloud, imageID, sha256, status, size, updatedAt) VALUES ('a_R1', 'old', ?, 'active', 11, 0)", (sys.argv[2],))
             db.commit()
             """
-        _ = try run("/usr/bin/env", ["python3", "-c", downgrade, path, committed.digest.hex])
+        _ = try await run("/usr/bin/env", ["python3", "-c", downgrade, path, committed.digest.hex])
         let catalog = try Catalog(path: path)
         #expect(try catalog.mapping(cloud: "a_R1", imageID: "old")?.virtualSize == nil)
         #expect(try catalog.mapping(cloud: "a_R1", imageID: "old")?.size == 11)

@@ -11,14 +11,15 @@ import Testing
         ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("DEPOT_") }.merging(extra) { $1 }
     }
 
-    static func depotOffPool(_ arguments: [String], stdin: Data? = nil, environment: [String: String] = environment()) async throws -> Outcome {
-        try await offThePool { try depot(arguments, stdin: stdin, environment: environment) }
+    /// `depot` in the environment without DEPOT_* variables (or `environment`).
+    static func depotClean(_ arguments: [String], stdin: Data? = nil, environment: [String: String] = environment()) async throws -> Outcome {
+        try await depot(arguments, stdin: stdin, environment: environment)
     }
 
     static let adminToken = "cli-messages-admin"
 
-    @Test func serveHelpShowsTheDefaults() throws {
-        let help = try depot(["serve", "--help"], environment: Self.environment())
+    @Test func serveHelpShowsTheDefaults() async throws {
+        let help = try await depot(["serve", "--help"], environment: Self.environment())
         #expect(help.status == 0)
         // The defaults config/depot.example.yaml and the README document.
         for expected in [
@@ -30,8 +31,8 @@ import Testing
         }
     }
 
-    @Test func aURLEndingInV2IsNamedAsTheMistake() throws {
-        let outcome = try depot(["cache", "stats", "--url", "http://127.0.0.1:9/v2", "--admin-token", "x"], environment: Self.environment())
+    @Test func aURLEndingInV2IsNamedAsTheMistake() async throws {
+        let outcome = try await depot(["cache", "stats", "--url", "http://127.0.0.1:9/v2", "--admin-token", "x"], environment: Self.environment())
         #expect(outcome.status != 0)
         #expect(outcome.stderr.contains("ends in /v2"), "\(outcome.stderr)")
         #expect(outcome.stderr.contains("--url http://127.0.0.1:9\n") || outcome.stderr.hasSuffix("--url http://127.0.0.1:9"), "\(outcome.stderr)")
@@ -45,17 +46,17 @@ import Testing
         ])
         defer { server.stopBlocking() }
 
-        let wrong = try await Self.depotOffPool(["cache", "stats", "--url", server.url, "--admin-token", "not-the-token"])
+        let wrong = try await Self.depotClean(["cache", "stats", "--url", server.url, "--admin-token", "not-the-token"])
         #expect(wrong.status != 0)
         #expect(wrong.stderr.contains("the token was refused"), "\(wrong.stderr)")
         #expect(!wrong.stderr.contains("pass --admin-token"), "\(wrong.stderr)")
-        let fromEnvironment = try await Self.depotOffPool(["cache", "ls", "--url", server.url], environment: Self.environment(["DEPOT_ADMIN_TOKEN": "stale"]))
+        let fromEnvironment = try await Self.depotClean(["cache", "ls", "--url", server.url], environment: Self.environment(["DEPOT_ADMIN_TOKEN": "stale"]))
         #expect(fromEnvironment.stderr.contains("the token was refused (from DEPOT_ADMIN_TOKEN)"), "\(fromEnvironment.stderr)")
-        let missing = try await Self.depotOffPool(["cache", "stats", "--url", server.url])
+        let missing = try await Self.depotClean(["cache", "stats", "--url", server.url])
         #expect(missing.status != 0)
         #expect(missing.stderr.contains("pass --admin-token"), "\(missing.stderr)")
 
-        let stats = try await Self.depotOffPool(["cache", "stats", "--url", server.url, "--admin-token", Self.adminToken])
+        let stats = try await Self.depotClean(["cache", "stats", "--url", server.url, "--admin-token", Self.adminToken])
         #expect(stats.status == 0, "\(stats.stderr)")
         let lines = stats.text.split(separator: "\n", omittingEmptySubsequences: false)
         #expect(lines.first?.hasPrefix("budget") == true, "the first line is the budget, not a blank header:\n\(stats.text)")
@@ -75,7 +76,7 @@ import Testing
         defer { server.stopBlocking() }
         let bytes = pseudoRandomBytes(count: 3 << 20, seed: 171)
         let image = try await createActiveImage(glance.url, bytes)
-        let prefetch = try await Self.depotOffPool(
+        let prefetch = try await Self.depotClean(
             ["cache", "prefetch", image, "--url", server.url, "--admin-token", Self.adminToken], environment: Self.environment(["DEPOT_PROGRESS_INTERVAL": "0"]))
         #expect(prefetch.status == 0, "\(prefetch.stderr)")
         #expect(prefetch.text.contains("\(image)  cached  3.0 MiB"), "\(prefetch.text)")
@@ -83,7 +84,7 @@ import Testing
         #expect(prefetch.stderr.contains("of 1 images"), "\(prefetch.stderr)")
         #expect(!prefetch.stderr.contains("\u{1B}") && !prefetch.stderr.contains("\r"), "control characters in a log")
 
-        let missing = try await Self.depotOffPool(
+        let missing = try await Self.depotClean(
             ["cache", "prefetch", UUID().uuidString, "--url", server.url, "--admin-token", Self.adminToken])
         #expect(missing.status != 0)
     }
@@ -97,14 +98,14 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: file) }
         let quick = Self.environment(["DEPOT_PROGRESS_INTERVAL": "0"])
 
-        let put = try await Self.depotOffPool(["store", "put", file, "--data-dir", data.path], environment: quick)
+        let put = try await Self.depotClean(["store", "put", file, "--data-dir", data.path], environment: quick)
         #expect(put.status == 0, "\(put.stderr)")
         #expect(put.stderr.contains("store put: done, 24.0 MiB in"), "\(put.stderr)")
         #expect(put.stderr.contains("% ") || put.stderr.contains("%,"), "\(put.stderr)")
         #expect(put.stderr.contains("ETA"), "\(put.stderr)")
         #expect(!put.stderr.contains("\r"), "\(put.stderr)")
 
-        let plainFsck = try await Self.depotOffPool(["fsck", "--data-dir", data.path], environment: quick)
+        let plainFsck = try await Self.depotClean(["fsck", "--data-dir", data.path], environment: quick)
         #expect(plainFsck.status == 0, "\(plainFsck.stderr)")
         #expect(plainFsck.stderr.contains("fsck: 100%"), "\(plainFsck.stderr)")
         #expect(plainFsck.stderr.contains("/s"), "\(plainFsck.stderr)")

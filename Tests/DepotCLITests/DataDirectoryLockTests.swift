@@ -13,28 +13,14 @@ import Testing
         return try await DepotProcess.start(["--data-dir", dir, "--glance-url", glance.url, "--service-token", "depot:service:admin"])
     }
 
-    static func depotOffPool(_ arguments: [String], stdin: Data? = nil) async throws -> Outcome {
-        try await offThePool { try depot(arguments, stdin: stdin) }
-    }
-
     /// `depot serve` that must refuse to start: one that starts anyway is stopped after 30 s
     /// (exit 124) rather than hanging the test.
     static func serveExpectingRefusal(_ dir: String) async throws -> Outcome {
         let glance = try await GlanceServer.shared()
-        return try await offThePool {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-            process.arguments = [
-                "30", depotExecutable, "serve", "--listen", "127.0.0.1:0", "--data-dir", dir, "--glance-url", glance.url, "--service-token", "depot:service:admin",
-            ]
-            let out = Pipe(), err = Pipe()
-            (process.standardOutput, process.standardError) = (out, err)
-            try process.run()
-            let stderr = err.fileHandleForReading.readDataToEndOfFile()
-            let stdout = out.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return Outcome(status: process.terminationStatus, stdout: stdout, stderr: String(decoding: stderr, as: UTF8.self))
-        }
+        let result = try await spawnCollectingErrors("/usr/bin/timeout", [
+            "30", depotExecutable, "serve", "--listen", "127.0.0.1:0", "--data-dir", dir, "--glance-url", glance.url, "--service-token", "depot:service:admin",
+        ])
+        return Outcome(status: result.status, stdout: Data(result.stdout), stderr: result.stderr)
     }
 
     @Test func aSecondServerAndTheOfflineToolsAreRefusedWithTheHoldersPid() async throws {
@@ -57,7 +43,7 @@ import Testing
             ["pushes", "ls", "--data-dir", dir.path],
         ]
         for arguments in refusals {
-            let outcome = try await Self.depotOffPool(arguments, stdin: Data("abc".utf8))
+            let outcome = try await depot(arguments, stdin: Data("abc".utf8))
             #expect(outcome.status != 0, "\(arguments) ran beside a server")
             #expect(outcome.stderr.contains("pid \(first.pid)"), "\(arguments): \(outcome.stderr)")
         }
@@ -66,10 +52,10 @@ import Testing
         // The server still answers, and after it stops the same commands work.
         let health = try await spawn("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", first.url + "/healthz"])
         #expect(String(decoding: health.stdout, as: UTF8.self) == "200")
-        #expect(await first.stop() == 0)
-        let put = try await Self.depotOffPool(["store", "put", "-", "--data-dir", dir.path], stdin: Data("abc".utf8))
+        #expect(await first.stop() == .exited(0))
+        let put = try await depot(["store", "put", "-", "--data-dir", dir.path], stdin: Data("abc".utf8))
         #expect(put.status == 0, "\(put.stderr)")
-        let fsck = try await Self.depotOffPool(["fsck", "--data-dir", dir.path])
+        let fsck = try await depot(["fsck", "--data-dir", dir.path])
         #expect(fsck.status == 0, "\(fsck.stderr)")
         #expect(fsck.text.contains("checked 1 blobs"), "\(fsck.text)")
         let again = try await Self.serve(dir.path)
@@ -82,13 +68,13 @@ import Testing
         let dir = TemporaryDirectory("depot-lock")
         let killed = try await Self.serve(dir.path)
         let status = await killed.stop(signal: SIGKILL)
-        #expect(status & 0x7f == SIGKILL)
+        #expect(status == .signaled(SIGKILL))
         let recorded = try String(contentsOfFile: dir.path + "/depot.lock", encoding: .utf8)
         #expect(recorded.trimmingCharacters(in: .whitespacesAndNewlines) == "\(killed.pid)")
-        let fsck = try await Self.depotOffPool(["fsck", "--data-dir", dir.path])
+        let fsck = try await depot(["fsck", "--data-dir", dir.path])
         #expect(fsck.status == 0, "\(fsck.stderr)")
         let next = try await Self.serve(dir.path)
-        let refused = try await Self.depotOffPool(["fsck", "--data-dir", dir.path])
+        let refused = try await depot(["fsck", "--data-dir", dir.path])
         #expect(refused.stderr.contains("pid \(next.pid)") && !refused.stderr.contains("pid \(killed.pid)"), "\(refused.stderr)")
         await next.stop()
     }
@@ -99,17 +85,17 @@ import Testing
     func aServerRefusesToStartWhenItCannotWriteWhereUploadsGo(_ part: String) async throws {
         let dir = TemporaryDirectory("depot-lock")
         // A first run lays out the directory and the Catalog.
-        let put = try await Self.depotOffPool(["store", "put", "-", "--data-dir", dir.path], stdin: Data("abc".utf8))
+        let put = try await depot(["store", "put", "-", "--data-dir", dir.path], stdin: Data("abc".utf8))
         #expect(put.status == 0)
-        _ = try await Self.depotOffPool(["fsck", "--data-dir", dir.path])
+        _ = try await depot(["fsck", "--data-dir", dir.path])
         let target = dir.path + "/" + part
         if part.hasSuffix(".sqlite") {
-            try run("/bin/mount", ["--bind", target, target])
-            try run("/bin/mount", ["-o", "remount,bind,ro", target])
+            try await run("/bin/mount", ["--bind", target, target])
+            try await run("/bin/mount", ["-o", "remount,bind,ro", target])
         } else {
-            try run("/bin/mount", ["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", target])
+            try await run("/bin/mount", ["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", target])
         }
-        defer { _ = try? run("/bin/umount", ["-l", target]) }
+        defer { unmount(target) }
         let serve = try await Self.serveExpectingRefusal(dir.path)
         #expect(serve.status != 0, "started with \(part) read-only")
         #expect(serve.stderr.contains(part.hasSuffix(".sqlite") ? "cannot write the catalog" : "cannot write blobs"), "\(serve.stderr)")

@@ -9,24 +9,20 @@ import Testing
     /// Runs `depot serve` and waits up to `timeout` for it to exit; kills it if it does not.
     func serveExpectingExit(glanceURL: String, timeout: TimeInterval = 60) async throws -> Outcome? {
         let dataDir = TemporaryDirectory("depot-serve-check")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: depotExecutable)
-        process.arguments = ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir.path, "--glance-url", glanceURL, "--service-token", "depot:service:admin"]
         let errPath = dataDir.path + ".stderr"
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: errPath) }
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        try process.run()
+        let serve = try await ChildProcess.start(
+            [depotExecutable, "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir.path, "--glance-url", glanceURL, "--service-token", "depot:service:admin"],
+            stderrPath: errPath)
         let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning, Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
-        guard !process.isRunning else {
-            process.terminate()
-            process.waitUntilExit()
+        while serve.isRunning, Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        guard !serve.isRunning else {
+            _ = await serve.stop(signal: SIGTERM)
             return nil
         }
+        let status = await serve.wait()
         let errText = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-        return Outcome(status: process.terminationStatus, stdout: Data(), stderr: errText)
+        return Outcome(status: status.map(exitStatus) ?? -1, stdout: Data(), stderr: errText)
     }
 
     @Test func aVersionSuffixIsRefusedWithTheFix() async throws {

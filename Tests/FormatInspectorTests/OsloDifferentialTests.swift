@@ -11,8 +11,8 @@ import Testing
 /// from oslo.utils, read by `scripts/glance/oslo_format_facts.py` as Glance reads an upload.
 @Suite(.serialized) struct OsloDifferentialTests {
     /// Builds the corpus in a temporary directory: (file name, path) for each file.
-    static func corpus(_ dir: TemporaryDirectory) throws -> [(name: String, path: String)] {
-        _ = try run("/bin/bash", [repositoryRoot + "/scripts/format-corpus", dir.path + "/corpus"])
+    static func corpus(_ dir: TemporaryDirectory) async throws -> [(name: String, path: String)] {
+        _ = try await run("/bin/bash", [repositoryRoot + "/scripts/format-corpus", dir.path + "/corpus"])
         let manifest = try String(contentsOfFile: dir.path + "/corpus/MANIFEST", encoding: .utf8)
         return manifest.split(separator: "\n").map { line in
             let name = String(line.split(separator: "\t")[0])
@@ -21,13 +21,13 @@ import Testing
     }
 
     /// oslo.utils' facts about each file: path → format → field → value.
-    static func osloFacts(_ paths: [String]) throws -> [String: [String: [String: Any]]] {
-        _ = try run("/bin/bash", [repositoryRoot + "/scripts/glance-dev", "install"])
+    static func osloFacts(_ paths: [String]) async throws -> [String: [String: [String: Any]]] {
+        _ = try await run("/bin/bash", [repositoryRoot + "/scripts/glance-dev", "install"])
         var result: [String: [String: [String: Any]]] = [:]
         // A few hundred paths per run keeps the command line short.
         for start in stride(from: 0, to: paths.count, by: 200) {
             let batch = Array(paths[start..<min(paths.count, start + 200)])
-            let output = try run(GlanceServer.venv + "/bin/python", [repositoryRoot + "/scripts/glance/oslo_format_facts.py"] + batch)
+            let output = try await run(await GlanceServer.venv + "/bin/python", [repositoryRoot + "/scripts/glance/oslo_format_facts.py"] + batch)
             let json = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: [String: [String: Any]]])
             result.merge(json) { a, _ in a }
         }
@@ -71,11 +71,11 @@ import Testing
         return found
     }
 
-    @Test func theCorpusIsInspectedAsOsloUtilsInspectsIt() throws {
+    @Test func theCorpusIsInspectedAsOsloUtilsInspectsIt() async throws {
         let dir = TemporaryDirectory("format-corpus")
-        let files = try Self.corpus(dir)
+        let files = try await Self.corpus(dir)
         #expect(files.count >= 40)
-        let oslo = try Self.osloFacts(files.map(\.path))
+        let oslo = try await Self.osloFacts(files.map(\.path))
         var rng = Xoshiro(seed: (16, 1, 2, 3))
         for file in files {
             let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: file.path)))
@@ -101,9 +101,9 @@ import Testing
         Array("createType=\"".utf8), Array("monolithicSparse\"".utf8), Array("\nRW 1 SPARSE \"/x\"\n".utf8), [0x51, 0x46, 0x49, 0xFB],
     ]
 
-    @Test func mutantsAreInspectedAsOsloUtilsInspectsThem() throws {
+    @Test func mutantsAreInspectedAsOsloUtilsInspectsThem() async throws {
         let dir = TemporaryDirectory("format-mutants")
-        let files = try Self.corpus(dir)
+        let files = try await Self.corpus(dir)
         var rng = Xoshiro(seed: (1616, 1, 2, 3))
         var mutants: [(path: String, bytes: [UInt8])] = []
         let seeds = try files.filter { !$0.name.hasPrefix("trunc-") && $0.name != "empty.img" }.map { file in
@@ -130,7 +130,7 @@ import Testing
             try Data(bytes).write(to: URL(fileURLWithPath: path))
             mutants.append((path, bytes))
         }
-        let oslo = try Self.osloFacts(mutants.map(\.path))
+        let oslo = try await Self.osloFacts(mutants.map(\.path))
         var failures = 0
         for mutant in mutants {
             let differences = Self.differences(ChunkingTests.inspect(mutant.bytes, rng: &rng), try #require(oslo[mutant.path]))

@@ -21,7 +21,7 @@ struct DurabilityOrderTests {
         let depot = try await DepotProcess.start([
             "--data-dir", data.path, "--glance-url", glance.url, "--service-token", DepotHarness.serviceToken,
         ])
-        defer { _ = depot.stopBlocking() }
+        defer { depot.stopBlocking() }
         let file = try TestImageFile(megabytes: 3, seed: 95)
         let image = try await createImage(depot.url)
 
@@ -43,7 +43,7 @@ struct DurabilityOrderTests {
         let depot = try await DepotProcess.start([
             "--data-dir", data.path, "--glance-url", glance.url, "--service-token", DepotHarness.serviceToken,
         ])
-        defer { _ = depot.stopBlocking() }
+        defer { depot.stopBlocking() }
         let bytes = pseudoRandomBytes(count: 3 << 20 | 777, seed: 96)
         let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
         let sha256 = Digest.of(bytes, algorithm: .sha256).hex

@@ -30,8 +30,8 @@ import Testing
 
     /// The corpus with the disk formats its manifest lists, plus uploads Glance does not
     /// inspect (other containers) and kernels/ramdisks with MBR trouble.
-    static func cases(_ dir: TemporaryDirectory) throws -> [Case] {
-        _ = try run("/bin/bash", [repositoryRoot + "/scripts/format-corpus", dir.path + "/corpus"])
+    static func cases(_ dir: TemporaryDirectory) async throws -> [Case] {
+        _ = try await run("/bin/bash", [repositoryRoot + "/scripts/format-corpus", dir.path + "/corpus"])
         let manifest = try String(contentsOfFile: dir.path + "/corpus/MANIFEST", encoding: .utf8)
         var cases: [Case] = []
         for line in manifest.split(separator: "\n") {
@@ -68,7 +68,7 @@ import Testing
 
     @Test func everyCorpusFileGetsGlancesAnswerThroughDepot() async throws {
         let dir = TemporaryDirectory("format-differential")
-        let cases = try Self.cases(dir)
+        let cases = try await Self.cases(dir)
         try await withDepot(glanceURL: glance.url) { depot in
             let direct = glanceAsAlice(glance.url)
             var rows: [(Case, Answer, Answer, pushed: String)] = []

@@ -8,18 +8,17 @@ import Testing
 /// config file: every upload gets the same answer and virtual size both ways.
 @Suite(.serialized) struct FormatPolicyTests {
     @Test func relaxedSwitchesGiveGlancesAnswers() async throws {
-        let glance = try await offThePool {
-            try GlanceServer.start(configuration: "\n[image_format]\nrequire_image_format_match = false\ngpt_safety_checks_nonfatal = mbr\n")
-        }
+        let glance = try await GlanceServer.start(
+            configuration: "\n[image_format]\nrequire_image_format_match = false\ngpt_safety_checks_nonfatal = mbr\n")
         defer { glance.stop() }
         let dir = TemporaryDirectory("format-policy")
-        _ = try run("/bin/bash", [repositoryRoot + "/scripts/format-corpus", dir.path + "/corpus"])
+        _ = try await run("/bin/bash", [repositoryRoot + "/scripts/format-corpus", dir.path + "/corpus"])
         let config = dir.path + "/depot.yaml"
         try "image_format:\n  require_image_format_match: false\n  gpt_safety_checks_nonfatal: mbr\n".write(toFile: config, atomically: true, encoding: .utf8)
         let depot = try await DepotProcess.start([
             "--config", config, "--data-dir", dir.path + "/data", "--glance-url", glance.url, "--service-token", DepotHarness.serviceToken,
         ])
-        defer { _ = depot.stopBlocking() }
+        defer { depot.stopBlocking() }
         let cases = [
             ("raw.img", "qcow2"), ("trunc-vhd.vhd", "vhd"), ("gpt-extra-partition.img", "raw"), ("mbr-empty.img", "raw"),
             ("iso-gpt.iso", "raw"), ("iso-and-qcow2.img", "qcow2"), ("vmdk-sparse-hostfile.vmdk", "vmdk"), ("qcow2-backing.qcow2", "qcow2"),

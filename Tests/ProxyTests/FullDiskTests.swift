@@ -42,8 +42,8 @@ struct FullDiskTests {
 
     @Test func aFullDiskRefusesFillsAndUploadsWith507KeepsServingHitsAndRecovers() async throws {
         let disk = TemporaryDirectory("depot-full-disk")
-        try run("/bin/mount", ["-t", "tmpfs", "-o", "size=48m", "tmpfs", disk.path])
-        defer { _ = try? run("/bin/umount", ["-l", disk.path]) }
+        try await run("/bin/mount", ["-t", "tmpfs", "-o", "size=48m", "tmpfs", disk.path])
+        defer { unmount(disk.path) }
         try await withDepot(glanceURL: glance.url, directory: disk) { depot in
             let client = glanceAsAlice(glance.url)
             let cachedBytes = pseudoRandomBytes(count: 6 << 20, seed: 91)

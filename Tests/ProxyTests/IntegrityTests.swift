@@ -17,7 +17,7 @@ import Testing
         let bytes = pseudoRandomBytes(count: 10_000, seed: 501)
         let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
         try await withDepot(glanceURL: glance.url) { depot in
-            let client = try WireClient()
+            let client = try await WireClient()
             let url = "\(depot.url)/v2/images/\(image.id)/file"
             let alice = [("X-Auth-Token", GlanceServer.alice)]
             _ = try await client.exchange("GET", url, headers: alice)
@@ -63,7 +63,7 @@ import Testing
             var tiny = CacheSettings.testing
             tiny.budget = Watermarks(budget: 1 << 20)
             try await withDepot(glanceURL: glance.url, settings: tiny) { bypass in
-                let client = try WireClient()
+                let client = try await WireClient()
                 let url = "/v2/images/\(image.id)/file"
                 for range in ["bytes=0-", "bytes=0-\(size - 1)", "bytes=-\(size)", "bytes=\(size / 2)-", "bytes=-1", "bytes=0-9,\(size - 10)-"] {
                     for (name, depot) in [("fill", fills), ("no copy", bypass)] {
@@ -91,7 +91,7 @@ import Testing
         defer { proxy.stop() }
         proxy.setFaults { $0.bytesPerSecond = 6 << 20 }
         try await withDepot(glanceURL: proxy.url) { depot in
-            let client = try WireClient(), other = try WireClient()
+            let client = try await WireClient(), other = try await WireClient()
             let url = "\(depot.url)/v2/images/\(image.id)/file"
             let whole = Task { try await other.exchange("GET", url, headers: [("X-Auth-Token", GlanceServer.alice)]) }
             while depot.cache.runningFill(cloud: "default_RegionOne", imageID: image.id) == nil { try await Task.sleep(for: .milliseconds(10)) }
@@ -142,7 +142,7 @@ import Testing
         let bytes = pseudoRandomBytes(count: 2 << 20, seed: 504)
         let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
         try await withDepot(glanceURL: glance.url, startPushes: false) { depot in
-            let client = try WireClient()
+            let client = try await WireClient()
             let alice = [("X-Auth-Token", GlanceServer.alice)]
             _ = try await client.exchange("GET", "\(depot.url)/v2/images/\(image.id)/file", headers: alice)
             // An upload acknowledged and not yet pushed.

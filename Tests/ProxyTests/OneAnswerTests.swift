@@ -33,14 +33,14 @@ import Testing
                 var tiny = lasting
                 tiny.budget = Watermarks(budget: 4096, high: 0.95, low: 0.85)
                 try await withDepot(glanceURL: glance.url, settings: tiny) { bypass in
-                    let certificates = try TestCertificates()
+                    let certificates = try await TestCertificates()
                     let data = TemporaryDirectory("depot-one-answer-tls")
                     let tls = try await DepotProcess.start([
                         "--data-dir", data.path, "--glance-url", glance.url, "--service-token", DepotHarness.serviceToken,
                         "--tls-certificate", certificates.serverCertificate, "--tls-key", certificates.serverKey, "--log-level", "warning",
                         "--admin-token", DepotHarness.adminToken,
                     ])
-                    let client = try WireClient(authority: certificates.authority)
+                    let client = try await WireClient(authority: certificates.authority)
                     defer { Task { await tls.stop() } }
                     let handler = DepotHandler(cache: warm.cache)
                     var compared = 0

@@ -106,7 +106,7 @@ import Testing
         #expect(String(decoding: again.stdout, as: UTF8.self).contains("no problems found"))
 
         let second = try await DepotProcess.start(arguments)
-        defer { _ = second.stopBlocking() }
+        defer { second.stopBlocking() }
         counter.resetCounters()
         for (image, bytes) in images {
             let result = try await download("\(second.url)/v2/images/\(image.id)/file")

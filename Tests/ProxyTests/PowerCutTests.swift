@@ -23,24 +23,32 @@ struct PowerCutTests {
         let mountPoint: String
         var device = ""
 
-        init(backing: String, mountPoint: String, format: Bool) throws {
+        init(backing: String, mountPoint: String, format: Bool) async throws {
             self.backing = backing
             self.mountPoint = mountPoint
             try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
-            if format { _ = try run("/usr/bin/truncate", ["-s", "256M", backing]) }
-            device = try run("/usr/bin/env", ["losetup", "--find", "--show", backing]).trimmingCharacters(in: .whitespacesAndNewlines)
-            if format { _ = try run("/usr/bin/env", ["mkfs.ext4", "-q", device]) }
-            _ = try run("/bin/mount", ["-o", "commit=600", device, mountPoint])
+            if format { _ = try await run("/usr/bin/truncate", ["-s", "256M", backing]) }
+            device = try await run("/usr/bin/env", ["losetup", "--find", "--show", backing]).trimmingCharacters(in: .whitespacesAndNewlines)
+            if format { _ = try await run("/usr/bin/env", ["mkfs.ext4", "-q", device]) }
+            _ = try await run("/bin/mount", ["-o", "commit=600", device, mountPoint])
         }
 
         /// The disk as a power cut would leave it: a copy of what the loop device was sent.
-        func copyAsIfPowerFailed(to path: String) throws {
-            _ = try run("/bin/cp", ["--sparse=always", backing, path])
+        func copyAsIfPowerFailed(to path: String) async throws {
+            _ = try await run("/bin/cp", ["--sparse=always", backing, path])
         }
 
+        /// Unmounts and frees the loop device with the calls themselves: a deinit cannot
+        /// await a child process.
         deinit {
-            _ = try? run("/bin/umount", ["-l", mountPoint])
-            if !device.isEmpty { _ = try? run("/usr/bin/env", ["losetup", "-d", device]) }
+            unmount(mountPoint)
+            if !device.isEmpty {
+                let fd = open(device, O_RDONLY)
+                if fd >= 0 {
+                    _ = ioctl(fd, 0x4C01, 0)  // LOOP_CLR_FD, as `losetup -d`
+                    close(fd)
+                }
+            }
         }
     }
 
@@ -49,7 +57,7 @@ struct PowerCutTests {
         let proxy = try FaultProxy(upstreamPort: glance.port)
         defer { proxy.stop() }
         let file = try TestImageFile(megabytes: 3, seed: 97)
-        var disk: LoopDisk? = try LoopDisk(backing: work.path + "/disk.img", mountPoint: work.path + "/before", format: true)
+        var disk: LoopDisk? = try await LoopDisk(backing: work.path + "/disk.img", mountPoint: work.path + "/before", format: true)
         let first = try await DepotProcess.start([
             "--data-dir", work.path + "/before/data", "--glance-url", proxy.url, "--service-token", DepotHarness.serviceToken,
         ])
@@ -65,17 +73,17 @@ struct PowerCutTests {
         #expect(String(decoding: put.stdout, as: UTF8.self) == "204")
         // The cut: Depot frozen at once, the disk copied as the loop device holds it.
         kill(first.pid, SIGSTOP)
-        try disk?.copyAsIfPowerFailed(to: work.path + "/after.img")
+        try await disk?.copyAsIfPowerFailed(to: work.path + "/after.img")
         _ = await first.stop(signal: SIGKILL)
         disk = nil
         proxy.setFaults { $0.latency = nil }
 
-        let after = try LoopDisk(backing: work.path + "/after.img", mountPoint: work.path + "/after", format: false)
+        let after = try await LoopDisk(backing: work.path + "/after.img", mountPoint: work.path + "/after", format: false)
         let second = try await DepotProcess.start([
             "--data-dir", work.path + "/after/data", "--glance-url", glance.url, "--service-token", DepotHarness.serviceToken,
         ])
         defer {
-            _ = second.stopBlocking()
+            second.stopBlocking()
             withExtendedLifetime(after) {}  // unmounted once Depot is gone
         }
         let deadline = ContinuousClock.now + .seconds(60)

@@ -216,7 +216,7 @@ extension CacheSettings {
 /// (or another user of the machine) left.
 func glanceCLI(_ endpoint: String, token: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
     let home = TemporaryDirectory("depot-glanceclient-home")
-    let command = [home.path, GlanceServer.venv + "/bin/glance", "--os-image-url", endpoint, "--os-auth-token", token] + arguments
+    let command = [home.path, await GlanceServer.venv + "/bin/glance", "--os-image-url", endpoint, "--os-auth-token", token] + arguments
     let script = "HOME=\"$0\" XDG_CACHE_HOME=\"$0/.cache\" exec \"$@\" <&- 2>&1"
     let result = try await spawn("/bin/sh", ["-c", script] + command)
     withExtendedLifetime(home) {}
@@ -303,7 +303,7 @@ func expectGlanceHolds(
     _ glanceURL: String, _ imageID: String, bytesOf path: String, sourceLocation: SourceLocation = #_sourceLocation
 ) async throws {
     let record = try await glanceRecord(glanceURL, imageID)
-    let sha512 = try await offThePool { try coreutilsDigest("sha512sum", of: path) }
+    let sha512 = try await coreutilsDigest("sha512sum", of: path)
     let size = try #require(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int, sourceLocation: sourceLocation)
     #expect(record["status"] as? String == "active", "Glance's status: \(record["status"] ?? "none")", sourceLocation: sourceLocation)
     #expect(record["size"] as? Int == size, "Glance's size: \(record["size"] ?? "none"), the file's: \(size)", sourceLocation: sourceLocation)

@@ -78,7 +78,7 @@ import Testing
 
     @Test func tempestStyleFlowsGiveGlancesAnswersBeforeThePushLands() async throws {
         try await withDepot(glanceURL: glance.url, startPushes: false) { depot in
-            let client = try WireClient()
+            let client = try await WireClient()
             let bytes = pseudoRandomBytes(count: 1024, seed: 601)
             let flows: [(String, [Step])] = [
                 ("upload then show", [.upload(bytes), .show(untilActive: false)]),
@@ -106,7 +106,7 @@ import Testing
 
     @Test func listsFiltersSortingPagingAndMembersSeeTheImageAsItWillBe() async throws {
         try await withDepot(glanceURL: glance.url, startPushes: false) { depot in
-            let client = try WireClient()
+            let client = try await WireClient()
             // A project of its own, so the lists hold only this test's images.
             let owner = "carol:projRYW\(UInt32.random(in: 0...UInt32.max)):member,reader"
             let token = [("X-Auth-Token", owner)]
@@ -197,7 +197,7 @@ import Testing
             image = conn.image.get_image(image.id)
             print(image.status, image.size, image.checksum, round(time.monotonic() - started, 1))
             """
-            let sdk = try await spawn(GlanceServer.venv + "/bin/python", ["-c", script, depot.url, GlanceServer.alice, file])
+            let sdk = try await spawn(await GlanceServer.venv + "/bin/python", ["-c", script, depot.url, GlanceServer.alice, file])
             let printed = String(decoding: sdk.stdout, as: UTF8.self).split(separator: " ")
             #expect(sdk.status == 0)
             #expect(printed.first == "active" && printed.count >= 3 && printed[1] == "3145728", "\(printed)")
@@ -211,7 +211,7 @@ import Testing
         var settings = CacheSettings.testing
         settings.push.landingWait = .seconds(2)
         try await withDepot(glanceURL: proxy.url, settings: settings, startPushes: false) { depot in
-            let client = try WireClient()
+            let client = try await WireClient()
             let bytes = pseudoRandomBytes(count: 4 << 20, seed: 630)
             let created = try await client.exchange("POST", depot.url + "/v2/images", headers: Self.alice + Self.json, body: Array(
                 #"{"name": "ryw-slow", "disk_format": "raw", "container_format": "bare"}"#.utf8))
@@ -253,10 +253,10 @@ import Testing
 
     @Test func aPushThatFailsForGoodAfterThe204GivesTheImageBackToGlance() async throws {
         // Glance refuses more than 2000 bytes; Depot, configured for more, took them.
-        let small = try GlanceServer.start(configuration: "[DEFAULT]\nimage_size_cap = 2000\n")
+        let small = try await GlanceServer.start(configuration: "[DEFAULT]\nimage_size_cap = 2000\n")
         defer { small.stop() }
         try await withDepot(glanceURL: small.url, startPushes: false) { depot in
-            let client = try WireClient()
+            let client = try await WireClient()
             let created = try await client.exchange("POST", depot.url + "/v2/images", headers: Self.alice + Self.json, body: Array(
                 #"{"name": "ryw-too-big", "disk_format": "raw", "container_format": "bare"}"#.utf8))
             let id = try #require(created.json?["id"] as? String)

@@ -13,7 +13,7 @@ import Testing
     init() async throws { glance = try await GlanceServer.shared() }
 
     @Test func clientsDownloadOverHTTPSFromACacheMissAndHits() async throws {
-        let certificates = try TestCertificates()
+        let certificates = try await TestCertificates()
         let data = TemporaryDirectory("depot-tls")
         let depot = try await DepotProcess.start([
             "--data-dir", data.path, "--glance-url", glance.url, "--service-token", DepotHarness.serviceToken,
@@ -62,8 +62,8 @@ import Testing
     }
 
     @Test func depotReachesAGlanceThatServesHTTPSAndWantsAClientCertificate() async throws {
-        let certificates = try TestCertificates()
-        let secureGlance = try await offThePool { try GlanceServer.start(tls: certificates, requireClientCertificate: true) }
+        let certificates = try await TestCertificates()
+        let secureGlance = try await GlanceServer.start(tls: certificates, requireClientCertificate: true)
         defer { secureGlance.stop() }
         var owner = GlanceClientConfiguration(endpoint: secureGlance.url, credentials: .token(GlanceServer.alice))
         owner.tls = TLSOptions(caBundle: certificates.authority, clientCertificate: certificates.clientCertificate, clientKey: certificates.clientKey)

@@ -40,7 +40,7 @@ import Testing
         let depot = try await DepotProcess.start([
             "--config", config, "--data-dir", data.path + "/data", "--glance-url", throttle.url, "--service-token", DepotHarness.serviceToken,
         ])
-        defer { _ = depot.stopBlocking() }
+        defer { depot.stopBlocking() }
         var targets: [String] = []
         for _ in 0..<16 { targets.append(try await createImage(depot.url).id) }
         let file = try TestImageFile(megabytes: 2, seed: 6499)

@@ -16,7 +16,7 @@ import Testing
     @Test func anOrdinaryUserServesHitsMissesRangesUploadsAndStopsCleanly() async throws {
         let user = UnprivilegedUser.forServe
         let data = TemporaryDirectory("depot-unprivileged")
-        try user.own(data.path)
+        try await user.own(data.path)
         let depot = try await DepotProcess.start([
             "--data-dir", data.path + "/data", "--glance-url", glance.url, "--service-token", DepotHarness.serviceToken,
             "--admin-token", DepotHarness.adminToken, "--cache-size", "64MiB",
@@ -27,7 +27,7 @@ import Testing
         let uidLine = status.split(separator: "\n").first { $0.hasPrefix("Uid:") } ?? ""
         #expect(uidLine.split(whereSeparator: \.isWhitespace).dropFirst().allSatisfy { $0 == "\(user.uid)" }, "runs as \(user.uid): \(uidLine)")
 
-        let client = try WireClient()
+        let client = try await WireClient()
         let alice = [("X-Auth-Token", GlanceServer.alice)]
         for _ in 0..<3 { #expect(try await client.exchange("GET", depot.url + "/healthz").status == 200, "\(depot.log.suffix(500))") }
         let ready = try await client.exchange("GET", depot.url + "/readyz")
@@ -65,10 +65,10 @@ import Testing
 
         let exit = await depot.stop(signal: SIGTERM)
         stopped = true
-        #expect(exit & 0x7f == 0 && (exit >> 8) & 0xff == 0, "depot exited cleanly (status \(exit))\n\(depot.log.suffix(2000))")
+        #expect(exit == .exited(0), "depot exited cleanly (status \(String(describing: exit)))\n\(depot.log.suffix(2000))")
         #expect(!depot.log.contains("Permission denied"), "\(depot.log.suffix(2000))")
         // Every file it made belongs to it.
-        let foreign = try spawnAndWait("/usr/bin/find", [data.path + "/data", "!", "-uid", "\(user.uid)"])
+        let foreign = try await spawn("/usr/bin/find", [data.path + "/data", "!", "-uid", "\(user.uid)"])
         #expect(String(decoding: foreign.stdout, as: UTF8.self).isEmpty, "files not owned by the service user")
     }
 }

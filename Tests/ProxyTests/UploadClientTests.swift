@@ -48,7 +48,7 @@ import Testing
                                           wait=True, timeout=120, use_import=False)
                 print(image.id, image.status, image.hash_value)
                 """
-            let result = try await spawn(GlanceServer.venv + "/bin/python", ["-c", script, depot.url, GlanceServer.alice, file.path])
+            let result = try await spawn(await GlanceServer.venv + "/bin/python", ["-c", script, depot.url, GlanceServer.alice, file.path])
             let output = String(decoding: result.stdout, as: UTF8.self).split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
             #expect(result.status == 0)
             #expect(output.count == 3)

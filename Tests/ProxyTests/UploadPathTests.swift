@@ -35,7 +35,7 @@ import Testing
             let push = try await depot.settledPush(image.id)
             #expect(push.state == .done, "\(push.lastError ?? "")")
             try await expectGlanceHolds(glance.url, image.id, bytesOf: file.path)
-            let md5 = try await offThePool { [path = file.path] in try coreutilsDigest("md5sum", of: path) }
+            let md5 = try await coreutilsDigest("md5sum", of: file.path)
             #expect(try await glanceRecord(glance.url, image.id)["checksum"] as? String == md5)
 
             let late = try await download("\(depot.url)/v2/images/\(image.id)/file")
@@ -277,7 +277,7 @@ import Testing
 
         proxy.setFaults { $0.latency = nil }
         let second = try await DepotProcess.start(arguments)
-        defer { _ = second.stopBlocking() }
+        defer { second.stopBlocking() }
         let deadline = ContinuousClock.now + .seconds(60)
         var inGlance = try await glanceAsAlice(glance.url).showImage(image.id)
         while inGlance.status != "active", ContinuousClock.now < deadline {
@@ -377,8 +377,8 @@ func errorMessage(_ result: CurlResult) -> String {
     @Test(.enabled(if: rootTestsEnabled, "mounting a tmpfs needs root; CI=true runs it anyway, to fail"))
     func uploadsThatHitAFullDiskGet507AndLeaveNothing() async throws {
         let disk = TemporaryDirectory("depot-upload-enospc")
-        try run("/bin/mount", ["-t", "tmpfs", "-o", "size=8m", "tmpfs", disk.path])
-        defer { _ = try? run("/bin/umount", ["-l", disk.path]) }
+        try await run("/bin/mount", ["-t", "tmpfs", "-o", "size=8m", "tmpfs", disk.path])
+        defer { unmount(disk.path) }
         try await withDepot(glanceURL: glance.url, directory: disk) { depot in
             let large = try TestImageFile(megabytes: 12, seed: 73)
             let image = try await createImage(depot.url)

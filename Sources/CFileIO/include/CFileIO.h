@@ -8,13 +8,6 @@
 /// Returns 0 or -1 with errno set; a no-op returning 0 where the call does not exist.
 int depot_start_writeback(int fd, int64_t offset, int64_t length);
 
-#include <spawn.h>
-
-/// Makes a posix_spawn child close every descriptor from `lowest` up, so a long-lived child
-/// (a server) never holds the ends of pipes that belong to other children.
-/// Returns 0 or an errno value.
-int depot_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest);
-
 /// Lowers the calling thread's scheduling priority to `nice` (Linux: per thread), so
 /// background hashing yields the cores to request work. Returns 0 or -1 with errno set.
 int depot_set_thread_nice(int nice);
