@@ -119,27 +119,8 @@ public struct DepotConfiguration: Sendable, Equatable {
             case "data_dir": config.dataDirectory = try reader.string(entry)
             case "log_level": config.logLevel = try reader.logLevel(entry)
             case "admin_token": config.adminToken = try reader.string(entry)
-            case "cache":
-                for sub in try reader.map(entry) {
-                    switch sub.key {
-                    case "size": config.cacheSize = try reader.size(sub)
-                    case "high_watermark": config.highWatermark = try reader.fraction(sub)
-                    case "low_watermark": config.lowWatermark = try reader.fraction(sub)
-                    case "min_free_disk": config.minimumFreeDisk = try reader.size(sub)
-                    case "scrub_rate": config.scrubRate = try reader.rate(sub)
-                    case "scrub_interval": config.scrubInterval = try reader.duration(sub)
-                    default:
-                        throw reader.unknown(sub, in: "cache", known: ["size", "high_watermark", "low_watermark", "min_free_disk", "scrub_rate", "scrub_interval"])
-                    }
-                }
-            case "auth":
-                for sub in try reader.map(entry) {
-                    switch sub.key {
-                    case "decision_ttl": config.decisionTTL = try reader.duration(sub)
-                    case "offline_grace": config.offlineGrace = try reader.duration(sub)
-                    default: throw reader.unknown(sub, in: "auth", known: ["decision_ttl", "offline_grace"])
-                    }
-                }
+            case "cache": try config.readCache(reader.map(entry), reader)
+            case "auth": try config.readAuth(reader.map(entry), reader)
             case "upload_mode":
                 let mode = try reader.string(entry)
                 guard mode == "write-back" || mode == "write-through" else {
@@ -147,67 +128,12 @@ public struct DepotConfiguration: Sendable, Equatable {
                 }
                 config.uploadMode = mode
             case "max_upload_size": config.maxUploadSize = try reader.size(entry)
-            case "image_format":
-                for sub in try reader.map(entry) {
-                    switch sub.key {
-                    case "require_image_format_match": config.requireImageFormatMatch = try reader.bool(sub)
-                    case "gpt_safety_checks_nonfatal": config.gptSafetyChecksNonfatal = try reader.list(sub)
-                    default: throw reader.unknown(sub, in: "image_format", known: ["require_image_format_match", "gpt_safety_checks_nonfatal"])
-                    }
-                }
-            case "push":
-                for sub in try reader.map(entry) {
-                    switch sub.key {
-                    case "concurrency": config.pushConcurrency = try reader.positiveInteger(sub)
-                    case "initial_backoff": config.pushInitialBackoff = try reader.duration(sub)
-                    case "max_backoff": config.pushMaximumBackoff = try reader.duration(sub)
-                    case "action_wait": config.pushActionWait = try reader.positiveDuration(sub)
-                    default: throw reader.unknown(sub, in: "push", known: ["concurrency", "initial_backoff", "max_backoff", "action_wait"])
-                    }
-                }
-            case "limits":
-                for sub in try reader.map(entry) {
-                    switch sub.key {
-                    case "max_connections": config.maxConnections = try reader.positiveInteger(sub)
-                    case "header_timeout": config.headerTimeout = try reader.positiveDuration(sub)
-                    case "idle_timeout": config.idleTimeout = try reader.positiveDuration(sub)
-                    case "max_fills": config.maxFills = try reader.positiveInteger(sub)
-                    case "max_uploads": config.maxUploads = try reader.positiveInteger(sub)
-                    default:
-                        throw reader.unknown(sub, in: "limits", known: ["max_connections", "header_timeout", "idle_timeout", "max_fills", "max_uploads"])
-                    }
-                }
-            case "tls":
-                for sub in try reader.map(entry) {
-                    switch sub.key {
-                    case "certificate": config.tlsCertificate = try reader.string(sub)
-                    case "key": config.tlsKey = try reader.string(sub)
-                    default: throw reader.unknown(sub, in: "tls", known: ["certificate", "key"])
-                    }
-                }
-                guard (config.tlsCertificate == nil) == (config.tlsKey == nil) else {
-                    throw ConfigurationError(path: path, line: entry.line, message: "tls: needs both certificate: and key: (PEM files)")
-                }
-            case "multicloud":
-                for sub in try reader.map(entry) {
-                    switch sub.key {
-                    case "export_dir":
-                        let directory = try reader.string(sub)
-                        guard directory.hasPrefix("/") else { throw reader.error(sub, "expected an absolute path, e.g. /srv/depot-export") }
-                        config.multicloudExportDirectory = directory
-                    default: throw reader.unknown(sub, in: "multicloud", known: ["export_dir"])
-                    }
-                }
-            case "clouds":
-                guard case let .list(items) = entry.value else {
-                    throw ConfigurationError(path: path, line: entry.line, message: "clouds: must be a list of clouds (- owner: ...)")
-                }
-                for item in items {
-                    guard case let .map(fields) = item else {
-                        throw ConfigurationError(path: path, line: entry.line, message: "each cloud must be a map with owner:, region:, glance_url:")
-                    }
-                    config.clouds.append(try reader.cloud(fields))
-                }
+            case "image_format": try config.readImageFormat(reader.map(entry), reader)
+            case "push": try config.readPush(reader.map(entry), reader)
+            case "limits": try config.readLimits(reader.map(entry), reader)
+            case "tls": try config.readTLS(entry, reader)
+            case "multicloud": try config.readMulticloud(reader.map(entry), reader)
+            case "clouds": try config.readClouds(entry, reader)
             default:
                 throw reader.unknown(entry, in: nil, known: [
                     "listen", "data_dir", "log_level", "admin_token", "cache", "auth", "upload_mode", "max_upload_size", "image_format", "push",

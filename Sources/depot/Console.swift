@@ -95,9 +95,17 @@ final class Progress {
         }
     }
 
+    /// A rate from the first few milliseconds says little, unless a good part of the work is
+    /// done already (a fast disk finishes a whole `store put` within them): 50 ms, or an eighth.
+    private func sampleIsMeaningful(_ elapsed: Double) -> Bool {
+        guard done > 0, elapsed > 0 else { return false }
+        if elapsed > 0.05 { return true }
+        return total.map { done >= $0 / 8 } ?? false
+    }
+
     private func rateText(_ now: Double) -> String {
         let elapsed = now - started
-        guard elapsed > 0.05, done > 0 else { return "" }
+        guard sampleIsMeaningful(elapsed) else { return "" }
         let rate = Double(done) / elapsed
         switch unit {
         case .bytes: return ", \(formatBytes(UInt64(rate)))/s"
@@ -107,7 +115,7 @@ final class Progress {
 
     private func etaText(_ now: Double) -> String? {
         let elapsed = now - started
-        guard let total, done > 0, elapsed > 0.05, total >= done else { return nil }
+        guard let total, sampleIsMeaningful(elapsed), total >= done else { return nil }
         return Self.duration(Double(total - done) / (Double(done) / elapsed))
     }
 
