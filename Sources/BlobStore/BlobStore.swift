@@ -141,6 +141,9 @@ public final class BlobStore: Sendable {
         openBlobs.remove(digest)
         guard try POSIX.fileSize(path) != nil else { throw .notFound(digest) }
         try POSIX.unlink(path)
+        // Again after the unlink: a hit that opened the blob between the first drop and the
+        // unlink would otherwise keep the deleted file's blocks allocated in the cache.
+        openBlobs.remove(digest)
         try POSIX.fsyncDirectory(shardDirectories(for: digest).1)
     }
 
@@ -177,6 +180,7 @@ public final class BlobStore: Sendable {
         } catch .io(_, _, ENOENT) {
             throw .notFound(digest)
         }
+        openBlobs.remove(digest)  // again: a hit may have opened it just before the rename
         try POSIX.fsyncDirectory(quarantineRoot)
         try POSIX.fsyncDirectory(shardDirectories(for: digest).1)
         return target

@@ -8,7 +8,7 @@ import Synchronization
 /// path is the one it opened. Every lookup checks that with one `stat` of the path: the same
 /// device, inode and size, or the reader is dropped and the blob opened anew. A file truncated in
 /// place, replaced by another, or removed is therefore never served from a stale descriptor.
-/// Removal and quarantine through `BlobStore` drop the entry at once.
+/// Removal and quarantine through `BlobStore` drop the entry, before and after the file goes.
 ///
 /// At most `capacity` readers are kept; the least recently used goes first. A reader is a
 /// reference-counted object that closes its descriptor when the last holder lets go, so dropping
@@ -46,7 +46,7 @@ public final class OpenBlobCache: Sendable {
             let failure = errno
             remove(digest)
             if failure == ENOENT { throw .notFound(digest) }
-            throw .fromErrno("stat", path: path)
+            throw .fromErrno("stat", path: path, code: failure)
         }
         let device = UInt64(now.st_dev), inode = UInt64(now.st_ino), size = UInt64(now.st_size)
         let kept = state.withLock { state -> BlobReader? in
@@ -89,6 +89,11 @@ public final class OpenBlobCache: Sendable {
             return state.entries.removeValue(forKey: oldest)?.reader
         }
         _ = evicted
+        // An eviction may have unlinked the file between our open and the insert. It drops the
+        // entry after its unlink, so either it saw ours or the file's link count is 0 here: a
+        // deleted file is never kept, and its blocks are freed when this send ends.
+        var now = stat()
+        if Glibc.fstat(fd, &now) == 0, now.st_nlink == 0 { remove(digest) }
         return reader
     }
 
@@ -98,7 +103,7 @@ public final class OpenBlobCache: Sendable {
         _ = dropped
     }
 
-    /// Whether a reader of the blob is kept (for tests and the admin API).
+    /// Whether a reader of the blob is kept (for tests).
     public func contains(_ digest: Digest) -> Bool { state.withLock { $0.entries[digest] != nil } }
 
     /// Readers kept.

@@ -17,6 +17,8 @@ public final class AccessLog: Sendable {
         var bytes: [UInt8] = []
         var second: time_t = -1
         var timestamp = ""
+        /// Set once the writer has stopped: lines are written by the request that logs them.
+        var direct = false
     }
 
     /// Whether lines are written at all (the access logger's level lets `info` through).
@@ -62,7 +64,7 @@ public final class AccessLog: Sendable {
             line += message
             line += "\n"
             pending.bytes.append(contentsOf: line.utf8)
-            guard pending.bytes.count < limit else {
+            guard pending.bytes.count < limit, !pending.direct else {
                 defer { pending.bytes = [] }
                 return (pending.bytes, false)
             }
@@ -80,14 +82,21 @@ public final class AccessLog: Sendable {
         if !batch.isEmpty { Self.write(batch) }
     }
 
-    /// Writes batches as they form until the task is cancelled, then what is left.
+    /// Writes batches as they form until the task is cancelled, then what is left; from then on
+    /// each line is written as it is logged, so the requests a forced shutdown cuts short (after
+    /// the grace period every service is cancelled at once) still leave their lines.
     func run() async {
         for await _ in wakes {
             try? await Task.sleep(for: collection)
             flush()
             if Task.isCancelled { break }
         }
-        flush()
+        let rest = pending.withLock { pending in
+            pending.direct = true
+            defer { pending.bytes = [] }
+            return pending.bytes
+        }
+        if !rest.isEmpty { Self.write(rest) }
     }
 
     /// To stderr (descriptor 2, where `StreamLogHandler` writes its lines, one `write` each),

@@ -123,6 +123,9 @@ public final class DepotApplication: Sendable {
     /// Frees the server's event loops; call once the services have returned.
     public func close() async {
         await server.close()
+        // Lines of requests ended by the close, when the access log's service ran before them
+        // or never ran (a start-up failure).
+        handler.accessLog.flush()
         await disk.shutdown()
     }
 }
