@@ -6,34 +6,36 @@ import Synchronization
 /// Streams bytes into a temporary file while hashing them, then commits the blob atomically.
 ///
 /// SHA-256 is always computed (it names the blob); SHA-512 and MD5 are computed in the same pass
-/// when asked for. For large buffers the disk write and each hash run on separate threads, so
-/// ingest runs at the speed of the slowest of them rather than their sum. Writeback to disk is
-/// started every few MiB, so `commit`'s fsync does not have the whole file left to flush.
+/// when asked for. Bytes are staged a slot (1 MiB) at a time: each full slot is hashed on one
+/// lane per digest (`HashLanes`) while it is written to the file and the next one is staged, so
+/// ingest runs at the speed of the slowest hash rather than of the hashes and the write one
+/// after the other. Writeback to disk is started every few MiB, so `commit`'s fsync does not
+/// have the whole file left to flush.
 ///
 /// A writer is used by one thread at a time. Dropping it without `commit` discards the bytes.
 public final class BlobWriter {
     /// The temporary file the bytes go to until `commit`.
     public let temporaryPath: String
-    /// Bytes accepted so far.
+    /// Bytes in the temporary file so far. Bytes staged for the next slot are counted once it
+    /// is full, or at `flush` or `commit`.
     public private(set) var bytesWritten: UInt64 = 0
+    /// Bytes accepted by `write`, staged or in the file.
+    public private(set) var bytesAccepted: UInt64 = 0
 
     private let store: BlobStore
     private let expectation: BlobExpectation
-    private let hashers: [DigestHasher]
+    private let lanes: HashLanes
     private let fd: Int32
     private var isOpen = true
     private var writebackFrom: UInt64 = 0
 
-    /// Buffers smaller than this are written and hashed on the caller's thread: handing them
-    /// to other threads costs more than it saves.
-    static let parallelThreshold = 128 * 1024
     /// How much written data may wait before writeback is started for it.
     static let writebackInterval: UInt64 = 8 << 20
 
     init(store: BlobStore, expectation: BlobExpectation, extraAlgorithms: Set<DigestAlgorithm>) throws(BlobStoreError) {
         var algorithms = extraAlgorithms.union(expectation.digests.map(\.algorithm))
         algorithms.remove(.sha256)
-        self.hashers = [DigestHasher(.sha256)] + algorithms.sorted().map { DigestHasher($0) }
+        self.lanes = HashLanes(hashers: [DigestHasher(.sha256)] + algorithms.sorted().map { DigestHasher($0) })
         self.store = store
         self.expectation = expectation
         let name = String(UInt64.random(in: .min ... .max), radix: 16) + String(UInt32.random(in: .min ... .max), radix: 16)
@@ -55,31 +57,23 @@ public final class BlobWriter {
         if isOpen { discard() }
     }
 
-    /// Appends bytes. On any failure the temporary file is removed and the writer is closed.
+    /// Appends bytes. They reach the file a slot at a time (see `bytesWritten`). On any failure
+    /// the temporary file is removed and the writer is closed.
     public func write(_ buffer: UnsafeRawBufferPointer) throws(BlobStoreError) {
         guard isOpen else { throw .writerClosed(path: temporaryPath) }
         if buffer.isEmpty { return }
-        let total = bytesWritten + UInt64(buffer.count)
+        let total = bytesAccepted + UInt64(buffer.count)
         if let expected = expectation.size, total > expected {
             discard()
             throw .sizeMismatch(expected: expected, actual: total)
         }
         do {
-            if buffer.count >= Self.parallelThreshold {
-                try writeAndHashInParallel(buffer)
-            } else {
-                try POSIX.writeAll(fd, buffer, path: temporaryPath)
-                for hasher in hashers { hasher.update(buffer) }
-            }
+            try lanes.append(buffer) { (slot) throws(BlobStoreError) in try writeToFile(slot) }
         } catch {
             discard()
             throw error
         }
-        bytesWritten = total
-        if bytesWritten - writebackFrom >= Self.writebackInterval {
-            _ = depot_start_writeback(fd, Int64(writebackFrom), Int64(bytesWritten - writebackFrom))
-            writebackFrom = bytesWritten
-        }
+        bytesAccepted = total
     }
 
     /// Appends bytes from an array.
@@ -90,22 +84,24 @@ public final class BlobWriter {
         try result.get()
     }
 
-    private func writeAndHashInParallel(_ buffer: UnsafeRawBufferPointer) throws(BlobStoreError) {
-        let failure = Mutex<BlobStoreError?>(nil)
-        let lanes = UnsafeSendable((fd: fd, path: temporaryPath, hashers: hashers, buffer: buffer))
-        DispatchQueue.concurrentPerform(iterations: hashers.count + 1) { lane in
-            let work = lanes.value
-            if lane == 0 {
-                do throws(BlobStoreError) {
-                    try POSIX.writeAll(work.fd, work.buffer, path: work.path)
-                } catch {
-                    failure.withLock { $0 = $0 ?? error }
-                }
-            } else {
-                work.hashers[lane - 1].update(work.buffer)
-            }
+    /// Writes the staged bytes to the file, so that `bytesWritten` counts every byte accepted.
+    public func flush() throws(BlobStoreError) {
+        guard isOpen else { throw .writerClosed(path: temporaryPath) }
+        do {
+            try lanes.flush { (slot) throws(BlobStoreError) in try writeToFile(slot) }
+        } catch {
+            discard()
+            throw error
         }
-        if let error = failure.withLock({ $0 }) { throw error }
+    }
+
+    private func writeToFile(_ slot: UnsafeRawBufferPointer) throws(BlobStoreError) {
+        try POSIX.writeAll(fd, slot, path: temporaryPath)
+        bytesWritten += UInt64(slot.count)
+        if bytesWritten - writebackFrom >= Self.writebackInterval {
+            _ = depot_start_writeback(fd, Int64(writebackFrom), Int64(bytesWritten - writebackFrom))
+            writebackFrom = bytesWritten
+        }
     }
 
     /// Checks size and digests, makes the bytes durable, and moves them into place.
@@ -117,13 +113,12 @@ public final class BlobWriter {
     ///   before the store is looked at: a caller that must keep the blob (an upload) holds it
     ///   there, so that an eviction cannot remove the copy it is about to deduplicate against.
     public func commit(beforePublishing: (Digest) -> Void = { _ in }) throws(BlobStoreError) -> CommittedBlob {
-        guard isOpen else { throw .writerClosed(path: temporaryPath) }
+        try flush()
         defer { if isOpen { discard() } }
         if let expected = expectation.size, expected != bytesWritten {
             throw .sizeMismatch(expected: expected, actual: bytesWritten)
         }
-        var digests: [DigestAlgorithm: Digest] = [:]
-        for hasher in hashers { digests[hasher.algorithm] = hasher.finish() }
+        let digests = lanes.finish()
         for expected in expectation.digests {
             let actual = digests[expected.algorithm]!
             if actual != expected { throw .digestMismatch(expected: expected, actual: actual) }
@@ -161,7 +156,7 @@ public final class BlobWriter {
     }
 }
 
-/// Carries values into `concurrentPerform` lanes that only run while the caller waits.
+/// Carries values into hash lanes, which only read them while their owner keeps them alive.
 struct UnsafeSendable<Value>: @unchecked Sendable {
     let value: Value
     init(_ value: Value) { self.value = value }

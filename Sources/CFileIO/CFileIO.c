@@ -34,3 +34,10 @@ int depot_limit_malloc_arenas(int arenas) {
 #else
 int depot_limit_malloc_arenas(int arenas) { (void)arenas; return 0; }
 #endif
+
+#if defined(__linux__)
+#include <pthread.h>
+int depot_name_thread(const char *name) { return pthread_setname_np(pthread_self(), name); }
+#else
+int depot_name_thread(const char *name) { (void)name; return 0; }
+#endif

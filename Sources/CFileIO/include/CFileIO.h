@@ -18,4 +18,8 @@ int depot_set_thread_nice(int nice);
 /// Returns 0, or -1 when the setting was refused.
 int depot_limit_malloc_arenas(int arenas);
 
+/// Names the calling thread (at most 15 bytes show), for ps, top and perf. Returns 0 or an
+/// error number.
+int depot_name_thread(const char *name);
+
 #endif

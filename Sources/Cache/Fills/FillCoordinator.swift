@@ -116,16 +116,17 @@ final class FillCoordinator: Sendable {
         var deferredDigests: Digest?
         logger.info("fill started", metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "size": "\(fill.expectedSize)"])
         do {
-            // libcurl hands over tens of KiB at a time; whole batches let the writer hash its
-            // digests in parallel lanes instead of one after the other.
-            let batch = WriteBatch(capacity: Self.fillBatchBytes)
+            // The writer stages libcurl's chunks (tens of KiB) into 1 MiB slots: readers are
+            // advanced each time a slot reaches the file.
             _ = try await client.download(imageID: image.id, auth: .service) { buffer in
-                if try batch.append(buffer, to: box.writer) { fill.advance(to: box.writer.bytesWritten) }
+                let before = box.writer.bytesWritten
+                try box.writer.write(buffer)
+                if box.writer.bytesWritten != before { fill.advance(to: box.writer.bytesWritten) }
             }
             // fsync can take seconds for a large image: keep it off the cooperative pool.
             let result = await disk.run {
                 Result { () throws(BlobStoreError) in
-                    try batch.flush(to: box.writer)
+                    try box.writer.flush()
                     fill.advance(to: box.writer.bytesWritten)
                     return try box.writer.commit()
                 }
@@ -168,46 +169,6 @@ final class FillCoordinator: Sendable {
     /// The fill running for an image, if any.
     func runningFill(cloud: String, imageID: String) -> Fill? {
         fills.withLock { $0.flight(ImageKey(cloud: cloud, imageID: imageID)) }
-    }
-}
-
-/// Bytes a fill collects before writing them.
-extension FillCoordinator {
-    static let fillBatchBytes = 1 << 20
-}
-
-/// Collects a download's small pieces into whole batches for the writer; used by one thread.
-final class WriteBatch: @unchecked Sendable {
-    private let buffer: UnsafeMutableRawBufferPointer
-    private var count = 0
-
-    init(capacity: Int) { buffer = .allocate(byteCount: capacity, alignment: 64) }
-    deinit { buffer.deallocate() }
-
-    /// Adds bytes; writes the batch once full. Returns true when it wrote.
-    func append(_ bytes: UnsafeRawBufferPointer, to writer: BlobWriter) throws(BlobStoreError) -> Bool {
-        if count + bytes.count > buffer.count {
-            try flush(to: writer)
-            if bytes.count >= buffer.count {
-                try writer.write(bytes)
-                return true
-            }
-        }
-        if bytes.count > 0 {
-            UnsafeMutableRawBufferPointer(rebasing: buffer[count...]).copyMemory(from: bytes)
-            count += bytes.count
-        }
-        if count == buffer.count {
-            try flush(to: writer)
-            return true
-        }
-        return false
-    }
-
-    func flush(to writer: BlobWriter) throws(BlobStoreError) {
-        guard count > 0 else { return }
-        try writer.write(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
-        count = 0
     }
 }
 

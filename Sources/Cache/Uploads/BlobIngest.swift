@@ -14,7 +14,8 @@ public final class BlobIngest: Sendable {
     /// Set by `discard`: why the written bytes are removed instead of committed.
     private let discardReason = DiscardReason()
 
-    /// Bytes per write: large enough that the writer hashes its digests in parallel lanes.
+    /// Bytes per hop to the disk pool: a few of the writer's 1 MiB slots, so its hash lanes
+    /// are kept busy while the next batch arrives.
     static let batchSize = 4 << 20
 
     /// Opens a writer and starts writing what arrives.
