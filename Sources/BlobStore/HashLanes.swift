@@ -21,10 +21,14 @@ final class HashLanes: @unchecked Sendable {
     let hashers: [DigestHasher]
     private let lanes: [HashLane]
     private let drained = DispatchGroup()
-    /// Counts free slots, allocated or not.
-    private let freeSlots = DispatchSemaphore(value: slotCount)
-    /// Per slot, lanes still hashing it; free slots' indices.
-    private let state = Mutex<(pending: [Int], free: [Int])>((Array(repeating: 0, count: slotCount), []))
+    /// Per slot, lanes still hashing it; allocated slots that are free; whether the writer
+    /// waits for one.
+    private let state = Mutex<(pending: [Int], free: [Int], allocated: Int, writerWaits: Bool)>(
+        (Array(repeating: 0, count: slotCount), [], 0, false))
+    /// Wakes a writer waiting for a slot. Starts and ends at 0: libdispatch traps when a
+    /// semaphore is released below its initial value, as a writer dropped mid-slot would leave
+    /// a counting one.
+    private let slotFreed = DispatchSemaphore(value: 0)
     private var slots: [UnsafeMutableRawBufferPointer] = []
     /// The slot being filled and how many bytes it holds.
     private var current: (index: Int, count: Int)?
@@ -82,21 +86,36 @@ final class HashLanes: @unchecked Sendable {
     }
 
     private func hashed(slot index: Int) {
-        let free = state.withLock { s in
+        let wake = state.withLock { s in
             s.pending[index] -= 1
-            if s.pending[index] == 0 { s.free.append(index) }
-            return s.pending[index] == 0
+            guard s.pending[index] == 0 else { return false }
+            s.free.append(index)
+            defer { s.writerWaits = false }
+            return s.writerWaits
         }
-        if free { freeSlots.signal() }
+        if wake { slotFreed.signal() }
         drained.leave()
     }
 
     private func takeSlot() -> Int {
-        freeSlots.wait()
-        if let index = state.withLock({ $0.free.popLast() }) { return index }
-        // Every slot handed out so far is still in use: a new one (there is room, or the
-        // semaphore would not have let us through).
-        slots.append(.allocate(byteCount: Self.slotBytes, alignment: 64))
-        return slots.count - 1
+        while true {
+            enum Next { case reuse(Int), allocate, wait }
+            let next = state.withLock { s -> Next in
+                if let index = s.free.popLast() { return .reuse(index) }
+                if s.allocated < Self.slotCount {
+                    s.allocated += 1
+                    return .allocate
+                }
+                s.writerWaits = true
+                return .wait
+            }
+            switch next {
+            case let .reuse(index): return index
+            case .allocate:
+                slots.append(.allocate(byteCount: Self.slotBytes, alignment: 64))
+                return slots.count - 1
+            case .wait: slotFreed.wait()
+            }
+        }
     }
 }
