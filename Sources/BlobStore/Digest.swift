@@ -30,6 +30,36 @@ public enum DigestAlgorithm: String, Sendable, CaseIterable, Codable, Comparable
     }
 }
 
+/// The SHA-256 of a secret, kept instead of the secret where a table must recognise it again
+/// (a token's cached decisions) without holding it: 32 bytes as 4 words, hashed and compared
+/// without a hex string.
+public struct SecretFingerprint: Hashable, Sendable {
+    private let words: (UInt64, UInt64, UInt64, UInt64)
+
+    /// Hashes `secret`'s UTF-8 in one call (`EVP_Digest`).
+    public init(_ secret: String) {
+        var secret = secret
+        var words: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        secret.withUTF8 { bytes in
+            withUnsafeMutableBytes(of: &words) { out in
+                var length: UInt32 = 0
+                let ok = EVP_Digest(bytes.baseAddress, bytes.count, out.baseAddress!.assumingMemoryBound(to: UInt8.self), &length, DigestAlgorithm.sha256.evp, nil)
+                precondition(ok == 1 && length == 32, "EVP_Digest(SHA-256) failed; is libcrypto's default provider available?")
+            }
+        }
+        self.words = words
+    }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.words.0 == rhs.words.0 && lhs.words.1 == rhs.words.1 && lhs.words.2 == rhs.words.2 && lhs.words.3 == rhs.words.3
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        // A cryptographic hash's bits are uniform already: one word is enough for a table.
+        hasher.combine(words.0)
+    }
+}
+
 /// EVP_MD objects fetched from the default provider at first use and kept for the process.
 private enum FetchedAlgorithms {
     nonisolated(unsafe) static let sha256 = EVP_MD_fetch(nil, "SHA256", nil) ?? EVP_sha256()

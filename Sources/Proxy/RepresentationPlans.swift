@@ -11,10 +11,29 @@ extension Representation {
     /// The tag is Glance's hash of the bytes, which an image keeps for life (images are
     /// immutable once active), so a validator a client holds stays true on every path.
     init(image: GlanceImage) {
-        let tag = [image.osHashValue, image.checksum].lazy.compactMap { $0 }.first { value in
-            !value.isEmpty && value.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) || ($0 >= 65 && $0 <= 70) }
+        let checksum = image.checksum
+        self.init(size: image.size ?? 0, entityTag: Self.entityTag(hex: image.osHashValue) ?? Self.entityTag(hex: checksum), contentMD5: checksum)
+    }
+
+    /// `hex` lowercased and quoted; nil unless it is non-empty hex. Built in one pass: every
+    /// hit on the event loop plans with it.
+    static func entityTag(hex: String?) -> String? {
+        guard var hex, !hex.isEmpty else { return nil }
+        let tag = hex.withUTF8 { bytes in
+            String(unsafeUninitializedCapacity: bytes.count + 2) { out in
+                out[0] = UInt8(ascii: "\"")
+                for (i, c) in bytes.enumerated() {
+                    switch c {
+                    case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "f"): out[i + 1] = c
+                    case UInt8(ascii: "A")...UInt8(ascii: "F"): out[i + 1] = c + 32
+                    default: return 0
+                    }
+                }
+                out[bytes.count + 1] = UInt8(ascii: "\"")
+                return bytes.count + 2
+            }
         }
-        self.init(size: image.size ?? 0, entityTag: tag.map { "\"\($0.lowercased())\"" }, contentMD5: image.checksum)
+        return tag.isEmpty ? nil : tag
     }
 }
 

@@ -25,7 +25,7 @@ final class Authorizer: Sendable {
 
     /// Per token (hashed) and image.
     private struct DecisionKey: Hashable {
-        var tokenHash: String
+        var token: SecretFingerprint
         var image: ImageKey
     }
 
@@ -138,7 +138,7 @@ final class Authorizer: Sendable {
 
     private func decisionKey(token: String, cloud: String, imageID: String) -> DecisionKey {
         // Hash the token: the table must not become a list of live credentials.
-        DecisionKey(tokenHash: Digest.of(Array(token.utf8), algorithm: .sha256).hex, image: ImageKey(cloud: cloud, imageID: imageID))
+        DecisionKey(token: SecretFingerprint(token), image: ImageKey(cloud: cloud, imageID: imageID))
     }
 
     private func noteOutage(cloud: String, error: GlanceError) {
