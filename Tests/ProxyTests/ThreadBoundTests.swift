@@ -14,11 +14,12 @@ import Testing
 
     /// What `depot serve` may run, whatever the load: the main thread, NIO's event loops and
     /// file-read pool (one per core, at least 2), Swift's cooperative pool (one per core), the
-    /// disk pools (`max(4, cores)` + 2 + 1 for evictions), the transfer loop, GCD's workers for the writer's
-    /// parallel hashing (one per core), and a margin of 8 for the runtime's own.
+    /// disk pools (`max(4, cores)` + 2 + 1 for evictions), the transfer loop, `HashPool`'s
+    /// threads for the writers' hash lanes (one per core, at least 2), and a margin of 8 for the
+    /// runtime's own.
     static var bound: Int {
         let cores = ProcessInfo.processInfo.activeProcessorCount
-        return 1 + 2 * max(2, cores) + cores + max(4, cores) + 2 + 1 + 1 + cores + 8
+        return 1 + 2 * max(2, cores) + cores + max(4, cores) + 2 + 1 + 1 + max(2, cores) + 8
     }
 
     @Test func sixtyFourColdFillsAndSixteenUploadsRunOnAFixedNumberOfThreads() async throws {
