@@ -125,12 +125,4 @@ public final class BlobReader: Sendable {
         try forEachChunk { hasher.update($0) }
         return hasher.finish()
     }
-
-    /// A new descriptor for the same open file, for a sender that takes ownership
-    /// (SwiftNIO's `NIOFileHandle` closes what it is given).
-    public func duplicateDescriptor() throws(BlobStoreError) -> Int32 {
-        let fd = fcntl(fileDescriptor, F_DUPFD_CLOEXEC, 0)
-        guard fd >= 0 else { throw .fromErrno("dup", path: path) }
-        return fd
-    }
 }

@@ -99,7 +99,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler {
         for part in parts.dropLast() { context.write(wrapOutboundOut(part), promise: nil) }
         let completion = response.completion
         let written = endWritten(context, promise: nil)
-        written.futureResult.whenComplete { _ in
+        // On the event loop, where the future completes: the response need not be Sendable.
+        written.futureResult.assumeIsolated().whenComplete { _ in
             planned.release()
             completion()
         }

@@ -51,10 +51,10 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
               let representationRequest = RepresentationRequest(head),
               let (image, digest) = cache.knownHit(token: head.headers.first(name: "x-auth-token"), cloud: cloud, imageID: imageID),
               // A blob that does not match its record is left to the async path to quarantine.
-              let reader = cache.openForHit(digest, size: image.size ?? 0, quarantineOnMismatch: false),
-              let hit = try? HitResponse(
-                plan: ResponsePlan(representationRequest, for: Representation(image: image)), version: head.version, reader: reader, allocator: allocator)
+              let reader = cache.openForHit(digest, size: image.size ?? 0, quarantineOnMismatch: false)
         else { return nil }
+        let hit = HitResponse(
+            plan: ResponsePlan(representationRequest, for: Representation(image: image)), version: head.version, reader: reader, allocator: allocator)
         cache.touch(digest)
         cache.beginRead(digest)
         let started = ContinuousClock.now

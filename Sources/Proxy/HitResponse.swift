@@ -14,7 +14,7 @@ extension PlannedResponse {
     /// The plan's head, its literal parts as bytes and its representation ranges as zero-copy
     /// regions of the blob.
     /// - Precondition: `reader` holds the representation the plan was made for (same size).
-    init(plan: ResponsePlan, version: HTTPVersion, reader: BlobReader, allocator: ByteBufferAllocator) throws {
+    init(plan: ResponsePlan, version: HTTPVersion, reader: BlobReader, allocator: ByteBufferAllocator) {
         var handle: NIOFileHandle?
         var body: [IOData] = []
         for segment in plan.body {

@@ -76,7 +76,7 @@ struct ImageFileResponder {
         cache.beginRead(reader.digest)
         defer { cache.endRead(reader.digest) }
         do {
-            try await response.send(try HitResponse(plan: plan, version: request.head.version, reader: reader, allocator: response.allocator))
+            try await response.send(HitResponse(plan: plan, version: request.head.version, reader: reader, allocator: response.allocator))
         } catch {
             response.abort()
         }
