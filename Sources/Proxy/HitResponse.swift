@@ -25,12 +25,24 @@ extension PlannedResponse {
                 // Borrows the reader's descriptor (no dup): the reader is kept open between
                 // hits and stays alive until `release()`.
                 if handle == nil { handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: reader.fileDescriptor) }
-                body.append(.fileRegion(FileRegion(fileHandle: handle!, readerIndex: Int(range.lowerBound), endIndex: Int(range.upperBound) + 1)))
+                var start = Int(range.lowerBound)
+                let end = Int(range.upperBound) + 1
+                while start < end {
+                    let next = min(end, start + Self.regionBytes)
+                    body.append(.fileRegion(FileRegion(fileHandle: handle!, readerIndex: start, endIndex: next)))
+                    start = next
+                }
             }
         }
         let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: plan.status), headers: plan.httpHeaders(cacheResult: "hit"))
         self.init(head: head, body: body, handle: handle, descriptorOwner: reader, cacheResult: "hit")
     }
+
+    /// The most one file region sends (nginx's `sendfile_max_chunk` default). The idle timeout
+    /// counts a write as progress when it completes, and a region completes only once all its
+    /// bytes are sent: a whole image in one region made a download longer than
+    /// `limits.idle_timeout` (a large image, a slow link) look idle, and it was cut off.
+    static let regionBytes = 2 << 20
 }
 
 /// `depot_http_requests_total` and `depot_http_request_duration_seconds` of the fast path
