@@ -20,7 +20,7 @@ public final class BlobWriter {
     /// is full, or at `flush` or `commit`.
     public private(set) var bytesWritten: UInt64 = 0
     /// Bytes accepted by `write`, staged or in the file.
-    public private(set) var bytesAccepted: UInt64 = 0
+    private var bytesAccepted: UInt64 = 0
 
     private let store: BlobStore
     private let expectation: BlobExpectation

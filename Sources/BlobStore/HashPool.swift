@@ -6,10 +6,10 @@ import Synchronization
 /// The threads that run hash lanes: one per core, started on first use and kept for the
 /// process.
 ///
-/// Not libdispatch's global pool: on Linux Swift concurrency's tasks run on it, and lanes that
-/// held its threads for a millisecond per slot kept the tasks that feed them (a fill's download
-/// loop) from running, so the lanes waited for bytes half the time. The pool's size bounds the
-/// threads that hash, however many writers there are.
+/// Not libdispatch's global pool, which Swift concurrency's tasks share on Linux: a lane holds
+/// a thread for about a millisecond per slot (SHA-512 of 1 MiB), a millisecond in which no task
+/// could run there. The pool's size bounds the threads that hash, however many writers there
+/// are.
 final class HashPool: @unchecked Sendable {
     static let shared = HashPool(threads: max(2, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
 
