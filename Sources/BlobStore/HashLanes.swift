@@ -17,7 +17,10 @@ import Synchronization
 /// never blocking.
 final class HashLanes: @unchecked Sendable {
     static let slotBytes = 1 << 20
-    static let slotCount = 3
+    /// Two: one being hashed while the writer fills the other. Every running fill and upload
+    /// holds up to this many slots, so it bounds their memory (`limits.max_fills` 32 fills:
+    /// 64 MiB at most).
+    static let slotCount = 2
 
     let hashers: [DigestHasher]
     private let lanes: [HashLane]
