@@ -41,19 +41,21 @@ public final class BlobIngest: Sendable {
         do {
             var ended = false
             while !ended {
-                // Fill a whole batch when bytes are queued; write what there is at the end.
-                var batch: [UInt8] = []
-                batch.reserveCapacity(batchSize)
-                while batch.count < batchSize {
-                    guard let chunks = try await stream.next(upTo: batchSize - batch.count) else {
+                // Gather a whole batch of chunks when bytes are queued; write what there is at
+                // the end. The chunks are not joined: the writer copies them into its slots.
+                var batch: [[UInt8]] = []
+                var batched = 0
+                while batched < batchSize {
+                    guard let chunks = try await stream.next(upTo: batchSize - batched) else {
                         ended = true
                         break
                     }
-                    for chunk in chunks { batch += chunk }
+                    batch += chunks
+                    for chunk in chunks { batched += chunk.count }
                 }
-                guard !batch.isEmpty else { continue }
+                guard batched > 0 else { continue }
                 let full = batch
-                let written = await disk.run { Result { () throws(BlobStoreError) in try writer.writer.write(full) } }
+                let written = await disk.run { Result { () throws(BlobStoreError) in for chunk in full { try writer.writer.write(chunk) } } }
                 if case let .failure(error) = written {
                     stream.cancel()
                     await disk.run { writer.writer.abort() }
