@@ -12,6 +12,12 @@ struct DiskFullTests {
             try await run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(kibibytes)k", "tmpfs", dir.path])
         }
         deinit { unmount(dir.path) }
+        /// Bytes an ordinary write can still use (statvfs).
+        var freeBytes: Int {
+            var stats = statvfs()
+            guard statvfs(dir.path, &stats) == 0 else { return 0 }
+            return Int(stats.f_bavail) * Int(stats.f_frsize)
+        }
     }
 
     @Test func streamingPastTheEndOfTheDiskLeavesNothing() async throws {
@@ -26,7 +32,15 @@ struct DiskFullTests {
         #expect(error?.description.contains("disk full") == true)
         #expect(fs.dir.files(under: "data/tmp").isEmpty)
         #expect(fs.dir.files(under: "data/blobs").isEmpty)
-        // The space is back: a blob that fits still commits.
+        // The space comes back: a blob that fits still commits. Another test's child process
+        // can share the descriptor between its fork and its exec (the table is copied whole;
+        // close-on-exec takes effect only at exec), and tmpfs frees the pages when the last
+        // holder lets go, so the space is waited for rather than assumed at once.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while fs.freeBytes < chunk.count + (64 << 10), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(fs.freeBytes >= chunk.count, "the failed writer's space was given back: \(fs.freeBytes) bytes free")
         let small = try store.makeWriter()
         try small.write(chunk)
         #expect(store.contains(try small.commit().digest))
