@@ -103,6 +103,7 @@ let package = Package(
         .target(
             name: "HTTPCore",
             dependencies: [
+                "CFileIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

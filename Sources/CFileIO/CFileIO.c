@@ -41,3 +41,24 @@ int depot_name_thread(const char *name) { return pthread_setname_np(pthread_self
 #else
 int depot_name_thread(const char *name) { (void)name; return 0; }
 #endif
+
+#if defined(__linux__)
+// Linux's own definition, not glibc's older copy in <netinet/tcp.h>, which stops before the
+// byte counters.
+#include <linux/tcp.h>
+#include <stddef.h>
+#include <string.h>
+_Static_assert(sizeof(struct tcp_info) <= sizeof(depot_tcp_info), "depot_tcp_info holds struct tcp_info");
+
+void depot_tcp_info_progress(const depot_tcp_info *info, uint64_t *bytes_acked, uint64_t *bytes_received) {
+    const char *bytes = (const char *)info;
+    memcpy(bytes_acked, bytes + offsetof(struct tcp_info, tcpi_bytes_acked), sizeof(uint64_t));
+    memcpy(bytes_received, bytes + offsetof(struct tcp_info, tcpi_bytes_received), sizeof(uint64_t));
+}
+#else
+void depot_tcp_info_progress(const depot_tcp_info *info, uint64_t *bytes_acked, uint64_t *bytes_received) {
+    (void)info;
+    *bytes_acked = 0;
+    *bytes_received = 0;
+}
+#endif

@@ -33,19 +33,6 @@ final class AbsoluteFormTarget: ChannelInboundHandler, Sendable {
     }
 }
 
-/// Closes a connection that has been idle (no reads or writes) for the idle timeout.
-final class IdleConnectionCloser: ChannelInboundHandler, Sendable {
-    typealias InboundIn = NIOAny
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent {
-            context.close(promise: nil)
-        } else {
-            context.fireUserInboundEventTriggered(event)
-        }
-    }
-}
-
 /// Answers a connection over the limit with 503 and closes it, without parsing its request.
 final class ConnectionRefuser: ChannelInboundHandler, Sendable {
     typealias InboundIn = ByteBuffer

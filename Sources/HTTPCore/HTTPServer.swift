@@ -30,8 +30,9 @@ public struct ServerLimits: Sendable, Equatable {
     /// the previous response's last byte: slowloris clients and idle keep-alive connections
     /// are closed then.
     public var headerTimeout = TimeAmount.seconds(60)
-    /// A connection with no traffic either way for this long is closed (a stalled body or a
-    /// client that stopped reading).
+    /// A connection with no progress either way for this long (no byte received, none of
+    /// Depot's acknowledged) is closed: a stalled body, a client that stopped reading, an idle
+    /// keep-alive connection. Checked a few times per timeout (`IdleWatchStateMachine`).
     public var idleTimeout = TimeAmount.seconds(120)
 
     public init() {}
@@ -149,9 +150,8 @@ public final class HTTPServer: Sendable {
                         try channel.pipeline.syncOperations.addHandler(ConnectionRefuser(limit: limits.maximumConnections))
                         return .refused
                     }
+                    try channel.pipeline.syncOperations.addHandler(IdleConnectionWatch(timeout: limits.idleTimeout))
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
-                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: limits.idleTimeout))
-                    try channel.pipeline.syncOperations.addHandler(IdleConnectionCloser())
                     // Parse errors are answered in `serve`, which knows whether a response is
                     // already under way (NIO's own error handler would write a second one).
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)

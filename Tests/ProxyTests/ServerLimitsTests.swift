@@ -63,7 +63,7 @@ import Testing
     }
 
     /// The idle timeout closes a connection on which nothing moves, not one whose response is
-    /// still going out: a hit is written a region at a time, and each region sent is progress.
+    /// still going out: bytes the client acknowledges are progress, however long one write is.
     @Test func aHitLongerThanTheIdleTimeoutIsNotCutOff() async throws {
         var limits = ServerLimits()
         // curl's --limit-rate reads in bursts and then sleeps; with loopback's socket buffers
@@ -84,6 +84,51 @@ import Testing
             let range = try await curl(url, token: GlanceServer.alice, ["--limit-rate", "8M", "-r", "1000-25166823"])
             #expect(range.status == 206)
             #expect(range.body == Array(bytes[1000...25_166_823]), "the whole range arrived: \(range.body.count) bytes")
+        }
+    }
+
+    /// An idle keep-alive connection and a client that stops reading mid-download are both
+    /// closed once nothing has moved for the idle timeout; the header timeout is set far off,
+    /// so the close is the idle watch's.
+    @Test func idleAndStalledConnectionsAreClosedAtTheIdleTimeout() async throws {
+        var limits = ServerLimits()
+        limits.idleTimeout = .seconds(2)
+        limits.headerTimeout = .seconds(60)
+        try await withDepot(glanceURL: glance.url, limits: limits) { depot in
+            let bytes = pseudoRandomBytes(count: 40 << 20, seed: 74)
+            let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+            let warm = try await curl("\(depot.url)/v2/images/\(image.id)/file")
+            #expect(warm.status == 200 && warm.body == bytes)
+            let port = depot.port
+            let request = "GET /v2/images/\(image.id)/file HTTP/1.1\r\nHost: depot\r\nX-Auth-Token: \(GlanceServer.alice)\r\n\r\n"
+            let (idle, stalledFD, stallStart) = try await offThePool { () throws -> ((Duration, Bool), Int32, ContinuousClock.Instant) in
+                // Idle: one answered request, then nothing either way.
+                let idleFD = try connectLoopback(port: port)
+                defer { close(idleFD) }
+                sendAll(idleFD, Array("GET /healthz HTTP/1.1\r\nHost: depot\r\n\r\n".utf8))
+                let answer = readOneResponse(idleFD, deadline: .now + .seconds(10))
+                #expect(String(decoding: answer.bytes, as: UTF8.self).hasPrefix("HTTP/1.1 200"))
+                let idleStart = ContinuousClock.now
+                let idleEnd = readUntilClosed(idleFD, deadline: idleStart + .seconds(10))
+                let idle = (ContinuousClock.now - idleStart, idleEnd.closed)
+                // Stalled: a 40 MiB hit asked for, its first bytes read, then no more reading.
+                let stalledFD = try connectLoopback(port: port, receiveBuffer: 64 << 10)
+                sendAll(stalledFD, Array(request.utf8))
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                #expect(recv(stalledFD, &buffer, buffer.count, 0) > 0, "the hit started")
+                return (idle, stalledFD, ContinuousClock.now)
+            }
+            defer { close(stalledFD) }
+            #expect(idle.1, "the idle connection was closed")
+            #expect(idle.0 >= .milliseconds(1900) && idle.0 < .seconds(5), "closed after \(idle.0), for a timeout of 2 s")
+            // The stalled client's window is closed, so it will not see the close until it
+            // reads: Depot's count of open connections shows it.
+            while depot.server.openConnections != 0, ContinuousClock.now - stallStart < .seconds(10) {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let stalledFor = ContinuousClock.now - stallStart
+            #expect(depot.server.openConnections == 0, "the client that stopped reading was closed")
+            #expect(stalledFor >= .milliseconds(1900) && stalledFor < .seconds(5), "closed after \(stalledFor), for a timeout of 2 s")
         }
     }
 

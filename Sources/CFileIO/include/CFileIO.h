@@ -22,4 +22,14 @@ int depot_limit_malloc_arenas(int arenas);
 /// error number.
 int depot_name_thread(const char *name);
 
+/// Room for Linux's `struct tcp_info` as getsockopt(IPPROTO_TCP, TCP_INFO) fills it: the
+/// kernel writes at most this many bytes, and a kernel with a shorter struct leaves the rest
+/// as the caller set it (zero).
+typedef struct { uint64_t words[40]; } depot_tcp_info;
+
+/// The bytes a TCP connection's peer has acknowledged and the bytes received from it, read
+/// from a `depot_tcp_info` (`tcpi_bytes_acked`, `tcpi_bytes_received`, Linux 4.1 and later;
+/// 0 where the kernel did not fill them).
+void depot_tcp_info_progress(const depot_tcp_info *info, uint64_t *bytes_acked, uint64_t *bytes_received);
+
 #endif

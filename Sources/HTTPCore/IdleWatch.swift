@@ -1,0 +1,168 @@
+import CFileIO
+import Glibc
+import NIOCore
+
+/// Decides when a connection has been idle for the idle timeout (`limits.idle_timeout`): no
+/// byte received from the client and none of Depot's bytes acknowledged by it. A value: the
+/// owner (`IdleConnectionWatch`) samples the connection's progress counters on a timer and feeds
+/// them in, and carries out the returned action.
+///
+/// Progress is what the client's side of the socket shows, not when Depot's writes complete: a
+/// write completes only once its last byte has left, so a hit sent as one long write looked idle
+/// for the whole transfer and a slow download was cut off while its bytes flowed. A client that
+/// stops reading stops acknowledging, so it is still closed after the timeout, as nginx's
+/// `send_timeout` closes it.
+///
+/// The check runs every quarter of the timeout and at the moment the timeout would run out, so
+/// a connection is closed between 1 and 1.25 timeouts after its last progress.
+struct IdleWatchStateMachine: Sendable {
+    /// A connection's counters, compared as a whole: any change is progress.
+    struct Progress: Equatable, Sendable {
+        /// Bytes the peer acknowledged (TCP_INFO `tcpi_bytes_acked`; 0 where unknown).
+        var bytesAcknowledged: UInt64 = 0
+        /// Bytes received from the peer (TCP_INFO `tcpi_bytes_received`; 0 where unknown).
+        var bytesReceived: UInt64 = 0
+        /// Reads the pipeline delivered: progress on channels that are not TCP sockets.
+        var reads: UInt64 = 0
+    }
+
+    enum Action: Equatable {
+        /// Sample again after this long.
+        case checkAgain(after: TimeAmount)
+        /// The connection has been idle for the timeout: close it.
+        case close
+    }
+
+    let timeout: TimeAmount
+    private var last: Progress
+    private var lastChange: NIODeadline
+
+    /// - Parameters:
+    ///   - timeout: idle time after which the connection is closed; positive.
+    ///   - now: the connection's start, which counts as progress.
+    init(timeout: TimeAmount, now: NIODeadline, progress: Progress) {
+        self.timeout = timeout
+        self.last = progress
+        self.lastChange = now
+    }
+
+    /// How long the owner waits before its first sample.
+    var firstCheck: TimeAmount { Self.interval(timeout) }
+
+    /// A sample of the counters taken at `now`.
+    mutating func checked(now: NIODeadline, progress: Progress) -> Action {
+        if progress != last {
+            last = progress
+            lastChange = now
+        }
+        let idle = now - lastChange
+        if idle >= timeout { return .close }
+        return .checkAgain(after: min(Self.interval(timeout), timeout - idle))
+    }
+
+    private static func interval(_ timeout: TimeAmount) -> TimeAmount {
+        max(.nanoseconds(timeout.nanoseconds / 4), .milliseconds(1))
+    }
+}
+
+/// Closes a connection that has been idle for the idle timeout (see `IdleWatchStateMachine`).
+/// It costs nothing per request: a read adds one to a counter, writes pass it by, and a timer
+/// reads the socket's `TCP_INFO` a few times per timeout. Put it first in the pipeline, so
+/// that reads are counted as they arrive (before TLS).
+final class IdleConnectionWatch: ChannelInboundHandler {
+    typealias InboundIn = NIOAny
+
+    /// Reads a connection's TCP counters; nil where the channel has none (not a TCP socket).
+    typealias CounterSource = (Channel) -> (bytesAcknowledged: UInt64, bytesReceived: UInt64)?
+
+    private let timeout: TimeAmount
+    private let counters: CounterSource
+    private var machine: IdleWatchStateMachine?
+    private var reads: UInt64 = 0
+    private var timer: Scheduled<Void>?
+
+    /// - Parameter counters: where TCP progress comes from; the socket's `TCP_INFO` by default
+    ///   (tests give their own).
+    init(timeout: TimeAmount, counters: @escaping CounterSource = IdleConnectionWatch.tcpCounters) {
+        self.timeout = timeout
+        self.counters = counters
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { start(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        start(context)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        reads &+= 1
+        context.fireChannelRead(data)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        stop()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        stop()
+    }
+
+    private func start(_ context: ChannelHandlerContext) {
+        guard machine == nil else { return }
+        let machine = IdleWatchStateMachine(timeout: timeout, now: context.eventLoop.now, progress: progress(context))
+        schedule(machine.firstCheck, context)
+        self.machine = machine
+    }
+
+    private func stop() {
+        timer?.cancel()
+        timer = nil
+    }
+
+    private func progress(_ context: ChannelHandlerContext) -> IdleWatchStateMachine.Progress {
+        let tcp = counters(context.channel)
+        return .init(bytesAcknowledged: tcp?.bytesAcknowledged ?? 0, bytesReceived: tcp?.bytesReceived ?? 0, reads: reads)
+    }
+
+    private func schedule(_ delay: TimeAmount, _ context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: delay) {
+            let (watch, context) = loopBound.value
+            watch.check(context)
+        }
+    }
+
+    private func check(_ context: ChannelHandlerContext) {
+        guard timer != nil, var machine else { return }
+        let action = machine.checked(now: context.eventLoop.now, progress: progress(context))
+        self.machine = machine
+        switch action {
+        case let .checkAgain(after):
+            schedule(after, context)
+        case .close:
+            timer = nil
+            context.close(promise: nil)
+        }
+    }
+
+    /// The socket's acknowledged and received byte counts from `TCP_INFO`, read on the event
+    /// loop (one getsockopt); nil for a channel that is not a socket or when the call fails.
+    static func tcpCounters(_ channel: Channel) -> (bytesAcknowledged: UInt64, bytesReceived: UInt64)? {
+        guard let socket = channel as? SocketOptionProvider else { return nil }
+        let info: EventLoopFuture<depot_tcp_info> = socket.unsafeGetSocketOption(
+            level: SocketOptionLevel(IPPROTO_TCP), name: SocketOptionName(TCP_INFO))
+        // On the channel's own event loop the option is read at once and the future is
+        // already complete, so its callback runs before this returns.
+        var counters: (bytesAcknowledged: UInt64, bytesReceived: UInt64)?
+        info.assumeIsolated().whenSuccess { value in
+            var acknowledged: UInt64 = 0, received: UInt64 = 0
+            withUnsafePointer(to: value) { depot_tcp_info_progress($0, &acknowledged, &received) }
+            counters = (acknowledged, received)
+        }
+        return counters
+    }
+}
