@@ -18,7 +18,12 @@ public struct PlannedResponse {
     ///   `release()`); else the object that does, kept alive until `release()`.
     /// - Precondition: `parts` starts with a head and ends with an end.
     public init(head: HTTPResponseHead, body: [IOData], handle: NIOFileHandle?, descriptorOwner: (AnyObject & Sendable)? = nil, cacheResult: String?) {
-        self.parts = [.head(head)] + body.map { .body($0) } + [.end(nil)]
+        var parts: [HTTPServerResponsePart] = []
+        parts.reserveCapacity(body.count + 2)
+        parts.append(.head(head))
+        for data in body { parts.append(.body(data)) }
+        parts.append(.end(nil))
+        self.parts = parts
         self.handle = handle
         self.descriptorOwner = descriptorOwner
         self.cacheResult = cacheResult

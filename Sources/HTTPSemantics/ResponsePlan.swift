@@ -78,7 +78,11 @@ public struct ResponsePlan: Sendable, Equatable {
     /// Plans the response to `request` for `representation`.
     public init(_ request: RepresentationRequest, for representation: Representation) {
         let size = representation.size
-        var headers = [HeaderField("content-type", "application/octet-stream"), HeaderField("accept-ranges", "bytes")]
+        // Room for every field a plan adds (a literal of two would grow twice on each hit).
+        var headers: [HeaderField] = []
+        headers.reserveCapacity(6)
+        headers.append(HeaderField("content-type", "application/octet-stream"))
+        headers.append(HeaderField("accept-ranges", "bytes"))
         if let md5 = representation.contentMD5 { headers.append(HeaderField("content-md5", md5)) }
         if let etag = representation.entityTag { headers.append(HeaderField("etag", etag)) }
         if ConditionalRequest.noneMatchMatches(request.ifNoneMatch, etag: representation.entityTag) {

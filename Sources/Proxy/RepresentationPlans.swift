@@ -56,8 +56,10 @@ extension RepresentationRequest {
 extension ResponsePlan {
     /// The plan's header fields, then where the bytes come from (`x-depot-cache`).
     func httpHeaders(cacheResult: String) -> HTTPHeaders {
-        var headers = HTTPHeaders(headers.map { ($0.name, $0.value) })
-        headers.add(name: "x-depot-cache", value: cacheResult)
-        return headers
+        var fields: [(String, String)] = []
+        fields.reserveCapacity(headers.count + 1)
+        for field in headers { fields.append((field.name, field.value)) }
+        fields.append(("x-depot-cache", cacheResult))
+        return HTTPHeaders(fields)
     }
 }
