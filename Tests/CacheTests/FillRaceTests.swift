@@ -120,4 +120,52 @@ import Testing
             withExtendedLifetime(dir) {}
         }
     }
+
+    /// A fill whose bytes are already stored deduplicates against that copy; a cache clear
+    /// racing it must not take the copy between the commit and the image's Catalog rows (the
+    /// crash loop once saw the fill fail there: "FOREIGN KEY constraint failed", the client's
+    /// range cut one byte short). Whatever the interleaving, the fill commits.
+    @Test func aFillDeduplicatingAgainstABlobThatACacheClearTakesStillCommits() async throws {
+        let bytes = pseudoRandomBytes(count: 3 << 20, seed: 1430)
+        let image = try await upload(bytes)
+        let digest = Digest.of(bytes, algorithm: .sha256)
+        let authorized = AuthorizedImage(cloud: Self.cloud, image: image, fromOfflineGrace: false)
+        var failures: [String] = []
+        for round in 0..<12 {
+            let dir = TemporaryDirectory("fill-race-clear")
+            do {
+                // The same bytes stored already, as an upload of another image leaves them.
+                let store = try BlobStore(dataDirectory: dir.path)
+                let catalog = try Catalog(path: dir.path + "/catalog.sqlite")
+                let writer = try store.makeWriter()
+                try writer.write(bytes)
+                try catalog.recordBlob(try writer.commit())
+            }
+            let cache = try makeCache(dir, endpoint: glance.url, budget: UInt64(64 << 20))
+            let outcome = try await withBackground(cache) { () async throws -> Fill.Outcome? in
+                let fill = try await cache.fill(authorized).fill
+                // Once every byte is written the fill commits, finds the stored copy and maps
+                // the image to it; clears start then, a little later each round, so that some
+                // land between the commit and the Catalog rows.
+                let clears = Task {
+                    while fill.written < UInt64(bytes.count), fill.outcome == nil { await Task.yield() }
+                    try? await Task.sleep(for: .microseconds(Int64(250 * round)))
+                    while !Task.isCancelled, fill.outcome == nil {
+                        _ = await cache.prune(everything: true)
+                        await Task.yield()
+                    }
+                }
+                _ = await fill.ended()
+                clears.cancel()
+                _ = await clears.value
+                return fill.outcome
+            }
+            switch outcome {
+            case let .committed(blob)?: #expect(blob.digest == digest)
+            default: failures.append("round \(round): \(String(describing: outcome))")
+            }
+            withExtendedLifetime(dir) {}
+        }
+        #expect(failures.isEmpty, "fills failed: \(failures)")
+    }
 }

@@ -7,6 +7,9 @@ package enum BlobHolder: Hashable, Sendable {
     case push(ImageKey)
     /// An upload is publishing the blob, until its push holds it (named by the request id).
     case upload(String)
+    /// A fill is publishing the blob (its bytes, or a copy already stored that it deduplicated
+    /// against), until the image's Catalog row maps to it.
+    case fill(ImageKey)
 }
 
 /// A blob chosen for eviction, with the bytes it frees.
@@ -204,7 +207,10 @@ package struct BudgetStateMachine<Waiter> {
     /// Evicts one blob now, on the operator's request.
     package mutating func evictNow(_ digest: Digest) throws(EvictionRefusal) -> EvictionVictim {
         if pinned.contains(digest) { throw .pinned(digest) }
-        if held[digest] != nil { throw .pushPending(digest) }
+        if let holders = held[digest] {
+            if holders.allSatisfy({ if case .fill = $0 { true } else { false } }) { throw .beingCommitted(digest) }
+            throw .pushPending(digest)
+        }
         if readers[digest] != nil { throw .beingRead(digest) }
         guard let size = index.size(of: digest) else { throw .notCached(digest.hex) }
         return take([(digest, size)])[0]

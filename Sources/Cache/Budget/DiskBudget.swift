@@ -11,6 +11,7 @@ public enum EvictionRefusal: Error, CustomStringConvertible, Sendable {
     case pinned(Digest)
     case pushPending(Digest)
     case beingRead(Digest)
+    case beingCommitted(Digest)
     case notCached(String)
 
     public var description: String {
@@ -18,6 +19,7 @@ public enum EvictionRefusal: Error, CustomStringConvertible, Sendable {
         case let .pinned(digest): "blob \(digest.hex) is pinned; unpin it first"
         case let .pushPending(digest): "blob \(digest.hex) holds an upload whose push to a backend is pending; it is kept until the push ends"
         case let .beingRead(digest): "blob \(digest.hex) is being read; retry when the downloads end"
+        case let .beingCommitted(digest): "blob \(digest.hex) is being committed by a fill of an image with the same bytes; retry in a moment"
         case let .notCached(what): "\(what) is not cached here"
         }
     }

@@ -114,6 +114,22 @@ struct BudgetStateMachineTests {
         }
     }
 
+    @Test func aBlobAFillIsPublishingIsKeptFromPrunesAndTheOperatorHearsWhy() {
+        var machine = Self.machine(blobs: 3)
+        let fill = BlobHolder.fill(ImageKey(cloud: "c", imageID: "i"))
+        #expect(machine.hold(Self.blob(0), by: fill, waiter: 1) == .held)
+        #expect(!machine.prune(everything: true).map(\.digest).contains(Self.blob(0)), "a clear leaves the blob being published")
+        do {
+            _ = try machine.evictNow(Self.blob(0))
+            Issue.record("the operator's eviction of a blob being published went ahead")
+        } catch {
+            guard case .beingCommitted = error else { Issue.record("refused as \(error)"); return }
+            #expect(error.description.contains("retry in a moment"))
+        }
+        machine.release(Self.blob(0), by: fill)
+        #expect(machine.prune(everything: true).map(\.digest) == [Self.blob(0)], "released, it goes with the next clear")
+    }
+
     @Test func theOperatorsEvictionNamesWhatKeepsABlob() {
         var machine = Self.machine(blobs: 3)
         machine.setPinned(Self.blob(0), true)
