@@ -117,10 +117,9 @@ final class FillCoordinator: Sendable {
         // The blob is held from just before it is published until the image's row maps to it:
         // a copy already stored that the fill deduplicates against could otherwise be evicted
         // (a cache clear, say) between the commit and the Catalog rows, and the fill fail.
-        let holder = BlobHolder.fill(key)
-        let held = Mutex<Digest?>(nil)
-        let budget = self.budget
-        defer { if let digest = held.withLock({ $0 }) { budget.release(digest, by: holder) } }
+        // The same hold an upload takes (`UploadHold`), named for the fill.
+        let hold = UploadHold(budget: budget, holder: .fill(key))
+        defer { hold.release() }
         logger.info("fill started", metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "size": "\(fill.expectedSize)"])
         do {
             // The writer stages libcurl's chunks (tens of KiB) into 1 MiB slots: readers are
@@ -135,10 +134,7 @@ final class FillCoordinator: Sendable {
                 Result { () throws(BlobStoreError) in
                     try box.writer.flush()
                     fill.advance(to: box.writer.bytesWritten)
-                    return try box.writer.commit { digest in
-                        budget.holdBlocking(digest, by: holder)
-                        held.withLock { $0 = digest }
-                    }
+                    return try box.writer.commit(beforePublishing: hold.hold)
                 }
             }
             let blob = try result.get()
@@ -146,7 +142,7 @@ final class FillCoordinator: Sendable {
             try catalog.map(BlobResolver.record(cloud: fill.cloud, image: image, digest: blob.digest))
             resolver.remember(key, blob.digest)
             budget.settle(reserved: fill.expectedSize, committed: blob)
-            budget.release(blob.digest, by: holder)
+            hold.release()
             fill.finish(.committed(blob))
             if blob.digests[.md5] == nil { deferredDigests = blob.digest }
             Counter(label: "depot_fills_total", dimensions: [("outcome", "committed")]).increment()

@@ -52,7 +52,8 @@ public struct UploadTarget: Sendable {
 
 /// Keeps the blob an upload publishes from the moment its name is known until the upload's
 /// push holds it (or the upload failed): an eviction under way is waited for, so the upload
-/// writes its own copy instead of deduplicating against one that is going away.
+/// writes its own copy instead of deduplicating against one that is going away. A fill takes
+/// the same hold (`BlobHolder.fill`) until its image's Catalog row maps to the blob.
 public final class UploadHold: Sendable {
     private let budget: DiskBudget
     private let holder: BlobHolder
