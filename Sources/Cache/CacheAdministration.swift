@@ -88,7 +88,7 @@ extension ImageCache {
         let client = try client(for: cloud)
         let image: GlanceImage
         do {
-            image = try await client.showImage(imageID, auth: .service)
+            image = try await freshRecord(cloud: cloud) { () async throws(GlanceError) in try await client.showImage(imageID, auth: .service) }
         } catch {
             if let status = error.status, !error.isTransient { throw CacheError.backendRefused(status: status, message: GlanceError.message(of: error)) }
             throw CacheError.backendUnavailable(cloud: cloud, reason: "\(error)")

@@ -127,6 +127,8 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     /// The SHA-512 and MD5 computed after a blob's commit.
     let digests: DigestPasses
     let forgetter: ImageForgetter
+    /// When pushes last landed, per cloud: Glance's answers from before may be stale.
+    let landings = Landings()
 
     let budget: DiskBudget
     /// The bytes Depot owes to backends.
@@ -164,10 +166,10 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
         forgetter = ImageForgetter(catalog: catalog, resolver: resolver, authorizer: authorizer, logger: logger)
         pushes = PushQueue(
             catalog: catalog, store: store, clouds: clouds, settings: settings.push, digests: digests,
-            settlement: PushSettlement(budget: budget, catalog: catalog, forgetter: forgetter), logger: logger)
+            settlement: PushSettlement(budget: budget, catalog: catalog, forgetter: forgetter, landings: landings), logger: logger)
         uploads = UploadAcceptor(
             clouds: clouds, store: store, catalog: catalog, disk: disk, budget: budget, resolver: resolver, digests: digests, pushes: pushes,
-            maximumUploads: settings.maximumUploads)
+            landings: landings, maximumUploads: settings.maximumUploads)
         let statistics = CacheStatistics(), integrity = IntegrityStatistics()
         self.statistics = statistics
         self.integrity = integrity

@@ -26,6 +26,35 @@ extension ImageCache {
         return push.state == .pending || push.state == .done
     }
 
+    /// Whether `image`, asked of Glance at `askedAt`, may predate the landing of a push of
+    /// Depot's: it shows a status from before the data, and a push to `cloud` landed since
+    /// (see `Landings`). Such a record is asked for again.
+    public func mayPredateLanding(_ image: GlanceImage, cloud: String, askedAt: ContinuousClock.Instant) -> Bool {
+        Self.statusesBeforeData.contains(image.status ?? "") && landings.landed(cloud: cloud, since: askedAt)
+    }
+
+    /// Whether a push of Depot's to `cloud` landed at or after `instant`: an answer Glance gave
+    /// before then may not show its data (see `Landings`).
+    public func pushLanded(cloud: String, since instant: ContinuousClock.Instant) -> Bool {
+        landings.landed(cloud: cloud, since: instant)
+    }
+
+    /// Glance's record of an image as `read` gets it, read again (at most twice more) while
+    /// it may predate the landing of a push of Depot's (`mayPredateLanding`).
+    ///
+    /// - Throws: what `read` throws.
+    public func freshRecord<E: Error>(cloud: String, _ read: () async throws(E) -> GlanceImage) async throws(E) -> GlanceImage {
+        var askedAt = ContinuousClock.now
+        var image = try await read()
+        var rereads = 0
+        while rereads < 2, mayPredateLanding(image, cloud: cloud, askedAt: askedAt) {
+            rereads += 1
+            askedAt = ContinuousClock.now
+            image = try await read()
+        }
+        return image
+    }
+
     /// Images of a cloud with bytes Depot acknowledged and still owes Glance (pending or staged
     /// pushes), by id.
     public func owedImages(cloud: String) -> [String: PushRecord] {

@@ -24,6 +24,10 @@ public final class FaultProxy: @unchecked Sendable {
         /// Keep what the server answered from the clients until this is false again: a gate
         /// that lets a test hand many answers over at one moment (see `heldResponses`).
         public var holdResponses = false
+        /// Keep the server's answers to the requests this selects (by the last request head on
+        /// the connection) until it is nil or selects them no more: one request's answer late
+        /// while others pass, e.g. a record read before a change lands and handed over after.
+        public var holdResponsesTo: (@Sendable (RecordedRequest) -> Bool)?
 
         public init() {}
     }
@@ -141,6 +145,8 @@ public final class FaultProxy: @unchecked Sendable {
     private final class Connection: @unchecked Sendable {
         let client: Int32
         let server: Int32
+        /// The last request head the client sent on this connection.
+        let lastRequest = Mutex<RecordedRequest?>(nil)
         private let closed = Atomic<Bool>(false)
 
         init(client: Int32, server: Int32) {
@@ -170,7 +176,10 @@ public final class FaultProxy: @unchecked Sendable {
             let n = read(c.client, &buffer, buffer.count)
             if n <= 0 { c.close(); return }
             let found = scanner.scan(buffer[..<n])
-            if !found.isEmpty { heads.withLock { $0 += found } }
+            if !found.isEmpty {
+                heads.withLock { $0 += found }
+                c.lastRequest.withLock { $0 = found.last }
+            }
             let (latency, inject503) = faults.withLock { f -> (Duration?, Bool) in
                 let inject = f.serviceUnavailableCount > 0
                 if inject { f.serviceUnavailableCount -= 1 }
@@ -197,9 +206,9 @@ public final class FaultProxy: @unchecked Sendable {
         while true {
             let n = read(c.server, &buffer, buffer.count)
             if n <= 0 { c.close(); return }
-            if faults.withLock({ $0.holdResponses }) {
+            if holds(c) {
                 held.add(1, ordering: .acquiringAndReleasing)
-                while faults.withLock({ $0.holdResponses }), !stopped.load(ordering: .acquiring) { usleep(500) }
+                while holds(c), !stopped.load(ordering: .acquiring) { usleep(500) }
                 held.subtract(1, ordering: .acquiringAndReleasing)
             }
             var toSend = n
@@ -239,6 +248,14 @@ public final class FaultProxy: @unchecked Sendable {
         }
     }
 
+    /// Whether the server's answer on this connection waits behind a hold now.
+    private func holds(_ c: Connection) -> Bool {
+        let (all, selector) = faults.withLock { ($0.holdResponses, $0.holdResponsesTo) }
+        if all { return true }
+        guard let selector, let request = c.lastRequest.withLock({ $0 }) else { return false }
+        return selector(request)
+    }
+
     private func forget(_ c: Connection) {
         sockets.withLock { $0.subtract([c.client, c.server]) }
     }
@@ -273,25 +290,42 @@ public struct RecordedRequest: Sendable, CustomStringConvertible {
 }
 
 /// Finds HTTP/1.x request heads in a byte stream cut at arbitrary points (a line may span two
-/// reads). Body bytes are scanned too: a body line that looks exactly like a request line
-/// would be counted, which random image bytes practically never do.
+/// reads). A body with a `Content-Length` is skipped by its length, so the next head is found
+/// right after it whatever bytes it held; other bodies (chunked) are scanned as lines, and a
+/// body line that looked exactly like a request line would be counted, which image bytes
+/// practically never do.
 struct RequestLineScanner {
     private var partial: [UInt8] = []
     /// The request line and fields of a head still being read.
     private var head: (line: [Substring], fields: [(name: String, value: String)])?
+    /// Bytes of the last head's body not seen yet.
+    private var bodyRemaining = 0
 
     mutating func scan(_ chunk: ArraySlice<UInt8>) -> [RecordedRequest] {
         var found: [RecordedRequest] = []
         chunk.withUnsafeBytes { raw in
             guard let base = raw.baseAddress else { return }
             var start = 0
-            while start < raw.count, let hit = memchr(base + start, 0x0A, raw.count - start) {
+            while start < raw.count {
+                if bodyRemaining > 0 {
+                    let skipped = min(bodyRemaining, raw.count - start)
+                    bodyRemaining -= skipped
+                    start += skipped
+                    continue
+                }
+                guard let hit = memchr(base + start, 0x0A, raw.count - start) else { break }
                 let end = base.distance(to: UnsafeRawPointer(hit))
                 partial += UnsafeRawBufferPointer(rebasing: raw[start..<end])
-                if let request = line(partial) { found.append(request) }
+                if let request = line(partial) {
+                    found.append(request)
+                    if request.header("transfer-encoding") == nil, let length = request.header("content-length").flatMap(Int.init), length > 0 {
+                        bodyRemaining = length
+                    }
+                }
                 partial.removeAll(keepingCapacity: true)
                 start = end + 1
             }
+            guard start < raw.count else { return }
             // Longer than any head line a test sends: a body, not worth keeping.
             if raw.count - start + partial.count <= 16 << 10 {
                 partial += UnsafeRawBufferPointer(rebasing: raw[start...])

@@ -82,7 +82,8 @@ extension DepotHandler {
                 }
             }
         }
-        let answer: ForwardedResponse
+        var answer: ForwardedResponse
+        var askedAt = ContinuousClock.now
         do {
             answer = try await client.forward(method: request.method.rawValue, pathAndQuery: pathAndQuery, headers: headers, body: body)
         } catch {
@@ -91,10 +92,26 @@ extension DepotHandler {
             return
         }
         noteChanges(method: request.method, pathAndQuery: pathAndQuery, status: answer.head.status, cloud: cloud)
-        var headersOut = HTTPHeaders(answer.head.headers.map { ($0.name, $0.value) })
-        if request.method == .HEAD { headersOut.remove(name: "transfer-encoding") }
         do {
-            if let rewritten = try await acknowledgedBody(imageRequest, cloud: cloud, pathAndQuery: pathAndQuery, headers: headers, answer: answer) {
+            var rewritten = try await acknowledgedBody(imageRequest, cloud: cloud, pathAndQuery: pathAndQuery, headers: headers, answer: answer)
+            var rereads = 0
+            while rewritten != nil, rereads < 2, cache.pushLanded(cloud: cloud, since: askedAt) {
+                // A show or a list Glance answered before a push of Depot's landed may show
+                // that image without its data, and Depot may have let the blob (and with it
+                // its memory of owing the bytes) go since: ask again. Both are GETs.
+                rereads += 1
+                askedAt = ContinuousClock.now
+                do {
+                    answer = try await client.forward(method: request.method.rawValue, pathAndQuery: pathAndQuery, headers: headers, body: nil)
+                } catch {
+                    await response.sendError(.serviceUnavailable, "the image service of cloud \(cloud) is unreachable (\(error)); retry later")
+                    return
+                }
+                rewritten = try await acknowledgedBody(imageRequest, cloud: cloud, pathAndQuery: pathAndQuery, headers: headers, answer: answer)
+            }
+            var headersOut = HTTPHeaders(answer.head.headers.map { ($0.name, $0.value) })
+            if request.method == .HEAD { headersOut.remove(name: "transfer-encoding") }
+            if let rewritten {
                 headersOut.remove(name: "transfer-encoding")
                 headersOut.replaceOrAdd(name: "content-length", value: String(rewritten.count))
                 try await response.head(HTTPResponseStatus(statusCode: answer.head.status), headersOut)

@@ -141,7 +141,8 @@ struct GlanceCacheResponder {
             return nil
         }
         do {
-            return try await cache.client(for: cloud).showImage(imageID, auth: auth)
+            let client = try cache.client(for: cloud)
+            return try await cache.freshRecord(cloud: cloud) { () async throws(GlanceError) in try await client.showImage(imageID, auth: auth) }
         } catch let error as CacheError {
             await Self.send(error, imageID: imageID, response)
         } catch let error as GlanceError {

@@ -272,4 +272,64 @@ import Testing
             #expect(try depot.cache.stats()["push_failures_after_ack"] as? Int == 1)
         }
     }
+
+    /// An answer Glance gave before an upload's push landed, used after the push landed and
+    /// Depot let the blob go (and with it, every row saying it owed the bytes), must not show
+    /// the image without data. Found by the crash loop (seed 24422510): a range read got
+    /// Glance's stale "queued" and answered 204 for an image Depot had acknowledged.
+    @Test func answersGlanceGaveBeforeAPushLandedAreNotUsedAfterItsBlobWentAway() async throws {
+        let proxy = try FaultProxy(upstreamPort: glance.port)
+        defer { proxy.stop() }
+        try await withDepot(glanceURL: proxy.url, startPushes: false) { depot in
+            let client = try await WireClient()
+            let reader = "dave:projLanding\(UInt32.random(in: 0...UInt32.max)):member,reader"
+            let token = [("X-Auth-Token", reader)]
+            /// Uploads a new image through Depot, starts `read` with Glance's answer to the
+            /// reader's GET of `heldPath` held, lands the push, evicts the blob, then lets the
+            /// answer through; returns what `read` got and the image's bytes.
+            func readAcrossTheLanding(
+                _ name: String, heldPath: @escaping @Sendable (String) -> String, _ read: @escaping @Sendable (String) async throws -> WireClient.Exchange
+            ) async throws -> (answer: WireClient.Exchange, id: String, bytes: [UInt8]) {
+                let created = try await client.exchange("POST", depot.url + "/v2/images", headers: token + Self.json, body: Array(
+                    #"{"name": "\#(name)", "disk_format": "raw", "container_format": "bare"}"#.utf8))
+                let id = try #require(created.json?["id"] as? String)
+                let bytes = pseudoRandomBytes(count: 200_000, seed: UInt64(650 + name.count))
+                #expect(try await client.exchange("PUT", depot.url + "/v2/images/\(id)/file", headers: token, body: bytes).status == 204)
+                let path = heldPath(id)
+                proxy.setFaults { $0.holdResponsesTo = { $0.method == "GET" && $0.path == path && $0.header("x-auth-token") == reader } }
+                let reading = Task { try await read(id) }
+                let deadline = ContinuousClock.now + .seconds(30)
+                while proxy.heldResponses == 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+                #expect(proxy.heldResponses == 1, "\(name): Glance's answer to \(path) was held")
+                #expect(await depot.cache.landAcknowledgedBytes(cloud: "default_RegionOne", imageID: id, wait: .seconds(60)) == .landed)
+                try await depot.cache.evict(Digest.of(bytes, algorithm: .sha256))
+                #expect(try depot.catalog.push(cloud: "default_RegionOne", imageID: id) == nil, "the push's row went with its blob")
+                proxy.setFaults { $0.holdResponsesTo = nil }
+                return (try await reading.value, id, bytes)
+            }
+
+            let ranged = try await readAcrossTheLanding("landing-range", heldPath: { "/v2/images/\($0)" }) { id in
+                try await client.exchange("GET", depot.url + "/v2/images/\(id)/file", headers: token + [("Range", "bytes=1000-5095")])
+            }
+            #expect(ranged.answer.status == 206 && ranged.answer.body == Array(ranged.bytes[1000...5095]), "range: \(ranged.answer.status), \(ranged.answer.body.count) bytes")
+
+            let shown = try await readAcrossTheLanding("landing-show", heldPath: { "/v2/images/\($0)" }) { id in
+                try await client.exchange("GET", depot.url + "/v2/images/\(id)", headers: token)
+            }
+            #expect(shown.answer.json?["status"] as? String == "active" && shown.answer.json?["size"] as? Int == 200_000, "show: \(shown.answer.json ?? [:])")
+
+            let listed = try await readAcrossTheLanding("landing-list", heldPath: { _ in "/v2/images" }) { _ in
+                try await client.exchange("GET", depot.url + "/v2/images?name=landing-list", headers: token)
+            }
+            let entry = (listed.answer.json?["images"] as? [[String: Any]])?.first { $0["id"] as? String == listed.id }
+            #expect(entry?["status"] as? String == "active", "list: \(listed.answer.json ?? [:])")
+
+            // A second upload read "queued" before the first one's push landed: Glance refuses
+            // it (409), and so must Depot rather than acknowledge bytes Glance will not take.
+            let second = try await readAcrossTheLanding("landing-upload", heldPath: { "/v2/images/\($0)" }) { id in
+                try await client.exchange("PUT", depot.url + "/v2/images/\(id)/file", headers: token, body: pseudoRandomBytes(count: 1000, seed: 660))
+            }
+            #expect(second.answer.status == 409, "second upload: \(second.answer.status) \(String(decoding: second.answer.body, as: UTF8.self))")
+        }
+    }
 }

@@ -8,6 +8,7 @@ import Synchronization
 protocol AcknowledgedUploads: Sendable {
     func owesAcknowledgedBytes(cloud: String, image: GlanceImage) -> Bool
     func asAcknowledged(_ image: GlanceImage, cloud: String) async -> GlanceImage
+    func mayPredateLanding(_ image: GlanceImage, cloud: String, askedAt: ContinuousClock.Instant) -> Bool
 }
 
 /// Who may read an image: Glance asked with the caller's own token, its positive answers
@@ -80,42 +81,58 @@ final class Authorizer: Sendable {
         do {
             image = try await client.showImage(imageID, auth: .token(token))
         } catch {
-            if let status = error.status, !error.isTransient {
-                // A 404 says the image is gone *or* hidden from this token, so the mapping
-                // stays: image ids are never reused, and other tokens may still read it.
-                decisions.withLock { $0[key] = nil }
-                throw .backendRefused(status: status, message: GlanceError.message(of: error))
-            }
-            if let cached, now - cached.decidedAt < offlineGrace {
+            if let cached, now - cached.decidedAt < offlineGrace, error.status == nil || error.isTransient {
                 noteOutage(cloud: cloud, error: error)
                 return AuthorizedImage(cloud: cloud, image: cached.image, fromOfflineGrace: true)
             }
-            noteOutage(cloud: cloud, error: error)
-            throw .backendUnavailable(cloud: cloud, reason: "\(error)")
+            throw refusal(error, cloud: cloud, key: key)
         }
         noteRecovery(cloud: cloud)
         if let refusal = await downloadRefusal, let status = refusal.status {
             decisions.withLock { $0[key] = nil }
             throw .backendRefused(status: status, message: GlanceError.message(of: refusal))
         }
-        if !image.isActive, !uploads.owesAcknowledgedBytes(cloud: cloud, image: image), Self.inTransition(image),
-           let fresh = try? await client.showImage(imageID, auth: .token(token)) {
-            // The record was read while the download check ran; an upload's push may have
-            // ended since (and its blob gone), leaving "saving" stale.
-            image = fresh
-        }
-        guard image.isActive else {
+        var askedAt = now
+        var rereads = 0
+        while !image.isActive {
             if uploads.owesAcknowledgedBytes(cloud: cloud, image: image), case let pending = await uploads.asAcknowledged(image, cloud: cloud),
                pending.isActive {
                 // Depot holds the bytes and owes them to Glance: serve them meanwhile.
                 decisions.withLock { $0[key] = Decision(image: pending, decidedAt: now) }
                 return AuthorizedImage(cloud: cloud, image: pending, fromOfflineGrace: false)
             }
+            // The record may be stale: read while the download check ran (an upload's push may
+            // have ended since, leaving "saving"), or before a push of Depot's landed, whose
+            // blob, and with it Depot's memory of owing the bytes, may be gone since (then
+            // "queued" would answer "no data" for bytes Depot acknowledged).
+            let stale = (rereads == 0 && Self.inTransition(image)) || uploads.mayPredateLanding(image, cloud: cloud, askedAt: askedAt)
+            guard stale, rereads < 3 else { break }
+            rereads += 1
+            askedAt = ContinuousClock.now
+            do {
+                image = try await client.showImage(imageID, auth: .token(token))
+            } catch {
+                throw refusal(error, cloud: cloud, key: key)
+            }
+        }
+        guard image.isActive else {
             decisions.withLock { $0[key] = nil }
             throw .imageNotActive(imageID: imageID, status: image.status ?? "unknown")
         }
         decisions.withLock { $0[key] = Decision(image: image, decidedAt: now) }
         return AuthorizedImage(cloud: cloud, image: image, fromOfflineGrace: false)
+    }
+
+    /// The error for a record Glance would not give: its refusal, or its absence.
+    private func refusal(_ error: GlanceError, cloud: String, key: DecisionKey) -> CacheError {
+        if let status = error.status, !error.isTransient {
+            // A 404 says the image is gone *or* hidden from this token, so the mapping stays:
+            // image ids are never reused, and other tokens may still read it.
+            decisions.withLock { $0[key] = nil }
+            return .backendRefused(status: status, message: GlanceError.message(of: error))
+        }
+        noteOutage(cloud: cloud, error: error)
+        return .backendUnavailable(cloud: cloud, reason: "\(error)")
     }
 
     /// Whether the image is on its way to active (its data is being written).

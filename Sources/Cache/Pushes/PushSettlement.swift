@@ -28,9 +28,13 @@ struct PushSettlement: Sendable {
     let budget: DiskBudget
     let catalog: Catalog
     let forgetter: ImageForgetter
+    let landings: Landings
 
     func settled(_ push: PushRecord) {
         let key = ImageKey(cloud: push.cloud, imageID: push.imageID)
+        // Before the release: once the blob may go, a reader must be able to tell that
+        // Glance's older answers may be stale.
+        if push.state == .done { landings.record(cloud: push.cloud) }
         budget.release(push.digest, by: .push(key))
         switch push.state {
         case .done:

@@ -19,13 +19,15 @@ public final class UploadAcceptor: Sendable {
     private let resolver: BlobResolver
     private let digests: DigestPasses
     private let pushes: PushQueue
+    private let landings: Landings
     /// Uploads being received now, within `CacheSettings.maximumUploads`.
     public let slots: ConcurrencyLimit
 
     init(
         clouds: [String: GlanceClient], store: BlobStore, catalog: Catalog, disk: DiskPools, budget: DiskBudget, resolver: BlobResolver,
-        digests: DigestPasses, pushes: PushQueue, maximumUploads: Int
+        digests: DigestPasses, pushes: PushQueue, landings: Landings, maximumUploads: Int
     ) {
+        self.landings = landings
         self.clouds = clouds
         self.store = store
         self.catalog = catalog
@@ -48,15 +50,24 @@ public final class UploadAcceptor: Sendable {
     public func authorizeUpload(token: String?, cloud: String, imageID: String, method: PushRecord.Method) async throws -> UploadTarget {
         let client = try client(for: cloud)
         guard let token, !token.isEmpty else { throw Self.noToken }
-        let image: GlanceImage
-        do {
-            image = try await client.showImage(imageID, auth: .token(token))
-        } catch {
-            throw Self.uploadError(error, cloud: cloud)
-        }
-        if let push = try catalog.push(cloud: cloud, imageID: imageID), push.state != .failed {
-            let what = push.state == .staged ? "staged data" : "data (push \(push.state.rawValue))"
-            throw UploadError.refused(status: 409, message: "Depot already holds \(what) for image \(imageID); an image takes data once")
+        var image: GlanceImage
+        var askedAt = ContinuousClock.now
+        var rereads = 0
+        while true {
+            do {
+                image = try await client.showImage(imageID, auth: .token(token))
+            } catch {
+                throw Self.uploadError(error, cloud: cloud)
+            }
+            if let push = try catalog.push(cloud: cloud, imageID: imageID), push.state != .failed {
+                let what = push.state == .staged ? "staged data" : "data (push \(push.state.rawValue))"
+                throw UploadError.refused(status: 409, message: "Depot already holds \(what) for image \(imageID); an image takes data once")
+            }
+            // A "queued" read before a push of Depot's landed may be this image's, whose push
+            // record went with its evicted blob: ask again rather than take data twice.
+            guard image.status == "queued", landings.landed(cloud: cloud, since: askedAt), rereads < 3 else { break }
+            rereads += 1
+            askedAt = ContinuousClock.now
         }
         guard image.status == "queued" else {
             let target = method == .upload ? "saving" : "uploading"
