@@ -199,6 +199,9 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     /// Asks the backend, with the caller's own token, whether the caller may read the image;
     /// see `Authorizer`. An image Glance no longer shows active is forgotten.
     public func authorize(token: String?, cloud: String, imageID: String) async throws(CacheError) -> AuthorizedImage {
+        if let token, !token.isEmpty, case let key = ImageKey(cloud: cloud, imageID: imageID), authorizer.decidedImage(token: token, key)?.refresh == true {
+            refreshDecision(token: token, key)
+        }
         do {
             return try await authorizer.authorize(token: token, cloud: cloud, imageID: imageID, uploads: self)
         } catch {
@@ -230,8 +233,23 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     public func knownHit(token: String?, cloud: String, imageID: String) -> (image: GlanceImage, digest: Digest)? {
         guard let token, !token.isEmpty else { return nil }
         let key = ImageKey(cloud: cloud, imageID: imageID)
-        guard let image = authorizer.decidedImage(token: token, key), let digest = resolver.known(key) else { return nil }
-        return (image, digest)
+        guard let decided = authorizer.decidedImage(token: token, key) else { return nil }
+        if decided.refresh { refreshDecision(token: token, key) }
+        guard let digest = resolver.known(key) else { return nil }
+        return (decided.image, digest)
+    }
+
+    /// Asks Glance again in the background for a decision about to expire (see
+    /// `Authorizer.decidedImage`); what Glance answers is handled as on the full path.
+    func refreshDecision(token: String, _ key: ImageKey) {
+        let scheduled = background.submit { [self] in
+            do {
+                try await authorizer.refresh(token: token, cloud: key.cloud, imageID: key.imageID, uploads: self)
+            } catch {
+                if case CacheError.imageNotActive = error { forget(cloud: key.cloud, imageID: key.imageID) }
+            }
+        }
+        if !scheduled { authorizer.abandonRefresh(token: token, key) }
     }
 
     /// Drops what Depot knows of an image (deleted or deactivated upstream).

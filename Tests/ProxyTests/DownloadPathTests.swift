@@ -161,6 +161,47 @@ import Testing
         }
     }
 
+    /// A decision in use is asked for again before it expires, in the background: the readers
+    /// of a hot image never all wait on Glance when it expires (the p99 spikes of
+    /// `benchmarks/serve`, one repetition in five, were every connection asking Glance at once).
+    /// Glance's answers to the image's record are held while a hit is asked for: a hit that
+    /// waited on Glance would not come back.
+    @Test func aDecisionInUseIsRenewedBeforeItExpiresSoNoReaderWaitsOnGlance() async throws {
+        let proxy = try FaultProxy(upstreamPort: glance.port)
+        defer { proxy.stop() }
+        var settings = CacheSettings.testing
+        settings.decisionTTL = .seconds(8)
+        try await withDepot(glanceURL: proxy.url, settings: settings) { depot in
+            let image = try await uploadImage(glanceAsAlice(glance.url), pseudoRandomBytes(count: 100_000, seed: 70))
+            let url = "\(depot.url)/v2/images/\(image.id)/file"
+            let recordPath = "/v2/images/\(image.id)"
+            let started = ContinuousClock.now
+            #expect(try await curl(url).status == 200)
+            #expect(try await curl(url).header("x-depot-cache") == "hit")
+            func waitForHeld(_ count: Int) async throws {
+                let deadline = ContinuousClock.now + .seconds(5)
+                while proxy.heldResponses != count, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            // Past three quarters of the TTL (6 s): the hit is answered at once, and Glance is
+            // asked again meanwhile.
+            try await Task.sleep(until: started + .seconds(7), clock: .continuous)
+            proxy.setFaults { $0.holdResponsesTo = { $0.method == "GET" && $0.path == recordPath } }
+            let early = try await curl(url, ["--max-time", "5"])
+            #expect(early.status == 200 && early.header("x-depot-cache") == "hit")
+            try await waitForHeld(1)
+            #expect(proxy.heldResponses == 1, "the decision is asked for again while it still serves")
+            proxy.setFaults { $0.holdResponsesTo = nil }
+            try await waitForHeld(0)
+            // Past the first decision's expiry (8 s): the renewed one serves, without Glance.
+            try await Task.sleep(until: started + .seconds(9.5), clock: .continuous)
+            proxy.setFaults { $0.holdResponsesTo = { $0.method == "GET" && $0.path == recordPath } }
+            let late = try await curl(url, ["--max-time", "5"], expectingExit: 0)
+            #expect(late.status == 200 && late.header("x-depot-cache") == "hit")
+            #expect(proxy.heldResponses == 0, "no request waited on Glance")
+            proxy.setFaults { $0.holdResponsesTo = nil }
+        }
+    }
+
     @Test func badInputGetsClearErrors() async throws {
         try await withDepot(glanceURL: glance.url) { depot in
             let notFound = try await curl("\(depot.url)/v2/images/00000000-0000-0000-0000-000000000000/file")

@@ -31,6 +31,8 @@ final class Authorizer: Sendable {
     }
 
     private let decisions = Mutex<[DecisionKey: Decision]>([:])
+    /// Decisions being asked for again ahead of their expiry, one request to Glance each.
+    private let refreshing = Mutex<Set<DecisionKey>>([])
     /// Clouds whose Glance did not answer the last time it was asked.
     private let outage = Mutex<Set<String>>([])
 
@@ -41,11 +43,39 @@ final class Authorizer: Sendable {
         self.logger = logger
     }
 
+    /// The age past which a decision that is used is asked for again in the background:
+    /// three quarters of `decisionTTL`.
+    var refreshAge: Duration { decisionTTL * 3 / 4 }
+
     /// The image record of a still-valid positive decision for this token, without I/O.
-    func decidedImage(token: String, _ image: ImageKey) -> GlanceImage? {
+    ///
+    /// - Returns: the record, and whether the caller must refresh the decision now
+    ///   (`refresh(token:cloud:imageID:uploads:)`): it is older than `refreshAge` and no
+    ///   refresh of it runs. So the readers of a hot image never all wait on Glance at once
+    ///   when its decision expires; they keep the decision, which Glance confirms meanwhile.
+    func decidedImage(token: String, _ image: ImageKey) -> (image: GlanceImage, refresh: Bool)? {
         let key = decisionKey(token: token, cloud: image.cloud, imageID: image.imageID)
-        guard let decision = decisions.withLock({ $0[key] }), ContinuousClock.now - decision.decidedAt < decisionTTL else { return nil }
-        return decision.image
+        guard let decision = decisions.withLock({ $0[key] }) else { return nil }
+        let age = ContinuousClock.now - decision.decidedAt
+        guard age < decisionTTL else { return nil }
+        return (decision.image, age >= refreshAge && refreshing.withLock { $0.insert(key).inserted })
+    }
+
+    /// Asks Glance again, with the caller's token, for a decision `decidedImage` said to
+    /// refresh. The old decision serves until its expiry meanwhile; Glance's refusal, or a
+    /// record that is no longer active, drops it as the full path would.
+    ///
+    /// - Throws: as `authorize`.
+    func refresh(token: String, cloud: String, imageID: String, uploads: some AcknowledgedUploads) async throws(CacheError) {
+        let key = decisionKey(token: token, cloud: cloud, imageID: imageID)
+        defer { _ = refreshing.withLock { $0.remove(key) } }
+        _ = try await authorize(token: token, cloud: cloud, imageID: imageID, uploads: uploads, reusingDecision: false)
+    }
+
+    /// Lets go of a refresh `decidedImage` handed out that will not run.
+    func abandonRefresh(token: String, _ image: ImageKey) {
+        let key = decisionKey(token: token, cloud: image.cloud, imageID: image.imageID)
+        _ = refreshing.withLock { $0.remove(key) }
     }
 
     /// Drops every token's decision about an image (deleted or deactivated upstream).
@@ -62,7 +92,10 @@ final class Authorizer: Sendable {
     ///   before Glance had the bytes (served from here meanwhile).
     /// - Throws: `.imageNotActive` after dropping the image's decisions; the owner forgets
     ///   the rest of what it knows of the image.
-    func authorize(token: String?, cloud: String, imageID: String, uploads: some AcknowledgedUploads) async throws(CacheError) -> AuthorizedImage {
+    ///   - reusingDecision: false to ask Glance even while a decision is valid (a refresh).
+    func authorize(
+        token: String?, cloud: String, imageID: String, uploads: some AcknowledgedUploads, reusingDecision: Bool = true
+    ) async throws(CacheError) -> AuthorizedImage {
         guard let client = clouds[cloud] else { throw .unknownCloud(cloud) }
         guard let token, !token.isEmpty else {
             // Glance refuses a request without identity; Depot's own credentials never stand in.
@@ -71,7 +104,7 @@ final class Authorizer: Sendable {
         let key = decisionKey(token: token, cloud: cloud, imageID: imageID)
         let now = ContinuousClock.now
         let cached = decisions.withLock { $0[key] }
-        if let cached, now - cached.decidedAt < decisionTTL {
+        if reusingDecision, let cached, now - cached.decidedAt < decisionTTL {
             return AuthorizedImage(cloud: cloud, image: cached.image, fromOfflineGrace: false)
         }
         // Seeing an image's record is not downloading it (a reader-only token may do the first
