@@ -202,6 +202,49 @@ import Testing
         }
     }
 
+    /// Requests that need the same decision at once share one request to Glance: a segmented
+    /// download's connections, or a hot image's readers once its decision expired. Glance's
+    /// answer to the image's record is held until all of them arrived.
+    @Test func requestsNeedingOneDecisionAtOnceAskGlanceOnce() async throws {
+        let proxy = try FaultProxy(upstreamPort: glance.port)
+        defer { proxy.stop() }
+        try await withDepot(glanceURL: proxy.url) { depot in
+            let bytes = pseudoRandomBytes(count: 1 << 20, seed: 71)
+            let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+            let url = "\(depot.url)/v2/images/\(image.id)/file"
+            let recordPath = "/v2/images/\(image.id)"
+            #expect(try await curl(url).status == 200)
+            // A token of the same project that no request used yet.
+            let reader = "erin\(UInt32.random(in: 0...UInt32.max)):projA:member,reader"
+            proxy.resetCounters()
+            proxy.setFaults { $0.holdResponsesTo = { $0.method == "GET" && $0.path == recordPath } }
+            let segments = 16, segment = bytes.count / segments
+            let answers = Task {
+                try await withThrowingTaskGroup(of: (Int, CurlResult).self) { group in
+                    for index in 0..<segments {
+                        group.addTask {
+                            let range = "\(index * segment)-\((index + 1) * segment - 1)"
+                            return (index, try await curl(url, token: reader, ["-H", "Range: bytes=" + range, "--max-time", "60"]))
+                        }
+                    }
+                    return try await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+                }
+            }
+            let deadline = ContinuousClock.now + .seconds(10)
+            while proxy.heldResponses == 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+            // Time for every request to reach Depot (and, without sharing, Glance).
+            try await Task.sleep(for: .seconds(2))
+            let asked = proxy.requests("GET", path: recordPath).count
+            proxy.setFaults { $0.holdResponsesTo = nil }
+            let results = try await answers.value
+            #expect(asked == 1, "requests to Glance for the image's record: \(asked)")
+            for index in 0..<segments {
+                let result = results[index]
+                #expect(result?.status == 206 && result?.body == Array(bytes[index * segment..<(index + 1) * segment]), "segment \(index): \(result?.status ?? 0)")
+            }
+        }
+    }
+
     @Test func badInputGetsClearErrors() async throws {
         try await withDepot(glanceURL: glance.url) { depot in
             let notFound = try await curl("\(depot.url)/v2/images/00000000-0000-0000-0000-000000000000/file")

@@ -31,6 +31,8 @@ final class Authorizer: Sendable {
     }
 
     private let decisions = Mutex<[DecisionKey: Decision]>([:])
+    /// Decisions being asked of Glance now, shared by every request that needs one of them.
+    private let deciding = Mutex<[DecisionKey: Task<Result<AuthorizedImage, CacheError>, Never>]>([:])
     /// Decisions being asked for again ahead of their expiry, one request to Glance each.
     private let refreshing = Mutex<Set<DecisionKey>>([])
     /// Clouds whose Glance did not answer the last time it was asked.
@@ -88,11 +90,16 @@ final class Authorizer: Sendable {
     /// Positive decisions are reused for `decisionTTL` per (token, cloud, image), never across
     /// tokens. When the backend is unreachable, a decision younger than `offlineGrace` is used.
     ///
-    /// - Parameter uploads: what Depot owes Glance, for an image whose upload it acknowledged
-    ///   before Glance had the bytes (served from here meanwhile).
+    /// Requests that need a decision for the same token and image at the same moment share one
+    /// round trip to Glance (the readers of an image whose decision expired, a segmented
+    /// download's connections).
+    ///
+    /// - Parameters:
+    ///   - uploads: what Depot owes Glance, for an image whose upload it acknowledged before
+    ///     Glance had the bytes (served from here meanwhile).
+    ///   - reusingDecision: false to ask Glance even while a decision is valid (a refresh).
     /// - Throws: `.imageNotActive` after dropping the image's decisions; the owner forgets
     ///   the rest of what it knows of the image.
-    ///   - reusingDecision: false to ask Glance even while a decision is valid (a refresh).
     func authorize(
         token: String?, cloud: String, imageID: String, uploads: some AcknowledgedUploads, reusingDecision: Bool = true
     ) async throws(CacheError) -> AuthorizedImage {
@@ -107,6 +114,29 @@ final class Authorizer: Sendable {
         if reusingDecision, let cached, now - cached.decidedAt < decisionTTL {
             return AuthorizedImage(cloud: cloud, image: cached.image, fromOfflineGrace: false)
         }
+        // One request to Glance per token and image, however many ask at once.
+        // A refresh that finds a request asking already takes that answer: it is as fresh.
+        let decision = deciding.withLock { table -> Task<Result<AuthorizedImage, CacheError>, Never> in
+            if let running = table[key] { return running }
+            let task = Task { [self] () -> Result<AuthorizedImage, CacheError> in
+                defer { _ = deciding.withLock { $0.removeValue(forKey: key) } }
+                do throws(CacheError) {
+                    return .success(try await decide(client: client, token: token, key: key, cached: cached, now: now, uploads: uploads))
+                } catch {
+                    return .failure(error)
+                }
+            }
+            table[key] = task
+            return task
+        }
+        return try await decision.value.get()
+    }
+
+    /// Asks Glance for a decision (see `authorize`) and records it.
+    private func decide(
+        client: GlanceClient, token: String, key: DecisionKey, cached: Decision?, now: ContinuousClock.Instant, uploads: some AcknowledgedUploads
+    ) async throws(CacheError) -> AuthorizedImage {
+        let cloud = key.image.cloud, imageID = key.image.imageID
         // Seeing an image's record is not downloading it (a reader-only token may do the first
         // and not the second): Glance's own download check runs alongside, on one byte.
         async let downloadRefusal = Self.downloadRefusal(client, imageID: imageID, token: token)
