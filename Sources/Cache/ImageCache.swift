@@ -81,12 +81,24 @@ public struct AuthorizedImage: Sendable {
     package var key: ImageKey { ImageKey(cloud: cloud, imageID: image.id) }
 }
 
+/// The time authorization decisions are dated and aged by: the continuous clock, or in tests
+/// one they move on to age decisions without waiting.
+public struct DecisionClock: Sendable {
+    public let now: @Sendable () -> ContinuousClock.Instant
+
+    public init(now: @escaping @Sendable () -> ContinuousClock.Instant) { self.now = now }
+
+    public static let continuous = DecisionClock { ContinuousClock.now }
+}
+
 /// Settings of the cache's behaviour.
 public struct CacheSettings: Sendable {
     /// How long a positive authorization decision is reused for the same token and image.
     public var decisionTTL: Duration = .seconds(60)
     /// While the backend is down, a decision this young still lets a cached image be served.
     public var offlineGrace: Duration = .seconds(24 * 3600)
+    /// The clock decisions' ages are measured on (`decisionTTL`, its renewal, `offlineGrace`).
+    public var decisionClock = DecisionClock.continuous
     /// The disk budget for blobs with its watermarks; nil keeps every blob.
     public var budget: Watermarks?
     /// Free space the data directory's filesystem must keep; blobs are evicted to keep it.

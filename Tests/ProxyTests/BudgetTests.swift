@@ -157,8 +157,10 @@ import Testing
         // Two answers: the image's record and the one-byte download check.
         for _ in 0..<3000 where proxy.heldResponses < 2 { try await Task.sleep(for: .milliseconds(10)) }
         try #require(proxy.heldResponses >= 2, "the clients' authorization was answered")
-        // Time for the other clients to join the decision.
-        try await Task.sleep(for: .seconds(2))
+        // Every client connected, and time for their requests to join the decision.
+        for _ in 0..<3000 where depot.server.openConnections < 8 { try await Task.sleep(for: .milliseconds(10)) }
+        try #require(depot.server.openConnections >= 8, "every client connected")
+        try await Task.sleep(for: .seconds(1))
         proxy.setFaults { $0.holdResponses = false }
         let answers = try await results
         #expect(answers.allSatisfy { $0.status == 200 && $0.body == bytes })

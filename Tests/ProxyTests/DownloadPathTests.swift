@@ -3,6 +3,7 @@ import Cache
 import DepotTestSupport
 import Foundation
 import Glance
+import Synchronization
 import Testing
 
 /// The download path with a real Glance behind Depot and real clients in front.
@@ -164,38 +165,41 @@ import Testing
     /// A decision in use is asked for again before it expires, in the background: the readers
     /// of a hot image never all wait on Glance when it expires (the p99 spikes of
     /// `benchmarks/serve`, one repetition in five, were every connection asking Glance at once).
-    /// Glance's answers to the image's record are held while a hit is asked for: a hit that
-    /// waited on Glance would not come back.
+    /// Decisions age on a clock the test moves on; Glance's answers to the image's record are
+    /// held while a hit is asked for, so a hit that waited on Glance would not come back.
     @Test func aDecisionInUseIsRenewedBeforeItExpiresSoNoReaderWaitsOnGlance() async throws {
         let proxy = try FaultProxy(upstreamPort: glance.port)
         defer { proxy.stop() }
+        let skew = Mutex(Duration.zero)
         var settings = CacheSettings.testing
-        settings.decisionTTL = .seconds(8)
+        settings.decisionTTL = .seconds(600)
+        settings.decisionClock = DecisionClock { ContinuousClock.now + skew.withLock { $0 } }
         try await withDepot(glanceURL: proxy.url, settings: settings) { depot in
             let image = try await uploadImage(glanceAsAlice(glance.url), pseudoRandomBytes(count: 100_000, seed: 70))
             let url = "\(depot.url)/v2/images/\(image.id)/file"
             let recordPath = "/v2/images/\(image.id)"
-            let started = ContinuousClock.now
             #expect(try await curl(url).status == 200)
             #expect(try await curl(url).header("x-depot-cache") == "hit")
             func waitForHeld(_ count: Int) async throws {
-                let deadline = ContinuousClock.now + .seconds(5)
+                let deadline = ContinuousClock.now + .seconds(60)
                 while proxy.heldResponses != count, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
             }
-            // Past three quarters of the TTL (6 s): the hit is answered at once, and Glance is
+            // Past three quarters of the TTL (450 s): the hit is answered at once, and Glance is
             // asked again meanwhile.
-            try await Task.sleep(until: started + .seconds(7), clock: .continuous)
+            skew.withLock { $0 = .seconds(500) }
             proxy.setFaults { $0.holdResponsesTo = { $0.method == "GET" && $0.path == recordPath } }
-            let early = try await curl(url, ["--max-time", "5"])
+            let early = try await curl(url, ["--max-time", "60"])
             #expect(early.status == 200 && early.header("x-depot-cache") == "hit")
             try await waitForHeld(1)
             #expect(proxy.heldResponses == 1, "the decision is asked for again while it still serves")
             proxy.setFaults { $0.holdResponsesTo = nil }
             try await waitForHeld(0)
-            // Past the first decision's expiry (8 s): the renewed one serves, without Glance.
-            try await Task.sleep(until: started + .seconds(9.5), clock: .continuous)
+            // Glance's answer reached Depot; the renewed decision is recorded right after.
+            try await Task.sleep(for: .milliseconds(500))
+            // Past the first decision's expiry (600 s): the renewed one serves, without Glance.
+            skew.withLock { $0 = .seconds(700) }
             proxy.setFaults { $0.holdResponsesTo = { $0.method == "GET" && $0.path == recordPath } }
-            let late = try await curl(url, ["--max-time", "5"], expectingExit: 0)
+            let late = try await curl(url, ["--max-time", "60"])
             #expect(late.status == 200 && late.header("x-depot-cache") == "hit")
             #expect(proxy.heldResponses == 0, "no request waited on Glance")
             proxy.setFaults { $0.holdResponsesTo = nil }

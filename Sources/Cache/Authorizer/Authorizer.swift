@@ -16,6 +16,8 @@ protocol AcknowledgedUploads: Sendable {
 final class Authorizer: Sendable {
     private let clouds: [String: GlanceClient]
     private let decisionTTL: Duration
+    /// What decisions' ages are measured on.
+    private let clock: DecisionClock
     private let offlineGrace: Duration
     private let logger: Logger
 
@@ -41,6 +43,7 @@ final class Authorizer: Sendable {
     init(clouds: [String: GlanceClient], settings: CacheSettings, logger: Logger) {
         self.clouds = clouds
         decisionTTL = settings.decisionTTL
+        clock = settings.decisionClock
         offlineGrace = settings.offlineGrace
         self.logger = logger
     }
@@ -58,7 +61,7 @@ final class Authorizer: Sendable {
     func decidedImage(token: String, _ image: ImageKey) -> (image: GlanceImage, refresh: Bool)? {
         let key = decisionKey(token: token, cloud: image.cloud, imageID: image.imageID)
         guard let decision = decisions.withLock({ $0[key] }) else { return nil }
-        let age = ContinuousClock.now - decision.decidedAt
+        let age = clock.now() - decision.decidedAt
         guard age < decisionTTL else { return nil }
         return (decision.image, age >= refreshAge && refreshing.withLock { $0.insert(key).inserted })
     }
@@ -109,7 +112,7 @@ final class Authorizer: Sendable {
             throw .backendRefused(status: 401, message: "This server could not verify that you are authorized to access the document you requested. Send an X-Auth-Token.")
         }
         let key = decisionKey(token: token, cloud: cloud, imageID: imageID)
-        let now = ContinuousClock.now
+        let now = clock.now()
         let cached = decisions.withLock { $0[key] }
         if reusingDecision, let cached, now - cached.decidedAt < decisionTTL {
             return AuthorizedImage(cloud: cloud, image: cached.image, fromOfflineGrace: false)
@@ -137,6 +140,8 @@ final class Authorizer: Sendable {
         client: GlanceClient, token: String, key: DecisionKey, cached: Decision?, now: ContinuousClock.Instant, uploads: some AcknowledgedUploads
     ) async throws(CacheError) -> AuthorizedImage {
         let cloud = key.image.cloud, imageID = key.image.imageID
+        // When Glance was asked, on the clock `Landings` keeps (the decision clock may be a test's).
+        var askedAt = ContinuousClock.now
         // Seeing an image's record is not downloading it (a reader-only token may do the first
         // and not the second): Glance's own download check runs alongside, on one byte.
         async let downloadRefusal = Self.downloadRefusal(client, imageID: imageID, token: token)
@@ -155,7 +160,6 @@ final class Authorizer: Sendable {
             decisions.withLock { $0[key] = nil }
             throw .backendRefused(status: status, message: GlanceError.message(of: refusal))
         }
-        var askedAt = now
         var rereads = 0
         while !image.isActive {
             if uploads.owesAcknowledgedBytes(cloud: cloud, image: image), case let pending = await uploads.asAcknowledged(image, cloud: cloud),
