@@ -30,7 +30,7 @@ extension ImageCache {
     /// Depot's: it shows a status from before the data, and a push to `cloud` landed since
     /// (see `Landings`). Such a record is asked for again.
     public func mayPredateLanding(_ image: GlanceImage, cloud: String, askedAt: ContinuousClock.Instant) -> Bool {
-        Self.statusesBeforeData.contains(image.status ?? "") && landings.landed(cloud: cloud, since: askedAt)
+        landings.mayPredate(image, cloud: cloud, askedAt: askedAt)
     }
 
     /// Whether a push of Depot's to `cloud` landed at or after `instant`: an answer Glance gave
@@ -39,21 +39,16 @@ extension ImageCache {
         landings.landed(cloud: cloud, since: instant)
     }
 
-    /// Glance's record of an image as `read` gets it, read again (at most twice more) while
-    /// it may predate the landing of a push of Depot's (`mayPredateLanding`).
+    /// Glance's record of an image as `read` gets it, asked for again while it may predate the
+    /// landing of a push of Depot's (`mayPredateLanding`); see `Landings.freshRecord`.
     ///
     /// - Throws: what `read` throws.
     public func freshRecord<E: Error>(cloud: String, _ read: () async throws(E) -> GlanceImage) async throws(E) -> GlanceImage {
-        var askedAt = ContinuousClock.now
-        var image = try await read()
-        var rereads = 0
-        while rereads < 2, mayPredateLanding(image, cloud: cloud, askedAt: askedAt) {
-            rereads += 1
-            askedAt = ContinuousClock.now
-            image = try await read()
-        }
-        return image
+        try await landings.freshRecord(cloud: cloud, read, check: { (_: GlanceImage) throws(E) in })
     }
+
+    /// The most times one answer is asked for again because it may predate a landing.
+    public static var maximumRereadsForLandings: Int { Landings.maximumRereads }
 
     /// Images of a cloud with bytes Depot acknowledged and still owes Glance (pending or staged
     /// pushes), by id.

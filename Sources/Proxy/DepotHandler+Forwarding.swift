@@ -95,7 +95,7 @@ extension DepotHandler {
         do {
             var rewritten = try await acknowledgedBody(imageRequest, cloud: cloud, pathAndQuery: pathAndQuery, headers: headers, answer: answer)
             var rereads = 0
-            while rewritten != nil, rereads < 2, cache.pushLanded(cloud: cloud, since: askedAt) {
+            while rewritten != nil, rereads < ImageCache.maximumRereadsForLandings, cache.pushLanded(cloud: cloud, since: askedAt) {
                 // A show or a list Glance answered before a push of Depot's landed may show
                 // that image without its data, and Depot may have let the blob (and with it
                 // its memory of owing the bytes) go since: ask again. Both are GETs.

@@ -72,12 +72,11 @@ final class Authorizer: Sendable {
     ///
     /// - Throws: as `authorize`.
     func refresh(token: String, cloud: String, imageID: String, uploads: some AcknowledgedUploads) async throws(CacheError) {
-        let key = decisionKey(token: token, cloud: cloud, imageID: imageID)
-        defer { _ = refreshing.withLock { $0.remove(key) } }
+        defer { abandonRefresh(token: token, ImageKey(cloud: cloud, imageID: imageID)) }
         _ = try await authorize(token: token, cloud: cloud, imageID: imageID, uploads: uploads, reusingDecision: false)
     }
 
-    /// Lets go of a refresh `decidedImage` handed out that will not run.
+    /// Lets go of a refresh `decidedImage` handed out, once it ran or when it will not.
     func abandonRefresh(token: String, _ image: ImageKey) {
         let key = decisionKey(token: token, cloud: image.cloud, imageID: image.imageID)
         _ = refreshing.withLock { $0.remove(key) }
@@ -173,7 +172,7 @@ final class Authorizer: Sendable {
             // blob, and with it Depot's memory of owing the bytes, may be gone since (then
             // "queued" would answer "no data" for bytes Depot acknowledged).
             let stale = (rereads == 0 && Self.inTransition(image)) || uploads.mayPredateLanding(image, cloud: cloud, askedAt: askedAt)
-            guard stale, rereads < 3 else { break }
+            guard stale, rereads < Landings.maximumRereads else { break }
             rereads += 1
             askedAt = ContinuousClock.now
             do {

@@ -50,25 +50,20 @@ public final class UploadAcceptor: Sendable {
     public func authorizeUpload(token: String?, cloud: String, imageID: String, method: PushRecord.Method) async throws -> UploadTarget {
         let client = try client(for: cloud)
         guard let token, !token.isEmpty else { throw Self.noToken }
-        var image: GlanceImage
-        var askedAt = ContinuousClock.now
-        var rereads = 0
-        while true {
-            do {
-                image = try await client.showImage(imageID, auth: .token(token))
+        // A record read before a push of Depot's landed may be this image's, whose push row
+        // went with its evicted blob: it is asked for again rather than take data twice.
+        let image = try await landings.freshRecord(cloud: cloud, { () async throws -> GlanceImage in
+            do throws(GlanceError) {
+                return try await client.showImage(imageID, auth: .token(token))
             } catch {
                 throw Self.uploadError(error, cloud: cloud)
             }
+        }, check: { _ in
             if let push = try catalog.push(cloud: cloud, imageID: imageID), push.state != .failed {
                 let what = push.state == .staged ? "staged data" : "data (push \(push.state.rawValue))"
                 throw UploadError.refused(status: 409, message: "Depot already holds \(what) for image \(imageID); an image takes data once")
             }
-            // A "queued" read before a push of Depot's landed may be this image's, whose push
-            // record went with its evicted blob: ask again rather than take data twice.
-            guard image.status == "queued", landings.landed(cloud: cloud, since: askedAt), rereads < 3 else { break }
-            rereads += 1
-            askedAt = ContinuousClock.now
-        }
+        })
         guard image.status == "queued" else {
             let target = method == .upload ? "saving" : "uploading"
             throw UploadError.refused(status: 409, message: "Image status transition from \(image.status ?? "unknown") to \(target) is not allowed")
