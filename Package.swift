@@ -159,6 +159,8 @@ let package = Package(
             name: "HTTPCoreTests",
             dependencies: [
                 "HTTPCore",
+                "DepotTestSupport",
+                propertyBased,
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -30,9 +30,14 @@ public final class WireClient: Sendable {
 
     private let python: ChildProcess
 
-    /// - Parameter authority: a CA certificate (PEM) that `https` URLs must chain to.
-    public init(authority: String? = nil) async throws {
-        python = try await ChildProcess.start(["/usr/bin/python3", "-u", "-c", Self.script, authority ?? ""], stdin: [])
+    /// - Parameters:
+    ///   - authority: a CA certificate (PEM) that `https` URLs must chain to.
+    ///   - splitFirstHead: send the first request head of each connection in two writes 50 ms
+    ///     apart, so that the server reads it in two pieces (Depot then leaves the whole
+    ///     connection to NIO's HTTP codec instead of its wire fast path).
+    public init(authority: String? = nil, splitFirstHead: Bool = false) async throws {
+        python = try await ChildProcess.start(
+            ["/usr/bin/python3", "-u", "-c", Self.script, authority ?? "", splitFirstHead ? "split" : ""], stdin: [])
     }
 
     deinit { python.send(SIGTERM) }
@@ -50,15 +55,30 @@ public final class WireClient: Sendable {
     }
 
     static let script = #"""
-import base64, http.client, json, ssl, sys, urllib.parse
+import base64, http.client, json, ssl, sys, time, urllib.parse
 authority = sys.argv[1]
+split_first_head = sys.argv[2] == "split"
 connections = {}
+class SplitFirstHead(http.client.HTTPConnection):
+    first = True
+    def send(self, data):
+        if self.sock is None:
+            self.connect()
+        if self.first and b"\r\n\r\n" in data:
+            self.first = False
+            self.sock.sendall(data[:16])
+            time.sleep(0.05)
+            self.sock.sendall(data[16:])
+        else:
+            super().send(data)
 def exchange(request, url, key, body):
     connection = connections.get(key)
     reused = connection is not None
     if connection is None:
         if url.scheme == "https":
             connection = http.client.HTTPSConnection(url.netloc, timeout=60, context=ssl.create_default_context(cafile=authority))
+        elif split_first_head:
+            connection = SplitFirstHead(url.netloc, timeout=60)
         else:
             connection = http.client.HTTPConnection(url.netloc, timeout=60)
         connections[key] = connection

@@ -16,6 +16,9 @@ final class HTTPConnectionState: Sendable {
 
     /// Requests whose response has not been written yet (for tests and logs).
     var unanswered: Int { machine.withLock { $0.unanswered } }
+
+    /// Whether a request arriving now may be answered on the event loop (see the machine's).
+    var mayAnswerOnEventLoop: Bool { machine.withLock { $0.mayAnswerOnEventLoop } }
 }
 
 /// Sits between the HTTP codec and the async serve loop. It closes a connection that does not
@@ -36,6 +39,11 @@ final class HTTPConnectionHandler: ChannelDuplexHandler {
     private var timer: Scheduled<Void>?
     /// Parts of a request answered here, to drop until its end.
     private var swallowing = false
+    /// Request heads the codec delivered on this connection (`WireFastPath` compares it with
+    /// the heads it passed on, to know when the codec holds none).
+    private(set) var headsSeen = 0
+    /// This handler's context, for the events of answers `WireFastPath` writes.
+    private var context: ChannelHandlerContext?
 
     init(state: HTTPConnectionState, headTimeout: TimeAmount, fastPath: (any FastPathResponder)? = nil) {
         self.state = state
@@ -44,6 +52,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
         if context.channel.isActive { perform(state.event(.opened), context) }
     }
 
@@ -60,12 +69,29 @@ final class HTTPConnectionHandler: ChannelDuplexHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
+        self.context = nil
+    }
+
+    /// `WireFastPath` answers a request the codec never saw: the same events as `answerAtOnce`.
+    func wireRequestArrived() {
+        let action = state.event(.requestHeadArrived)
+        if let context { perform(action, context) }
+    }
+
+    func wireResponseEndWritten() {
+        _ = state.event(.responseEndWritten)
+    }
+
+    func wireResponseEndSent() {
+        let action = state.event(.responseEndSent)
+        if let context { perform(action, context) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
         switch part {
         case let .head(head):
+            headsSeen += 1
             guard case let .cancelHeadTimeout(mayAnswer) = state.event(.requestHeadArrived) else { return }
             timer?.cancel()
             timer = nil

@@ -64,6 +64,9 @@ struct HTTPConnectionStateMachine: Sendable {
     private(set) var headTimer: UInt64?
     private var nextTimerID: UInt64 = 0
     private(set) var isClosed = false
+    /// The serve loop decided to close the connection after its response (or a timer did):
+    /// nothing more is answered on it.
+    private(set) var isClosing = false
     private var exchange = Exchange()
 
     /// The request the serve loop is answering.
@@ -81,7 +84,7 @@ struct HTTPConnectionStateMachine: Sendable {
         case .opened:
             return unanswered == 0 && endsInTransit == 0 ? arm() : .none
         case .requestHeadArrived:
-            let mayAnswer = unanswered == 0
+            let mayAnswer = mayAnswerOnEventLoop
             unanswered += 1
             headTimer = nil
             return .cancelHeadTimeout(mayAnswerOnEventLoop: mayAnswer)
@@ -97,6 +100,7 @@ struct HTTPConnectionStateMachine: Sendable {
         case let .headTimeoutFired(id):
             guard !isClosed, headTimer == id, unanswered == 0 else { return .none }
             headTimer = nil
+            isClosing = true
             return .close
         case .closed:
             isClosed = true
@@ -113,18 +117,32 @@ struct HTTPConnectionStateMachine: Sendable {
             exchange.bodyEnded = true
             return .none
         case let .handlerReturned(complete, closes):
-            // A handler that returned without finishing leaves a broken exchange.
-            guard complete else { return .abort }
-            // A client still waiting for 100 Continue will not send its body: the connection
-            // cannot carry another request.
-            if exchange.expectsContinue && !exchange.continueSent && !exchange.bodyEnded { return .close }
-            guard exchange.keepAlive, !closes, !isClosed else { return .close }
-            // The next request starts after this one's body: skip what the handler left.
-            return exchange.bodyEnded ? .readNextRequest : .drainRequestBody(limit: Self.drainLimit)
+            let action = afterHandler(complete: complete, closes: closes)
+            if action == .close || action == .abort { isClosing = true }
+            return action
         case let .requestBodyDrained(withinLimit):
             exchange.bodyEnded = true
-            return withinLimit && !isClosed ? .readNextRequest : .close
+            guard withinLimit && !isClosed else {
+                isClosing = true
+                return .close
+            }
+            return .readNextRequest
         }
+    }
+
+    /// No earlier request is still being answered and the connection is staying open: an
+    /// answer written on the event loop now keeps pipelined responses in order.
+    var mayAnswerOnEventLoop: Bool { unanswered == 0 && !isClosing && !isClosed }
+
+    private func afterHandler(complete: Bool, closes: Bool) -> Action {
+        // A handler that returned without finishing leaves a broken exchange.
+        guard complete else { return .abort }
+        // A client still waiting for 100 Continue will not send its body: the connection
+        // cannot carry another request.
+        if exchange.expectsContinue && !exchange.continueSent && !exchange.bodyEnded { return .close }
+        guard exchange.keepAlive, !closes, !isClosed else { return .close }
+        // The next request starts after this one's body: skip what the handler left.
+        return exchange.bodyEnded ? .readNextRequest : .drainRequestBody(limit: Self.drainLimit)
     }
 
     private mutating func arm() -> Action {

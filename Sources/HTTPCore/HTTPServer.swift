@@ -58,8 +58,10 @@ public final class HTTPServer: Sendable {
     private let listening = Mutex<Channel?>(nil)
     private let open = Mutex<[ObjectIdentifier: Channel]>([:])
     private let boundPort = Mutex<Int?>(nil)
-    /// Accepted connections not yet closed, refused ones included.
-    private let connectionCount = Atomic<Int>(0)
+    /// Accepted connections not yet closed (refused ones included), and the requests the wire
+    /// fast path answered.
+    private let counters = ServerCounters()
+    private let threads: Int
 
     /// - Parameters:
     ///   - fastPath: answers what it can on the event loop (cache hits); by default the handler
@@ -85,6 +87,7 @@ public final class HTTPServer: Sendable {
             fileReads = nil
         }
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        self.threads = threads
         self.logger = logger
     }
 
@@ -92,7 +95,10 @@ public final class HTTPServer: Sendable {
     public var scheme: String { tls == nil ? "http" : "https" }
 
     /// Connections open now.
-    public var openConnections: Int { connectionCount.load(ordering: .relaxed) }
+    public var openConnections: Int { counters.openConnections.load(ordering: .relaxed) }
+
+    /// Requests answered from their bytes before the HTTP codec (`WireFastPath`), since start.
+    public var wireFastPathAnswers: Int { counters.wireAnswers.load(ordering: .relaxed) }
 
     /// The port the server listens on, once `run` has bound it.
     public var port: Int? { boundPort.withLock { $0 } }
@@ -131,6 +137,8 @@ public final class HTTPServer: Sendable {
         let tls = self.tls
         let limits = self.limits
         let logger = self.logger
+        let counters = self.counters
+        let threads = self.threads
         return try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 512)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -138,26 +146,37 @@ public final class HTTPServer: Sendable {
             // which only root may set (an ordinary user got EACCES on every connection).
             .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 4)
+            // Writability only paces the wire fast path (pipelined hits beyond the high mark go to
+            // the codec); every other response awaits each write. With NIO's default (64 KiB), a
+            // 64 KiB range made the channel unwritable and writable again, two events through
+            // the whole pipeline, on every hit. Pending file regions hold no memory; 4 MiB is
+            // two of the largest region a hit writes (`HitResponse.regionBytes`).
+            .childChannelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 2 << 20, high: 4 << 20))
             // A client that ends its side mid-body (a half-close) still hears why its request
             // failed: without this, the end of its input would close the whole connection.
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .bind(host: host, port: requestedPort) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let open = self.connectionCount.wrappingAdd(1, ordering: .relaxed).newValue
-                    channel.closeFuture.whenComplete { _ in self.connectionCount.wrappingSubtract(1, ordering: .relaxed) }
+                    let open = counters.openConnections.wrappingAdd(1, ordering: .relaxed).newValue
+                    channel.closeFuture.whenComplete { _ in counters.openConnections.wrappingSubtract(1, ordering: .relaxed) }
                     if open > limits.maximumConnections {
                         logger.warning("connection refused: too many open", metadata: ["open": "\(open - 1)", "limit": "\(limits.maximumConnections)"])
                         try channel.pipeline.syncOperations.addHandler(ConnectionRefuser(limit: limits.maximumConnections))
                         return .refused
                     }
+                    let state = HTTPConnectionState()
+                    let connection = HTTPConnectionHandler(state: state, headTimeout: limits.headerTimeout, fastPath: fastPath)
                     try channel.pipeline.syncOperations.addHandler(IdleConnectionWatch(timeout: limits.idleTimeout))
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
+                    // Hits read from the bytes, before the codec (never with TLS: no fast path).
+                    if let fastPath {
+                        try channel.pipeline.syncOperations.addHandler(WireFastPath(fastPath: fastPath, connection: connection, counters: counters, corkAbove: threads))
+                    }
                     // Parse errors are answered in `serve`, which knows whether a response is
                     // already under way (NIO's own error handler would write a second one).
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
                     try channel.pipeline.syncOperations.addHandler(AbsoluteFormTarget())
-                    let state = HTTPConnectionState()
-                    try channel.pipeline.syncOperations.addHandler(HTTPConnectionHandler(state: state, headTimeout: limits.headerTimeout, fastPath: fastPath))
+                    try channel.pipeline.syncOperations.addHandler(connection)
                     return .accepted(state, try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel))
                 }
             }

@@ -35,6 +35,20 @@ import Testing
         #expect(machine.event(.responseEndSent) == .none, "a closed connection arms nothing")
     }
 
+    @Test func nothingIsAnsweredOnTheEventLoopOnceTheConnectionIsClosing() {
+        var machine = Machine()
+        _ = machine.event(.opened)
+        #expect(machine.mayAnswerOnEventLoop)
+        _ = machine.event(.requestHeadArrived)
+        _ = machine.event(.exchangeStarted(keepAlive: false, expectsContinue: false, bodyEnded: true))
+        _ = machine.event(.responseEndWritten)
+        #expect(machine.event(.handlerReturned(responseComplete: true, responseClosesConnection: false)) == .close)
+        // A head that arrives before the close takes effect (a client that did not wait for
+        // the answer's `Connection: close`) must not be answered after it.
+        #expect(!machine.mayAnswerOnEventLoop)
+        #expect(machine.event(.requestHeadArrived) == .cancelHeadTimeout(mayAnswerOnEventLoop: false))
+    }
+
     @Test func theExchangeDecidesWhetherTheConnectionCarriesAnotherRequest() {
         var machine = Machine()
         _ = machine.event(.exchangeStarted(keepAlive: true, expectsContinue: false, bodyEnded: true))

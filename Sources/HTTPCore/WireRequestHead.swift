@@ -1,0 +1,169 @@
+import NIOCore
+import NIOHTTP1
+
+/// A request head read straight from a connection's bytes, for `WireFastPath`: only the plain
+/// form a cache hit comes in, so that every head it accepts is one NIO's `HTTPRequestDecoder`
+/// reads the same way (`WireRequestHeadTests` checks that against the decoder).
+///
+/// Accepted: `GET` or `HEAD`, an origin-form target of visible ASCII (RFC 9112 section 3.2.1,
+/// without a fragment), `HTTP/1.1`, CRLF line ends, header fields `token ":" OWS value` with a
+/// value of visible ASCII, spaces and tabs that does not end in whitespace (RFC 9110 section
+/// 5.5), the whole head within `maximumLength` bytes and `maximumFields` fields. A head with a
+/// message body or anything that
+/// changes the connection (`Content-Length`, `Transfer-Encoding`, `Expect`, `Upgrade`, a
+/// `Connection` other than one `keep-alive`) is not accepted. Anything not accepted, an incomplete
+/// head included, is left to the decoder, which answers it as before (400, 414, 431, ...).
+struct WireRequestHead {
+    let method: HTTPMethod
+    let target: String
+    /// Header fields in their order, names as sent, values without their leading whitespace.
+    let fields: [(name: String, value: String)]
+    /// Bytes of the head, its final empty line included.
+    let length: Int
+
+    /// The head as NIO's decoder delivers it.
+    var head: HTTPRequestHead {
+        HTTPRequestHead(version: .http1_1, method: method, uri: target, headers: HTTPHeaders(fields.map { ($0.name, $0.value) }))
+    }
+
+    /// Longest head accepted, in bytes; longer ones go to the decoder (whose limits answer 414 and 431).
+    static let maximumLength = 8 * 1024
+    /// Most header fields accepted.
+    static let maximumFields = 64
+
+    /// The head at the start of `bytes`, or nil when it is not one this reader accepts (or not
+    /// complete yet).
+    static func read(_ bytes: UnsafeRawBufferPointer) -> WireRequestHead? {
+        var fields: [(name: String, value: String)] = []
+        fields.reserveCapacity(8)
+        guard let (method, target, length) = scan(bytes, field: { bytes, name, value in
+            fields.append((String(decoding: UnsafeRawBufferPointer(rebasing: bytes[name]), as: UTF8.self),
+                           String(decoding: UnsafeRawBufferPointer(rebasing: bytes[value]), as: UTF8.self)))
+        }) else { return nil }
+        return WireRequestHead(
+            method: method, target: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[target]), as: UTF8.self), fields: fields, length: length)
+    }
+
+    /// The number of bytes of the head at the start of `bytes` when it is one `read` accepts,
+    /// without building its strings; nil otherwise.
+    static func length(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        scan(bytes, field: { _, _, _ in })?.2
+    }
+
+    /// How many heads `read` accepts follow each other in `bytes` and fill it exactly; nil
+    /// when anything else is among them (or after them).
+    static func count(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        var start = 0
+        var heads = 0
+        while start < bytes.count {
+            guard let length = length(UnsafeRawBufferPointer(rebasing: bytes[start...])) else { return nil }
+            start += length
+            heads += 1
+        }
+        return heads
+    }
+
+    private static let cr = UInt8(ascii: "\r")
+    private static let lf = UInt8(ascii: "\n")
+    private static let sp = UInt8(ascii: " ")
+    private static let tab = UInt8(ascii: "\t")
+
+    /// One pass over the head: the method, the target's bytes and the head's length, each
+    /// field's name and value handed to `field` as they are found.
+    private static func scan(
+        _ all: UnsafeRawBufferPointer, field: (UnsafeRawBufferPointer, Range<Int>, Range<Int>) -> Void
+    ) -> (HTTPMethod, Range<Int>, Int)? {
+        let bytes = UnsafeRawBufferPointer(rebasing: all[..<min(all.count, maximumLength)])
+        let n = bytes.count
+        var i = 0
+        let method: HTTPMethod
+        if n >= 4, bytes[0] == UInt8(ascii: "G"), bytes[1] == UInt8(ascii: "E"), bytes[2] == UInt8(ascii: "T"), bytes[3] == sp {
+            method = .GET
+            i = 4
+        } else if n >= 5, bytes[0] == UInt8(ascii: "H"), bytes[1] == UInt8(ascii: "E"), bytes[2] == UInt8(ascii: "A"),
+            bytes[3] == UInt8(ascii: "D"), bytes[4] == sp
+        {
+            method = .HEAD
+            i = 5
+        } else {
+            return nil
+        }
+        let targetStart = i
+        guard i < n, bytes[i] == UInt8(ascii: "/") else { return nil }
+        while i < n, bytes[i] > sp, bytes[i] < 0x7F, bytes[i] != UInt8(ascii: "#") { i += 1 }
+        let target = targetStart..<i
+        guard i + 11 <= n, bytes[i] == sp else { return nil }
+        i += 1
+        for c in "HTTP/1.1\r\n".utf8 {
+            guard bytes[i] == c else { return nil }
+            i += 1
+        }
+        var count = 0
+        var sawConnection = false
+        while true {
+            guard i + 1 < n else { return nil }
+            if bytes[i] == cr {
+                guard bytes[i + 1] == lf else { return nil }
+                return (method, target, i + 2)
+            }
+            let nameStart = i
+            while i < n, isTokenCharacter(bytes[i]) { i += 1 }
+            guard i < n, i > nameStart, bytes[i] == UInt8(ascii: ":") else { return nil }
+            let name = nameStart..<i
+            i += 1
+            while i < n, bytes[i] == sp || bytes[i] == tab { i += 1 }
+            let valueStart = i
+            while i < n, (bytes[i] >= sp && bytes[i] < 0x7F) || bytes[i] == tab { i += 1 }
+            // Trailing whitespace is not taken off the same way by every reader (llhttp keeps a
+            // tab there): such a field is the decoder's.
+            guard i + 1 < n, bytes[i] == cr, bytes[i + 1] == lf, i == valueStart || (bytes[i - 1] != sp && bytes[i - 1] != tab) else { return nil }
+            let valueEnd = i
+            i += 2
+            count += 1
+            guard count <= maximumFields, acceptable(bytes, name: name, value: valueStart..<valueEnd) else { return nil }
+            // A second `Connection` field: NIO's decoder and `HTTPHeaders` differ on keep-alive.
+            if name.count == 10, equalsLowercased(bytes, name, "connection") {
+                guard !sawConnection else { return nil }
+                sawConnection = true
+            }
+            field(bytes, name, valueStart..<valueEnd)
+        }
+    }
+
+    /// False for the fields that give the request a body or change the connection.
+    private static func acceptable(_ bytes: UnsafeRawBufferPointer, name: Range<Int>, value: Range<Int>) -> Bool {
+        switch name.count {
+        case 6: return !equalsLowercased(bytes, name, "expect")
+        case 7: return !equalsLowercased(bytes, name, "upgrade")
+        case 10: return !equalsLowercased(bytes, name, "connection") || equalsLowercased(bytes, value, "keep-alive")
+        case 14: return !equalsLowercased(bytes, name, "content-length")
+        case 17: return !equalsLowercased(bytes, name, "transfer-encoding")
+        default: return true
+        }
+    }
+
+    private static func equalsLowercased(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>, _ word: StaticString) -> Bool {
+        guard range.count == word.utf8CodeUnitCount else { return false }
+        let letters = UnsafeRawBufferPointer(start: word.utf8Start, count: word.utf8CodeUnitCount)
+        for (offset, letter) in letters.enumerated() {
+            var c = bytes[range.lowerBound + offset]
+            if c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") { c += 32 }
+            guard c == letter else { return false }
+        }
+        return true
+    }
+
+    /// RFC 9110 section 5.6.2's `tchar`.
+    private static func isTokenCharacter(_ c: UInt8) -> Bool {
+        switch c {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+            UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+            UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            return true
+        default:
+            return false
+        }
+    }
+}

@@ -1,0 +1,152 @@
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import Testing
+
+@testable import HTTPCore
+
+/// `WireFastPath` on an `EmbeddedChannel` in front of the codec it bypasses: the bytes it
+/// writes are NIO's encoder's, and it answers only where the codec would have answered the same
+/// request the same way and in the same order.
+@Suite struct WireFastPathTests {
+    /// Answers `/hit…` with its target as the body; anything else is left to the serve loop.
+    struct Hits: FastPathResponder {
+        func immediateResponse(to head: HTTPRequestHead, allocator: ByteBufferAllocator) -> ImmediateResponse? {
+            guard head.uri.hasPrefix("/hit") else { return nil }
+            let body = allocator.buffer(string: "hit \(head.uri)")
+            let planned = PlannedResponse(
+                head: HTTPResponseHead(version: .http1_1, status: .partialContent, headers: ["content-length": "\(body.readableBytes)", "etag": "\"e\""]),
+                body: head.method == .HEAD ? [] : [.byteBuffer(body)], handle: nil, cacheResult: "hit")
+            return ImmediateResponse(planned) {}
+        }
+    }
+
+    /// Keeps the request parts that reach the end of the pipeline (the serve loop's share).
+    final class Recorder: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        var heads: [String] = []
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            if case let .head(head) = unwrapInboundIn(data) { heads.append(head.uri) }
+        }
+    }
+
+    struct Connection {
+        let channel = EmbeddedChannel()
+        let recorder = Recorder()
+        let counters = ServerCounters()
+        var answered: Int { counters.wireAnswers.load(ordering: .relaxed) }
+
+        init() throws {
+            let connection = HTTPConnectionHandler(state: HTTPConnectionState(), headTimeout: .seconds(60), fastPath: Hits())
+            try channel.pipeline.syncOperations.addHandler(WireFastPath(fastPath: Hits(), connection: connection, counters: counters, corkAbove: 1))
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
+            try channel.pipeline.syncOperations.addHandler(connection)
+            try channel.pipeline.syncOperations.addHandler(recorder)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        }
+
+        func send(_ text: String) throws {
+            try channel.writeInbound(channel.allocator.buffer(string: text))
+        }
+
+        /// What went out on the wire since the last call.
+        func written() throws -> String {
+            var text = ""
+            while let data = try channel.readOutbound(as: IOData.self) {
+                guard case let .byteBuffer(buffer) = data else { Issue.record("a file region in a test without files"); continue }
+                text += String(buffer: buffer)
+            }
+            return text
+        }
+
+        /// The serve loop's answer to a request the codec delivered.
+        func answer(_ body: String) throws {
+            var buffer = channel.allocator.buffer(string: body)
+            try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["content-length": "\(buffer.readableBytes)"])))
+            try channel.writeOutbound(HTTPServerResponsePart.body(.byteBuffer(buffer.readSlice(length: buffer.readableBytes)!)))
+            try channel.writeOutbound(HTTPServerResponsePart.end(nil))
+            channel.embeddedEventLoop.run()
+        }
+    }
+
+    static func get(_ target: String, method: String = "GET") -> String { "\(method) \(target) HTTP/1.1\r\nHost: depot\r\nX-Auth-Token: t\r\n\r\n" }
+    static func hit(_ target: String) -> String { "HTTP/1.1 206 Partial Content\r\ncontent-length: \(4 + target.utf8.count)\r\netag: \"e\"\r\n\r\nhit \(target)" }
+
+    @Test func hitsAreAnsweredFromTheirBytesAndTheRestKeepsItsOrderThroughTheCodec() throws {
+        let connection = try Connection()
+        try connection.send(Self.get("/hit1"))
+        #expect(try connection.written() == Self.hit("/hit1"))
+        #expect(connection.answered == 1 && connection.recorder.heads.isEmpty)
+
+        // A request the fast path leaves, pipelined with a hit: both go to the codec, whose
+        // pipeline handler holds the hit until the first is answered.
+        try connection.send(Self.get("/miss") + Self.get("/hit2"))
+        #expect(try connection.written() == "")
+        #expect(connection.recorder.heads == ["/miss"] && connection.answered == 1)
+        try connection.answer("miss")
+        // The codec's own fast path answers the held hit: the same bytes, after the miss's.
+        #expect(try connection.written() == "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nmiss" + Self.hit("/hit2"))
+        #expect(connection.recorder.heads == ["/miss"] && connection.answered == 1)
+
+        // The codec holds nothing now and has seen every head it was given: back on the wire.
+        try connection.send(Self.get("/hit3") + Self.get("/hit4", method: "HEAD"))
+        #expect(try connection.written() == Self.hit("/hit3") + "HTTP/1.1 206 Partial Content\r\ncontent-length: 9\r\netag: \"e\"\r\n\r\n")
+        #expect(connection.answered == 3)
+    }
+
+    @Test func aConnectionThatSentAnIncompleteHeadStaysWithTheCodec() throws {
+        let connection = try Connection()
+        let head = Self.get("/hit1")
+        let split = head.utf8.index(head.utf8.startIndex, offsetBy: 20)
+        try connection.send(String(head[..<split]))
+        try connection.send(String(head[split...]))
+        try connection.send(Self.get("/hit2"))
+        #expect(try connection.written() == Self.hit("/hit1") + Self.hit("/hit2"))
+        #expect(connection.answered == 0, "the codec's fast path answered both")
+    }
+
+    @Test func aRequestWaitingOnTheServeLoopKeepsLaterHitsBehindIt() throws {
+        let connection = try Connection()
+        try connection.send(Self.get("/miss"))
+        // Sent before the miss is answered: answering it now would overtake the miss.
+        try connection.send(Self.get("/hit1"))
+        #expect(try connection.written() == "")
+        try connection.answer("miss")
+        #expect(try connection.written() == "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nmiss" + Self.hit("/hit1"))
+        #expect(connection.answered == 0)
+    }
+
+    /// The head and body framing against `HTTPResponseEncoder` itself, for every status and
+    /// the framing fields a head may carry.
+    @Test func theWireBytesAreNIOsEncodersBytes() throws {
+        let fieldSets: [HTTPHeaders] = [
+            ["content-length": "5"], ["content-length": "5", "transfer-encoding": "chunked"], ["transfer-encoding": "chunked"], [:],
+            ["x-depot-cache": "hit", "etag": "\"a\""], ["Content-Length": "5", "Content-Type": "application/octet-stream"],
+        ]
+        let bodies: [[String]] = [[], ["hello"], ["he", "", "llo"]]
+        var compared = 0
+        for code in 100...599 {
+            for fields in fieldSets {
+                for body in bodies {
+                    let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: code), headers: fields)
+                    let allocator = ByteBufferAllocator()
+                    let planned = PlannedResponse(head: head, body: body.map { .byteBuffer(allocator.buffer(string: $0)) }, handle: nil, cacheResult: nil)
+                    let wire = WireFastPath.wireParts(planned, method: .GET, allocator: allocator).map { data -> String in
+                        guard case let .byteBuffer(buffer) = data else { return "<file>" }
+                        return String(buffer: buffer)
+                    }.joined()
+                    let channel = EmbeddedChannel(handler: HTTPResponseEncoder())
+                    for part in planned.parts { try channel.writeOutbound(part) }
+                    var encoded = ""
+                    while let data = try channel.readOutbound(as: IOData.self) {
+                        if case let .byteBuffer(buffer) = data { encoded += String(buffer: buffer) }
+                    }
+                    _ = try channel.finish()
+                    #expect(wire == encoded, "\(code) \(fields) \(body)")
+                    compared += 1
+                }
+            }
+        }
+        #expect(compared == 500 * 6 * 3)
+    }
+}

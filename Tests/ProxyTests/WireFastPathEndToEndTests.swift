@@ -1,0 +1,139 @@
+import DepotTestSupport
+import Foundation
+import Testing
+
+@testable import Proxy
+
+/// Hits answered from their bytes before the HTTP codec (`WireFastPath`), on a real Depot over
+/// real sockets: pipelined with requests only the codec answers, they keep their order, and a
+/// client that ends its side after its request still gets the whole answer.
+@Suite(.serialized) struct WireFastPathEndToEndTests {
+    let glance: GlanceServer
+
+    init() async throws { glance = try await GlanceServer.shared() }
+
+    @Test func pipelinedHitsAndOtherRequestsAreAnsweredInOrder() async throws {
+        let bytes = pseudoRandomBytes(count: 1 << 20, seed: 2412)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        try await withDepot(glanceURL: glance.url) { depot in
+            let path = "/v2/images/\(image.id)/file"
+            try await warm(depot, path: path, imageID: image.id)
+            let port = try #require(depot.server.port)
+            @Sendable func request(_ method: String, _ target: String, range: String? = nil) -> String {
+                "\(method) \(target) HTTP/1.1\r\nHost: depot\r\nX-Auth-Token: \(GlanceServer.alice)\r\n" + (range.map { "Range: bytes=\($0)\r\n" } ?? "") + "\r\n"
+            }
+            // (method, target, range, expected status, expected body: nil = only the status is checked)
+            let exchanges: [(String, String, String?, Int, [UInt8]?)] = [
+                ("GET", path, "0-4095", 206, Array(bytes[0..<4096])),
+                ("GET", "/healthz", nil, 200, nil),
+                ("GET", path, "4096-8191", 206, Array(bytes[4096..<8192])),
+                ("HEAD", path, nil, 200, []),
+                ("GET", "/v2/images/\(image.id)", nil, 200, nil),
+                ("GET", path, "1000000-", 206, Array(bytes[1_000_000...])),
+            ]
+            let before = depot.server.wireFastPathAnswers
+            let wire = exchanges.map { request($0.0, $0.1, range: $0.2) }.joined()
+            let received = try await offThePool {
+                let fd = try connectLoopback(port: port)
+                defer { close(fd) }
+                sendAll(fd, Array(wire.utf8))
+                return readResponses(fd, methods: exchanges.map(\.0), deadline: .now + .seconds(30))
+            }
+            #expect(received.count == exchanges.count)
+            for (answer, exchange) in zip(received, exchanges) {
+                #expect(answer.status == exchange.3, "\(exchange.0) \(exchange.1) \(exchange.2 ?? "")")
+                if let body = exchange.4 { #expect(answer.body == body, "\(exchange.0) \(exchange.1) \(exchange.2 ?? ""): \(answer.body.count) bytes") }
+            }
+            // The first hit came before anything the codec had to answer; the rest followed one.
+            #expect(depot.server.wireFastPathAnswers == before + 1)
+
+            // Once the codec is idle again, hits on the same connection are read from the wire.
+            let again = try await offThePool {
+                let fd = try connectLoopback(port: port)
+                defer { close(fd) }
+                sendAll(fd, Array(request("GET", "/healthz").utf8))
+                _ = readResponses(fd, methods: ["GET"], deadline: .now + .seconds(10))
+                sendAll(fd, Array(request("GET", path, range: "10-19").utf8))
+                return readResponses(fd, methods: ["GET"], deadline: .now + .seconds(10))
+            }
+            #expect(again.first?.status == 206 && again.first?.body == Array(bytes[10...19]))
+            #expect(depot.server.wireFastPathAnswers == before + 2)
+        }
+    }
+
+    @Test func aClientThatEndsItsSideAfterItsRequestGetsTheWholeAnswer() async throws {
+        let bytes = pseudoRandomBytes(count: 8 << 20, seed: 2413)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        try await withDepot(glanceURL: glance.url) { depot in
+            let path = "/v2/images/\(image.id)/file"
+            try await warm(depot, path: path, imageID: image.id)
+            let port = try #require(depot.server.port)
+            let before = depot.server.wireFastPathAnswers
+            let received = try await offThePool {
+                // A small window: most of the answer is still going out when the end of the
+                // client's side reaches Depot.
+                let fd = try connectLoopback(port: port, receiveBuffer: 32 * 1024)
+                defer { close(fd) }
+                sendAll(fd, Array("GET \(path) HTTP/1.1\r\nHost: depot\r\nX-Auth-Token: \(GlanceServer.alice)\r\n\r\n".utf8))
+                shutdown(fd, Int32(SHUT_WR))
+                usleep(300_000)
+                return readUntilClosed(fd, deadline: .now + .seconds(30))
+            }
+            #expect(depot.server.wireFastPathAnswers == before + 1)
+            let answers = parseResponses(received.bytes, methods: ["GET"])
+            #expect(answers.first?.status == 200)
+            #expect(answers.first?.body.count == bytes.count && answers.first?.body == bytes, "\(received.bytes.count) bytes received")
+            #expect(received.closed, "the connection closes after the answer")
+        }
+    }
+
+    /// Fills the image and makes the token's decision, so the next hit is answered on the event loop.
+    func warm(_ depot: DepotHarness, path: String, imageID: String) async throws {
+        _ = try await curl(depot.url + path)
+        let deadline = ContinuousClock.now + .seconds(30)
+        while try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: imageID) == nil, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(try await curl(depot.url + path, ["-r", "0-0"]).status == 206)
+    }
+}
+
+/// One response read off a connection.
+struct WireAnswer {
+    var status: Int
+    var body: [UInt8]
+}
+
+/// Reads responses until `methods.count` are whole (a `HEAD` answer has no body) or the deadline.
+func readResponses(_ fd: Int32, methods: [String], deadline: ContinuousClock.Instant) -> [WireAnswer] {
+    var timeout = timeval(tv_sec: 0, tv_usec: 50_000)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var received: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while ContinuousClock.now < deadline {
+        if parseResponses(received, methods: methods).count == methods.count { break }
+        let n = recv(fd, &buffer, buffer.count, 0)
+        if n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) { break }
+        if n > 0 { received += buffer[..<n] }
+    }
+    return parseResponses(received, methods: methods)
+}
+
+/// The whole responses at the start of `bytes`, framed by `Content-Length`.
+func parseResponses(_ bytes: [UInt8], methods: [String]) -> [WireAnswer] {
+    var answers: [WireAnswer] = []
+    var start = 0
+    for method in methods {
+        guard let end = bytes[start...].firstRange(of: Array("\r\n\r\n".utf8)) else { break }
+        let head = String(decoding: bytes[start..<end.lowerBound], as: UTF8.self)
+        let lines = head.split(separator: "\r\n")
+        guard let status = lines.first?.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { break }
+        let length = lines.first { $0.lowercased().hasPrefix("content-length:") }
+            .flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) } ?? 0
+        let bodyLength = method == "HEAD" || status == 304 || status == 204 ? 0 : length
+        guard bytes.count - end.upperBound >= bodyLength else { break }
+        answers.append(WireAnswer(status: status, body: Array(bytes[end.upperBound..<(end.upperBound + bodyLength)])))
+        start = end.upperBound + bodyLength
+    }
+    return answers
+}
