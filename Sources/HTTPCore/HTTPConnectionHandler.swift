@@ -37,6 +37,10 @@ final class HTTPConnectionHandler: ChannelDuplexHandler {
     private let headTimeout: TimeAmount
     private let fastPath: (any FastPathResponder)?
     private var timer: Scheduled<Void>?
+    /// The head timer the state machine armed last, and when it runs out; nil while a request
+    /// is being answered. The scheduled task is not cancelled and made again for every
+    /// request (a hit paid for both): when it fires early, it waits on for this deadline.
+    private var armed: (id: UInt64, deadline: NIODeadline)?
     /// Parts of a request answered here, to drop until its end.
     private var swallowing = false
     /// Request heads the codec delivered on this connection (`WireFastPath` compares it with
@@ -69,6 +73,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
+        armed = nil
         self.context = nil
     }
 
@@ -93,8 +98,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler {
         case let .head(head):
             headsSeen += 1
             guard case let .cancelHeadTimeout(mayAnswer) = state.event(.requestHeadArrived) else { return }
-            timer?.cancel()
-            timer = nil
+            armed = nil
             if mayAnswer, answerAtOnce(head, context) { return }
             context.fireChannelRead(data)
         case .body, .end:
@@ -149,21 +153,34 @@ final class HTTPConnectionHandler: ChannelDuplexHandler {
     private func perform(_ action: HTTPConnectionStateMachine.Action, _ context: ChannelHandlerContext) {
         switch action {
         case let .armHeadTimeout(id):
-            timer?.cancel()
-            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            timer = context.eventLoop.scheduleTask(in: headTimeout) {
-                let (handler, context) = loopBound.value
-                handler.perform(handler.state.event(.headTimeoutFired(id: id)), context)
-            }
+            armed = (id, context.eventLoop.now + headTimeout)
+            if timer == nil { scheduleHeadTimer(context) }
         case .close, .abort:
             timer?.cancel()
             timer = nil
+            armed = nil
             context.close(promise: nil)
         case .cancelHeadTimeout:
-            timer?.cancel()
-            timer = nil
+            armed = nil
         case .none, .sendContinue, .readNextRequest, .drainRequestBody:
             break
+        }
+    }
+
+    /// Runs at the armed deadline: reports the timeout if that timer is still armed and due,
+    /// waits on if it was armed again later, and ends if none is armed.
+    private func scheduleHeadTimer(_ context: ChannelHandlerContext) {
+        guard let armed else { return }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(deadline: armed.deadline) {
+            let (handler, context) = loopBound.value
+            handler.timer = nil
+            guard let armed = handler.armed else { return }
+            guard armed.deadline <= context.eventLoop.now else {
+                handler.scheduleHeadTimer(context)
+                return
+            }
+            handler.perform(handler.state.event(.headTimeoutFired(id: armed.id)), context)
         }
     }
 }
