@@ -99,10 +99,10 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
     /// event loops, corked (`TCP_CORK`, as nginx's `tcp_nopush`): a head and its file region
     /// leave in one segment, not a segment each as `TCP_NODELAY` sends them, and the client is
     /// woken once per answer; uncorking pushes what is left at once. Measured with
-    /// `benchmarks/serve` (4 KiB ranges, two cores, wrk on the same machine): corked, 16
-    /// connections answered 5-15% more requests per second, but one connection 12% fewer, its
-    /// client parsing the head while the body was still being sent; so few connections are not
-    /// corked.
+    /// `benchmarks/serve` (4 KiB ranges, two cores, wrk on the same machine, two runs each):
+    /// corked, 16 connections went from 0.62-0.64x nginx's requests per second to 0.66-0.68x,
+    /// but one connection from 0.96-0.99x to 0.87-0.89x, its client no longer parsing the head
+    /// while the body is sent; so few connections are not corked.
     private func flushWritten(_ context: ChannelHandlerContext) {
         guard unflushed else { return }
         unflushed = false
