@@ -274,10 +274,16 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     /// written to the Catalog in one transaction a second later: a hit never waits on SQLite.
     public func touch(_ digest: Digest) {
         budget.touch(digest)
+        let now = Date()
         let scheduleFlush = pendingHits.withLock { pending -> Bool in
             let first = pending.isEmpty
-            pending[digest, default: (0, Date())].0 += 1
-            pending[digest]!.1 = Date()
+            // One lookup of the digest, not one per field.
+            if let index = pending.index(forKey: digest) {
+                pending.values[index].0 += 1
+                pending.values[index].1 = now
+            } else {
+                pending[digest] = (1, now)
+            }
             return first
         }
         guard scheduleFlush else { return }

@@ -232,32 +232,37 @@ extension ByteBuffer {
         var length = statusLine.utf8.count + 2
         for (name, value) in headers { length += name.utf8.count + value.utf8.count + 4 }
         writeWithUnsafeMutableBytes(minimumWritableBytes: length) { out in
+            // The cursor is passed `inout`, not captured: a local function that captures a
+            // mutable variable boxes it, and every access to the box is checked for exclusivity
+            // at run time (about 4k instructions per hit).
             var at = 0
-            func copy(_ text: inout String) {
-                text.withUTF8 { bytes in
-                    guard bytes.count > 0 else { return }
-                    out.baseAddress!.advanced(by: at).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
-                    at += bytes.count
-                }
-            }
-            func copy(_ a: UInt8, _ b: UInt8) {
-                out[at] = a
-                out[at + 1] = b
-                at += 2
-            }
-            copy(&statusLine)
+            Self.copy(&statusLine, to: out, at: &at)
             for (name, value) in headers {
                 var name = name
                 var value = value
-                copy(&name)
-                copy(UInt8(ascii: ":"), UInt8(ascii: " "))
-                copy(&value)
-                copy(UInt8(ascii: "\r"), UInt8(ascii: "\n"))
+                Self.copy(&name, to: out, at: &at)
+                Self.copy(UInt8(ascii: ":"), UInt8(ascii: " "), to: out, at: &at)
+                Self.copy(&value, to: out, at: &at)
+                Self.copy(UInt8(ascii: "\r"), UInt8(ascii: "\n"), to: out, at: &at)
             }
-            copy(UInt8(ascii: "\r"), UInt8(ascii: "\n"))
+            Self.copy(UInt8(ascii: "\r"), UInt8(ascii: "\n"), to: out, at: &at)
             return at
         }
         return chunked
+    }
+
+    private static func copy(_ text: inout String, to out: UnsafeMutableRawBufferPointer, at: inout Int) {
+        text.withUTF8 { bytes in
+            guard bytes.count > 0 else { return }
+            (out.baseAddress! + at).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+            at += bytes.count
+        }
+    }
+
+    private static func copy(_ a: UInt8, _ b: UInt8, to out: UnsafeMutableRawBufferPointer, at: inout Int) {
+        out[at] = a
+        out[at + 1] = b
+        at += 2
     }
 
     /// The status line as NIO writes it, the answers of hits written out.

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import Logging
 import ServiceLifecycle
@@ -45,6 +46,50 @@ public final class AccessLog: Sendable {
     /// - Parameter metadata: key/value pairs, sorted by key by the caller (`StreamLogHandler` sorts them).
     func record(_ message: String, metadata: KeyValuePairs<String, String>) {
         guard enabled else { return }
+        append { Self.appendFields(message, metadata: metadata, to: &$0) }
+    }
+
+    /// Appends the line of a hit answered on the event loop: byte for byte what
+    /// `record("METHOD PATH STATUS", metadata: ["bytes": …, "cache": "hit", "duration_ms": …,
+    /// "path": "fast"])` writes, with the numbers written as digits into the batch instead of
+    /// a String each (about 4k instructions per hit).
+    /// - Parameters:
+    ///   - path: the request target without its query (`Router.pathPart`).
+    ///   - bytes: body bytes sent.
+    func recordHit(method: String, path: Substring, status: UInt, bytes body: UInt64, duration: Duration) {
+        guard enabled else { return }
+        append { Self.appendHitFields(method: method, path: path, status: status, bytes: body, duration: duration, to: &$0) }
+    }
+
+    /// A line's metadata (` key=value`, in the order given) and message (` [Proxy] message`).
+    static func appendFields(_ message: String, metadata: KeyValuePairs<String, String>, to bytes: inout [UInt8]) {
+        for (key, value) in metadata {
+            bytes.append(UInt8(ascii: " "))
+            bytes.append(contentsOf: key.utf8)
+            bytes.append(UInt8(ascii: "="))
+            bytes.append(contentsOf: value.utf8)
+        }
+        bytes.append(contentsOf: " [Proxy] ".utf8)
+        bytes.append(contentsOf: message.utf8)
+    }
+
+    /// What `appendFields` writes for a hit answered on the event loop (see `recordHit`).
+    static func appendHitFields(method: String, path: Substring, status: UInt, bytes body: UInt64, duration: Duration, to bytes: inout [UInt8]) {
+        bytes.append(contentsOf: " bytes=".utf8)
+        appendDecimal(body, to: &bytes)
+        bytes.append(contentsOf: " cache=hit duration_ms=".utf8)
+        appendMilliseconds(duration, to: &bytes)
+        bytes.append(contentsOf: " path=fast [Proxy] ".utf8)
+        bytes.append(contentsOf: method.utf8)
+        bytes.append(UInt8(ascii: " "))
+        bytes.append(contentsOf: path.utf8)
+        bytes.append(UInt8(ascii: " "))
+        appendDecimal(UInt64(status), to: &bytes)
+    }
+
+    /// Appends a line: the timestamp and logger, what `fields` writes (the metadata and the
+    /// message), the newline; writes the batch itself when it is past `limit`.
+    private func append(_ fields: (inout [UInt8]) -> Void) {
         let now = time(nil)
         let (full, signal) = pending.withLock { pending -> ([UInt8]?, Bool) in
             let wasEmpty = pending.bytes.isEmpty
@@ -56,14 +101,7 @@ public final class AccessLog: Sendable {
             // the rest of the access log per hit.
             pending.bytes.append(contentsOf: pending.timestamp.utf8)
             pending.bytes.append(contentsOf: " info depot.access:".utf8)
-            for (key, value) in metadata {
-                pending.bytes.append(UInt8(ascii: " "))
-                pending.bytes.append(contentsOf: key.utf8)
-                pending.bytes.append(UInt8(ascii: "="))
-                pending.bytes.append(contentsOf: value.utf8)
-            }
-            pending.bytes.append(contentsOf: " [Proxy] ".utf8)
-            pending.bytes.append(contentsOf: message.utf8)
+            fields(&pending.bytes)
             pending.bytes.append(UInt8(ascii: "\n"))
             guard pending.bytes.count < limit, !pending.direct else {
                 defer { pending.bytes = [] }
@@ -72,6 +110,56 @@ public final class AccessLog: Sendable {
             return (nil, wasEmpty)
         }
         if let full { Self.write(full) } else if signal { wake.yield() }
+    }
+
+    /// `value` in decimal ASCII.
+    static func appendDecimal(_ value: UInt64, to bytes: inout [UInt8]) {
+        guard value >= 10 else {
+            bytes.append(UInt8(ascii: "0") + UInt8(value))
+            return
+        }
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: UInt64.max has 20 digits
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            let base = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            var value = value
+            var at = buffer.count
+            while value > 0 {
+                at -= 1
+                base[at] = UInt8(ascii: "0") + UInt8(value % 10)
+                value /= 10
+            }
+            // As a typed buffer: Array copies it in one move, a slice of raw bytes one at a time.
+            bytes.append(contentsOf: UnsafeBufferPointer(start: base + at, count: buffer.count - at))
+        }
+    }
+
+    /// Milliseconds with one decimal, rounded half up: `milliseconds(_:)`'s text as bytes.
+    static func appendMilliseconds(_ duration: Duration, to bytes: inout [UInt8]) {
+        guard let tenths = tenthsOfMilliseconds(duration) else {
+            bytes.append(contentsOf: milliseconds(duration).utf8)
+            return
+        }
+        appendDecimal(UInt64(tenths / 10), to: &bytes)
+        bytes.append(UInt8(ascii: "."))
+        bytes.append(UInt8(ascii: "0") + UInt8(tenths % 10))
+    }
+
+    /// Milliseconds with one decimal, rounded half up (what `String(format: "%.1f")` printed,
+    /// without Foundation's formatter on every request).
+    static func milliseconds(_ duration: Duration) -> String {
+        guard let tenths = tenthsOfMilliseconds(duration) else {
+            let (seconds, attoseconds) = duration.components
+            return String(format: "%.1f", Double(seconds) * 1000 + Double(attoseconds) / 1e15)
+        }
+        return "\(tenths / 10).\(tenths % 10)"
+    }
+
+    /// A duration in tenths of milliseconds, rounded half up, from its own seconds and
+    /// attoseconds (1 ms = 10^15 attoseconds); nil for a negative or enormous one.
+    private static func tenthsOfMilliseconds(_ duration: Duration) -> Int64? {
+        let (seconds, attoseconds) = duration.components
+        guard seconds >= 0, attoseconds >= 0, seconds < Int64.max / 10_000 else { return nil }
+        return seconds * 10_000 + (attoseconds + 50_000_000_000_000) / 100_000_000_000_000
     }
 
     /// Writes the lines collected so far.

@@ -59,15 +59,14 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         cache.beginRead(digest)
         let started = ContinuousClock.now
         let (status, bodyBytes) = (hit.status.code, hit.bodyBytes)
+        let (method, uri) = (head.method, head.uri)
         return ImmediateResponse(hit) { [cache, accessLog, fastPathMetrics] in
             cache.endRead(digest)
             // The event-loop path has no Request: log and count it here.
             cache.statistics.record(.hit, bytes: bodyBytes)
             let duration = ContinuousClock.now - started
             fastPathMetrics.record(status: status, duration: duration)
-            accessLog.record(
-                "\(head.method.rawValue) \(Router.pathPart(Substring(head.uri))) \(status)",
-                metadata: ["bytes": "\(bodyBytes)", "cache": "hit", "duration_ms": Self.milliseconds(duration), "path": "fast"])
+            accessLog.recordHit(method: method.rawValue, path: Router.pathPart(Substring(uri)), status: status, bytes: UInt64(bodyBytes), duration: duration)
         }
     }
 
@@ -91,20 +90,9 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         accessLog.record(
             "\(request.method.rawValue) \(request.path) \(status)",
             metadata: [
-                "bytes": "\(response.bytesWritten)", "cache": response.cacheResult ?? "-", "duration_ms": Self.milliseconds(duration),
+                "bytes": "\(response.bytesWritten)", "cache": response.cacheResult ?? "-", "duration_ms": AccessLog.milliseconds(duration),
                 "request": "\(request.id)",
             ])
-    }
-
-    /// Milliseconds with one decimal, rounded half up (what `String(format: "%.1f")` printed,
-    /// without Foundation's formatter on every request).
-    static func milliseconds(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        guard seconds >= 0, attoseconds >= 0, seconds < Int64.max / 10_000 else {
-            return String(format: "%.1f", Double(seconds) * 1000 + Double(attoseconds) / 1e15)
-        }
-        let tenths = seconds * 10_000 + (attoseconds + 50_000_000_000_000) / 100_000_000_000_000
-        return "\(tenths / 10).\(tenths % 10)"
     }
 
     public func handle(_ request: Request, _ response: ResponseWriter) async {

@@ -61,3 +61,20 @@ import Testing
         #expect(!ConditionalRequest.ifRangeAllowsRange("\"abc\"", etag: nil))
     }
 }
+
+/// `Content-Range` of a single range, its digits written straight into the string, against
+/// the interpolated text.
+@Suite struct ContentRangeTextTests {
+    @Test func contentRangeIsTheInterpolatedText() {
+        let edges: [UInt64] = [0, 1, 9, 10, 99, 100, 4095, 4096, 999_999_999, 1_000_000_000, 10_000_000_000_000_000_000, UInt64.max - 1, UInt64.max]
+        var generator = SystemRandomNumberGenerator()
+        let random = (0..<500).map { _ in generator.next() >> UInt64.random(in: 0...63, using: &generator) }
+        let values = edges + random
+        for (i, a) in values.enumerated() {
+            let b = values[(i * 7 + 3) % values.count]
+            let size = values[(i * 13 + 5) % values.count]
+            let range = min(a, b)...max(a, b)
+            #expect(ResponsePlan.contentRange(range, size: size) == "bytes \(range.lowerBound)-\(range.upperBound)/\(size)")
+        }
+    }
+}

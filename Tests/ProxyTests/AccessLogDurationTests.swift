@@ -16,10 +16,41 @@ import Testing
         (Duration.seconds(86_400), "86400000.0"),
     ])
     func millisecondsHaveOneDecimal(duration: Duration, expected: String) {
-        #expect(DepotHandler.milliseconds(duration) == expected)
+        #expect(AccessLog.milliseconds(duration) == expected)
     }
 
     @Test func aNegativeDurationStillPrints() {
-        #expect(DepotHandler.milliseconds(.microseconds(-1_500)) == "-1.5")
+        #expect(AccessLog.milliseconds(.microseconds(-1_500)) == "-1.5")
     }
+}
+
+/// The line of a hit answered on the event loop, its numbers written as digits, against the
+/// same line built the general way from Swift's own decimal text.
+@Suite struct AccessLogHitLineTests {
+    @Test func aHitsLineIsTheGeneralLineByteForByte() {
+        let numbers: [UInt64] = [0, 1, 9, 10, 99, 100, 4096, 65_535, 1 << 32, 999_999_999_999, UInt64.max - 1, UInt64.max]
+        let durations: [Duration] = [
+            .zero, .microseconds(49), .microseconds(50), .microseconds(12_345), .milliseconds(999) + .microseconds(960), .seconds(86_400),
+            .microseconds(-1_500), .seconds(Int64.max / 9_000),
+        ]
+        var generator = SystemRandomNumberGenerator()
+        let randomNumbers = (0..<200).map { _ in generator.next() >> UInt64.random(in: 0...63, using: &generator) }
+        for (body, duration) in zip(numbers + randomNumbers, (durations + durations).cycled(to: numbers.count + randomNumbers.count)) {
+            for (method, uri, status) in [("GET", "/v2/images/0b4e/file", UInt(206)), ("HEAD", "/v2/images/x/file?a=b", 200), ("GET", "/caf\u{301}?", 416)] {
+                let path = Router.pathPart(Substring(uri))
+                var general: [UInt8] = []
+                AccessLog.appendFields(
+                    "\(method) \(path) \(status)",
+                    metadata: ["bytes": "\(body)", "cache": "hit", "duration_ms": AccessLog.milliseconds(duration), "path": "fast"], to: &general)
+                var hit: [UInt8] = []
+                AccessLog.appendHitFields(method: method, path: path, status: status, bytes: body, duration: duration, to: &hit)
+                #expect(hit == general, "\(String(decoding: hit, as: UTF8.self)) != \(String(decoding: general, as: UTF8.self))")
+            }
+        }
+    }
+}
+
+extension Array {
+    /// The array repeated to `count` elements.
+    fileprivate func cycled(to count: Int) -> [Element] { (0..<count).map { self[$0 % self.count] } }
 }
