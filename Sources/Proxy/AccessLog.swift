@@ -82,7 +82,8 @@ public final class AccessLog: Sendable {
         bytes.append(contentsOf: " path=fast [Proxy] ".utf8)
         bytes.append(contentsOf: method.utf8)
         bytes.append(UInt8(ascii: " "))
-        bytes.append(contentsOf: path.utf8)
+        // The contiguous bytes in one copy: a substring's UTF-8 view is appended a byte at a time.
+        if path.utf8.withContiguousStorageIfAvailable({ bytes.append(contentsOf: $0) }) == nil { bytes.append(contentsOf: path.utf8) }
         bytes.append(UInt8(ascii: " "))
         appendDecimal(UInt64(status), to: &bytes)
     }
