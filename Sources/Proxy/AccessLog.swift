@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import HTTPSemantics
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -76,7 +77,7 @@ public final class AccessLog: Sendable {
     /// What `appendFields` writes for a hit answered on the event loop (see `recordHit`).
     static func appendHitFields(method: String, path: Substring, status: UInt, bytes body: UInt64, duration: Duration, to bytes: inout [UInt8]) {
         bytes.append(contentsOf: " bytes=".utf8)
-        appendDecimal(body, to: &bytes)
+        DecimalDigits.append(body, to: &bytes)
         bytes.append(contentsOf: " cache=hit duration_ms=".utf8)
         appendMilliseconds(duration, to: &bytes)
         bytes.append(contentsOf: " path=fast [Proxy] ".utf8)
@@ -85,7 +86,7 @@ public final class AccessLog: Sendable {
         // The contiguous bytes in one copy: a substring's UTF-8 view is appended a byte at a time.
         if path.utf8.withContiguousStorageIfAvailable({ bytes.append(contentsOf: $0) }) == nil { bytes.append(contentsOf: path.utf8) }
         bytes.append(UInt8(ascii: " "))
-        appendDecimal(UInt64(status), to: &bytes)
+        DecimalDigits.append(UInt64(status), to: &bytes)
     }
 
     /// Appends a line: the timestamp and logger, what `fields` writes (the metadata and the
@@ -113,34 +114,13 @@ public final class AccessLog: Sendable {
         if let full { Self.write(full) } else if signal { wake.yield() }
     }
 
-    /// `value` in decimal ASCII.
-    static func appendDecimal(_ value: UInt64, to bytes: inout [UInt8]) {
-        guard value >= 10 else {
-            bytes.append(UInt8(ascii: "0") + UInt8(value))
-            return
-        }
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: UInt64.max has 20 digits
-        withUnsafeMutableBytes(of: &digits) { buffer in
-            let base = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
-            var value = value
-            var at = buffer.count
-            while value > 0 {
-                at -= 1
-                base[at] = UInt8(ascii: "0") + UInt8(value % 10)
-                value /= 10
-            }
-            // As a typed buffer: Array copies it in one move, a slice of raw bytes one at a time.
-            bytes.append(contentsOf: UnsafeBufferPointer(start: base + at, count: buffer.count - at))
-        }
-    }
-
     /// Milliseconds with one decimal, rounded half up: `milliseconds(_:)`'s text as bytes.
     static func appendMilliseconds(_ duration: Duration, to bytes: inout [UInt8]) {
         guard let tenths = tenthsOfMilliseconds(duration) else {
             bytes.append(contentsOf: milliseconds(duration).utf8)
             return
         }
-        appendDecimal(UInt64(tenths / 10), to: &bytes)
+        DecimalDigits.append(UInt64(tenths / 10), to: &bytes)
         bytes.append(UInt8(ascii: "."))
         bytes.append(UInt8(ascii: "0") + UInt8(tenths % 10))
     }
