@@ -66,7 +66,10 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
             cache.statistics.record(.hit, bytes: bodyBytes)
             let duration = ContinuousClock.now - started
             fastPathMetrics.record(status: status, duration: duration)
-            accessLog.recordHit(method: method.rawValue, path: Router.pathPart(Substring(uri)), status: status, bytes: UInt64(bodyBytes), duration: duration)
+            // The path is cut out only for a log that writes it (`--log-level warning` has none).
+            if accessLog.enabled {
+                accessLog.recordHit(method: method.rawValue, path: Router.pathPart(Substring(uri)), status: status, bytes: UInt64(bodyBytes), duration: duration)
+            }
         }
     }
 
