@@ -91,6 +91,21 @@ public final class ResponseWriter: @unchecked Sendable {
         try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(buffer))).get()
     }
 
+    /// Sends a file region's bytes (not for HEAD requests): zero-copy (sendfile), or read into
+    /// buffers a chunk at a time when the channel encrypts. Awaited until the channel took all
+    /// of it, so a slow client holds back its sender, not memory.
+    /// - Throws: the channel's error; `FileRegionShort` when the file ends before the region
+    ///   (read for TLS).
+    public func body(_ region: FileRegion) async throws {
+        guard !isHead, region.readableBytes > 0 else { return }
+        bytesWritten += UInt64(region.readableBytes)
+        if let fileReads {
+            try await sendReading(region, with: fileReads)
+        } else {
+            try await channel.writeAndFlush(HTTPServerResponsePart.body(.fileRegion(region))).get()
+        }
+    }
+
     /// Writes a response planned in full: all parts at once, awaiting only the last, then
     /// lets go of the file handle the regions read from.
     package func send(_ hit: PlannedResponse) async throws {
@@ -117,16 +132,21 @@ public final class ResponseWriter: @unchecked Sendable {
                 try await channel.writeAndFlush(part).get()
                 continue
             }
-            var offset = region.readerIndex
-            while offset < region.endIndex {
-                let count = min(Self.readChunkBytes, region.endIndex - offset)
-                let chunk = try await fileReads.read(fileHandle: region.fileHandle, fromOffset: Int64(offset), byteCount: count, allocator: allocator)
-                // A blob is never shorter than its catalogued size; if it is, the client must
-                // see a broken transfer rather than wait.
-                guard chunk.readableBytes > 0 else { throw FileRegionShort(expectedEnd: region.endIndex, end: offset) }
-                try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(chunk))).get()
-                offset += chunk.readableBytes
-            }
+            try await sendReading(region, with: fileReads)
+        }
+    }
+
+    /// Sends a region's bytes read into buffers, one chunk at a time, each awaited.
+    private func sendReading(_ region: FileRegion, with fileReads: NonBlockingFileIO) async throws {
+        var offset = region.readerIndex
+        while offset < region.endIndex {
+            let count = min(Self.readChunkBytes, region.endIndex - offset)
+            let chunk = try await fileReads.read(fileHandle: region.fileHandle, fromOffset: Int64(offset), byteCount: count, allocator: allocator)
+            // A blob is never shorter than its catalogued size; if it is, the client must
+            // see a broken transfer rather than wait.
+            guard chunk.readableBytes > 0 else { throw FileRegionShort(expectedEnd: region.endIndex, end: offset) }
+            try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(chunk))).get()
+            offset += chunk.readableBytes
         }
     }
 

@@ -18,8 +18,9 @@ struct ImageFileResponder {
     /// decide); nil answers from the cache's decision instead.
     var passThrough: (@Sendable () async -> Void)? = nil
 
-    /// Bytes per read when streaming from a fill.
-    static let chunkSize = 1 << 20
+    /// The most one write sends when streaming from a fill (a file region, sent with
+    /// sendfile): as `HitResponse.regionBytes`, so the idle timeout sees progress.
+    static let chunkSize = HitResponse.regionBytes
     /// A range starting further than this beyond the written mark is fetched on its own.
     static let aheadThreshold: UInt64 = 16 << 20
 
@@ -145,9 +146,14 @@ struct ImageFileResponder {
     /// With `holdLastByte` (the range ends at the image's last byte), that byte waits until the
     /// fill committed (its digests matched Glance's), so a client never receives a
     /// complete-looking wrong image; a failed fill cuts the response before it.
+    ///
+    /// The bytes go out as file regions of the fill's file (sendfile, as a hit's do): the
+    /// kernel copies them from the page cache to each client's socket once. Read into a buffer
+    /// and written, every byte was copied twice more per client, which a fill shared by tens
+    /// of clients paid on the same cores as its hashes.
     func stream(_ fill: Fill, range: ClosedRange<UInt64>, to response: ResponseWriter, holdLastByte: Bool) async throws {
-        let fd = try fill.openForReading()
-        defer { close(fd) }
+        let file = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: try fill.openForReading())
+        defer { try? file.close() }
         var offset = range.lowerBound
         while offset <= range.upperBound {
             let (written, outcome) = await fill.waitForBytes(beyond: offset)
@@ -164,13 +170,8 @@ struct ImageFileResponder {
                 }
                 end -= 1
             }
-            let count = Int(end - offset + 1)
-            var buffer = response.allocator.buffer(capacity: count)
-            let read = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
-                pread(fd, raw.baseAddress, count, off_t(offset))
-            }
-            guard read == count else { throw CacheError.fillFailed(imageID: fill.imageID, reason: "short read from the fill at \(offset)") }
-            try await response.body(buffer)
+            // Below the written mark the file holds every byte: the region cannot run short.
+            try await response.body(FileRegion(fileHandle: file, readerIndex: Int(offset), endIndex: Int(end) + 1))
             offset = end + 1
         }
     }
