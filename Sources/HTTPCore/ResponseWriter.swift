@@ -94,16 +94,23 @@ public final class ResponseWriter: @unchecked Sendable {
     /// Sends a file region's bytes (not for HEAD requests): zero-copy (sendfile), or read into
     /// buffers a chunk at a time when the channel encrypts. Awaited until the channel took all
     /// of it, so a slow client holds back its sender, not memory.
-    /// - Throws: the channel's error; `FileRegionShort` when the file ends before the region
-    ///   (read for TLS).
+    /// - Throws: the channel's error; `FileRegionShort` when the file ends before the region.
     public func body(_ region: FileRegion) async throws {
         guard !isHead, region.readableBytes > 0 else { return }
         bytesWritten += UInt64(region.readableBytes)
         if let fileReads {
             try await sendReading(region, with: fileReads)
-        } else {
-            try await channel.writeAndFlush(HTTPServerResponsePart.body(.fileRegion(region))).get()
+            return
         }
+        // A region the file does not hold is refused, as a short read is when reading for TLS:
+        // sendfile at the end of a file sends nothing, and NIO retries it without end, a core
+        // spinning for a client that never gets its bytes.
+        let size = try region.fileHandle.withUnsafeFileDescriptor { fd -> Int in
+            var info = stat()
+            return fstat(fd, &info) == 0 ? Int(info.st_size) : -1
+        }
+        guard size >= region.endIndex else { throw FileRegionShort(expectedEnd: region.endIndex, end: max(size, region.readerIndex)) }
+        try await channel.writeAndFlush(HTTPServerResponsePart.body(.fileRegion(region))).get()
     }
 
     /// Writes a response planned in full: all parts at once, awaiting only the last, then

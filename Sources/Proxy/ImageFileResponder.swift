@@ -170,16 +170,8 @@ struct ImageFileResponder {
                 }
                 end -= 1
             }
-            // Below the written mark the file holds every byte. Checked all the same, as the
-            // short read was: sendfile at the end of a file sends nothing, and NIO retries it
-            // without end, a core spinning for a client that never gets its bytes.
-            let size = try file.withUnsafeFileDescriptor { fd -> Int64 in
-                var info = stat()
-                return fstat(fd, &info) == 0 ? Int64(info.st_size) : -1
-            }
-            guard size > Int64(end) else {
-                throw CacheError.fillFailed(imageID: fill.imageID, reason: "the fill's file holds \(size) bytes, short of its written mark \(written)")
-            }
+            // Below the written mark the file holds every byte (`body` refuses a region it
+            // does not).
             try await response.body(FileRegion(fileHandle: file, readerIndex: Int(offset), endIndex: Int(end) + 1))
             offset = end + 1
         }
