@@ -242,10 +242,12 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     /// What Depot can answer without any I/O: the image record of a still-valid positive
     /// decision for this token, and the blob the image resolved to. Nil when either is not
     /// known (the caller then takes the full path).
-    public func knownHit(token: String?, cloud: String, imageID: String) -> (image: GlanceImage, digest: Digest)? {
-        guard let token, !token.isEmpty else { return nil }
+    /// - Parameter fingerprint: `SecretFingerprint(token)`, which a caller that sees the same
+    ///   token again (a connection's requests) keeps rather than computes per request.
+    public func knownHit(token: String, fingerprint: SecretFingerprint, cloud: String, imageID: String) -> (image: GlanceImage, digest: Digest)? {
+        guard !token.isEmpty else { return nil }
         let key = ImageKey(cloud: cloud, imageID: imageID)
-        guard let decided = authorizer.decidedImage(token: token, key) else { return nil }
+        guard let decided = authorizer.decidedImage(fingerprint: fingerprint, key) else { return nil }
         if decided.refresh { refreshDecision(token: token, key) }
         guard let digest = resolver.known(key) else { return nil }
         return (decided.image, digest)

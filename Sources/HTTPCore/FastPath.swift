@@ -60,7 +60,17 @@ public struct PlannedResponse {
 /// needed is already in memory (a cache hit with a still-valid decision for the token).
 public protocol FastPathResponder: Sendable {
     /// The complete response, or nil to let the async handler take the request.
-    func immediateResponse(to head: HTTPRequestHead, allocator: ByteBufferAllocator) -> ImmediateResponse?
+    /// - Parameter memo: what the responder kept from this connection's earlier requests.
+    func immediateResponse(to head: HTTPRequestHead, allocator: ByteBufferAllocator, memo: inout FastPathMemo) -> ImmediateResponse?
+}
+
+/// What a `FastPathResponder` keeps between the requests of one connection, such as work
+/// derived from a header every request repeats; it ends with the connection. The connection's
+/// handlers only carry it: what it holds is the responder's business.
+public struct FastPathMemo {
+    public var value: AnyObject?
+
+    public init() {}
 }
 
 /// A response the fast path writes at once.

@@ -48,6 +48,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler {
     private(set) var headsSeen = 0
     /// This handler's context, for the events of answers `WireFastPath` writes.
     private var context: ChannelHandlerContext?
+    /// The fast path's memo for this connection, shared with `WireFastPath`.
+    var fastPathMemo = FastPathMemo()
 
     init(state: HTTPConnectionState, headTimeout: TimeAmount, fastPath: (any FastPathResponder)? = nil) {
         self.state = state
@@ -121,7 +123,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler {
     /// Writes the fast path's complete answer to a head, if it has one.
     private func answerAtOnce(_ head: HTTPRequestHead, _ context: ChannelHandlerContext) -> Bool {
         guard let fastPath, head.isKeepAlive, head.version == .http1_1, head.method == .GET || head.method == .HEAD,
-              let response = fastPath.immediateResponse(to: head, allocator: context.channel.allocator)
+              let response = fastPath.immediateResponse(to: head, allocator: context.channel.allocator, memo: &fastPathMemo)
         else { return false }
         swallowing = true
         let planned = response.response

@@ -72,7 +72,7 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
         while buffer.readableBytes > 0 {
             guard context.channel.isWritable, connection.state.mayAnswerOnEventLoop,
                   let request = buffer.withUnsafeReadableBytes(WireRequestHead.read),
-                  let response = fastPath.immediateResponse(to: request.head, allocator: context.channel.allocator)
+                  let response = fastPath.immediateResponse(to: request.head, allocator: context.channel.allocator, memo: &connection.fastPathMemo)
             else {
                 passOn(buffer, context)
                 return

@@ -46,15 +46,16 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
 
     func route(_ request: Request) -> Router.Route { router.route(uri: request.uri) }
 
-    public func immediateResponse(to head: HTTPRequestHead, allocator: ByteBufferAllocator) -> ImmediateResponse? {
+    public func immediateResponse(to head: HTTPRequestHead, allocator: ByteBufferAllocator, memo: inout FastPathMemo) -> ImmediateResponse? {
         guard case let .imageFile(cloud, imageID, _) = router.route(uri: head.uri),
               let representationRequest = RepresentationRequest(head),
-              let (image, digest) = cache.knownHit(token: head.headers.first(name: "x-auth-token"), cloud: cloud, imageID: imageID),
-              // A blob that does not match its record is left to the async path to quarantine.
-              let reader = cache.openForHit(digest, size: image.size ?? 0, quarantineOnMismatch: false)
+              let token = head.headers.first(name: "x-auth-token"),
+              let (image, digest) = cache.knownHit(token: token, fingerprint: TokenMemo.fingerprint(of: token, in: &memo), cloud: cloud, imageID: imageID)
         else { return nil }
-        let hit = HitResponse(
-            plan: ResponsePlan(representationRequest, for: Representation(image: image)), version: head.version, reader: reader, allocator: allocator)
+        let representation = Representation(image: image)
+        // A blob that does not match its record is left to the async path to quarantine.
+        guard let reader = cache.openForHit(digest, size: representation.size, quarantineOnMismatch: false) else { return nil }
+        let hit = HitResponse(plan: ResponsePlan(representationRequest, for: representation), version: head.version, reader: reader, allocator: allocator)
         cache.touch(digest)
         cache.beginRead(digest)
         let started = ContinuousClock.now
@@ -70,6 +71,27 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
             if accessLog.enabled {
                 accessLog.recordHit(method: method.rawValue, path: Router.pathPart(Substring(uri)), status: status, bytes: UInt64(bodyBytes), duration: duration)
             }
+        }
+    }
+
+    /// The token a connection's requests carried last, and its fingerprint: a client sends
+    /// the same token with every request, and the connection's memo ends with it, so no table
+    /// outlives the connection holding a token (the decisions are keyed by fingerprint).
+    final class TokenMemo {
+        let token: String
+        let fingerprint: SecretFingerprint
+
+        init(_ token: String) {
+            self.token = token
+            fingerprint = SecretFingerprint(token)
+        }
+
+        /// `SecretFingerprint(token)`, kept in `memo` for the connection's next request.
+        static func fingerprint(of token: String, in memo: inout FastPathMemo) -> SecretFingerprint {
+            if let kept = memo.value as? TokenMemo, kept.token == token { return kept.fingerprint }
+            let made = TokenMemo(token)
+            memo.value = made
+            return made.fingerprint
         }
     }
 

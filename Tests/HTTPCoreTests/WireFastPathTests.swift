@@ -11,7 +11,7 @@ import Testing
 @Suite struct WireFastPathTests {
     /// Answers `/hit…` with its target as the body; anything else is left to the serve loop.
     struct Hits: FastPathResponder {
-        func immediateResponse(to head: HTTPRequestHead, allocator: ByteBufferAllocator) -> ImmediateResponse? {
+        func immediateResponse(to head: HTTPRequestHead, allocator: ByteBufferAllocator, memo: inout FastPathMemo) -> ImmediateResponse? {
             guard head.uri.hasPrefix("/hit") else { return nil }
             let body = allocator.buffer(string: "hit \(head.uri)")
             let planned = PlannedResponse(

@@ -4,6 +4,7 @@ import DepotTestSupport
 import Eviction
 import Foundation
 import Glance
+import HTTPCore
 import NIOCore
 import NIOHTTP1
 import Testing
@@ -64,7 +65,8 @@ import Testing
                         for request in RequestSpace.all(etag: etag) {
                             let headers = [("X-Auth-Token", GlanceServer.alice)] + request.headers
                             let head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: request.method), uri: path, headers: HTTPHeaders(headers))
-                            let immediate = handler.immediateResponse(to: head, allocator: ByteBufferAllocator())
+                            var memo = FastPathMemo()
+                            let immediate = handler.immediateResponse(to: head, allocator: ByteBufferAllocator(), memo: &memo)
                             #expect(immediate != nil, "the event loop answers \(request)")
                             immediate?.response.release()
                             immediate?.completion()

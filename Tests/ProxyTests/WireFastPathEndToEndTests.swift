@@ -87,6 +87,50 @@ import Testing
         }
     }
 
+    /// A connection keeps the fingerprint of the token its last request carried (the fast
+    /// path's memo): another token on the same connection is still asked about on its own. One
+    /// connection answered from the wire, one pinned to the codec (its first head has a value
+    /// with trailing white space, which `WireRequestHead` leaves to the codec): another
+    /// project's token, and a token Glance does not know, between the owner's hits get Glance's
+    /// refusals, and the owner's next request is a hit again.
+    @Test func anotherTokenOnTheSameConnectionIsDecidedOnItsOwn() async throws {
+        let bytes = pseudoRandomBytes(count: 64 << 10, seed: 2414)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        let glanceFile = "\(glance.url)/v2/images/\(image.id)/file"
+        let refusals = [try await curl(glanceFile, token: GlanceServer.bob).status, try await curl(glanceFile, token: "garbage").status]
+        #expect(refusals == [404, 401], "Glance's own answers to the other tokens")
+        try await withDepot(glanceURL: glance.url) { depot in
+            let path = "/v2/images/\(image.id)/file"
+            try await warm(depot, path: path, imageID: image.id)
+            let port = try #require(depot.server.port)
+            let tokens = [GlanceServer.alice, GlanceServer.bob, GlanceServer.alice, "garbage", GlanceServer.alice]
+            let expected = [206, refusals[0], 206, refusals[1], 206]
+            for pinnedToCodec in [false, true] {
+                let before = depot.server.wireFastPathAnswers
+                let answers = try await offThePool {
+                    let fd = try connectLoopback(port: port)
+                    defer { close(fd) }
+                    if pinnedToCodec {
+                        sendAll(fd, Array("GET /healthz HTTP/1.1\r\nHost: depot\r\nX-Odd: x \r\n\r\n".utf8))
+                        _ = readResponses(fd, methods: ["GET"], deadline: .now + .seconds(10))
+                    }
+                    var answers: [WireAnswer] = []
+                    for token in tokens {
+                        sendAll(fd, Array("GET \(path) HTTP/1.1\r\nHost: depot\r\nX-Auth-Token: \(token)\r\nRange: bytes=0-4095\r\n\r\n".utf8))
+                        answers += readResponses(fd, methods: ["GET"], deadline: .now + .seconds(30))
+                    }
+                    return answers
+                }
+                let where_ = pinnedToCodec ? "through the codec" : "from the wire"
+                #expect(answers.map(\.status) == expected, "\(where_)")
+                for (answer, status) in zip(answers, expected) where status == 206 {
+                    #expect(answer.body == Array(bytes[0..<4096]), "\(where_)")
+                }
+                #expect(depot.server.wireFastPathAnswers == before + (pinnedToCodec ? 0 : 3), "\(where_)")
+            }
+        }
+    }
+
     /// Fills the image and makes the token's decision, so the next hit is answered on the event loop.
     func warm(_ depot: DepotHarness, path: String, imageID: String) async throws {
         _ = try await curl(depot.url + path)
