@@ -244,13 +244,14 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     /// known (the caller then takes the full path).
     /// - Parameter fingerprint: `SecretFingerprint(token)`, which a caller that sees the same
     ///   token again (a connection's requests) keeps rather than computes per request.
-    public func knownHit(token: String, fingerprint: SecretFingerprint, cloud: String, imageID: String) -> (image: GlanceImage, digest: Digest)? {
+    /// - Returns: also the decision's memo, for what the caller derives from the record.
+    public func knownHit(token: String, fingerprint: SecretFingerprint, cloud: String, imageID: String) -> (image: GlanceImage, derived: DecisionMemo, digest: Digest)? {
         guard !token.isEmpty else { return nil }
         let key = ImageKey(cloud: cloud, imageID: imageID)
         guard let decided = authorizer.decidedImage(fingerprint: fingerprint, key) else { return nil }
         if decided.refresh { refreshDecision(token: token, key) }
         guard let digest = resolver.known(key) else { return nil }
-        return (decided.image, digest)
+        return (decided.image, decided.derived, digest)
     }
 
     /// Asks Glance again in the background for a decision about to expire (see

@@ -50,9 +50,9 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         guard case let .imageFile(cloud, imageID, _) = router.route(uri: head.uri),
               let representationRequest = RepresentationRequest(head),
               let token = head.headers.first(name: "x-auth-token"),
-              let (image, digest) = cache.knownHit(token: token, fingerprint: TokenMemo.fingerprint(of: token, in: &memo), cloud: cloud, imageID: imageID)
+              let (image, derived, digest) = cache.knownHit(token: token, fingerprint: TokenMemo.fingerprint(of: token, in: &memo), cloud: cloud, imageID: imageID)
         else { return nil }
-        let representation = Representation(image: image)
+        let representation = derived.value { KeptRepresentation(Representation(image: image)) }.representation
         // A blob that does not match its record is left to the async path to quarantine.
         guard let reader = cache.openForHit(digest, size: representation.size, quarantineOnMismatch: false) else { return nil }
         let hit = HitResponse(plan: ResponsePlan(representationRequest, for: representation), version: head.version, reader: reader, allocator: allocator)
@@ -72,6 +72,14 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
                 accessLog.recordHit(method: method.rawValue, path: Router.pathPart(Substring(uri)), status: status, bytes: UInt64(bodyBytes), duration: duration)
             }
         }
+    }
+
+    /// An image record's representation, kept with its decision (`DecisionMemo`): its entity
+    /// tag and fields cost about 3,000 instructions to read and build per hit.
+    final class KeptRepresentation: Sendable {
+        let representation: Representation
+
+        init(_ representation: Representation) { self.representation = representation }
     }
 
     /// The token a connection's requests carried last, and its fingerprint: a client sends

@@ -180,6 +180,13 @@ import Testing
             let recordPath = "/v2/images/\(image.id)"
             #expect(try await curl(url).status == 200)
             #expect(try await curl(url).header("x-depot-cache") == "hit")
+            // What hits derive from the record is kept with the decision, and only with it.
+            func decisionMemo() -> DecisionMemo? {
+                depot.cache.knownHit(
+                    token: GlanceServer.alice, fingerprint: SecretFingerprint(GlanceServer.alice), cloud: "default_RegionOne", imageID: image.id)?.derived
+            }
+            let firstMemo = try #require(decisionMemo())
+            #expect(decisionMemo() === firstMemo, "one decision, one memo")
             func waitForHeld(_ count: Int) async throws {
                 let deadline = ContinuousClock.now + .seconds(60)
                 while proxy.heldResponses != count, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
@@ -202,6 +209,7 @@ import Testing
             let late = try await curl(url, ["--max-time", "60"])
             #expect(late.status == 200 && late.header("x-depot-cache") == "hit")
             #expect(proxy.heldResponses == 0, "no request waited on Glance")
+            #expect(decisionMemo() !== firstMemo, "the renewed decision does not keep what was derived from the first one's record")
             proxy.setFaults { $0.holdResponsesTo = nil }
         }
     }

@@ -11,6 +11,28 @@ protocol AcknowledgedUploads: Sendable {
     func mayPredateLanding(_ image: GlanceImage, cloud: String, askedAt: ContinuousClock.Instant) -> Bool
 }
 
+/// A value derived from one decision's image record alone, kept with the decision: what a hit
+/// makes of the record (the HTTP representation: its size, entity tag, `Content-MD5`) is made
+/// once per decision, not once per hit. A decision made again, by a refresh or another
+/// request, starts an empty memo, so a kept value never outlives the record it came from.
+public final class DecisionMemo: Sendable {
+    private let kept = Mutex<(any AnyObject & Sendable)?>(nil)
+
+    init() {}
+
+    /// The value kept, or `make()`'s, kept for the next hit. `make` runs outside the lock and
+    /// may run more than once when hits race; the first value kept stays.
+    public func value<Value: AnyObject & Sendable>(_ make: () -> Value) -> Value {
+        if let value = kept.withLock({ $0 }) as? Value { return value }
+        let made = make()
+        return kept.withLock { kept in
+            if let value = kept as? Value { return value }
+            kept = made
+            return made
+        }
+    }
+}
+
 /// Who may read an image: Glance asked with the caller's own token, its positive answers
 /// reused per token for a while, and for longer while Glance cannot be reached.
 final class Authorizer: Sendable {
@@ -24,6 +46,8 @@ final class Authorizer: Sendable {
     private struct Decision {
         var image: GlanceImage
         var decidedAt: ContinuousClock.Instant
+        /// What hits derive from `image`, made once for this decision.
+        let derived = DecisionMemo()
     }
 
     /// Per token (hashed) and image.
@@ -60,18 +84,18 @@ final class Authorizer: Sendable {
     ///   (`refresh(token:cloud:imageID:uploads:)`): it is older than `refreshAge` and no
     ///   refresh of it runs. So the readers of a hot image never all wait on Glance at once
     ///   when its decision expires; they keep the decision, which Glance confirms meanwhile.
-    func decidedImage(token: String, _ image: ImageKey) -> (image: GlanceImage, refresh: Bool)? {
+    func decidedImage(token: String, _ image: ImageKey) -> (image: GlanceImage, derived: DecisionMemo, refresh: Bool)? {
         decidedImage(fingerprint: SecretFingerprint(token), image)
     }
 
     /// `decidedImage(token:_:)` for a caller that kept the token's fingerprint (a connection
     /// whose requests repeat one token: hashing it was about 3,500 instructions per hit).
-    func decidedImage(fingerprint: SecretFingerprint, _ image: ImageKey) -> (image: GlanceImage, refresh: Bool)? {
+    func decidedImage(fingerprint: SecretFingerprint, _ image: ImageKey) -> (image: GlanceImage, derived: DecisionMemo, refresh: Bool)? {
         let key = DecisionKey(token: fingerprint, image: image)
         guard let decision = decisions.withLock({ $0[key] }) else { return nil }
         let age = clock.now() - decision.decidedAt
         guard age < decisionTTL else { return nil }
-        return (decision.image, age >= refreshAge && refreshing.withLock { $0.insert(key).inserted })
+        return (decision.image, decision.derived, age >= refreshAge && refreshing.withLock { $0.insert(key).inserted })
     }
 
     /// Asks Glance again, with the caller's token, for a decision `decidedImage` said to
