@@ -42,7 +42,8 @@ public final class OpenBlobCache: Sendable {
     func reader(for digest: Digest, blobPath: () -> String) throws(BlobStoreError) -> BlobReader {
         let path = state.withLock { $0.entries[digest]?.reader.path } ?? blobPath()
         var now = stat()
-        guard stat(path, &now) == 0 else {
+        // `withCString`: passing the String itself converts it to a new C array on every hit.
+        guard path.withCString({ stat($0, &now) }) == 0 else {
             let failure = errno
             remove(digest)
             if failure == ENOENT { throw .notFound(digest) }

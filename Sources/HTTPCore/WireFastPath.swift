@@ -176,8 +176,10 @@ extension WireFastPath {
         var chunked = false
         var parts = planned.parts[...]
         if case let .head(responseHead) = parts.popFirst() { chunked = head.writeWireResponseHead(responseHead) }
-        var out: [IOData] = [.byteBuffer(head)]
+        // Reserved before the first element: an array literal then `reserveCapacity` allocates twice.
+        var out: [IOData] = []
         out.reserveCapacity(planned.parts.count)
+        out.append(.byteBuffer(head))
         guard method != .HEAD else { return out }
         for case let .body(data) in parts {
             // An empty chunk would end the body: NIO sends it unframed (as nothing).

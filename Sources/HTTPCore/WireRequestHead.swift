@@ -16,14 +16,15 @@ import NIOHTTP1
 struct WireRequestHead {
     let method: HTTPMethod
     let target: String
-    /// Header fields in their order, names as sent, values without their leading whitespace.
-    let fields: [(name: String, value: String)]
+    /// Header fields in their order, names as sent, values without their leading whitespace:
+    /// (name, value), the element type `HTTPHeaders` keeps, so `head` takes the array as it is.
+    let fields: [(String, String)]
     /// Bytes of the head, its final empty line included.
     let length: Int
 
     /// The head as NIO's decoder delivers it.
     var head: HTTPRequestHead {
-        HTTPRequestHead(version: .http1_1, method: method, uri: target, headers: HTTPHeaders(fields.map { ($0.name, $0.value) }))
+        HTTPRequestHead(version: .http1_1, method: method, uri: target, headers: HTTPHeaders(fields))
     }
 
     /// Longest head accepted, in bytes; longer ones go to the decoder (whose limits answer 414 and 431).
@@ -34,7 +35,7 @@ struct WireRequestHead {
     /// The head at the start of `bytes`, or nil when it is not one this reader accepts (or not
     /// complete yet).
     static func read(_ bytes: UnsafeRawBufferPointer) -> WireRequestHead? {
-        var fields: [(name: String, value: String)] = []
+        var fields: [(String, String)] = []
         fields.reserveCapacity(8)
         guard let (method, target, length) = scan(bytes, field: { bytes, name, value in
             fields.append((String(decoding: UnsafeRawBufferPointer(rebasing: bytes[name]), as: UTF8.self),
