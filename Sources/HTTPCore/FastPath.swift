@@ -5,7 +5,9 @@ import NIOHTTP1
 /// file regions, the end. The fast path writes it on the event loop; `ResponseWriter.send(_:)`
 /// writes it from a task (reading the regions into buffers under TLS).
 public struct PlannedResponse {
-    public let parts: [HTTPServerResponsePart]
+    public let head: HTTPResponseHead
+    /// The body's bytes and file regions, in order.
+    public let body: [IOData]
     /// The descriptor the file regions read from; let go by `release()` once the last part is written.
     public let handle: NIOFileHandle?
     /// What owns `handle`'s descriptor when the response only borrows it (a kept blob
@@ -16,17 +18,23 @@ public struct PlannedResponse {
 
     /// - Parameter descriptorOwner: nil when `handle` owns its descriptor (closed by
     ///   `release()`); else the object that does, kept alive until `release()`.
-    /// - Precondition: `parts` starts with a head and ends with an end.
     public init(head: HTTPResponseHead, body: [IOData], handle: NIOFileHandle?, descriptorOwner: (AnyObject & Sendable)? = nil, cacheResult: String?) {
+        self.head = head
+        self.body = body
+        self.handle = handle
+        self.descriptorOwner = descriptorOwner
+        self.cacheResult = cacheResult
+    }
+
+    /// The response as the HTTP codec's parts: the head, each body part, the end. Made when
+    /// asked for: `WireFastPath` writes `head` and `body` without them.
+    public var parts: [HTTPServerResponsePart] {
         var parts: [HTTPServerResponsePart] = []
         parts.reserveCapacity(body.count + 2)
         parts.append(.head(head))
         for data in body { parts.append(.body(data)) }
         parts.append(.end(nil))
-        self.parts = parts
-        self.handle = handle
-        self.descriptorOwner = descriptorOwner
-        self.cacheResult = cacheResult
+        return parts
     }
 
     /// Lets go of the descriptor once the last part is written (or the write failed): closes
@@ -42,18 +50,10 @@ public struct PlannedResponse {
     }
 
     /// The status of the head.
-    public var status: HTTPResponseStatus {
-        guard case let .head(head) = parts.first else { return .internalServerError }
-        return head.status
-    }
+    public var status: HTTPResponseStatus { head.status }
 
     /// Body bytes the parts send.
-    public var bodyBytes: Int {
-        parts.reduce(0) { total, part in
-            guard case let .body(data) = part else { return total }
-            return total + data.readableBytes
-        }
-    }
+    public var bodyBytes: Int { body.reduce(0) { $0 + $1.readableBytes } }
 }
 
 /// Answers requests on the event loop, without a hop to Swift concurrency, when everything

@@ -127,8 +127,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler {
         else { return false }
         swallowing = true
         let planned = response.response
-        let parts = planned.parts
-        for part in parts.dropLast() { context.write(wrapOutboundOut(part), promise: nil) }
+        context.write(wrapOutboundOut(.head(planned.head)), promise: nil)
+        for data in planned.body { context.write(wrapOutboundOut(.body(data)), promise: nil) }
         let completion = response.completion
         let written = endWritten(context, promise: nil)
         // On the event loop, where the future completes: the response need not be Sendable.
@@ -136,7 +136,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler {
             planned.release()
             completion()
         }
-        context.writeAndFlush(wrapOutboundOut(parts.last!), promise: written)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
         return true
     }
 

@@ -173,15 +173,13 @@ extension WireFastPath {
     /// chunked when the head has no `Content-Length`).
     static func wireParts(_ planned: PlannedResponse, method: HTTPMethod, allocator: ByteBufferAllocator) -> [IOData] {
         var head = allocator.buffer(capacity: 320)
-        var chunked = false
-        var parts = planned.parts[...]
-        if case let .head(responseHead) = parts.popFirst() { chunked = head.writeWireResponseHead(responseHead) }
+        let chunked = head.writeWireResponseHead(planned.head)
         // Reserved before the first element: an array literal then `reserveCapacity` allocates twice.
         var out: [IOData] = []
-        out.reserveCapacity(planned.parts.count)
+        out.reserveCapacity(planned.body.count + 1)
         out.append(.byteBuffer(head))
         guard method != .HEAD else { return out }
-        for case let .body(data) in parts {
+        for data in planned.body {
             // An empty chunk would end the body: NIO sends it unframed (as nothing).
             guard chunked, data.readableBytes > 0 else {
                 out.append(data)
