@@ -43,9 +43,10 @@ final class Authorizer: Sendable {
     private let offlineGrace: Duration
     private let logger: Logger
 
+    /// Immutable: `derived` is only true of this `image`, so a changed record is a new decision.
     private struct Decision {
-        var image: GlanceImage
-        var decidedAt: ContinuousClock.Instant
+        let image: GlanceImage
+        let decidedAt: ContinuousClock.Instant
         /// What hits derive from `image`, made once for this decision.
         let derived = DecisionMemo()
     }
