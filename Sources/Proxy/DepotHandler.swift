@@ -96,10 +96,20 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
 
         /// `SecretFingerprint(token)`, kept in `memo` for the connection's next request.
         static func fingerprint(of token: String, in memo: inout FastPathMemo) -> SecretFingerprint {
-            if let kept = memo.value as? TokenMemo, kept.token == token { return kept.fingerprint }
+            if let kept = memo.value as? TokenMemo, sameBytes(kept.token, token) { return kept.fingerprint }
             let made = TokenMemo(token)
             memo.value = made
             return made.fingerprint
+        }
+
+        /// Byte for byte, as the fingerprint hashes them (and Keystone compares tokens):
+        /// `String`'s `==` also calls canonically equivalent texts equal (`é` as one scalar or
+        /// as `e` and a combining accent), which are two different tokens.
+        static func sameBytes(_ a: String, _ b: String) -> Bool {
+            var a = a, b = b
+            return a.withUTF8 { x in
+                b.withUTF8 { y in x.count == y.count && (x.isEmpty || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0) }
+            }
         }
     }
 
