@@ -106,10 +106,12 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         /// `String`'s `==` also calls canonically equivalent texts equal (`é` as one scalar or
         /// as `e` and a combining accent), which are two different tokens.
         static func sameBytes(_ a: String, _ b: String) -> Bool {
-            var a = a, b = b
-            return a.withUTF8 { x in
-                b.withUTF8 { y in x.count == y.count && (x.isEmpty || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0) }
+            guard a.utf8.count == b.utf8.count else { return false }
+            let compared = a.utf8.withContiguousStorageIfAvailable { x in
+                b.utf8.withContiguousStorageIfAvailable { y in x.isEmpty || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0 }
             }
+            if let compared, let compared { return compared }
+            return a.utf8.elementsEqual(b.utf8)
         }
     }
 
