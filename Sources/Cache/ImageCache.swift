@@ -247,6 +247,7 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     /// - Returns: also the decision's memo, for what the caller derives from the record.
     public func knownHit(token: String, fingerprint: SecretFingerprint, cloud: String, imageID: String) -> (image: GlanceImage, derived: DecisionMemo, digest: Digest)? {
         guard !token.isEmpty else { return nil }
+        assert(fingerprint == SecretFingerprint(token), "knownHit: the fingerprint is not the token's")
         let key = ImageKey(cloud: cloud, imageID: imageID)
         guard let decided = authorizer.decidedImage(fingerprint: fingerprint, key) else { return nil }
         if decided.refresh { refreshDecision(token: token, key) }

@@ -51,10 +51,14 @@ final class HTTPConnectionHandler: ChannelDuplexHandler {
     /// The fast path's memo for this connection, shared with `WireFastPath`.
     var fastPathMemo = FastPathMemo()
 
-    init(state: HTTPConnectionState, headTimeout: TimeAmount, fastPath: (any FastPathResponder)? = nil) {
+    /// Where fast-path answers are counted; nil counts nothing.
+    private let counters: ServerCounters?
+
+    init(state: HTTPConnectionState, headTimeout: TimeAmount, fastPath: (any FastPathResponder)? = nil, counters: ServerCounters? = nil) {
         self.state = state
         self.headTimeout = headTimeout
         self.fastPath = fastPath
+        self.counters = counters
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -126,6 +130,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler {
               let response = fastPath.immediateResponse(to: head, allocator: context.channel.allocator, memo: &fastPathMemo)
         else { return false }
         swallowing = true
+        counters?.codecAnswers.wrappingAdd(1, ordering: .relaxed)
         let planned = response.response
         context.write(wrapOutboundOut(.head(planned.head)), promise: nil)
         for data in planned.body { context.write(wrapOutboundOut(.body(data)), promise: nil) }

@@ -100,6 +100,9 @@ public final class HTTPServer: Sendable {
     /// Requests answered from their bytes before the HTTP codec (`WireFastPath`), since start.
     public var wireFastPathAnswers: Int { counters.wireAnswers.load(ordering: .relaxed) }
 
+    /// Requests the codec read that the fast path answered on the event loop, since start.
+    public var codecFastPathAnswers: Int { counters.codecAnswers.load(ordering: .relaxed) }
+
     /// The port the server listens on, once `run` has bound it.
     public var port: Int? { boundPort.withLock { $0 } }
 
@@ -165,7 +168,7 @@ public final class HTTPServer: Sendable {
                         return .refused
                     }
                     let state = HTTPConnectionState()
-                    let connection = HTTPConnectionHandler(state: state, headTimeout: limits.headerTimeout, fastPath: fastPath)
+                    let connection = HTTPConnectionHandler(state: state, headTimeout: limits.headerTimeout, fastPath: fastPath, counters: counters)
                     try channel.pipeline.syncOperations.addHandler(IdleConnectionWatch(timeout: limits.idleTimeout))
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     // Hits read from the bytes, before the codec (never with TLS: no fast path).

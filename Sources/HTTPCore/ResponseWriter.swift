@@ -127,8 +127,9 @@ public final class ResponseWriter: @unchecked Sendable {
             try await sendReading(hit, with: fileReads)
             return
         }
-        for part in hit.parts.dropLast() { channel.write(part, promise: nil) }
-        try await channel.writeAndFlush(hit.parts.last!).get()
+        channel.write(HTTPServerResponsePart.head(hit.head), promise: nil)
+        for data in hit.body { channel.write(HTTPServerResponsePart.body(data), promise: nil) }
+        try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
     }
 
     /// Writes a planned response whose file regions are read into buffers one chunk at a time,

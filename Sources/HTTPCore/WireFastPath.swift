@@ -197,11 +197,12 @@ extension WireFastPath {
     }
 }
 
-/// What a server counts across its connections: those open, and the requests `WireFastPath`
-/// answered.
+/// What a server counts across its connections: those open, and the requests the fast path
+/// answered, from the wire (`WireFastPath`) and after the codec (`HTTPConnectionHandler`).
 final class ServerCounters: Sendable {
     let openConnections = Atomic<Int>(0)
     let wireAnswers = Atomic<Int>(0)
+    let codecAnswers = Atomic<Int>(0)
 
     init() {}
 }

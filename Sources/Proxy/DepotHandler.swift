@@ -104,14 +104,22 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
 
         /// Byte for byte, as the fingerprint hashes them (and Keystone compares tokens):
         /// `String`'s `==` also calls canonically equivalent texts equal (`é` as one scalar or
-        /// as `e` and a combining accent), which are two different tokens.
+        /// as `e` and a combining accent), which are two different tokens. In a time that does
+        /// not depend on where they differ: a connection a balancer shares between clients
+        /// compares one client's token with another's.
         static func sameBytes(_ a: String, _ b: String) -> Bool {
             guard a.utf8.count == b.utf8.count else { return false }
             let compared = a.utf8.withContiguousStorageIfAvailable { x in
-                b.utf8.withContiguousStorageIfAvailable { y in x.isEmpty || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0 }
+                b.utf8.withContiguousStorageIfAvailable { y in
+                    var difference: UInt8 = 0
+                    for i in 0..<x.count { difference |= x[i] ^ y[i] }
+                    return difference == 0
+                }
             }
             if let compared, let compared { return compared }
-            return a.utf8.elementsEqual(b.utf8)
+            var difference: UInt8 = 0
+            for (x, y) in zip(a.utf8, b.utf8) { difference |= x ^ y }
+            return difference == 0
         }
     }
 

@@ -107,6 +107,7 @@ import Testing
             let expected = [206, refusals[0], 206, refusals[1], 206]
             for pinnedToCodec in [false, true] {
                 let before = depot.server.wireFastPathAnswers
+                let codecBefore = depot.server.codecFastPathAnswers
                 let answers = try await offThePool {
                     let fd = try connectLoopback(port: port)
                     defer { close(fd) }
@@ -127,6 +128,8 @@ import Testing
                     #expect(answer.body == Array(bytes[0..<4096]), "\(where_)")
                 }
                 #expect(depot.server.wireFastPathAnswers == before + (pinnedToCodec ? 0 : 3), "\(where_)")
+                // The owner's three requests are the fast path's on either way in; the others go to the serve loop.
+                #expect(depot.server.codecFastPathAnswers == codecBefore + (pinnedToCodec ? 3 : 0), "\(where_)")
             }
         }
     }
