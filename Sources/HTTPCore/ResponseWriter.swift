@@ -127,9 +127,9 @@ public final class ResponseWriter: @unchecked Sendable {
             try await sendReading(hit, with: fileReads)
             return
         }
-        channel.write(HTTPServerResponsePart.head(hit.head), promise: nil)
-        for data in hit.body { channel.write(HTTPServerResponsePart.body(data), promise: nil) }
-        try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
+        let parts = hit.parts
+        for part in parts.dropLast() { channel.write(part, promise: nil) }
+        try await channel.writeAndFlush(parts.last!).get()
     }
 
     /// Writes a planned response whose file regions are read into buffers one chunk at a time,

@@ -108,18 +108,17 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         /// not depend on where they differ: a connection a balancer shares between clients
         /// compares one client's token with another's.
         static func sameBytes(_ a: String, _ b: String) -> Bool {
-            guard a.utf8.count == b.utf8.count else { return false }
-            let compared = a.utf8.withContiguousStorageIfAvailable { x in
-                b.utf8.withContiguousStorageIfAvailable { y in
+            // `withUTF8` reads a native string's bytes in place (it copies only one that is not
+            // contiguous UTF-8), so one loop serves every string.
+            var a = a, b = b
+            return a.withUTF8 { x in
+                b.withUTF8 { y in
+                    guard x.count == y.count else { return false }
                     var difference: UInt8 = 0
                     for i in 0..<x.count { difference |= x[i] ^ y[i] }
                     return difference == 0
                 }
             }
-            if let compared, let compared { return compared }
-            var difference: UInt8 = 0
-            for (x, y) in zip(a.utf8, b.utf8) { difference |= x ^ y }
-            return difference == 0
         }
     }
 
