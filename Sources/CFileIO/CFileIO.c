@@ -50,15 +50,19 @@ int depot_name_thread(const char *name) { (void)name; return 0; }
 #include <string.h>
 _Static_assert(sizeof(struct tcp_info) <= sizeof(depot_tcp_info), "depot_tcp_info holds struct tcp_info");
 
-void depot_tcp_info_progress(const depot_tcp_info *info, uint64_t *bytes_acked, uint64_t *bytes_received) {
+void depot_tcp_info_progress(const depot_tcp_info *info, uint64_t *bytes_acked, uint64_t *bytes_received, uint32_t *bytes_not_sent, uint32_t *segments_unacked) {
     const char *bytes = (const char *)info;
     memcpy(bytes_acked, bytes + offsetof(struct tcp_info, tcpi_bytes_acked), sizeof(uint64_t));
     memcpy(bytes_received, bytes + offsetof(struct tcp_info, tcpi_bytes_received), sizeof(uint64_t));
+    memcpy(bytes_not_sent, bytes + offsetof(struct tcp_info, tcpi_notsent_bytes), sizeof(uint32_t));
+    memcpy(segments_unacked, bytes + offsetof(struct tcp_info, tcpi_unacked), sizeof(uint32_t));
 }
 #else
-void depot_tcp_info_progress(const depot_tcp_info *info, uint64_t *bytes_acked, uint64_t *bytes_received) {
+void depot_tcp_info_progress(const depot_tcp_info *info, uint64_t *bytes_acked, uint64_t *bytes_received, uint32_t *bytes_not_sent, uint32_t *segments_unacked) {
     (void)info;
     *bytes_acked = 0;
     *bytes_received = 0;
+    *bytes_not_sent = 0;
+    *segments_unacked = 0;
 }
 #endif

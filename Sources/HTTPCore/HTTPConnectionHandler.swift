@@ -17,6 +17,9 @@ final class HTTPConnectionState: Sendable {
     /// Requests whose response has not been written yet (for tests and logs).
     var unanswered: Int { machine.withLock { $0.unanswered } }
 
+    /// Whether the client waits on Depot's answer to a request it has sent (see the machine's).
+    var awaitsResponse: Bool { machine.withLock { $0.awaitsResponse } }
+
     /// Whether a request arriving now may be answered on the event loop (see the machine's).
     var mayAnswerOnEventLoop: Bool { machine.withLock { $0.mayAnswerOnEventLoop } }
 }

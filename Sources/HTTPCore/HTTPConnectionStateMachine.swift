@@ -130,6 +130,15 @@ struct HTTPConnectionStateMachine: Sendable {
         }
     }
 
+    /// The client has sent a request, its body included, that is not answered to its end yet:
+    /// what happens next is Depot's to do (the idle timeout does not run; `IdleWatchStateMachine`).
+    /// A body still to come is the client's to send, unless it waits for `100 Continue`.
+    var awaitsResponse: Bool {
+        guard unanswered > 0 else { return false }
+        let clientOwesBody = !exchange.bodyEnded && (!exchange.expectsContinue || exchange.continueSent)
+        return !clientOwesBody
+    }
+
     /// No earlier request is still being answered and the connection is staying open: an
     /// answer written on the event loop now keeps pipelined responses in order.
     var mayAnswerOnEventLoop: Bool { unanswered == 0 && !isClosing && !isClosed }

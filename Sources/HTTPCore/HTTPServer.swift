@@ -32,7 +32,8 @@ public struct ServerLimits: Sendable, Equatable {
     public var headerTimeout = TimeAmount.seconds(60)
     /// A connection with no progress either way for this long (no byte received, none of
     /// Depot's acknowledged) is closed: a stalled body, a client that stopped reading, an idle
-    /// keep-alive connection. Checked a few times per timeout (`IdleWatchStateMachine`).
+    /// keep-alive connection. A client waiting on Depot's answer is not idle (a miss on a slow
+    /// backend). Checked a few times per timeout (`IdleWatchStateMachine`).
     public var idleTimeout = TimeAmount.seconds(120)
 
     public init() {}
@@ -169,7 +170,7 @@ public final class HTTPServer: Sendable {
                     }
                     let state = HTTPConnectionState()
                     let connection = HTTPConnectionHandler(state: state, headTimeout: limits.headerTimeout, fastPath: fastPath, counters: counters)
-                    try channel.pipeline.syncOperations.addHandler(IdleConnectionWatch(timeout: limits.idleTimeout))
+                    try channel.pipeline.syncOperations.addHandler(IdleConnectionWatch(timeout: limits.idleTimeout, awaitsResponse: { state.awaitsResponse }))
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     // Hits read from the bytes, before the codec (never with TLS: no fast path).
                     if let fastPath {

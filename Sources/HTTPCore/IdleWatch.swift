@@ -13,6 +13,15 @@ import NIOCore
 /// stops reading stops acknowledging, so it is still closed after the timeout, as nginx's
 /// `send_timeout` closes it.
 ///
+/// The clock runs only while it is the client's turn. A client whose request Depot is still
+/// answering, with nothing of Depot's left unacknowledged, is waiting on Depot: on a miss whose
+/// backend is slow to start or pauses mid-body, on an upload's final checks. Closing it then
+/// would blame the client for Depot's wait and leave it with no answer at all; the backend
+/// client's own stall limit (`GlanceClientConfiguration.stallTimeout`: 30 s below 1 KiB/s)
+/// ends such a wait instead. nginx
+/// does the same: `send_timeout` runs only while a write to the client is pending, and a wait
+/// on the upstream falls under `proxy_read_timeout`.
+///
 /// The check runs every quarter of the timeout and at the moment the timeout would run out, so
 /// a connection is closed between 1 and 1.25 timeouts after its last progress.
 struct IdleWatchStateMachine: Sendable {
@@ -49,9 +58,11 @@ struct IdleWatchStateMachine: Sendable {
     /// How long the owner waits before its first sample.
     var firstCheck: TimeAmount { Self.interval(timeout) }
 
-    /// A sample of the counters taken at `now`.
-    mutating func checked(now: NIODeadline, progress: Progress) -> Action {
-        if progress != last {
+    /// A sample of the counters taken at `now`. `waitingOnServer`: the client has sent its
+    /// request and all of Depot's bytes so far have been acknowledged, so the next move is
+    /// Depot's; the clock does not run.
+    mutating func checked(now: NIODeadline, progress: Progress, waitingOnServer: Bool = false) -> Action {
+        if progress != last || waitingOnServer {
             last = progress
             lastChange = now
         }
@@ -72,20 +83,37 @@ struct IdleWatchStateMachine: Sendable {
 final class IdleConnectionWatch: ChannelInboundHandler {
     typealias InboundIn = NIOAny
 
+    /// A connection's TCP counters, as `TCP_INFO` gives them.
+    struct TCPCounters: Sendable {
+        var bytesAcknowledged: UInt64
+        var bytesReceived: UInt64
+        /// Bytes of Depot's queued in the socket: not sent yet, or sent and not acknowledged.
+        var hasUnacknowledgedBytes: Bool
+    }
+
     /// Reads a connection's TCP counters; nil where the channel has none (not a TCP socket).
-    typealias CounterSource = (Channel) -> (bytesAcknowledged: UInt64, bytesReceived: UInt64)?
+    typealias CounterSource = (Channel) -> TCPCounters?
 
     private let timeout: TimeAmount
     private let counters: CounterSource
+    private let awaitsResponse: @Sendable () -> Bool
     private var machine: IdleWatchStateMachine?
     private var reads: UInt64 = 0
     private var timer: Scheduled<Void>?
 
-    /// - Parameter counters: where TCP progress comes from; the socket's `TCP_INFO` by default
-    ///   (tests give their own).
-    init(timeout: TimeAmount, counters: @escaping CounterSource = IdleConnectionWatch.tcpCounters) {
+    /// - Parameters:
+    ///   - counters: where TCP progress comes from; the socket's `TCP_INFO` by default (tests
+    ///     give their own).
+    ///   - awaitsResponse: whether the client has sent a request (its body included) that
+    ///     Depot has not finished answering (`HTTPConnectionState.awaitsResponse`); while it
+    ///     has and none of Depot's bytes are unacknowledged, the wait is Depot's.
+    init(
+        timeout: TimeAmount, counters: @escaping CounterSource = IdleConnectionWatch.tcpCounters,
+        awaitsResponse: @escaping @Sendable () -> Bool = { false }
+    ) {
         self.timeout = timeout
         self.counters = counters
+        self.awaitsResponse = awaitsResponse
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -124,8 +152,11 @@ final class IdleConnectionWatch: ChannelInboundHandler {
     }
 
     private func progress(_ context: ChannelHandlerContext) -> IdleWatchStateMachine.Progress {
-        let tcp = counters(context.channel)
-        return .init(bytesAcknowledged: tcp?.bytesAcknowledged ?? 0, bytesReceived: tcp?.bytesReceived ?? 0, reads: reads)
+        progress(counters(context.channel))
+    }
+
+    private func progress(_ tcp: TCPCounters?) -> IdleWatchStateMachine.Progress {
+        .init(bytesAcknowledged: tcp?.bytesAcknowledged ?? 0, bytesReceived: tcp?.bytesReceived ?? 0, reads: reads)
     }
 
     private func schedule(_ delay: TimeAmount, _ context: ChannelHandlerContext) {
@@ -138,7 +169,10 @@ final class IdleConnectionWatch: ChannelInboundHandler {
 
     private func check(_ context: ChannelHandlerContext) {
         guard timer != nil, var machine else { return }
-        let action = machine.checked(now: context.eventLoop.now, progress: progress(context))
+        let tcp = counters(context.channel)
+        // Depot's bytes still queued to the client mean the client is the one to move.
+        let waitingOnServer = tcp?.hasUnacknowledgedBytes != true && awaitsResponse()
+        let action = machine.checked(now: context.eventLoop.now, progress: progress(tcp), waitingOnServer: waitingOnServer)
         self.machine = machine
         switch action {
         case let .checkAgain(after):
@@ -149,19 +183,21 @@ final class IdleConnectionWatch: ChannelInboundHandler {
         }
     }
 
-    /// The socket's acknowledged and received byte counts from `TCP_INFO`, read on the event
-    /// loop (one getsockopt); nil for a channel that is not a socket or when the call fails.
-    static func tcpCounters(_ channel: Channel) -> (bytesAcknowledged: UInt64, bytesReceived: UInt64)? {
+    /// The socket's acknowledged and received byte counts and its send queue from `TCP_INFO`,
+    /// read on the event loop (one getsockopt); nil for a channel that is not a socket or when
+    /// the call fails.
+    static func tcpCounters(_ channel: Channel) -> TCPCounters? {
         guard let socket = channel as? SocketOptionProvider else { return nil }
         let info: EventLoopFuture<depot_tcp_info> = socket.unsafeGetSocketOption(
             level: SocketOptionLevel(IPPROTO_TCP), name: SocketOptionName(TCP_INFO))
         // On the channel's own event loop the option is read at once and the future is
         // already complete, so its callback runs before this returns.
-        var counters: (bytesAcknowledged: UInt64, bytesReceived: UInt64)?
+        var counters: TCPCounters?
         info.assumeIsolated().whenSuccess { value in
             var acknowledged: UInt64 = 0, received: UInt64 = 0
-            withUnsafePointer(to: value) { depot_tcp_info_progress($0, &acknowledged, &received) }
-            counters = (acknowledged, received)
+            var notSent: UInt32 = 0, unacknowledged: UInt32 = 0
+            withUnsafePointer(to: value) { depot_tcp_info_progress($0, &acknowledged, &received, &notSent, &unacknowledged) }
+            counters = TCPCounters(bytesAcknowledged: acknowledged, bytesReceived: received, hasUnacknowledgedBytes: notSent > 0 || unacknowledged > 0)
         }
         return counters
     }

@@ -86,6 +86,46 @@ import Testing
         _ = machine.event(.exchangeStarted(keepAlive: true, expectsContinue: true, bodyEnded: false))
         #expect(machine.event(.continueRequested) == .sendContinue, "each request gets its own")
     }
+
+    /// Whose move it is, for the idle timeout: the client's while it owes a head or a body,
+    /// Depot's from the request's last byte until its answer's end is written.
+    @Test func theClientAwaitsAResponseFromItsRequestsLastByteToTheAnswersEnd() {
+        var machine = Machine()
+        _ = machine.event(.opened)
+        #expect(!machine.awaitsResponse, "no request yet")
+        // A GET: nothing owed once its head arrived.
+        _ = machine.event(.requestHeadArrived)
+        _ = machine.event(.exchangeStarted(keepAlive: true, expectsContinue: false, bodyEnded: true))
+        #expect(machine.awaitsResponse, "a miss on a slow backend is Depot's wait")
+        _ = machine.event(.responseEndWritten)
+        #expect(!machine.awaitsResponse, "answered: what is left is the client's to read")
+        _ = machine.event(.responseEndSent)
+
+        // An upload: the body is the client's to send, then the answer is Depot's.
+        _ = machine.event(.requestHeadArrived)
+        _ = machine.event(.exchangeStarted(keepAlive: true, expectsContinue: false, bodyEnded: false))
+        #expect(!machine.awaitsResponse, "the body is still to come")
+        _ = machine.event(.requestBodyEnded)
+        #expect(machine.awaitsResponse, "the whole upload is in")
+        _ = machine.event(.responseEndWritten)
+        _ = machine.event(.handlerReturned(responseComplete: true, responseClosesConnection: false))
+
+        // Expect: 100-continue: Depot decides whether to ask for the body.
+        _ = machine.event(.requestHeadArrived)
+        _ = machine.event(.exchangeStarted(keepAlive: true, expectsContinue: true, bodyEnded: false))
+        #expect(machine.awaitsResponse, "the client waits for 100 Continue")
+        _ = machine.event(.continueRequested)
+        #expect(!machine.awaitsResponse, "asked for: the body is the client's to send")
+        _ = machine.event(.requestBodyEnded)
+        #expect(machine.awaitsResponse)
+
+        // Pipelined: a second head behind an answer in progress is Depot's wait too.
+        _ = machine.event(.requestHeadArrived)
+        _ = machine.event(.responseEndWritten)
+        #expect(machine.awaitsResponse, "the second request is still unanswered")
+        _ = machine.event(.responseEndWritten)
+        #expect(!machine.awaitsResponse)
+    }
 }
 
 /// `HTTPConnectionHandler` on an `EmbeddedChannel` behind NIO's HTTP codec, its time advanced

@@ -54,6 +54,19 @@ import Testing
         #expect(machine.checked(now: now + .milliseconds(500), progress: progress) == .close)
     }
 
+    @Test func theClockDoesNotRunWhileTheClientWaitsOnDepot() {
+        var machine = Machine(timeout: .seconds(2), now: start, progress: .init())
+        // A miss whose backend takes 10 s to start: nothing moves, and it is Depot's move.
+        var now = start
+        for _ in 0..<20 {
+            now = now + .milliseconds(500)
+            #expect(machine.checked(now: now, progress: .init(), waitingOnServer: true) == .checkAgain(after: .milliseconds(500)))
+        }
+        // The answer went out and the client stopped reading it: its clock starts now.
+        #expect(machine.checked(now: now + .milliseconds(1500), progress: .init()) == .checkAgain(after: .milliseconds(500)))
+        #expect(machine.checked(now: now + .seconds(2), progress: .init()) == .close, "2 s of the client's own idling")
+    }
+
     @Test func aTinyTimeoutStillChecksAtLeastEveryMillisecond() {
         var machine = Machine(timeout: .microseconds(100), now: start, progress: .init())
         #expect(machine.firstCheck == .milliseconds(1))
@@ -65,15 +78,18 @@ import Testing
 @Suite struct IdleConnectionWatchTests {
     final class Counters: Sendable {
         let acknowledged = Mutex<UInt64>(0)
+        let queued = Mutex(false)
+        let awaitsResponse = Mutex(false)
         func source() -> IdleConnectionWatch.CounterSource {
-            { _ in (self.acknowledged.withLock { $0 }, 0) }
+            { _ in .init(bytesAcknowledged: self.acknowledged.withLock { $0 }, bytesReceived: 0, hasUnacknowledgedBytes: self.queued.withLock { $0 }) }
         }
     }
 
     func connectedChannel(_ counters: Counters?) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
-        let watch = counters.map { IdleConnectionWatch(timeout: .seconds(2), counters: $0.source()) }
-            ?? IdleConnectionWatch(timeout: .seconds(2))
+        let watch = counters.map { counters in
+            IdleConnectionWatch(timeout: .seconds(2), counters: counters.source(), awaitsResponse: { counters.awaitsResponse.withLock { $0 } })
+        } ?? IdleConnectionWatch(timeout: .seconds(2))
         try channel.pipeline.syncOperations.addHandler(watch)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return channel
@@ -113,6 +129,19 @@ import Testing
         // The client stops reading.
         channel.embeddedEventLoop.advanceTime(by: .milliseconds(2500))
         #expect(!channel.isActive, "nothing acknowledged for the timeout")
+    }
+
+    @Test func aClientWaitingOnDepotIsNotIdleButOneThatStopsReadingIs() throws {
+        let counters = Counters()
+        let channel = try connectedChannel(counters)
+        // A request sent, and its answer waits on a backend for 10 s: nothing moves.
+        counters.awaitsResponse.withLock { $0 = true }
+        channel.embeddedEventLoop.advanceTime(by: .seconds(10))
+        #expect(channel.isActive, "the client waited on Depot, not the other way round")
+        // The answer starts and the client stops reading it: Depot's bytes sit unacknowledged.
+        counters.queued.withLock { $0 = true }
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(2500))
+        #expect(!channel.isActive, "a client that stopped reading is closed, answer in progress or not")
     }
 
     @Test func theTimerStopsWithTheConnection() throws {

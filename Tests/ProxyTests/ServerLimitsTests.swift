@@ -87,6 +87,59 @@ import Testing
         }
     }
 
+    /// A client waiting on Depot is not idle: a miss whose backend holds its answer for longer
+    /// than the idle timeout, before the first byte and again mid-body, still delivers the
+    /// whole image on the client's connection (it was once closed with no answer at all,
+    /// curl's "empty reply"). The backend's own stall limit is what ends such a wait.
+    @Test func aMissWaitingOnASlowBackendIsNotCutOffAtTheIdleTimeout() async throws {
+        var limits = ServerLimits()
+        limits.idleTimeout = .seconds(1)
+        let proxy = try FaultProxy(upstreamPort: glance.port)
+        defer { proxy.stop() }
+        try await withDepot(glanceURL: proxy.url, limits: limits) { depot in
+            let bytes = pseudoRandomBytes(count: 8 << 20, seed: 75)
+            let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+            let path = "/v2/images/\(image.id)/file"
+            let holdData: @Sendable (RecordedRequest) -> Bool = { $0.method == "GET" && $0.path == path }
+            proxy.setFaults { $0.holdResponsesTo = holdData }
+            let download = Task { try await curl("\(depot.url)\(path)", token: GlanceServer.alice) }
+            // Held before its first byte for 3 idle timeouts...
+            try await Task.sleep(for: .seconds(3))
+            #expect(proxy.heldResponses == 1, "the backend's answer was held")
+            proxy.setFaults { $0.holdResponsesTo = nil; $0.bytesPerSecond = 2 << 20 }
+            // ...and again once part of the body has gone to the client.
+            let started = ContinuousClock.now
+            while proxy.bytesFromServer < 2 << 20, ContinuousClock.now - started < .seconds(20) {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            proxy.setFaults { $0.holdResponsesTo = holdData }
+            try await Task.sleep(for: .seconds(3))
+            #expect(proxy.heldResponses == 1, "held mid-body")
+            proxy.setFaults { $0.holdResponsesTo = nil; $0.bytesPerSecond = nil }
+            let answer = try await download.value
+            #expect(answer.status == 200 && answer.header("x-depot-cache") == "miss")
+            #expect(answer.body == bytes, "the whole image arrived: \(answer.body.count) of \(bytes.count) bytes")
+
+            // A reader of a miss that stops reading is still the client's idling: closed.
+            let other = try await uploadImage(glanceAsAlice(glance.url), pseudoRandomBytes(count: 16 << 20, seed: 76))
+            let port = depot.port
+            let request = "GET /v2/images/\(other.id)/file HTTP/1.1\r\nHost: depot\r\nX-Auth-Token: \(GlanceServer.alice)\r\n\r\n"
+            let (stalledFD, stallStart) = try await offThePool { () throws -> (Int32, ContinuousClock.Instant) in
+                let fd = try connectLoopback(port: port, receiveBuffer: 64 << 10)
+                sendAll(fd, Array(request.utf8))
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                #expect(recv(fd, &buffer, buffer.count, 0) > 0, "the miss's answer started")
+                return (fd, ContinuousClock.now)
+            }
+            defer { close(stalledFD) }
+            while depot.server.openConnections != 0, ContinuousClock.now - stallStart < .seconds(10) {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(depot.server.openConnections == 0, "the client that stopped reading a miss was closed")
+            #expect(ContinuousClock.now - stallStart < .seconds(4), "closed after \(ContinuousClock.now - stallStart), for a timeout of 1 s")
+        }
+    }
+
     /// An idle keep-alive connection and a client that stops reading mid-download are both
     /// closed once nothing has moved for the idle timeout; the header timeout is set far off,
     /// so the close is the idle watch's.

@@ -27,9 +27,11 @@ int depot_name_thread(const char *name);
 /// as the caller set it (zero).
 typedef struct { uint64_t words[40]; } depot_tcp_info;
 
-/// The bytes a TCP connection's peer has acknowledged and the bytes received from it, read
-/// from a `depot_tcp_info` (`tcpi_bytes_acked`, `tcpi_bytes_received`, Linux 4.1 and later;
-/// 0 where the kernel did not fill them).
-void depot_tcp_info_progress(const depot_tcp_info *info, uint64_t *bytes_acked, uint64_t *bytes_received);
+/// What a `depot_tcp_info` says of a TCP connection's progress: the bytes its peer has
+/// acknowledged and the bytes received from it (`tcpi_bytes_acked`, `tcpi_bytes_received`,
+/// Linux 4.1 and later), and what of ours is still queued: bytes not sent yet
+/// (`tcpi_notsent_bytes`, Linux 4.6 and later) and segments sent but not acknowledged
+/// (`tcpi_unacked`). Each is 0 where the kernel did not fill it.
+void depot_tcp_info_progress(const depot_tcp_info *info, uint64_t *bytes_acked, uint64_t *bytes_received, uint32_t *bytes_not_sent, uint32_t *segments_unacked);
 
 #endif
