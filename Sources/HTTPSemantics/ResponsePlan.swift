@@ -65,10 +65,26 @@ public struct ResponsePlan: Sendable, Equatable {
         case representation(ClosedRange<UInt64>)
     }
 
+    /// What the fields after the representation's own say about the body.
+    public enum Framing: Sendable, Equatable {
+        /// 304: the validators only (no `Content-Type`, no length).
+        case notModified
+        /// 200: the whole representation (`Content-Length` its size, a `HEAD` included).
+        case whole
+        /// 206 with one range: `Content-Length` and `Content-Range` of it.
+        case range(ClosedRange<UInt64>)
+        /// 206 with several ranges: a `multipart/byteranges` body of this type and length.
+        case multipart(contentType: String, length: UInt64)
+        /// 416: a JSON body of this length and `Content-Range: bytes */size`.
+        case unsatisfiable(length: UInt64)
+    }
+
     /// The HTTP status code.
     public let status: Int
-    /// Header fields in sending order (without the per-response `x-depot-…` fields).
-    public let headers: [HeaderField]
+    /// The representation the plan is for: its fields lead the head.
+    public let representation: Representation
+    /// The fields that follow the representation's (see `headers`).
+    public let framing: Framing
     /// The body; empty for `HEAD`, 304 and empty representations.
     public let body: [Segment]
     /// Bytes in the body (what `Content-Length` states, except for `HEAD`, where it states
@@ -78,16 +94,8 @@ public struct ResponsePlan: Sendable, Equatable {
     /// Plans the response to `request` for `representation`.
     public init(_ request: RepresentationRequest, for representation: Representation) {
         let size = representation.size
-        // Room for every field a plan adds (a literal of two would grow twice on each hit).
-        var headers: [HeaderField] = []
-        headers.reserveCapacity(6)
-        headers.append(HeaderField("content-type", "application/octet-stream"))
-        headers.append(HeaderField("accept-ranges", "bytes"))
-        if let md5 = representation.contentMD5 { headers.append(HeaderField("content-md5", md5)) }
-        if let etag = representation.entityTag { headers.append(HeaderField("etag", etag)) }
         if ConditionalRequest.noneMatchMatches(request.ifNoneMatch, etag: representation.entityTag) {
-            // 304 carries the validators, not the content's metadata (section 15.4.5).
-            self.init(status: 304, headers: headers.filter { $0.name != "content-type" }, body: [], bodyLength: 0)
+            self.init(status: 304, representation, .notModified, body: [], bodyLength: 0)
             return
         }
         var ranges = RangeRequest.whole
@@ -98,50 +106,95 @@ public struct ResponsePlan: Sendable, Equatable {
         let isHead = request.method == .head
         switch ranges {
         case .whole:
-            headers.append(HeaderField("content-length", String(size)))
-            self.init(status: 200, headers: headers, body: isHead || size == 0 ? [] : [.representation(0...(size - 1))], bodyLength: size)
+            self.init(status: 200, representation, .whole, body: isHead || size == 0 ? [] : [.representation(0...(size - 1))], bodyLength: size)
         case let .ranges(list) where list.count == 1:
-            headers.append(HeaderField("content-length", String(list[0].byteCount)))
-            headers.append(HeaderField("content-range", Self.contentRange(list[0], size: size)))
-            self.init(status: 206, headers: headers, body: [.representation(list[0])], bodyLength: list[0].byteCount)
+            self.init(status: 206, representation, .range(list[0]), body: [.representation(list[0])], bodyLength: list[0].byteCount)
         case let .ranges(list):
             let framing = MultipartByteRanges(ranges: list, size: size, boundarySeed: representation.entityTag)
-            headers = headers.map { $0.name == "content-type" ? HeaderField("content-type", framing.contentType) : $0 }
-            headers.append(HeaderField("content-length", String(framing.contentLength)))
-            self.init(status: 206, headers: headers, body: framing.segments, bodyLength: framing.contentLength)
+            self.init(
+                status: 206, representation, .multipart(contentType: framing.contentType, length: framing.contentLength), body: framing.segments,
+                bodyLength: framing.contentLength)
         case .unsatisfiable:
             let json = Array(#"{"error":{"code":416,"message":"the requested range is not satisfiable for an image of \#(size) bytes; ask for bytes below \#(size)","title":"Range Not Satisfiable"}}"#.utf8)
-            headers = headers.map { $0.name == "content-type" ? HeaderField("content-type", "application/json") : $0 }
-            headers.append(HeaderField("content-length", String(json.count)))
-            headers.append(HeaderField("content-range", "bytes */\(size)"))
-            self.init(status: 416, headers: headers, body: [.literal(json)], bodyLength: UInt64(json.count))
+            self.init(status: 416, representation, .unsatisfiable(length: UInt64(json.count)), body: [.literal(json)], bodyLength: UInt64(json.count))
         }
+    }
+
+    /// Header fields in sending order (without the per-response `x-depot-…` fields): the
+    /// representation's (`representationFields`), then the framing's. Made when asked for: a
+    /// hit written from the wire writes the same fields without them (`Content-Length` and
+    /// `Content-Range` cost two strings per hit).
+    public var headers: [HeaderField] {
+        var headers = Self.representationFields(representation)
+        headers.reserveCapacity(headers.count + 2)
+        let size = representation.size
+        switch framing {
+        case .notModified:
+            // 304 carries the validators, not the content's metadata (section 15.4.5).
+            headers.removeAll { $0.name == "content-type" }
+        case .whole:
+            headers.append(HeaderField("content-length", String(size)))
+        case let .range(range):
+            headers.append(HeaderField("content-length", String(range.byteCount)))
+            headers.append(HeaderField("content-range", Self.contentRange(range, size: size)))
+        case let .multipart(contentType, length):
+            headers[0] = HeaderField("content-type", contentType)
+            headers.append(HeaderField("content-length", String(length)))
+        case let .unsatisfiable(length):
+            headers[0] = HeaderField("content-type", "application/json")
+            headers.append(HeaderField("content-length", String(length)))
+            headers.append(HeaderField("content-range", "bytes */\(size)"))
+        }
+        return headers
+    }
+
+    /// The fields a response of `representation` starts with, in sending order: its type
+    /// (`Content-Type` first, which multipart and 416 framings replace), `Accept-Ranges`, and
+    /// its validators (`Content-MD5` and `ETag`, as Glance sends them).
+    public static func representationFields(_ representation: Representation) -> [HeaderField] {
+        // Room for every field a plan adds (a literal of two would grow twice on each hit).
+        var headers: [HeaderField] = []
+        headers.reserveCapacity(6)
+        headers.append(HeaderField("content-type", "application/octet-stream"))
+        headers.append(HeaderField("accept-ranges", "bytes"))
+        if let md5 = representation.contentMD5 { headers.append(HeaderField("content-md5", md5)) }
+        if let etag = representation.entityTag { headers.append(HeaderField("etag", etag)) }
+        return headers
     }
 
     /// `bytes FIRST-LAST/SIZE` (RFC 9110 section 14.4), its digits written straight into the
     /// string: interpolating three integers cost about 2k instructions on every range hit.
     static func contentRange(_ range: ClosedRange<UInt64>, size: UInt64) -> String {
-        // "bytes " + three numbers + "-" + "/".
-        String(unsafeUninitializedCapacity: 6 + 3 * DecimalDigits.maxCount + 2) { out in
+        String(unsafeUninitializedCapacity: contentRangeMaxCount) { out in
             var at = 0
-            for byte in "bytes ".utf8 {
-                out[at] = byte
-                at += 1
-            }
-            DecimalDigits.write(range.lowerBound, to: out, at: &at)
-            out[at] = UInt8(ascii: "-")
-            at += 1
-            DecimalDigits.write(range.upperBound, to: out, at: &at)
-            out[at] = UInt8(ascii: "/")
-            at += 1
-            DecimalDigits.write(size, to: out, at: &at)
+            writeContentRange(range, size: size, to: out, at: &at)
             return at
         }
     }
 
-    init(status: Int, headers: [HeaderField], body: [Segment], bodyLength: UInt64) {
+    /// The most bytes `writeContentRange` writes: "bytes " and three numbers, "-" and "/".
+    public static let contentRangeMaxCount = 6 + 3 * DecimalDigits.maxCount + 2
+
+    /// Writes the `Content-Range` value `bytes FIRST-LAST/SIZE` at `at` in `out` (which has
+    /// room for `contentRangeMaxCount` bytes there), moving `at` past it.
+    public static func writeContentRange(_ range: ClosedRange<UInt64>, size: UInt64, to out: UnsafeMutableBufferPointer<UInt8>, at: inout Int) {
+        for byte in "bytes ".utf8 {
+            out[at] = byte
+            at += 1
+        }
+        DecimalDigits.write(range.lowerBound, to: out, at: &at)
+        out[at] = UInt8(ascii: "-")
+        at += 1
+        DecimalDigits.write(range.upperBound, to: out, at: &at)
+        out[at] = UInt8(ascii: "/")
+        at += 1
+        DecimalDigits.write(size, to: out, at: &at)
+    }
+
+    init(status: Int, _ representation: Representation, _ framing: Framing, body: [Segment], bodyLength: UInt64) {
         self.status = status
-        self.headers = headers
+        self.representation = representation
+        self.framing = framing
         self.body = body
         self.bodyLength = bodyLength
     }
