@@ -170,9 +170,11 @@ let package = Package(
         .testTarget(
             name: "ProxyTests",
             dependencies: [
-                "Proxy", "HTTPCore", "Cache", "Catalog", "BlobStore", "FormatInspector", "Glance", "DepotTestSupport", "depot",
+                "Proxy", "HTTPCore", "HTTPSemantics", "Cache", "Catalog", "BlobStore", "FormatInspector", "Glance", "DepotTestSupport", "depot",
                 propertyBased,
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
         .testTarget(name: "DepotCLITests", dependencies: ["BlobStore", "DepotTestSupport", "depot"]),

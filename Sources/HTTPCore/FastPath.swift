@@ -5,7 +5,18 @@ import NIOHTTP1
 /// file regions, the end. The fast path writes it on the event loop; `ResponseWriter.send(_:)`
 /// writes it from a task (reading the regions into buffers under TLS).
 public struct PlannedResponse {
-    public let head: HTTPResponseHead
+    /// The head as NIO's model. A response planned with its head in wire form
+    /// (`encodedHead`) makes it from those bytes when asked: only the codec's and the async
+    /// paths ask, so a hit answered from the wire never builds it.
+    public var head: HTTPResponseHead { modelHead ?? Self.decodeHead(encodedHead!, version: version, status: status) }
+    private let modelHead: HTTPResponseHead?
+    /// The head's bytes as NIO's `HTTPResponseEncoder` would write them, when the responder
+    /// wrote them itself: status line, fields, empty line, with the framing already right
+    /// (a `Content-Length`, or no body by status).
+    public let encodedHead: ByteBuffer?
+    /// The status of the head.
+    public let status: HTTPResponseStatus
+    private let version: HTTPVersion
     /// The body's bytes and file regions, in order.
     public let body: [IOData]
     /// The descriptor the file regions read from; let go by `release()` once the last part is written.
@@ -19,7 +30,28 @@ public struct PlannedResponse {
     /// - Parameter descriptorOwner: nil when `handle` owns its descriptor (closed by
     ///   `release()`); else the object that does, kept alive until `release()`.
     public init(head: HTTPResponseHead, body: [IOData], handle: NIOFileHandle?, descriptorOwner: (AnyObject & Sendable)? = nil, cacheResult: String?) {
-        self.head = head
+        self.modelHead = head
+        self.encodedHead = nil
+        self.status = head.status
+        self.version = head.version
+        self.body = body
+        self.handle = handle
+        self.descriptorOwner = descriptorOwner
+        self.cacheResult = cacheResult
+    }
+
+    /// A response whose head the responder wrote in wire form: building NIO's head model
+    /// (`HTTPHeaders`, `HTTPResponseHead`) and encoding it again cost about 7,000 instructions
+    /// of a 4 KiB range hit. `encodedHead` must be what `HTTPResponseEncoder` writes for a
+    /// head of `version` and `status` (Proxy's `writeHead(of:version:cacheResult:)` writes it so), and must not need chunked framing.
+    public init(
+        encodedHead: ByteBuffer, version: HTTPVersion, status: HTTPResponseStatus, body: [IOData], handle: NIOFileHandle?,
+        descriptorOwner: (AnyObject & Sendable)? = nil, cacheResult: String?
+    ) {
+        self.modelHead = nil
+        self.encodedHead = encodedHead
+        self.status = status
+        self.version = version
         self.body = body
         self.handle = handle
         self.descriptorOwner = descriptorOwner
@@ -49,8 +81,19 @@ public struct PlannedResponse {
         }
     }
 
-    /// The status of the head.
-    public var status: HTTPResponseStatus { head.status }
+    /// The model of a head in wire form: the fields of each line after the status line, up to
+    /// the empty one (each `name: value`, as `writeResponseHead` writes them).
+    private static func decodeHead(_ bytes: ByteBuffer, version: HTTPVersion, status: HTTPResponseStatus) -> HTTPResponseHead {
+        let text = String(buffer: bytes)
+        var fields: [(String, String)] = []
+        // "\r\n" is one Character in Swift.
+        for line in text.split(separator: "\r\n" as Character).dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            let value = line[line.index(after: colon)...]
+            fields.append((String(line[..<colon]), String(value.first == " " ? value.dropFirst() : value)))
+        }
+        return HTTPResponseHead(version: version, status: status, headers: HTTPHeaders(fields))
+    }
 
     /// Body bytes the parts send.
     public var bodyBytes: Int { body.reduce(0) { $0 + $1.readableBytes } }

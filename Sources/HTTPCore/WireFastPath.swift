@@ -172,8 +172,15 @@ extension WireFastPath {
     /// frames them for a request of `method`: the head, then the body (none for `HEAD`,
     /// chunked when the head has no `Content-Length`).
     static func wireParts(_ planned: PlannedResponse, method: HTTPMethod, allocator: ByteBufferAllocator) -> [IOData] {
-        var head = allocator.buffer(capacity: 320)
-        let chunked = head.writeWireResponseHead(planned.head)
+        let head: ByteBuffer
+        let chunked: Bool
+        if let encoded = planned.encodedHead {
+            (head, chunked) = (encoded, false)
+        } else {
+            var buffer = allocator.buffer(capacity: 320)
+            chunked = buffer.writeWireResponseHead(planned.head)
+            head = buffer
+        }
         // Reserved before the first element: an array literal then `reserveCapacity` allocates twice.
         var out: [IOData] = []
         out.reserveCapacity(planned.body.count + 1)
@@ -252,7 +259,8 @@ extension ByteBuffer {
         return chunked
     }
 
-    private static func copy(_ text: inout String, to out: UnsafeMutableRawBufferPointer, at: inout Int) {
+    /// Copies `text`'s UTF-8 to `out` at `at`, moving `at` past it; `out` has room.
+    package static func copy(_ text: inout String, to out: UnsafeMutableRawBufferPointer, at: inout Int) {
         text.withUTF8 { bytes in
             guard bytes.count > 0 else { return }
             (out.baseAddress! + at).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
@@ -260,7 +268,8 @@ extension ByteBuffer {
         }
     }
 
-    private static func copy(_ a: UInt8, _ b: UInt8, to out: UnsafeMutableRawBufferPointer, at: inout Int) {
+    /// Copies two bytes to `out` at `at`, moving `at` past them; `out` has room.
+    package static func copy(_ a: UInt8, _ b: UInt8, to out: UnsafeMutableRawBufferPointer, at: inout Int) {
         out[at] = a
         out[at + 1] = b
         at += 2
@@ -268,8 +277,13 @@ extension ByteBuffer {
 
     /// The status line as NIO writes it, the answers of hits written out.
     private static func statusLine(_ head: HTTPResponseHead) -> String {
-        if head.version == .http1_1 {
-            switch head.status.code {
+        statusLine(version: head.version, status: head.status)
+    }
+
+    /// The status line (with its CRLF) as NIO's `HTTPResponseEncoder` writes it.
+    package static func statusLine(version: HTTPVersion, status: HTTPResponseStatus) -> String {
+        if version == .http1_1 {
+            switch status.code {
             case 200: return "HTTP/1.1 200 OK\r\n"
             case 206: return "HTTP/1.1 206 Partial Content\r\n"
             case 304: return "HTTP/1.1 304 Not Modified\r\n"
@@ -277,6 +291,6 @@ extension ByteBuffer {
             default: break
             }
         }
-        return "HTTP/\(head.version.major).\(head.version.minor) \(head.status.code) \(head.status.reasonPhrase)\r\n"
+        return "HTTP/\(version.major).\(version.minor) \(status.code) \(status.reasonPhrase)\r\n"
     }
 }

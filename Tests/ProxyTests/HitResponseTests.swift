@@ -1,0 +1,74 @@
+import HTTPCore
+import HTTPSemantics
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import Testing
+
+@testable import Proxy
+
+/// A hit's head written in wire form, against NIO's `HTTPResponseEncoder` given the same head
+/// as a model: the fast path's bytes must be the codec's, for every kind of plan.
+@Suite struct HitResponseTests {
+    static let representations = [
+        Representation(size: 10_000, entityTag: "\"" + String(repeating: "ab", count: 64) + "\"", contentMD5: String(repeating: "0f", count: 16)),
+        Representation(size: 10_000, entityTag: nil, contentMD5: nil),
+        Representation(size: 0, entityTag: "\"0123\"", contentMD5: "d41d8cd98f00b204e9800998ecf8427e"),
+        Representation(size: 1, entityTag: "\"0123\"", contentMD5: nil),
+        Representation(size: UInt64.max, entityTag: nil, contentMD5: "d41d8cd98f00b204e9800998ecf8427e"),
+    ]
+
+    static let requests: [RepresentationRequest] = [
+        .init(method: .get), .init(method: .head),
+        .init(method: .get, range: "bytes=0-4095"), .init(method: .get, range: "bytes=5000-"), .init(method: .get, range: "bytes=-1"),
+        .init(method: .get, range: "bytes=18446744073709551613-"),
+        .init(method: .head, range: "bytes=0-1"),
+        .init(method: .get, range: "bytes=0-1,5-9"),
+        .init(method: .get, range: "bytes=20000-"),
+        .init(method: .get, ifNoneMatch: "\"0123\""), .init(method: .get, ifNoneMatch: "*"),
+        .init(method: .get, range: "bytes=0-1", ifRange: "\"other\""),
+    ]
+
+    /// What `HTTPResponseEncoder` writes for `head`.
+    func encoderBytes(_ head: HTTPResponseHead) throws -> String {
+        let channel = EmbeddedChannel(handler: HTTPResponseEncoder())
+        try channel.writeOutbound(HTTPServerResponsePart.head(head))
+        var bytes = ""
+        while let data = try channel.readOutbound(as: IOData.self) {
+            if case let .byteBuffer(buffer) = data { bytes += String(buffer: buffer) }
+        }
+        _ = try channel.finish()
+        return bytes
+    }
+
+    @Test func theWrittenHeadIsTheEncodersForEveryPlan() throws {
+        var compared = 0
+        var statuses: Set<Int> = []
+        for representation in Self.representations {
+            for request in Self.requests {
+                for version in [HTTPVersion.http1_1, .http1_0] {
+                    let plan = ResponsePlan(request, for: representation)
+                    let status = HTTPResponseStatus(statusCode: plan.status)
+                    var wire = ByteBuffer()
+                    wire.writeHead(of: plan, version: version, status: status, cacheResult: "hit")
+                    let model = HTTPResponseHead(version: version, status: status, headers: plan.httpHeaders(cacheResult: "hit"))
+                    let expected = try encoderBytes(model)
+                    #expect(String(buffer: wire) == expected, "\(request) of \(representation) over \(version)")
+                    // With the representation's fields made once, as the fast path writes a hit.
+                    var copied = ByteBuffer()
+                    let fields = ByteBuffer.encodedFields(ResponsePlan.representationFields(representation))
+                    copied.writeHead(of: plan, version: version, status: status, cacheResult: "hit", representationFields: fields)
+                    #expect(String(buffer: copied) == expected, "copied fields: \(request) of \(representation) over \(version)")
+                    // The codec's path asks for the model back: it must encode to the same bytes.
+                    let planned = PlannedResponse(encodedHead: wire, version: version, status: status, body: [], handle: nil, cacheResult: "hit")
+                    #expect(try encoderBytes(planned.head) == expected, "decoded: \(request) of \(representation)")
+                    #expect(planned.head.headers.map { "\($0.name): \($0.value)" } == model.headers.map { "\($0.name): \($0.value)" })
+                    statuses.insert(plan.status)
+                    compared += 1
+                }
+            }
+        }
+        #expect(compared == Self.representations.count * Self.requests.count * 2)
+        #expect(statuses == [200, 206, 304, 416], "every status a plan makes: \(statuses.sorted())")
+    }
+}
