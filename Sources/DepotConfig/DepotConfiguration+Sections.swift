@@ -56,10 +56,11 @@ extension DepotConfiguration {
             case "max_connections": maxConnections = try reader.positiveInteger(sub)
             case "header_timeout": headerTimeout = try reader.positiveDuration(sub)
             case "idle_timeout": idleTimeout = try reader.positiveDuration(sub)
+            case "response_wait_timeout": responseWaitTimeout = try reader.positiveDuration(sub)
             case "max_fills": maxFills = try reader.positiveInteger(sub)
             case "max_uploads": maxUploads = try reader.positiveInteger(sub)
             default:
-                throw reader.unknown(sub, in: "limits", known: ["max_connections", "header_timeout", "idle_timeout", "max_fills", "max_uploads"])
+                throw reader.unknown(sub, in: "limits", known: ["max_connections", "header_timeout", "idle_timeout", "response_wait_timeout", "max_fills", "max_uploads"])
             }
         }
     }

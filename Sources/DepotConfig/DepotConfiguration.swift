@@ -47,6 +47,8 @@ public struct DepotConfiguration: Sendable, Equatable {
     public var headerTimeout: Duration = .seconds(60)
     /// Time without traffic either way after which a connection is closed.
     public var idleTimeout: Duration = .seconds(120)
+    /// The longest a client with its whole request sent waits on Depot with nothing to read.
+    public var responseWaitTimeout: Duration = .seconds(300)
     /// Backend fills running at once (503 with Retry-After beyond).
     public var maxFills = 32
     /// Uploads received at once (503 with Retry-After beyond).

@@ -89,6 +89,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler {
     /// `WireFastPath` answers a request the codec never saw: the same events as `answerAtOnce`.
     func wireRequestArrived() {
         let action = state.event(.requestHeadArrived)
+        // A head the wire path answers is the whole request (no body).
+        _ = state.event(.requestEndArrived)
         if let context { perform(action, context) }
     }
 
@@ -111,6 +113,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler {
             if mayAnswer, answerAtOnce(head, context) { return }
             context.fireChannelRead(data)
         case .body, .end:
+            if case .end = part { _ = state.event(.requestEndArrived) }
             if swallowing {
                 if case .end = part { swallowing = false }
                 return

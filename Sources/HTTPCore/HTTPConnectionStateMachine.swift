@@ -13,6 +13,9 @@ struct HTTPConnectionStateMachine: Sendable {
         case opened
         /// A request head arrived.
         case requestHeadArrived
+        /// The end of the request whose head arrived last arrived (its whole body, if any, is
+        /// in Depot's hands, read or not).
+        case requestEndArrived
         /// A response's end was written into the pipeline (not yet sent).
         case responseEndWritten
         /// A response's end left (or its write failed): the client has the whole answer.
@@ -60,6 +63,8 @@ struct HTTPConnectionStateMachine: Sendable {
     private(set) var unanswered = 0
     /// Response ends written but not yet sent.
     private(set) var endsInTransit = 0
+    /// A request head arrived whose end has not: the client has more of it to send.
+    private(set) var requestEndPending = false
     /// The id of the running head timer, if any.
     private(set) var headTimer: UInt64?
     private var nextTimerID: UInt64 = 0
@@ -86,8 +91,12 @@ struct HTTPConnectionStateMachine: Sendable {
         case .requestHeadArrived:
             let mayAnswer = mayAnswerOnEventLoop
             unanswered += 1
+            requestEndPending = true
             headTimer = nil
             return .cancelHeadTimeout(mayAnswerOnEventLoop: mayAnswer)
+        case .requestEndArrived:
+            requestEndPending = false
+            return .none
         case .responseEndWritten:
             unanswered = max(0, unanswered - 1)
             endsInTransit += 1
@@ -130,13 +139,15 @@ struct HTTPConnectionStateMachine: Sendable {
         }
     }
 
-    /// The client has sent a request, its body included, that is not answered to its end yet:
-    /// what happens next is Depot's to do (the idle timeout does not run; `IdleWatchStateMachine`).
-    /// A body still to come is the client's to send, unless it waits for `100 Continue`.
+    /// The client has sent the whole of a request that is not answered to its end yet: what
+    /// happens next is Depot's to do (`IdleWatchStateMachine`). A request whose end has not
+    /// arrived is the client's to finish, unless it waits for `100 Continue`. Arrived is not
+    /// read: an upload whose body is all in while Depot asks Glance whether it may be stored
+    /// waits on Depot.
     var awaitsResponse: Bool {
         guard unanswered > 0 else { return false }
-        let clientOwesBody = !exchange.bodyEnded && (!exchange.expectsContinue || exchange.continueSent)
-        return !clientOwesBody
+        let waitsForContinue = exchange.expectsContinue && !exchange.continueSent
+        return !requestEndPending || waitsForContinue
     }
 
     /// No earlier request is still being answered and the connection is staying open: an

@@ -35,6 +35,10 @@ public struct ServerLimits: Sendable, Equatable {
     /// keep-alive connection. A client waiting on Depot's answer is not idle (a miss on a slow
     /// backend). Checked a few times per timeout (`IdleWatchStateMachine`).
     public var idleTimeout = TimeAmount.seconds(120)
+    /// The longest a client that sent its whole request may wait on Depot with nothing of its
+    /// answer to read (the idle timeout if that is longer): a safety net for an answer that is
+    /// stuck, not for a slow backend, whose transfer the backend client ends first.
+    public var responseWaitTimeout = TimeAmount.seconds(300)
 
     public init() {}
 }
@@ -170,7 +174,8 @@ public final class HTTPServer: Sendable {
                     }
                     let state = HTTPConnectionState()
                     let connection = HTTPConnectionHandler(state: state, headTimeout: limits.headerTimeout, fastPath: fastPath, counters: counters)
-                    try channel.pipeline.syncOperations.addHandler(IdleConnectionWatch(timeout: limits.idleTimeout, awaitsResponse: { state.awaitsResponse }))
+                    try channel.pipeline.syncOperations.addHandler(IdleConnectionWatch(
+                        timeout: limits.idleTimeout, serverWaitLimit: limits.responseWaitTimeout, awaitsResponse: { state.awaitsResponse }))
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     // Hits read from the bytes, before the codec (never with TLS: no fast path).
                     if let fastPath {

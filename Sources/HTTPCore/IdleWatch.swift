@@ -13,14 +13,16 @@ import NIOCore
 /// stops reading stops acknowledging, so it is still closed after the timeout, as nginx's
 /// `send_timeout` closes it.
 ///
-/// The clock runs only while it is the client's turn. A client whose request Depot is still
-/// answering, with nothing of Depot's left unacknowledged, is waiting on Depot: on a miss whose
-/// backend is slow to start or pauses mid-body, on an upload's final checks. Closing it then
-/// would blame the client for Depot's wait and leave it with no answer at all; the backend
-/// client's own stall limit (`GlanceClientConfiguration.stallTimeout`: 30 s below 1 KiB/s)
-/// ends such a wait instead. nginx
-/// does the same: `send_timeout` runs only while a write to the client is pending, and a wait
-/// on the upstream falls under `proxy_read_timeout`.
+/// The clock runs only while it is the client's turn. A client that has sent its whole
+/// request, and holds nothing of Depot's unacknowledged, is waiting on Depot: on a miss whose
+/// backend is slow to start or pauses mid-body, on an upload's final checks. Closing it at the
+/// idle timeout would blame the client for Depot's wait and leave it with no answer at all.
+/// nginx does the same: `send_timeout` runs only while a write to the client is pending, and a
+/// wait on the upstream falls under `proxy_read_timeout`. A wait of Depot's has a limit of its
+/// own, `serverWaitLimit` (`limits.response_wait_timeout`, at least the idle timeout): the
+/// backend client's stall limit (30 s below 1 KiB/s) ends a slow backend's transfer well before
+/// it, so it only closes a connection whose answer is stuck (a hung disk, a lost task). When
+/// the move passes back to the client, its clock starts afresh.
 ///
 /// The check runs every quarter of the timeout and at the moment the timeout would run out, so
 /// a connection is closed between 1 and 1.25 timeouts after its last progress.
@@ -43,14 +45,20 @@ struct IdleWatchStateMachine: Sendable {
     }
 
     let timeout: TimeAmount
+    /// The longest one wait on Depot may last.
+    let serverWaitLimit: TimeAmount
     private var last: Progress
     private var lastChange: NIODeadline
+    /// When the wait on Depot going on now began.
+    private var serverWaitStart: NIODeadline?
 
     /// - Parameters:
     ///   - timeout: idle time after which the connection is closed; positive.
+    ///   - serverWaitLimit: the longest wait on Depot; the timeout if that is longer.
     ///   - now: the connection's start, which counts as progress.
-    init(timeout: TimeAmount, now: NIODeadline, progress: Progress) {
+    init(timeout: TimeAmount, serverWaitLimit: TimeAmount? = nil, now: NIODeadline, progress: Progress) {
         self.timeout = timeout
+        self.serverWaitLimit = max(timeout, serverWaitLimit ?? timeout)
         self.last = progress
         self.lastChange = now
     }
@@ -62,10 +70,19 @@ struct IdleWatchStateMachine: Sendable {
     /// request and all of Depot's bytes so far have been acknowledged, so the next move is
     /// Depot's; the clock does not run.
     mutating func checked(now: NIODeadline, progress: Progress, waitingOnServer: Bool = false) -> Action {
-        if progress != last || waitingOnServer {
-            last = progress
+        let moved = progress != last
+        last = progress
+        if waitingOnServer {
+            // The client's clock restarts when the move is its own again.
             lastChange = now
+            let start = serverWaitStart ?? now
+            serverWaitStart = start
+            let waited = now - start
+            if waited >= serverWaitLimit { return .close }
+            return .checkAgain(after: min(Self.interval(timeout), serverWaitLimit - waited))
         }
+        serverWaitStart = nil
+        if moved { lastChange = now }
         let idle = now - lastChange
         if idle >= timeout { return .close }
         return .checkAgain(after: min(Self.interval(timeout), timeout - idle))
@@ -87,14 +104,17 @@ final class IdleConnectionWatch: ChannelInboundHandler {
     struct TCPCounters: Sendable {
         var bytesAcknowledged: UInt64
         var bytesReceived: UInt64
-        /// Bytes of Depot's queued in the socket: not sent yet, or sent and not acknowledged.
-        var hasUnacknowledgedBytes: Bool
+        /// Bytes of Depot's queued in the socket: not sent yet, or sent and not acknowledged;
+        /// nil where the kernel does not say (`tcpi_notsent_bytes` came with Linux 4.6), and
+        /// then the wait is never taken for Depot's.
+        var hasUnacknowledgedBytes: Bool?
     }
 
     /// Reads a connection's TCP counters; nil where the channel has none (not a TCP socket).
     typealias CounterSource = (Channel) -> TCPCounters?
 
     private let timeout: TimeAmount
+    private let serverWaitLimit: TimeAmount?
     private let counters: CounterSource
     private let awaitsResponse: @Sendable () -> Bool
     private var machine: IdleWatchStateMachine?
@@ -104,14 +124,16 @@ final class IdleConnectionWatch: ChannelInboundHandler {
     /// - Parameters:
     ///   - counters: where TCP progress comes from; the socket's `TCP_INFO` by default (tests
     ///     give their own).
-    ///   - awaitsResponse: whether the client has sent a request (its body included) that
-    ///     Depot has not finished answering (`HTTPConnectionState.awaitsResponse`); while it
-    ///     has and none of Depot's bytes are unacknowledged, the wait is Depot's.
+    ///   - awaitsResponse: whether the client has sent a whole request that Depot has not
+    ///     finished answering (`HTTPConnectionState.awaitsResponse`); while it has and none of
+    ///     Depot's bytes are unacknowledged, the wait is Depot's.
+    ///   - serverWaitLimit: the longest wait on Depot (`IdleWatchStateMachine`).
     init(
-        timeout: TimeAmount, counters: @escaping CounterSource = IdleConnectionWatch.tcpCounters,
+        timeout: TimeAmount, serverWaitLimit: TimeAmount? = nil, counters: @escaping CounterSource = IdleConnectionWatch.tcpCounters,
         awaitsResponse: @escaping @Sendable () -> Bool = { false }
     ) {
         self.timeout = timeout
+        self.serverWaitLimit = serverWaitLimit
         self.counters = counters
         self.awaitsResponse = awaitsResponse
     }
@@ -141,7 +163,7 @@ final class IdleConnectionWatch: ChannelInboundHandler {
 
     private func start(_ context: ChannelHandlerContext) {
         guard machine == nil else { return }
-        let machine = IdleWatchStateMachine(timeout: timeout, now: context.eventLoop.now, progress: progress(context))
+        let machine = IdleWatchStateMachine(timeout: timeout, serverWaitLimit: serverWaitLimit, now: context.eventLoop.now, progress: progress(context))
         schedule(machine.firstCheck, context)
         self.machine = machine
     }
@@ -170,8 +192,9 @@ final class IdleConnectionWatch: ChannelInboundHandler {
     private func check(_ context: ChannelHandlerContext) {
         guard timer != nil, var machine else { return }
         let tcp = counters(context.channel)
-        // Depot's bytes still queued to the client mean the client is the one to move.
-        let waitingOnServer = tcp?.hasUnacknowledgedBytes != true && awaitsResponse()
+        // Depot's bytes still queued to the client mean the client is the one to move; a
+        // queue nobody can see is taken for the client's too (a stalled reader is closed).
+        let waitingOnServer = tcp?.hasUnacknowledgedBytes == false && awaitsResponse()
         let action = machine.checked(now: context.eventLoop.now, progress: progress(tcp), waitingOnServer: waitingOnServer)
         self.machine = machine
         switch action {
@@ -197,8 +220,21 @@ final class IdleConnectionWatch: ChannelInboundHandler {
             var acknowledged: UInt64 = 0, received: UInt64 = 0
             var notSent: UInt32 = 0, unacknowledged: UInt32 = 0
             withUnsafePointer(to: value) { depot_tcp_info_progress($0, &acknowledged, &received, &notSent, &unacknowledged) }
-            counters = TCPCounters(bytesAcknowledged: acknowledged, bytesReceived: received, hasUnacknowledgedBytes: notSent > 0 || unacknowledged > 0)
+            counters = TCPCounters(
+                bytesAcknowledged: acknowledged, bytesReceived: received,
+                hasUnacknowledgedBytes: kernelReportsUnsentBytes ? notSent > 0 || unacknowledged > 0 : nil)
         }
         return counters
     }
 }
+
+/// Whether this kernel fills `tcpi_notsent_bytes` (Linux 4.6 and later): an older one leaves
+/// it zero, which would make a client that stopped reading look like one waiting on Depot.
+let kernelReportsUnsentBytes: Bool = {
+    var name = utsname()
+    guard uname(&name) == 0 else { return false }
+    let release = withUnsafeBytes(of: &name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    let numbers = release.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
+    guard numbers.count == 2 else { return false }
+    return (numbers[0], numbers[1]) >= (4, 6)
+}()

@@ -138,6 +138,7 @@ struct ServeCommand: AsyncParsableCommand {
         application.limits.maximumConnections = settings.maxConnections
         application.limits.headerTimeout = TimeAmount(settings.headerTimeout)
         application.limits.idleTimeout = TimeAmount(settings.idleTimeout)
+        application.limits.responseWaitTimeout = TimeAmount(settings.responseWaitTimeout)
         application.tls = try tlsContext(settings)
         application.exportDirectory = settings.multicloudExportDirectory
         application.scrub = (settings.scrubRate, settings.scrubInterval)

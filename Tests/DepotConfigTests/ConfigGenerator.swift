@@ -176,6 +176,7 @@ enum ConfigGenerator {
         limits += [
             durationEntry(0.5, "header_timeout", \.headerTimeout, &rng, &expected, zero: ("1s", .seconds(1))),
             durationEntry(0.5, "idle_timeout", \.idleTimeout, &rng, &expected, zero: ("2m", .seconds(120))),
+            durationEntry(0.5, "response_wait_timeout", \.responseWaitTimeout, &rng, &expected, zero: ("5m", .seconds(300))),
         ].compactMap { $0 }
         if rng.chance(0.5) {
             let value = rng.int(1...512)

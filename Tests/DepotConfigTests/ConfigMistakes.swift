@@ -9,7 +9,7 @@ extension ConfigGenerator {
             "size": ["12XB", "-5MB", "infGiB"], "min_free_disk": ["lots"], "high_watermark": ["150%", "0", "abc", "-0.5", "nan"],
             "low_watermark": ["0%", "2"], "decision_ttl": ["5 parsecs", "-1s", "1e20s", "s"], "offline_grace": ["forever"],
             "concurrency": ["0", "-3", "many", "1.5"], "initial_backoff": ["soon"], "max_backoff": ["-5m"], "insecure": ["maybe", "1"],
-            "max_connections": ["0", "lots"], "header_timeout": ["0s", "0"], "idle_timeout": ["0ms"], "max_fills": ["-1"],
+            "max_connections": ["0", "lots"], "header_timeout": ["0s", "0"], "idle_timeout": ["0ms"], "response_wait_timeout": ["-1s"], "max_fills": ["-1"],
         ]
         // Collect the entries a mistake can go on: (path to the entry, key).
         var targets: [(path: [Int], key: String, isMap: Bool)] = []

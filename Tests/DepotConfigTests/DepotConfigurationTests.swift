@@ -84,6 +84,7 @@ import Testing
               max_connections: 100
               header_timeout: 10s
               idle_timeout: 2m
+              response_wait_timeout: 90s
               max_fills: 4
               max_uploads: 2
             tls:
@@ -99,6 +100,7 @@ import Testing
         #expect(config.maxConnections == 100)
         #expect(config.headerTimeout == .seconds(10))
         #expect(config.idleTimeout == .seconds(120))
+        #expect(config.responseWaitTimeout == .seconds(90))
         #expect(config.maxFills == 4)
         #expect(config.maxUploads == 2)
         #expect(config.tlsCertificate == "/etc/depot/depot.pem" && config.tlsKey == "/etc/depot/depot.key")

@@ -54,8 +54,31 @@ import Testing
         #expect(machine.checked(now: now + .milliseconds(500), progress: progress) == .close)
     }
 
+    @Test func aWaitOnDepotEndsAtItsOwnLimitAndTheClientsClockStartsAfresh() {
+        var machine = Machine(timeout: .seconds(2), serverWaitLimit: .seconds(5), now: start, progress: .init())
+        var now = start + .seconds(1)
+        #expect(machine.checked(now: now, progress: .init()) == .checkAgain(after: .milliseconds(500)))
+        // Depot's wait: up to 5 s, whatever the idle timeout.
+        for _ in 0..<10 {
+            now = now + .milliseconds(500)
+            #expect(machine.checked(now: now, progress: .init(), waitingOnServer: true) != .close)
+        }
+        #expect(machine.checked(now: now + .milliseconds(500), progress: .init(), waitingOnServer: true) == .close, "stuck for 5 s")
+
+        // A wait that ends in time hands the move back with the client's full timeout.
+        machine = Machine(timeout: .seconds(2), serverWaitLimit: .seconds(5), now: start, progress: .init())
+        now = start + .milliseconds(1500)
+        #expect(machine.checked(now: now, progress: .init()) != .close, "1.5 s of the client's idling")
+        now = now + .seconds(3)
+        #expect(machine.checked(now: now, progress: .init(), waitingOnServer: true) != .close)
+        #expect(machine.checked(now: now + .milliseconds(1900), progress: .init()) != .close, "the client's clock restarted")
+        #expect(machine.checked(now: now + .seconds(2), progress: .init()) == .close)
+        // A limit below the idle timeout is the idle timeout.
+        #expect(Machine(timeout: .seconds(2), serverWaitLimit: .seconds(1), now: start, progress: .init()).serverWaitLimit == .seconds(2))
+    }
+
     @Test func theClockDoesNotRunWhileTheClientWaitsOnDepot() {
-        var machine = Machine(timeout: .seconds(2), now: start, progress: .init())
+        var machine = Machine(timeout: .seconds(2), serverWaitLimit: .seconds(60), now: start, progress: .init())
         // A miss whose backend takes 10 s to start: nothing moves, and it is Depot's move.
         var now = start
         for _ in 0..<20 {
@@ -78,7 +101,8 @@ import Testing
 @Suite struct IdleConnectionWatchTests {
     final class Counters: Sendable {
         let acknowledged = Mutex<UInt64>(0)
-        let queued = Mutex(false)
+        /// nil: the kernel does not say (before Linux 4.6).
+        let queued = Mutex<Bool?>(false)
         let awaitsResponse = Mutex(false)
         func source() -> IdleConnectionWatch.CounterSource {
             { _ in .init(bytesAcknowledged: self.acknowledged.withLock { $0 }, bytesReceived: 0, hasUnacknowledgedBytes: self.queued.withLock { $0 }) }
@@ -88,7 +112,8 @@ import Testing
     func connectedChannel(_ counters: Counters?) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
         let watch = counters.map { counters in
-            IdleConnectionWatch(timeout: .seconds(2), counters: counters.source(), awaitsResponse: { counters.awaitsResponse.withLock { $0 } })
+            IdleConnectionWatch(
+                timeout: .seconds(2), serverWaitLimit: .seconds(60), counters: counters.source(), awaitsResponse: { counters.awaitsResponse.withLock { $0 } })
         } ?? IdleConnectionWatch(timeout: .seconds(2))
         try channel.pipeline.syncOperations.addHandler(watch)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
@@ -138,10 +163,31 @@ import Testing
         counters.awaitsResponse.withLock { $0 = true }
         channel.embeddedEventLoop.advanceTime(by: .seconds(10))
         #expect(channel.isActive, "the client waited on Depot, not the other way round")
+        channel.embeddedEventLoop.advanceTime(by: .seconds(49))
+        #expect(channel.isActive, "59 s of Depot's wait, within its 60 s")
         // The answer starts and the client stops reading it: Depot's bytes sit unacknowledged.
         counters.queued.withLock { $0 = true }
         channel.embeddedEventLoop.advanceTime(by: .milliseconds(2500))
         #expect(!channel.isActive, "a client that stopped reading is closed, answer in progress or not")
+    }
+
+    @Test func anAnswerStuckInDepotIsClosedAtTheResponseWaitLimit() throws {
+        let counters = Counters()
+        counters.awaitsResponse.withLock { $0 = true }
+        let channel = try connectedChannel(counters)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(59))
+        #expect(channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        #expect(!channel.isActive, "nothing to read for 60 s: the answer is stuck")
+    }
+
+    @Test func aSendQueueTheKernelDoesNotShowIsTakenForTheClientsMove() throws {
+        let counters = Counters()
+        counters.queued.withLock { $0 = nil }
+        counters.awaitsResponse.withLock { $0 = true }
+        let channel = try connectedChannel(counters)
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(2500))
+        #expect(!channel.isActive, "without the queue, a stalled reader and a wait on Depot look alike: closed")
     }
 
     @Test func theTimerStopsWithTheConnection() throws {
