@@ -127,3 +127,98 @@ import Testing
         #expect(!machine.awaitsResponse)
     }
 }
+
+/// `HTTPConnectionHandler` on an `EmbeddedChannel` behind NIO's HTTP codec, its time advanced
+/// by hand: the header timeout (RFC 9112 leaves it to the server; `limits.header_timeout`)
+/// without waiting for it.
+@Suite struct ConnectionHandlerTests {
+    static let timeout = TimeAmount.seconds(1)
+
+    func connectedChannel() throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
+        try channel.pipeline.syncOperations.addHandler(HTTPConnectionHandler(state: HTTPConnectionState(), headTimeout: Self.timeout))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9494)).wait()
+        return channel
+    }
+
+    func send(_ channel: EmbeddedChannel, _ text: String) throws {
+        try channel.writeInbound(channel.allocator.buffer(string: text))
+    }
+
+    /// Plays the serve loop: takes the request and answers 200 with an empty body.
+    func answer(_ channel: EmbeddedChannel) throws {
+        while let part = try channel.readInbound(as: HTTPServerRequestPart.self) {
+            if case .end = part { break }
+        }
+        let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["content-length": "0"])
+        try channel.writeOutbound(HTTPServerResponsePart.head(head))
+        try channel.writeOutbound(HTTPServerResponsePart.end(nil))
+    }
+
+    /// The request's end as the codec delivers it makes the wait Depot's, whether or not the
+    /// serve loop has read the body yet.
+    @Test func aRequestIsAwaitingItsAnswerOnceItsEndHasArrived() throws {
+        let state = HTTPConnectionState()
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
+        try channel.pipeline.syncOperations.addHandler(HTTPConnectionHandler(state: state, headTimeout: Self.timeout))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9494)).wait()
+        try send(channel, "PUT /v2/images/i/file HTTP/1.1\r\nHost: depot\r\nContent-Length: 10\r\n\r\n12345")
+        #expect(!state.awaitsResponse, "half the body is still the client's to send")
+        try send(channel, "67890")
+        #expect(state.awaitsResponse, "the whole request is in, unread")
+        try answer(channel)
+        #expect(!state.awaitsResponse, "answered")
+        try send(channel, "GET /healthz HTTP/1.1\r\nHost: depot\r\n\r\n")
+        #expect(state.awaitsResponse, "a GET is whole at its head's end")
+    }
+
+    @Test func aSlowlorisHeadThatTricklesIsClosedAtTheTimeout() throws {
+        let channel = try connectedChannel()
+        try send(channel, "GET /healthz HTTP/1.1\r\nHost: depot\r\n")
+        // A header line every 100 ms would keep an idle timer from ever firing.
+        for _ in 0..<9 {
+            channel.embeddedEventLoop.advanceTime(by: .milliseconds(100))
+            try send(channel, "X-Slow: a\r\n")
+        }
+        #expect(channel.isActive, "0.9 s is within the timeout")
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(100))
+        #expect(!channel.isActive, "the head never ended: closed at 1 s")
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == nil, "no answer to a request whose head never ended")
+    }
+
+    @Test func anIdleKeepAliveConnectionIsClosedOneTimeoutAfterItsLastAnswer() throws {
+        let channel = try connectedChannel()
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(900))
+        try send(channel, "GET /healthz HTTP/1.1\r\nHost: depot\r\n\r\n")
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(500))
+        #expect(channel.isActive, "the head came in time")
+        try answer(channel)
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(900))
+        #expect(channel.isActive, "the clock restarted at the answer's end")
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(100))
+        #expect(!channel.isActive)
+    }
+
+    @Test func aConnectionThatKeepsAskingStaysOpen() throws {
+        let channel = try connectedChannel()
+        for _ in 0..<6 {
+            channel.embeddedEventLoop.advanceTime(by: .milliseconds(500))
+            try send(channel, "GET /healthz HTTP/1.1\r\nHost: depot\r\n\r\n")
+            try answer(channel)
+        }
+        #expect(channel.isActive, "requests every 0.5 s keep the connection")
+    }
+
+    @Test func aResponseLongerThanTheTimeoutIsNotCutOff() throws {
+        let channel = try connectedChannel()
+        try send(channel, "GET /v2/images/x/file HTTP/1.1\r\nHost: depot\r\n\r\n")
+        // The download takes 5 timeouts.
+        channel.embeddedEventLoop.advanceTime(by: .seconds(5))
+        #expect(channel.isActive, "a request being answered is not idle")
+        try answer(channel)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(!channel.isActive)
+    }
+}
