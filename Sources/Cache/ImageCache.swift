@@ -199,6 +199,18 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
 
     /// Marks a blob as being read, so eviction leaves it alone; pair with `endRead`.
     public func beginRead(_ digest: Digest) { budget.beginRead(digest) }
+
+    /// Opens a committed blob of `size` bytes for a hit answered on the event loop, and, when
+    /// it is one, does what `touch` and `beginRead` do, under one lock of the budget (a hit
+    /// took it three times). Nil when the file or the recorded size is not `size`: the async
+    /// path, which quarantines a blob that does not match (`openForHit`), takes the request.
+    /// The caller calls `endRead` once the response is sent.
+    public func beginHit(_ digest: Digest, size: UInt64) -> BlobReader? {
+        // One stat of the blob's path: the kept reader, or a new one when the file changed.
+        guard let reader = try? store.openKept(digest), reader.size == size, budget.beginHit(digest, size: size) else { return nil }
+        countHit(digest)
+        return reader
+    }
     public func endRead(_ digest: Digest) { budget.endRead(digest) }
 
     public func client(for cloud: String) throws(CacheError) -> GlanceClient {
@@ -278,6 +290,11 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     /// written to the Catalog in one transaction a second later: a hit never waits on SQLite.
     public func touch(_ digest: Digest) {
         budget.touch(digest)
+        countHit(digest)
+    }
+
+    /// The hit count and time of `touch`, for the Catalog.
+    private func countHit(_ digest: Digest) {
         let now = Date()
         let scheduleFlush = pendingHits.withLock { pending -> Bool in
             let first = pending.isEmpty

@@ -62,21 +62,19 @@ public final class IntegrityStatistics: Sendable {
 
 extension ImageCache {
     /// Opens a blob to serve a hit. A blob is trusted only while it matches what the Catalog
-    /// recorded: its file must have the recorded size, and that must be the image's size.
+    /// recorded: its file must have the recorded size, and that must be the image's size. A
+    /// blob whose size differs from the record is quarantined (the event loop's `beginHit`
+    /// leaves that to this path).
     ///
-    /// - Parameter quarantineOnMismatch: quarantine a blob whose size differs from the record
-    ///   (false on the event loop, which leaves the work to the async path).
     /// - Returns: nil when the blob is gone or untrustworthy: the request goes on as a miss.
-    public func openForHit(_ digest: Digest, size expected: UInt64, quarantineOnMismatch: Bool) -> BlobReader? {
+    public func openForHit(_ digest: Digest, size expected: UInt64) -> BlobReader? {
         // One stat of the blob's path: the kept reader, or a new one when the file changed.
         guard let reader = try? store.openKept(digest) else { return nil }
         var recorded = budget.recordedSize(of: digest)
-        if recorded == nil, quarantineOnMismatch, let row = try? catalog.blob(digest) { recorded = UInt64(row.size) }
+        if recorded == nil, let row = try? catalog.blob(digest) { recorded = UInt64(row.size) }
         guard let recorded else { return nil }
         guard reader.size == recorded else {
-            if quarantineOnMismatch {
-                quarantine(digest, finding: .size, detail: "the file holds \(reader.size) bytes, the catalog recorded \(recorded)")
-            }
+            quarantine(digest, finding: .size, detail: "the file holds \(reader.size) bytes, the catalog recorded \(recorded)")
             return nil
         }
         return reader.size == expected ? reader : nil

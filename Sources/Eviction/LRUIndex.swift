@@ -33,6 +33,15 @@ public struct LRUIndex: Sendable {
 
     public func size(of digest: Digest) -> UInt64? { slots[digest].map { nodes[Int($0)].size } }
 
+    /// Marks a blob of exactly `size` bytes as used now, in one lookup; false (and nothing
+    /// changes) when the index does not have it or has it with another size.
+    public mutating func touch(_ digest: Digest, ifSize size: UInt64) -> Bool {
+        guard let slot = slots[digest], nodes[Int(slot)].size == size else { return false }
+        unlink(slot)
+        append(slot)
+        return true
+    }
+
     /// Adds a blob as the most recently used, or marks an existing one as used now.
     public mutating func touch(_ digest: Digest, size: UInt64) {
         if let slot = slots[digest] {

@@ -43,7 +43,8 @@ public struct PlannedResponse {
     /// A response whose head the responder wrote in wire form: building NIO's head model
     /// (`HTTPHeaders`, `HTTPResponseHead`) and encoding it again cost about 7,000 instructions
     /// of a 4 KiB range hit. `encodedHead` must be what `HTTPResponseEncoder` writes for a
-    /// head of `version` and `status` (Proxy's `writeHead(of:version:cacheResult:)` writes it so), and must not need chunked framing.
+    /// head of `version` and `status` (Proxy's `ByteBuffer.writeHead(of:version:status:cacheResult:representationFields:)`
+    /// writes it so), and must not need chunked framing.
     public init(
         encodedHead: ByteBuffer, version: HTTPVersion, status: HTTPResponseStatus, body: [IOData], handle: NIOFileHandle?,
         descriptorOwner: (AnyObject & Sendable)? = nil, cacheResult: String?

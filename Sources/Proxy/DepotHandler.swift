@@ -48,19 +48,16 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
 
     public func immediateResponse(to head: HTTPRequestHead, allocator: ByteBufferAllocator, memo: inout FastPathMemo) -> ImmediateResponse? {
         guard case let .imageFile(cloud, imageID, _) = router.route(uri: head.uri),
-              let representationRequest = RepresentationRequest(head),
-              let token = head.headers.first(name: "x-auth-token"),
+              let (representationRequest, token) = RepresentationRequest.read(head), let token,
               let (image, derived, digest) = cache.knownHit(token: token, fingerprint: TokenMemo.fingerprint(of: token, in: &memo), cloud: cloud, imageID: imageID)
         else { return nil }
         let kept = derived.value { KeptRepresentation(Representation(image: image)) }
         let representation = kept.representation
         // A blob that does not match its record is left to the async path to quarantine.
-        guard let reader = cache.openForHit(digest, size: representation.size, quarantineOnMismatch: false) else { return nil }
+        guard let reader = cache.beginHit(digest, size: representation.size) else { return nil }
         let hit = HitResponse(
             plan: ResponsePlan(representationRequest, for: representation), version: head.version, reader: reader, allocator: allocator, wireHead: true,
             representationFields: kept.fields)
-        cache.touch(digest)
-        cache.beginRead(digest)
         let started = ContinuousClock.now
         let (status, bodyBytes) = (hit.status.code, hit.bodyBytes)
         let (method, uri) = (head.method, head.uri)

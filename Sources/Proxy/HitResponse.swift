@@ -132,6 +132,8 @@ extension ByteBuffer {
             Self.copy(&cacheValue, to: raw, at: &at)
             Self.copy(UInt8(ascii: "\r"), UInt8(ascii: "\n"), to: raw, at: &at)
             Self.copy(UInt8(ascii: "\r"), UInt8(ascii: "\n"), to: raw, at: &at)
+            // `length` bounds every byte written above; past it, memory was overwritten.
+            precondition(at <= raw.count, "a head of \(at) bytes in \(raw.count)")
             return at
         }
     }

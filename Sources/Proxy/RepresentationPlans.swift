@@ -10,9 +10,14 @@ extension Representation {
     ///
     /// The tag is Glance's hash of the bytes, which an image keeps for life (images are
     /// immutable once active), so a validator a client holds stays true on every path.
+    ///
+    /// Only hex goes into either field: a record is the backend's to write, and a value with a
+    /// line break would add fields of its own to the head (the fast path writes heads as bytes).
     init(image: GlanceImage) {
         let checksum = image.checksum
-        self.init(size: image.size ?? 0, entityTag: Self.entityTag(hex: image.osHashValue) ?? Self.entityTag(hex: checksum), contentMD5: checksum)
+        self.init(
+            size: image.size ?? 0, entityTag: Self.entityTag(hex: image.osHashValue) ?? Self.entityTag(hex: checksum),
+            contentMD5: checksum.flatMap { Self.entityTag(hex: $0) != nil ? $0 : nil })
     }
 
     /// `hex` lowercased and quoted; nil unless it is non-empty hex. Built in one pass: every
@@ -53,21 +58,57 @@ extension RepresentationRequest {
     /// The request's method and its range and conditional fields; nil for methods other than
     /// GET and HEAD.
     init?(_ head: HTTPRequestHead) {
+        guard let (request, _) = Self.read(head) else { return nil }
+        self = request
+    }
+
+    /// The request (as `init?(_:)` reads it) and its `X-Auth-Token`, from one pass over the
+    /// head's fields: a lookup by name per field was a pass each, four on every hit. As those
+    /// lookups: the first `Range`, `If-Range` and `X-Auth-Token`, and every `If-None-Match`
+    /// joined with ", " (RFC 9110 section 5.3); names compared without regard to ASCII case.
+    static func read(_ head: HTTPRequestHead) -> (request: RepresentationRequest, token: String?)? {
         let method: Method
         switch head.method {
         case .GET: method = .get
         case .HEAD: method = .head
         default: return nil
         }
-        self.init(
-            method: method, range: head.headers.first(name: "range"), ifRange: head.headers.first(name: "if-range"),
-            ifNoneMatch: head.headers["if-none-match"].isEmpty ? nil : head.headers["if-none-match"].joined(separator: ", "))
+        var range: String?, ifRange: String?, ifNoneMatch: String?, token: String?
+        for (name, value) in head.headers {
+            switch name.utf8.count {
+            case 5 where range == nil && name.isASCIICaseInsensitive("range"): range = value
+            case 8 where ifRange == nil && name.isASCIICaseInsensitive("if-range"): ifRange = value
+            case 12 where token == nil && name.isASCIICaseInsensitive("x-auth-token"): token = value
+            case 13 where name.isASCIICaseInsensitive("if-none-match"): ifNoneMatch = ifNoneMatch.map { $0 + ", " + value } ?? value
+            default: break
+            }
+        }
+        return (RepresentationRequest(method: method, range: range, ifRange: ifRange, ifNoneMatch: ifNoneMatch), token)
+    }
+}
+
+extension String {
+    /// Whether this is `lowercase` (lowercase ASCII) but for the case of its letters A to Z,
+    /// as field names compare (RFC 9110 section 5.1).
+    func isASCIICaseInsensitive(_ lowercase: StaticString) -> Bool {
+        var text = self
+        return text.withUTF8 { bytes in
+            lowercase.withUTF8Buffer { expected in
+                guard bytes.count == expected.count else { return false }
+                for i in 0..<bytes.count {
+                    let byte = bytes[i]
+                    if (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte) != expected[i] { return false }
+                }
+                return true
+            }
+        }
     }
 }
 
 extension ResponsePlan {
     /// The plan's header fields, then where the bytes come from (`x-depot-cache`).
     func httpHeaders(cacheResult: String) -> HTTPHeaders {
+        let headers = headers
         var fields: [(String, String)] = []
         fields.reserveCapacity(headers.count + 1)
         for field in headers { fields.append((field.name, field.value)) }

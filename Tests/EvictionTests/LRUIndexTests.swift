@@ -23,6 +23,19 @@ import Testing
         #expect(!touchedUnknown)
     }
 
+    @Test func aTouchForASizeMovesOnlyABlobOfThatSize() {
+        var index = LRUIndex()
+        for n in 0..<3 { index.touch(digest(n), size: 100) }
+        let otherSize = index.touch(digest(0), ifSize: 99)
+        #expect(!otherSize, "another size: not this blob's bytes")
+        let unknown = index.touch(digest(7), ifSize: 100)
+        #expect(!unknown, "not in the index")
+        #expect(index.order == (0..<3).map(digest), "a refused touch moves nothing")
+        let touched = index.touch(digest(0), ifSize: 100)
+        #expect(touched)
+        #expect(index.order == [1, 2, 0].map(digest) && index.totalBytes == 300)
+    }
+
     @Test func victimsAreLeastRecentlyUsedAndSkipWhatMustStay() {
         var index = LRUIndex()
         for n in 0..<10 { index.touch(digest(n), size: 150) }

@@ -111,6 +111,14 @@ package struct BudgetStateMachine<Waiter> {
     package mutating func touch(_ digest: Digest) { _ = index.touch(digest) }
     package mutating func beginRead(_ digest: Digest) { readers[digest, default: 0] += 1 }
 
+    /// A hit on a blob whose file holds `size` bytes: when that is the size recorded for it,
+    /// `touch` and `beginRead` in one; else false, and nothing changes.
+    package mutating func beginHit(_ digest: Digest, size: UInt64) -> Bool {
+        guard index.touch(digest, ifSize: size) else { return false }
+        beginRead(digest)
+        return true
+    }
+
     package mutating func endRead(_ digest: Digest) {
         if let count = readers[digest], count > 1 { readers[digest] = count - 1 } else { readers[digest] = nil }
     }

@@ -116,6 +116,9 @@ final class DiskBudget: Sendable {
 
     func touch(_ digest: Digest) { state.withLock { $0.touch(digest) } }
     func beginRead(_ digest: Digest) { state.withLock { $0.beginRead(digest) } }
+    /// `BudgetStateMachine.beginHit`: one lock for what `recordedSize`, `touch` and
+    /// `beginRead` take three times.
+    func beginHit(_ digest: Digest, size: UInt64) -> Bool { state.withLock { $0.beginHit(digest, size: size) } }
     func endRead(_ digest: Digest) { state.withLock { $0.endRead(digest) } }
 
     /// Takes a blob whose bytes went bad out of the budget, whatever holds it: it is moved to

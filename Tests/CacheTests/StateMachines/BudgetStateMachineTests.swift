@@ -52,6 +52,28 @@ struct BudgetStateMachineTests {
         #expect(evicted(machine.reserve(2 * Self.mib, isFill: false, freeDiskBytes: nil, waiter: 0)) == [Self.blob(2)], "read no more")
     }
 
+    /// The event loop's hit: the recorded size must match, and then the blob is the most
+    /// recently used and read, so eviction skips it until the read ends.
+    @Test func aHitOfTheRecordedSizeIsTouchedAndReadAndAnotherSizeChangesNothing() {
+        var machine = Self.machine(blobs: 4)
+        let otherSize = machine.beginHit(Self.blob(0), size: Self.mib)
+        #expect(!otherSize, "the file is not the recorded 2 MiB")
+        #expect(machine.recencyOrder == (0..<4).map(Self.blob), "nothing moved")
+        #expect(evicted(machine.reserve(2 * Self.mib, isFill: false, freeDiskBytes: nil, waiter: 0)) == [Self.blob(0)], "and nothing is read")
+
+        machine = Self.machine(blobs: 4)
+        let hit = machine.beginHit(Self.blob(0), size: 2 * Self.mib)
+        #expect(hit)
+        #expect(machine.recencyOrder == [1, 2, 3, 0].map(Self.blob))
+        machine.touch(Self.blob(1))
+        machine.touch(Self.blob(2))
+        machine.touch(Self.blob(3))
+        // Blob 0 is the oldest again, but it is being read.
+        #expect(evicted(machine.reserve(2 * Self.mib, isFill: false, freeDiskBytes: nil, waiter: 0)) == [Self.blob(1)])
+        machine.endRead(Self.blob(0))
+        #expect(evicted(machine.reserve(2 * Self.mib, isFill: false, freeDiskBytes: nil, waiter: 1)) == [Self.blob(0)], "read no more")
+    }
+
     @Test func runningFillsShareHalfTheBudgetAndUploadsAreNeverRefusedForIt() {
         var machine = Self.machine(blobs: 0)
         #expect(evicted(machine.reserve(4 * Self.mib, isFill: true, freeDiskBytes: nil, waiter: 0)) == [], "one fill alone may take more than half")
