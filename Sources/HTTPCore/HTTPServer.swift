@@ -102,6 +102,14 @@ public final class HTTPServer: Sendable {
     /// Connections open now.
     public var openConnections: Int { counters.openConnections.load(ordering: .relaxed) }
 
+    /// When a connection last closed, on the event loops' clock (`NIODeadline.now()`, the
+    /// monotonic clock); nil before any did. Tests time Depot's closes with it, so a stall of
+    /// their own process is not counted as Depot's.
+    public var lastConnectionClosedAt: NIODeadline? {
+        let nanoseconds = counters.lastClose.load(ordering: .relaxed)
+        return nanoseconds == 0 ? nil : .uptimeNanoseconds(UInt64(nanoseconds))
+    }
+
     /// Requests answered from their bytes before the HTTP codec (`WireFastPath`), since start.
     public var wireFastPathAnswers: Int { counters.wireAnswers.load(ordering: .relaxed) }
 
@@ -166,7 +174,10 @@ public final class HTTPServer: Sendable {
             .bind(host: host, port: requestedPort) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let open = counters.openConnections.wrappingAdd(1, ordering: .relaxed).newValue
-                    channel.closeFuture.whenComplete { _ in counters.openConnections.wrappingSubtract(1, ordering: .relaxed) }
+                    channel.closeFuture.whenComplete { _ in
+                        counters.lastClose.store(Int64(NIODeadline.now().uptimeNanoseconds), ordering: .relaxed)
+                        counters.openConnections.wrappingSubtract(1, ordering: .relaxed)
+                    }
                     if open > limits.maximumConnections {
                         logger.warning("connection refused: too many open", metadata: ["open": "\(open - 1)", "limit": "\(limits.maximumConnections)"])
                         try channel.pipeline.syncOperations.addHandler(ConnectionRefuser(limit: limits.maximumConnections))

@@ -204,12 +204,15 @@ extension WireFastPath {
     }
 }
 
-/// What a server counts across its connections: those open, and the requests the fast path
-/// answered, from the wire (`WireFastPath`) and after the codec (`HTTPConnectionHandler`).
+/// What a server counts across its connections: those open, when one last closed, and the
+/// requests the fast path answered, from the wire (`WireFastPath`) and after the codec
+/// (`HTTPConnectionHandler`).
 final class ServerCounters: Sendable {
     let openConnections = Atomic<Int>(0)
     let wireAnswers = Atomic<Int>(0)
     let codecAnswers = Atomic<Int>(0)
+    /// `NIODeadline.now().uptimeNanoseconds` when a connection last closed; 0 before any did.
+    let lastClose = Atomic<Int64>(0)
 
     init() {}
 }
