@@ -67,8 +67,9 @@ struct IdleWatchStateMachine: Sendable {
     var firstCheck: TimeAmount { Self.interval(timeout) }
 
     /// A sample of the counters taken at `now`. `waitingOnServer`: the client has sent its
-    /// request and all of Depot's bytes so far have been acknowledged, so the next move is
-    /// Depot's; the clock does not run.
+    /// whole request and all of Depot's bytes so far have been acknowledged, so the next move
+    /// is Depot's: the client's clock does not run, and the wait closes the connection only
+    /// once it has lasted `serverWaitLimit`.
     mutating func checked(now: NIODeadline, progress: Progress, waitingOnServer: Bool = false) -> Action {
         let moved = progress != last
         last = progress

@@ -13,11 +13,13 @@ typealias HitResponse = PlannedResponse
 extension PlannedResponse {
     /// The plan's head, its literal parts as bytes and its representation ranges as zero-copy
     /// regions of the blob.
-    /// - Parameter wireHead: write the head in wire form (`encodedHead`) for `WireFastPath`,
-    ///   instead of NIO's head model for the codec and a task's writer.
+    /// - Parameters:
+    ///   - wireHead: write the head in wire form (`encodedHead`) for `WireFastPath`, instead
+    ///     of NIO's head model for the codec and a task's writer.
+    ///   - representationFields: the representation's fields in wire form, made once
+    ///     (`ByteBuffer.encodedFields` of `ResponsePlan.representationFields`), copied whole
+    ///     instead of written field by field.
     /// - Precondition: `reader` holds the representation the plan was made for (same size).
-    ///   `representationFields` is the representation's fields in wire form, made once
-    ///   (`ByteBuffer.encodedFields` of `ResponsePlan.representationFields`), to copy instead of writing them field by field.
     init(
         plan: ResponsePlan, version: HTTPVersion, reader: BlobReader, allocator: ByteBufferAllocator, wireHead: Bool = false,
         representationFields: [UInt8]? = nil
@@ -89,10 +91,10 @@ extension ByteBuffer {
     /// each string. The encoder changes no field of such a head: every plan states
     /// `Content-Length`, except a 304's, which has no body and no framing field
     /// (`ResponsePlan`), so it is never chunked. `HitResponseTests` compares the two.
-    /// - Parameter representationFields: `encodedFields` of `ResponsePlan.representationFields(
-    ///   plan.representation)`, made once
-    ///   per representation: for a whole image or one range (every hit but a multipart, 304
-    ///   or 416 one), the head is then that copy and the framing's numbers written as digits.
+    /// - Parameter representationFields: `encodedFields` of
+    ///   `ResponsePlan.representationFields(plan.representation)`, made once per
+    ///   representation: for a whole image or one range (every hit but a multipart, 304 or 416
+    ///   one), the head is then that copy and the framing's numbers written as digits.
     mutating func writeHead(of plan: ResponsePlan, version: HTTPVersion, status: HTTPResponseStatus, cacheResult: String, representationFields: [UInt8]? = nil) {
         assert(representationFields.map { $0 == Self.encodedFields(ResponsePlan.representationFields(plan.representation)) } ?? true, "fields of another representation")
         var statusLine = ByteBuffer.statusLine(version: version, status: status)
