@@ -83,7 +83,7 @@ public struct PlannedResponse {
     }
 
     /// The model of a head in wire form: the fields of each line after the status line, up to
-    /// the empty one (each `name: value`, as `writeResponseHead` writes them).
+    /// the empty one (each `name: value`, as `ByteBuffer.copyField` writes them).
     private static func decodeHead(_ bytes: ByteBuffer, version: HTTPVersion, status: HTTPResponseStatus) -> HTTPResponseHead {
         let text = String(buffer: bytes)
         var fields: [(String, String)] = []

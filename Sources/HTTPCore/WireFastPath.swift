@@ -237,7 +237,7 @@ extension ByteBuffer {
             headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
             chunked = true
         }
-        var statusLine = Self.statusLine(head)
+        var statusLine = Self.statusLine(version: head.version, status: head.status)
         // One capacity check and one copy per string: `writeString` per piece cost about twice
         // as many instructions as the rest of the head's work together.
         var length = statusLine.utf8.count + 2
@@ -251,10 +251,7 @@ extension ByteBuffer {
             for (name, value) in headers {
                 var name = name
                 var value = value
-                Self.copy(&name, to: out, at: &at)
-                Self.copy(UInt8(ascii: ":"), UInt8(ascii: " "), to: out, at: &at)
-                Self.copy(&value, to: out, at: &at)
-                Self.copy(UInt8(ascii: "\r"), UInt8(ascii: "\n"), to: out, at: &at)
+                Self.copyField(&name, &value, to: out, at: &at)
             }
             Self.copy(UInt8(ascii: "\r"), UInt8(ascii: "\n"), to: out, at: &at)
             return at
@@ -271,6 +268,15 @@ extension ByteBuffer {
         }
     }
 
+    /// Copies a field line, `name: value` and CRLF, to `out` at `at`, moving `at` past it;
+    /// `out` has room (the two strings' UTF-8 and 4 bytes).
+    package static func copyField(_ name: inout String, _ value: inout String, to out: UnsafeMutableRawBufferPointer, at: inout Int) {
+        copy(&name, to: out, at: &at)
+        copy(UInt8(ascii: ":"), UInt8(ascii: " "), to: out, at: &at)
+        copy(&value, to: out, at: &at)
+        copy(UInt8(ascii: "\r"), UInt8(ascii: "\n"), to: out, at: &at)
+    }
+
     /// Copies two bytes to `out` at `at`, moving `at` past them; `out` has room.
     package static func copy(_ a: UInt8, _ b: UInt8, to out: UnsafeMutableRawBufferPointer, at: inout Int) {
         out[at] = a
@@ -278,12 +284,8 @@ extension ByteBuffer {
         at += 2
     }
 
-    /// The status line as NIO writes it, the answers of hits written out.
-    private static func statusLine(_ head: HTTPResponseHead) -> String {
-        statusLine(version: head.version, status: head.status)
-    }
-
-    /// The status line (with its CRLF) as NIO's `HTTPResponseEncoder` writes it.
+    /// The status line (with its CRLF) as NIO's `HTTPResponseEncoder` writes it, the answers
+    /// of hits written out.
     package static func statusLine(version: HTTPVersion, status: HTTPResponseStatus) -> String {
         if version == .http1_1 {
             switch status.code {

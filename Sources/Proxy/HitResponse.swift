@@ -114,10 +114,7 @@ extension ByteBuffer {
                 for field in headers {
                     var name = field.name
                     var value = field.value
-                    Self.copy(&name, to: raw, at: &at)
-                    Self.copy(UInt8(ascii: ":"), UInt8(ascii: " "), to: raw, at: &at)
-                    Self.copy(&value, to: raw, at: &at)
-                    Self.copy(UInt8(ascii: "\r"), UInt8(ascii: "\n"), to: raw, at: &at)
+                    Self.copyField(&name, &value, to: raw, at: &at)
                 }
             case let .lengthAndRange(range):
                 Self.copy(representationFields!, to: out, at: &at)

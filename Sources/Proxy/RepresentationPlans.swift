@@ -15,9 +15,10 @@ extension Representation {
     /// line break would add fields of its own to the head (the fast path writes heads as bytes).
     init(image: GlanceImage) {
         let checksum = image.checksum
+        let checksumTag = Self.entityTag(hex: checksum)
         self.init(
-            size: image.size ?? 0, entityTag: Self.entityTag(hex: image.osHashValue) ?? Self.entityTag(hex: checksum),
-            contentMD5: checksum.flatMap { Self.entityTag(hex: $0) != nil ? $0 : nil })
+            size: image.size ?? 0, entityTag: Self.entityTag(hex: image.osHashValue) ?? checksumTag,
+            contentMD5: checksumTag == nil ? nil : checksum)
     }
 
     /// `hex` lowercased and quoted; nil unless it is non-empty hex. Built in one pass: every

@@ -127,13 +127,7 @@ import Testing
             let other = try await uploadImage(glanceAsAlice(glance.url), pseudoRandomBytes(count: 16 << 20, seed: 76))
             let port = depot.port
             let request = "GET /v2/images/\(other.id)/file HTTP/1.1\r\nHost: depot\r\nX-Auth-Token: \(GlanceServer.alice)\r\n\r\n"
-            let (stalledFD, stallStart) = try await offThePool { () throws -> (Int32, NIODeadline) in
-                let fd = try connectLoopback(port: port, receiveBuffer: 64 << 10)
-                sendAll(fd, Array(request.utf8))
-                var buffer = [UInt8](repeating: 0, count: 4096)
-                #expect(recv(fd, &buffer, buffer.count, 0) > 0, "the miss's answer started")
-                return (fd, NIODeadline.now())
-            }
+            let (stalledFD, stallStart) = try await offThePool { try Self.stallAfterFirstBytes(port: port, request, "the miss's answer started") }
             defer { close(stalledFD) }
             let stalledFor = try await closeOfLastConnection(depot, after: stallStart)
             #expect(stalledFor.map { $0 < .seconds(3) } == true, "closed after \(String(describing: stalledFor)), for a timeout of 1 s")
@@ -165,11 +159,8 @@ import Testing
                 let idleEnd = readUntilClosed(idleFD, deadline: idleStart + .seconds(10))
                 let idle = (ContinuousClock.now - idleStart, idleEnd.closed)
                 // Stalled: a 40 MiB hit asked for, its first bytes read, then no more reading.
-                let stalledFD = try connectLoopback(port: port, receiveBuffer: 64 << 10)
-                sendAll(stalledFD, Array(request.utf8))
-                var buffer = [UInt8](repeating: 0, count: 4096)
-                #expect(recv(stalledFD, &buffer, buffer.count, 0) > 0, "the hit started")
-                return (idle, stalledFD, NIODeadline.now())
+                let (stalledFD, stallStart) = try Self.stallAfterFirstBytes(port: port, request, "the hit started")
+                return (idle, stalledFD, stallStart)
             }
             defer { close(stalledFD) }
             #expect(idle.1, "the idle connection was closed")
@@ -353,6 +344,16 @@ func residentBytes(of pid: pid_t) throws -> UInt64 {
 }
 
 extension ServerLimitsTests {
+    /// A client with a small receive buffer that sends `request`, reads its answer's first
+    /// bytes and then reads no more; the socket (for the caller to close) and when it stopped.
+    static func stallAfterFirstBytes(port: Int, _ request: String, _ started: Comment) throws -> (Int32, NIODeadline) {
+        let fd = try connectLoopback(port: port, receiveBuffer: 64 << 10)
+        sendAll(fd, Array(request.utf8))
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        #expect(recv(fd, &buffer, buffer.count, 0) > 0, started)
+        return (fd, NIODeadline.now())
+    }
+
     /// Waits (up to 10 s) until Depot has no connection open, and says how long after `start`
     /// the last one closed, by Depot's own clock: a stall of the test process, which polls,
     /// does not count as Depot's (it once made a 2.5 s close look like 17.7 s). Nil when a
