@@ -25,8 +25,14 @@ import Testing
     final class Recorder: ChannelInboundHandler {
         typealias InboundIn = HTTPServerRequestPart
         var heads: [String] = []
+        /// Completed reads that reached the end of the pipeline.
+        var readsCompleted = 0
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             if case let .head(head) = unwrapInboundIn(data) { heads.append(head.uri) }
+        }
+        func channelReadComplete(context: ChannelHandlerContext) {
+            readsCompleted += 1
+            context.fireChannelReadComplete()
         }
     }
 
@@ -92,6 +98,25 @@ import Testing
         try connection.send(Self.get("/hit3") + Self.get("/hit4", method: "HEAD"))
         #expect(try connection.written() == Self.hit("/hit3") + "HTTP/1.1 206 Partial Content\r\ncontent-length: 9\r\netag: \"e\"\r\n\r\n")
         #expect(connection.answered == 3)
+    }
+
+    /// The handlers after the wire path hear that a read completed only when it handed them
+    /// bytes: NIO's async channel delivers what it was handed only then, so a request passed
+    /// on without it would wait for ever.
+    @Test func aCompletedReadReachesTheCodecOnlyWhenItHandedTheCodecBytes() throws {
+        let connection = try Connection()
+        try connection.send(Self.get("/hit1") + Self.get("/hit2"))
+        #expect(try connection.written() == Self.hit("/hit1") + Self.hit("/hit2"))
+        #expect(connection.recorder.readsCompleted == 0)
+        // A hit and, in the same read, a request for the serve loop.
+        try connection.send(Self.get("/hit3") + Self.get("/miss"))
+        #expect(try connection.written() == Self.hit("/hit3"))
+        #expect(connection.recorder.heads == ["/miss"] && connection.recorder.readsCompleted == 1)
+        try connection.answer("miss")
+        _ = try connection.written()
+        try connection.send(Self.get("/hit4"))
+        #expect(try connection.written() == Self.hit("/hit4"))
+        #expect(connection.recorder.readsCompleted == 1, "a read answered wholly on the wire is not passed on")
     }
 
     @Test func aConnectionThatSentAnIncompleteHeadStaysWithTheCodec() throws {
