@@ -7,15 +7,23 @@ public enum DecimalDigits {
     /// Writes `value`'s digits at `out[at...]` and moves `at` past them.
     /// - Precondition: `out` has room for `maxCount` bytes from `at`.
     public static func write(_ value: UInt64, to out: UnsafeMutableBufferPointer<UInt8>, at: inout Int) {
-        var divisor: UInt64 = 1
-        while value / divisor >= 10 { divisor *= 10 }
-        var rest = value
-        while divisor > 0 {
-            out[at] = UInt8(ascii: "0") + UInt8(rest / divisor)
-            at += 1
-            rest %= divisor
-            divisor /= 10
+        // Divisions by the constant 10 only, which compile to a multiply: dividing by a
+        // running power of ten took a `div` (tens of cycles) per digit, several numbers a hit.
+        var count = 1
+        var probe = value
+        while probe >= 10 {
+            probe /= 10
+            count += 1
         }
+        var rest = value
+        var index = at + count
+        repeat {
+            index -= 1
+            let quotient = rest / 10
+            out[index] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: rest &- quotient &* 10)
+            rest = quotient
+        } while rest > 0
+        at += count
     }
 
     /// Appends `value`'s digits to `bytes`.

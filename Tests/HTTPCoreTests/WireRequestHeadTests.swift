@@ -54,6 +54,33 @@ import Testing
         #expect(Array((hit + "PUT /x HTTP/1.1\r\n\r\n").utf8).withUnsafeBytes(WireRequestHead.count) == nil)
     }
 
+    /// The token test's two words are RFC 9110's `tchar`, byte for byte.
+    @Test func theTokenBitsAreTheRFCsTokenCharacters() {
+        let tchar = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)
+        for byte in UInt8.min...UInt8.max {
+            #expect(WireRequestHead.isTokenCharacter(byte) == tchar.contains(byte), "byte \(byte)")
+        }
+    }
+
+    /// A common field name is the string decoding it would give, and only an exact spelling
+    /// is one.
+    @Test func aCommonNameIsTheDecodedName() {
+        let common = [
+            "Host", "host", "Range", "range", "Accept", "accept", "If-Range", "if-range", "User-Agent", "user-agent", "Connection",
+            "connection", "X-Auth-Token", "x-auth-token", "If-None-Match", "if-none-match", "Accept-Encoding", "accept-encoding",
+        ]
+        for name in common {
+            #expect(Array(name.utf8).withUnsafeBytes(WireRequestHead.commonName) == name)
+        }
+        for other in ["HOST", "Hosts", "Hos", "X-Auth-Tokem", "x-Auth-Token", "Rangé", "If_Range", "Content-Length", "Etag", "X"] {
+            #expect(Array(other.utf8).withUnsafeBytes(WireRequestHead.commonName) == nil, "\(other)")
+        }
+        let head = "GET /x HTTP/1.1\r\nhost: a\r\nHOST-X: b\r\nAccept-Encoding: identity\r\nx-auth-token: t\r\n\r\n"
+        let read = Array(head.utf8).withUnsafeBytes(WireRequestHead.read)
+        #expect(read?.fields.map(\.0) == ["host", "HOST-X", "Accept-Encoding", "x-auth-token"])
+        #expect(read?.fields.map(\.1) == ["a", "b", "identity", "t"])
+    }
+
     /// Why `bytes` shows the reader and the decoder disagreeing, or nil.
     static func disagreement(_ bytes: [UInt8]) -> String? {
         guard let accepted = bytes.withUnsafeBytes(WireRequestHead.read) else { return nil }
@@ -105,7 +132,10 @@ enum HeadInput {
         "/v2/images/8b1f0c4e-5b8c-4a8e-9d9f-2f9a6c1e7d10/file", "/v2/images/x/file?a=b&c=%20", "/", "/[]{}|\\^`\"<>", "//x",
         "/x?y=/z/../w", "/~!$&'()*+,;=:@", "/%00", "/a?", "/?#",
     ]
-    static let plainNames = ["Host", "Range", "X-Auth-Token", "If-Range", "If-None-Match", "Connection", "Accept", "User-Agent", "!#$%&'*+-.^_`|~"]
+    static let plainNames = [
+        "Host", "Range", "X-Auth-Token", "If-Range", "If-None-Match", "Connection", "Accept", "User-Agent", "!#$%&'*+-.^_`|~",
+        "host", "range", "x-auth-token", "accept-encoding", "Accept-Encoding", "user-agent", "HOST", "X-Auth-Tokens", "Rang",
+    ]
     static let plainValues = [
         "bytes=0-4095", "bytes=0-0,5-9", "keep-alive", "Keep-Alive", "gAAAAABk-token", "\"etag\"", "", " leading", "\tleading", "a b\tc",
         "W/\"x\", \"y\"", "curl/7.88.1", "*/*", "~`!@#$%^&*()_+-={}[]|\\:;'<>?,./",
