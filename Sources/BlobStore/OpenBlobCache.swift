@@ -14,21 +14,32 @@ import Synchronization
 /// reference-counted object that closes its descriptor when the last holder lets go, so dropping
 /// an entry never closes a descriptor under a send still in flight.
 public final class OpenBlobCache: Sendable {
-    struct Entry {
+    /// A kept reader and the file it opened. Its last use is written without the lock, so a
+    /// hit looks its blob up once (it took three lookups, each hashing the digest).
+    final class Kept: Sendable {
         let reader: BlobReader
         let device: UInt64
         let inode: UInt64
-        var lastUse: UInt64
+        /// When a lookup last returned it, on the cache's use clock (for the least recently used).
+        let lastUse: Atomic<UInt64>
+
+        init(reader: BlobReader, device: UInt64, inode: UInt64, lastUse: UInt64) {
+            self.reader = reader
+            self.device = device
+            self.inode = inode
+            self.lastUse = Atomic(lastUse)
+        }
     }
 
     struct State {
-        var entries: [Digest: Entry] = [:]
-        var clock: UInt64 = 0
+        var entries: [Digest: Kept] = [:]
     }
 
     /// The most readers (open descriptors) kept.
     public let capacity: Int
     private let state = Mutex(State())
+    /// Counts lookups: the order of last use.
+    private let clock = Atomic<UInt64>(0)
 
     public init(capacity: Int) {
         self.capacity = max(0, capacity)
@@ -40,7 +51,8 @@ public final class OpenBlobCache: Sendable {
     /// - Parameter blobPath: the blob's path; asked only when no reader (which knows it) is kept.
     /// - Throws: `.notFound` when no file is at the path; `.io` when it cannot be opened.
     func reader(for digest: Digest, blobPath: () -> String) throws(BlobStoreError) -> BlobReader {
-        let path = state.withLock { $0.entries[digest]?.reader.path } ?? blobPath()
+        let kept = state.withLock { $0.entries[digest] }
+        let path = kept?.reader.path ?? blobPath()
         var now = stat()
         // `withCString`: passing the String itself converts it to a new C array on every hit.
         guard path.withCString({ stat($0, &now) }) == 0 else {
@@ -49,18 +61,16 @@ public final class OpenBlobCache: Sendable {
             if failure == ENOENT { throw .notFound(digest) }
             throw .fromErrno("stat", path: path, code: failure)
         }
-        let device = UInt64(now.st_dev), inode = UInt64(now.st_ino), size = UInt64(now.st_size)
-        let kept = state.withLock { state -> BlobReader? in
-            guard let entry = state.entries[digest] else { return nil }
-            guard entry.device == device, entry.inode == inode, entry.reader.size == size else {
-                state.entries[digest] = nil
-                return nil
+        if let kept {
+            if kept.device == UInt64(now.st_dev), kept.inode == UInt64(now.st_ino), kept.reader.size == UInt64(now.st_size) {
+                kept.lastUse.store(clock.wrappingAdd(1, ordering: .relaxed).newValue, ordering: .relaxed)
+                return kept.reader
             }
-            state.clock += 1
-            state.entries[digest]!.lastUse = state.clock
-            return entry.reader
+            // Another file is at the path now: this reader is never used again.
+            state.withLock { state in
+                if state.entries[digest] === kept { state.entries[digest] = nil }
+            }
         }
-        if let kept { return kept }
         return try open(digest, path: path)
     }
 
@@ -80,12 +90,13 @@ public final class OpenBlobCache: Sendable {
         let reader = BlobReader(digest: digest, path: path, fd: fd, size: UInt64(opened.st_size))
         guard capacity > 0 else { return reader }
         // Dropped outside the lock: the last reference closes a descriptor.
+        let kept = Kept(
+            reader: reader, device: UInt64(opened.st_dev), inode: UInt64(opened.st_ino),
+            lastUse: clock.wrappingAdd(1, ordering: .relaxed).newValue)
         let evicted = state.withLock { state -> BlobReader? in
-            state.clock += 1
-            let replaced = state.entries.updateValue(
-                Entry(reader: reader, device: UInt64(opened.st_dev), inode: UInt64(opened.st_ino), lastUse: state.clock), forKey: digest)
+            let replaced = state.entries.updateValue(kept, forKey: digest)
             guard replaced == nil, state.entries.count > capacity,
-                  let oldest = state.entries.min(by: { $0.value.lastUse < $1.value.lastUse })?.key
+                  let oldest = state.entries.min(by: { $0.value.lastUse.load(ordering: .relaxed) < $1.value.lastUse.load(ordering: .relaxed) })?.key
             else { return replaced?.reader }
             return state.entries.removeValue(forKey: oldest)?.reader
         }

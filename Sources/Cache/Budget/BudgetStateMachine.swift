@@ -120,7 +120,9 @@ package struct BudgetStateMachine<Waiter> {
     }
 
     package mutating func endRead(_ digest: Digest) {
-        if let count = readers[digest], count > 1 { readers[digest] = count - 1 } else { readers[digest] = nil }
+        // One lookup of the digest: every hit ends here.
+        guard let index = readers.index(forKey: digest) else { return }
+        if readers.values[index] > 1 { readers.values[index] -= 1 } else { readers.remove(at: index) }
     }
 
     package mutating func setPinned(_ digest: Digest, _ isPinned: Bool) {

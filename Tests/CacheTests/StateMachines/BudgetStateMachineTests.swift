@@ -52,6 +52,22 @@ struct BudgetStateMachineTests {
         #expect(evicted(machine.reserve(2 * Self.mib, isFill: false, freeDiskBytes: nil, waiter: 0)) == [Self.blob(2)], "read no more")
     }
 
+    /// Reads of one blob are counted: it stays unevictable until the last of them ends, and an
+    /// end with no read (a second `endRead`) changes nothing.
+    @Test func aBlobReadTwiceIsKeptUntilBothReadsEnd() {
+        var machine = Self.machine(blobs: 2)
+        machine.beginRead(Self.blob(0))
+        let hit = machine.beginHit(Self.blob(0), size: 2 * Self.mib)
+        #expect(hit)
+        machine.touch(Self.blob(1))
+        machine.endRead(Self.blob(0))
+        #expect(evicted(machine.reserve(6 * Self.mib, isFill: false, freeDiskBytes: nil, waiter: 0)) == [Self.blob(1)], "one read is left")
+        _ = machine.evictionEnded(EvictionVictim(digest: Self.blob(1), size: 2 * Self.mib), removed: true)
+        machine.endRead(Self.blob(0))
+        machine.endRead(Self.blob(0))
+        #expect(evicted(machine.reserve(2 * Self.mib, isFill: false, freeDiskBytes: nil, waiter: 1)) == [Self.blob(0)], "read no more")
+    }
+
     /// The event loop's hit: the recorded size must match, and then the blob is the most
     /// recently used and read, so eviction skips it until the read ends.
     @Test func aHitOfTheRecordedSizeIsTouchedAndReadAndAnotherSizeChangesNothing() {
