@@ -121,8 +121,8 @@ package struct BudgetStateMachine<Waiter> {
 
     package mutating func endRead(_ digest: Digest) {
         // One lookup of the digest: every hit ends here.
-        guard let index = readers.index(forKey: digest) else { return }
-        if readers.values[index] > 1 { readers.values[index] -= 1 } else { readers.remove(at: index) }
+        guard let slot = readers.index(forKey: digest) else { return }
+        if readers.values[slot] > 1 { readers.values[slot] -= 1 } else { readers.remove(at: slot) }
     }
 
     package mutating func setPinned(_ digest: Digest, _ isPinned: Bool) {
