@@ -71,9 +71,7 @@ struct WireRequestHead {
     /// time: decoding a name anew cost about 200 instructions, four or five times per hit.
     /// nil for any other name, which is decoded.
     static func commonName(_ name: UnsafeRawBufferPointer) -> String? {
-        func spelled(_ word: StaticString) -> Bool {
-            memcmp(name.baseAddress!, word.utf8Start, word.utf8CodeUnitCount) == 0
-        }
+        func spelled(_ word: StaticString) -> Bool { spells(name, at: 0, word) }
         switch name.count {
         case 4: return spelled("Host") ? "Host" : spelled("host") ? "host" : nil
         case 5: return spelled("Range") ? "Range" : spelled("range") ? "range" : nil
@@ -125,7 +123,7 @@ struct WireRequestHead {
         // One comparison of ten bytes: iterating the literal's UTF-8 view cost more than the
         // rest of the request line.
         let version: StaticString = "HTTP/1.1\r\n"
-        guard memcmp(bytes.baseAddress! + i, version.utf8Start, version.utf8CodeUnitCount) == 0 else { return nil }
+        guard spells(bytes, at: i, version) else { return nil }
         i += version.utf8CodeUnitCount
         var count = 0
         var sawConnection = false
@@ -169,6 +167,13 @@ struct WireRequestHead {
         case 17: return !equalsLowercased(bytes, name, "transfer-encoding")
         default: return true
         }
+    }
+
+    /// Whether `bytes` holds exactly `word` from `offset` on, compared in one `memcmp`; the
+    /// caller has checked that `word`'s length fits.
+    @inline(__always)
+    private static func spells(_ bytes: UnsafeRawBufferPointer, at offset: Int, _ word: StaticString) -> Bool {
+        memcmp(bytes.baseAddress! + offset, word.utf8Start, word.utf8CodeUnitCount) == 0
     }
 
     private static func equalsLowercased(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>, _ word: StaticString) -> Bool {
