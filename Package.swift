@@ -140,6 +140,10 @@ let package = Package(
         ),
         // The engine's micro-benchmarks (LRU, range parsing, hashing); benchmarks/engine runs it.
         .executableTarget(name: "depot-engine-bench", dependencies: ["BlobStore", "Eviction", "HTTPSemantics"]),
+        .executableTarget(
+            name: "depot-nio-floor",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]
+        ),
         // What tests share: a real Glance on loopback, a fault-injecting proxy, temp dirs, child
         // processes (on swift-subprocess), and the fuzz suites' helpers on swift-property-based
         // (random choices, mutations, shrinking).
