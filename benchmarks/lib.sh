@@ -17,16 +17,16 @@ build_depot() {
 }
 
 # build_floor: release build of depot-nio-floor, the least a range hit costs on Depot's engine
-# (Sources/depot-nio-floor/main.swift); sets FLOOR to the binary. DEPOT_FLOOR_BIN=PATH uses that
+# (Sources/depot-nio-floor/main.swift); sets FLOOR_BIN to the binary. DEPOT_FLOOR_BIN=PATH uses that
 # binary; with DEPOT_BIN, the depot-nio-floor beside it, when there is one.
 build_floor() {
-  if [ -n "${DEPOT_FLOOR_BIN:-}" ]; then FLOOR=$DEPOT_FLOOR_BIN; echo "+ using DEPOT_FLOOR_BIN=$FLOOR" >&2; return; fi
+  if [ -n "${DEPOT_FLOOR_BIN:-}" ]; then FLOOR_BIN=$DEPOT_FLOOR_BIN; echo "+ using DEPOT_FLOOR_BIN=$FLOOR_BIN" >&2; return; fi
   if [ -n "${DEPOT_BIN:-}" ] && [ -x "$(dirname "$DEPOT_BIN")/depot-nio-floor" ]; then
-    FLOOR=$(dirname "$DEPOT_BIN")/depot-nio-floor; echo "+ using $FLOOR (beside DEPOT_BIN)" >&2; return
+    FLOOR_BIN=$(dirname "$DEPOT_BIN")/depot-nio-floor; echo "+ using $FLOOR_BIN (beside DEPOT_BIN)" >&2; return
   fi
   echo "+ swift build -c release --product depot-nio-floor" >&2
   (cd "$ROOT" && swift build -c release --product depot-nio-floor >&2)
-  FLOOR="$(cd "$ROOT" && swift build -c release --show-bin-path)/depot-nio-floor"
+  FLOOR_BIN="$(cd "$ROOT" && swift build -c release --show-bin-path)/depot-nio-floor"
 }
 
 # make_input: a SIZE_MIB file of pseudo-random bytes in WORK (reused across runs), warm in the

@@ -6,15 +6,17 @@
 // with that range, sent with sendfile (a `FileRegion`) behind a head written from a template, as
 // a Depot hit's bytes go out; one without gets the whole file (200); any other `Range` a 416.
 // Every request is answered as a GET, and request bodies are not supported. Nothing else: no
-// authorization, catalog, budget, access log or metrics. The event loops (one per core) and the
-// channel options that shape a hit (TCP_NODELAY, reads per wake-up, write-buffer marks) are
-// `HTTPServer`'s, and the bytes leave through the same NIO write path: `benchmarks/instructions`
+// authorization, catalog, budget, access log or metrics. The event loops (one per core), the
+// channel options that shape a hit (TCP_NODELAY, reads per wake-up, write-buffer marks) and the
+// flush (corked with more connections open than event loops) are those of `HTTPServer` and
+// `WireFastPath`, and the bytes leave through the same NIO write path: `benchmarks/instructions`
 // and `benchmarks/serve FLOOR=1` measure it beside Depot and nginx, to tell how much of a hit's
 // cost is the engine and how much is Depot's work on top. Not a server to deploy.
 //
 // Prints "depot-nio-floor listening on http://HOST:PORT" once bound (port 0 picks one).
 import NIOCore
 import NIOPosix
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -99,20 +101,27 @@ final class FloorHandler: ChannelInboundHandler {
 
     private let file: NIOFileHandle
     private let size: UInt64
+    private let connections: OpenConnections
+    private let corkAbove: Int
     private var pending: ByteBuffer?
     private var unflushed = false
 
-    init(file: NIOFileHandle, size: UInt64) {
+    /// - Parameter corkAbove: with more connections open than this, answers leave corked, as
+    ///   `WireFastPath.flushWritten` sends Depot's.
+    init(file: NIOFileHandle, size: UInt64, connections: OpenConnections, corkAbove: Int) {
         self.file = file
         self.size = size
+        self.connections = connections
+        self.corkAbove = corkAbove
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
         if var held = pending {
+            // Taken out first, so the append does not copy the held bytes (copy on write).
+            pending = nil
             held.writeBuffer(&buffer)
             buffer = held
-            pending = nil
         }
         while let request = buffer.withUnsafeReadableBytes(FloorRequest.read) {
             buffer.moveReaderIndex(forwardBy: request.headLength)
@@ -128,10 +137,18 @@ final class FloorHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if unflushed {
-            unflushed = false
+        guard unflushed else { return }
+        unflushed = false
+        // TCP_CORK (Linux's option 3, which NIO does not name), as Depot's wire fast path: a
+        // head and its file region then leave in one segment.
+        guard connections.open.load(ordering: .relaxed) > corkAbove, let options = context.channel.syncOptions else {
             context.flush()
+            return
         }
+        let cork = ChannelOptions.Types.SocketOption(level: .tcp, name: NIOBSDSocket.Option(rawValue: 3))
+        try? options.setOption(cork, value: 1)
+        context.flush()
+        try? options.setOption(cork, value: 0)
     }
 
     private func answer(_ request: FloorRequest, _ context: ChannelHandlerContext) {
@@ -204,6 +221,11 @@ func say(_ line: String, to descriptor: Int32) {
     _ = text.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
 }
 
+/// Connections open now, across the event loops.
+final class OpenConnections: Sendable {
+    let open = Atomic<Int>(0)
+}
+
 func usage(_ message: String) -> Never {
     say("depot-nio-floor: \(message)\nusage: depot-nio-floor --file PATH [--listen HOST:PORT] [--threads N]", to: 2)
     exit(2)
@@ -230,10 +252,14 @@ while let flag = arguments.popFirst() {
 }
 guard let path else { usage("--file is required") }
 var status = stat()
-guard stat(path, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else { usage("\(path) is not a readable file") }
+let probe = open(path, O_RDONLY)
+guard probe >= 0, fstat(probe, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else { usage("\(path) is not a readable file") }
+close(probe)
 let size = UInt64(status.st_size)
+let connections = OpenConnections()
+let eventLoops = threads
 
-let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+let group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoops)
 let bootstrap = ServerBootstrap(group: group)
     .serverChannelOption(ChannelOptions.backlog, value: 512)
     .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -242,8 +268,10 @@ let bootstrap = ServerBootstrap(group: group)
     .childChannelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 2 << 20, high: 4 << 20))
     .childChannelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
+            connections.open.wrappingAdd(1, ordering: .relaxed)
+            channel.closeFuture.whenComplete { _ in connections.open.wrappingSubtract(1, ordering: .relaxed) }
             let file = try NIOFileHandle(_deprecatedPath: path)
-            try channel.pipeline.syncOperations.addHandler(FloorHandler(file: file, size: size))
+            try channel.pipeline.syncOperations.addHandler(FloorHandler(file: file, size: size, connections: connections, corkAbove: eventLoops))
         }
     }
 let server: any Channel
