@@ -21,6 +21,9 @@ public final class FaultProxy: @unchecked Sendable {
         public var stallAfterBytes: Int?
         /// Answer this many next requests with 503 without asking the server.
         public var serviceUnavailableCount = 0
+        /// When set, only the requests this selects count toward `serviceUnavailableCount`
+        /// (e.g. only `PATCH`es); the others pass.
+        public var serviceUnavailableTo: (@Sendable (RecordedRequest) -> Bool)?
         /// Keep what the server answered from the clients until this is false again: a gate
         /// that lets a test hand many answers over at one moment (see `heldResponses`).
         public var holdResponses = false
@@ -181,7 +184,11 @@ public final class FaultProxy: @unchecked Sendable {
                 c.lastRequest.withLock { $0 = found.last }
             }
             let (latency, inject503) = faults.withLock { f -> (Duration?, Bool) in
-                let inject = f.serviceUnavailableCount > 0
+                var inject = f.serviceUnavailableCount > 0
+                if inject, let selects = f.serviceUnavailableTo {
+                    // Only a chunk that starts a selected request is refused.
+                    inject = found.last.map(selects) ?? false
+                }
                 if inject { f.serviceUnavailableCount -= 1 }
                 return (f.latency, inject)
             }

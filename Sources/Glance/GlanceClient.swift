@@ -67,11 +67,18 @@ public final class GlanceClient: Sendable {
     }
 
     /// `PATCH /v2/images/{id}` with JSON-patch operations.
-    public func updateImage(_ id: String, _ patches: [ImagePatch], auth: RequestAuth = .service) async throws(GlanceError) -> GlanceImage {
+    ///
+    /// - Parameter retryingTransientFailures: retry after a transient failure (a 5xx, 429, a
+    ///   dropped connection) as a `GET` is retried. Only for patches that may be applied twice
+    ///   with the same result (removing a property no image has, say); a PATCH is otherwise not
+    ///   retried, since the first may have landed.
+    public func updateImage(
+        _ id: String, _ patches: [ImagePatch], auth: RequestAuth = .service, retryingTransientFailures: Bool = false
+    ) async throws(GlanceError) -> GlanceImage {
         let body = try encode(patches)
         return try await json(
             GlanceImage.self, method: "PATCH", path: "/v2/images/\(pathComponent(id))", body: body,
-            contentType: "application/openstack-images-v2.1-json-patch", auth: auth)
+            contentType: "application/openstack-images-v2.1-json-patch", auth: auth, idempotent: retryingTransientFailures)
     }
 
     /// `DELETE /v2/images/{id}`.
@@ -132,9 +139,9 @@ public final class GlanceClient: Sendable {
 
     /// Sends a request and decodes a JSON answer.
     func json<T: Decodable>(
-        _ type: T.Type, method: String, path: String, body: [UInt8]? = nil, contentType: String? = nil, auth: RequestAuth
+        _ type: T.Type, method: String, path: String, body: [UInt8]? = nil, contentType: String? = nil, auth: RequestAuth, idempotent: Bool? = nil
     ) async throws(GlanceError) -> T {
-        let (_, bytes, url) = try await send(method: method, path: path, body: body, contentType: contentType, auth: auth)
+        let (_, bytes, url) = try await send(method: method, path: path, body: body, contentType: contentType, auth: auth, idempotent: idempotent)
         do {
             return try JSONDecoder().decode(T.self, from: Data(bytes))
         } catch {
@@ -144,10 +151,13 @@ public final class GlanceClient: Sendable {
 
     /// Sends a request with a small body and collects the answer; retries idempotent methods
     /// after transient failures, and re-authenticates once when a Keystone token was refused.
+    ///
+    /// - Parameter idempotent: whether the request may be sent again after a transient failure;
+    ///   nil decides by the method (`GET`, `HEAD` and `DELETE` are; RFC 9110, section 9.2.2).
     func send(
-        method: String, path: String, body: [UInt8]? = nil, contentType: String? = nil, auth: RequestAuth
+        method: String, path: String, body: [UInt8]? = nil, contentType: String? = nil, auth: RequestAuth, idempotent: Bool? = nil
     ) async throws(GlanceError) -> (HTTPResponseHead, [UInt8], String) {
-        let idempotent = ["GET", "HEAD", "DELETE"].contains(method)
+        let idempotent = idempotent ?? ["GET", "HEAD", "DELETE"].contains(method)
         var attempt = 0
         var reauthenticated = false
         while true {

@@ -237,6 +237,25 @@ import Testing
         }
     }
 
+    /// The upload's permission check, a PATCH that removes a property no image has, is retried
+    /// after a transient failure as a GET is: a busy Glance's 503 to it does not refuse the
+    /// upload (Depot answered 503 before).
+    @Test func aTransientFailureOfTheUploadPermissionCheckIsRetried() async throws {
+        let proxy = try FaultProxy(upstreamPort: glance.port)
+        defer { proxy.stop() }
+        try await withDepot(glanceURL: proxy.url, startPushes: false) { depot in
+            let file = try TestImageFile(megabytes: 1, seed: 6101)
+            let image = try await createImage(depot.url)
+            proxy.setFaults {
+                $0.serviceUnavailableCount = 2
+                $0.serviceUnavailableTo = { $0.method == "PATCH" }
+            }
+            #expect(try await curl("\(depot.url)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", file.path]).status == 204)
+            #expect(proxy.injected503Count == 2)
+            #expect(proxy.requests.filter { $0.method == "PATCH" }.count == 3, "two refused, the third answered")
+        }
+    }
+
     @Test func pushesRetryWhileGlanceIsDownAndFinishWhenItIsBack() async throws {
         let proxy = try FaultProxy(upstreamPort: glance.port)
         defer { proxy.stop() }

@@ -90,7 +90,11 @@ public final class UploadAcceptor: Sendable {
 
     private func probeModify(_ client: GlanceClient, cloud: String, imageID: String, token: String, action: String) async throws {
         do {
-            _ = try await client.updateImage(imageID, [.remove(Self.probeProperty)], auth: .token(token))
+            // Retried like a GET after a transient failure: removing a property no image has
+            // changes nothing however often it is asked. Before, one transient failure of it
+            // from a busy Glance refused the whole upload with 503 (seen in ThreadBoundTests:
+            // 16 uploads beside 64 fills).
+            _ = try await client.updateImage(imageID, [.remove(Self.probeProperty)], auth: .token(token), retryingTransientFailures: true)
         } catch let error where error.status == 409 {
             // Allowed: the property does not exist, and nothing changed.
         } catch let error where error.status == 403 {
