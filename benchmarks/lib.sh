@@ -29,6 +29,15 @@ build_floor() {
   FLOOR_BIN="$(cd "$ROOT" && swift build -c release --show-bin-path)/depot-nio-floor"
 }
 
+# listening_url FILE [TENTHS]: the URL a server (depot, depot-nio-floor) printed to FILE as
+# "NAME listening on URL", waiting up to TENTHS tenths of a second (default 100) for the line;
+# empty when none came.
+listening_url() {
+  local i
+  for ((i = 0; i < ${2:-100}; i++)); do grep -q ' listening on ' "$1" 2>/dev/null && break; sleep 0.1; done
+  sed -n '/ listening on /{s/^.* listening on //p;q}' "$1" 2>/dev/null || true
+}
+
 # make_input: a SIZE_MIB file of pseudo-random bytes in WORK (reused across runs), warm in the
 # page cache; sets INPUT.
 make_input() {
