@@ -91,6 +91,14 @@ public struct DecisionClock: Sendable {
     public static let continuous = DecisionClock { ContinuousClock.now }
 }
 
+/// How long an answer of `ImageCache.knownHit` stands (`ImageCache.stillKnown(_:)`).
+public struct KnownHitValidity: Sendable {
+    /// `KnownHitGeneration`'s count before the answer's tables were read.
+    let generation: UInt64
+    /// When the decision is due for a refresh, on the decision clock.
+    let until: ContinuousClock.Instant
+}
+
 /// Settings of the cache's behaviour.
 public struct CacheSettings: Sendable {
     /// How long a positive authorization decision is reused for the same token and image.
@@ -139,6 +147,8 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     /// The SHA-512 and MD5 computed after a blob's commit.
     let digests: DigestPasses
     let forgetter: ImageForgetter
+    /// Changes to what `knownHit` reads, for its answers kept past one hit.
+    let knownHitGeneration: KnownHitGeneration
     /// When pushes last landed, per cloud: Glance's answers from before may be stale.
     let landings = Landings()
 
@@ -165,8 +175,10 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
         self.defaultCloud = defaultCloud
         self.settings = settings
         self.logger = logger
-        resolver = BlobResolver(store: store, catalog: catalog)
-        authorizer = Authorizer(clouds: clouds, settings: settings, logger: logger)
+        let generation = KnownHitGeneration()
+        knownHitGeneration = generation
+        resolver = BlobResolver(store: store, catalog: catalog, generation: generation)
+        authorizer = Authorizer(clouds: clouds, settings: settings, generation: generation, logger: logger)
         budget = try DiskBudget(
             watermarks: settings.budget, minimumFreeBytes: settings.minimumFreeDisk, store: store, catalog: catalog, disk: disk, logger: logger)
         let background = BackgroundWork()
@@ -256,15 +268,29 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     /// known (the caller then takes the full path).
     /// - Parameter fingerprint: `SecretFingerprint(token)`, which a caller that sees the same
     ///   token again (a connection's requests) keeps rather than computes per request.
-    /// - Returns: also the decision's memo, for what the caller derives from the record.
-    public func knownHit(token: String, fingerprint: SecretFingerprint, cloud: String, imageID: String) -> (image: GlanceImage, derived: DecisionMemo, digest: Digest)? {
+    /// - Returns: also the decision's memo, for what the caller derives from the record, and
+    ///   how long the answer stands as it is (`stillKnown(_:)`); nil when the decision is due
+    ///   for a refresh, so that the next hit asks again.
+    public func knownHit(
+        token: String, fingerprint: SecretFingerprint, cloud: String, imageID: String
+    ) -> (image: GlanceImage, derived: DecisionMemo, digest: Digest, validity: KnownHitValidity?)? {
         guard !token.isEmpty else { return nil }
         assert(fingerprint == SecretFingerprint(token), "knownHit: the fingerprint is not the token's")
+        // Loaded before the tables are read (see `KnownHitGeneration`).
+        let generation = knownHitGeneration.current
         let key = ImageKey(cloud: cloud, imageID: imageID)
-        guard let decided = authorizer.decidedImage(fingerprint: fingerprint, key) else { return nil }
+        guard let decided = authorizer.decided(fingerprint: fingerprint, key) else { return nil }
         if decided.refresh { refreshDecision(token: token, key) }
         guard let digest = resolver.known(key) else { return nil }
-        return (decided.image, decided.derived, digest)
+        return (decided.image, decided.derived, digest, decided.standsUntil.map { KnownHitValidity(generation: generation, until: $0) })
+    }
+
+    /// Whether `knownHit` would give the same answer again as when it gave `validity`, for the
+    /// same token and image: no decision or mapping changed since (any, for any image: a
+    /// change is rare next to hits), and the decision is not due for a refresh yet. Without a
+    /// lock or a table lookup: a connection's next hit on the same image checks only this.
+    public func stillKnown(_ validity: KnownHitValidity) -> Bool {
+        knownHitGeneration.current == validity.generation && authorizer.before(validity.until)
     }
 
     /// Asks Glance again in the background for a decision about to expire (see

@@ -106,6 +106,18 @@ public protocol FastPathResponder: Sendable {
     /// The complete response, or nil to let the async handler take the request.
     /// - Parameter memo: what the responder kept from this connection's earlier requests.
     func immediateResponse(to head: HTTPRequestHead, allocator: ByteBufferAllocator, memo: inout FastPathMemo) -> ImmediateResponse?
+
+    /// The response to a request whose head is, byte for byte, the head of the request
+    /// `earlier` came with (`ImmediateResponse.repeatable`), but for the value of its first
+    /// `Range` field; nil to have the request read and answered anew (`immediateResponse`).
+    /// `WireFastPath` asks this instead of reading the head again: a client streaming an image
+    /// (qemu's curl driver, a segmented download) repeats one head with another range.
+    /// - Parameter range: that value (nil when the head has no `Range` field).
+    func repeatedResponse(to earlier: AnyObject, range: String?, allocator: ByteBufferAllocator) -> ImmediateResponse?
+}
+
+extension FastPathResponder {
+    public func repeatedResponse(to earlier: AnyObject, range: String?, allocator: ByteBufferAllocator) -> ImmediateResponse? { nil }
 }
 
 /// What a `FastPathResponder` keeps between the requests of one connection, such as work
@@ -122,9 +134,13 @@ public struct ImmediateResponse {
     public let response: PlannedResponse
     /// Runs once the last part is written (or the write failed).
     public let completion: @Sendable () -> Void
+    /// What the responder needs to answer the same request again for another range
+    /// (`FastPathResponder.repeatedResponse`); nil: such a request is read anew.
+    public let repeatable: AnyObject?
 
-    public init(_ response: PlannedResponse, completion: @escaping @Sendable () -> Void) {
+    public init(_ response: PlannedResponse, repeatable: AnyObject? = nil, completion: @escaping @Sendable () -> Void) {
         self.response = response
+        self.repeatable = repeatable
         self.completion = completion
     }
 }

@@ -112,6 +112,9 @@ public final class HTTPServer: Sendable {
 
     /// Requests answered from their bytes before the HTTP codec (`WireFastPath`), since start.
     public var wireFastPathAnswers: Int { counters.wireAnswers.load(ordering: .relaxed) }
+    /// Of those, the requests answered as the repetition of their connection's last one but
+    /// for the range (`RepeatedHead`).
+    public var repeatedHeadAnswers: Int { counters.repeatedAnswers.load(ordering: .relaxed) }
 
     /// Requests the codec read that the fast path answered on the event loop, since start.
     public var codecFastPathAnswers: Int { counters.codecAnswers.load(ordering: .relaxed) }

@@ -48,6 +48,9 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
     private var passedOnThisRead = false
     /// Responses written here whose last byte has not left yet.
     private var inFlight = 0
+    /// The head of the last request answered here whose answer the responder can repeat for
+    /// another range (see `RepeatedHead`).
+    private var repeated: RepeatedHead?
     /// The client ended its side while responses written here were still going out: the
     /// codec's pipeline handler, which knows nothing of them, would close the connection at
     /// once, so it hears of the end when they have left.
@@ -72,16 +75,42 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
             atRequestBoundary = true
         }
         while buffer.readableBytes > 0 {
-            guard context.channel.isWritable, connection.state.mayAnswerOnEventLoop,
-                  let request = buffer.withUnsafeReadableBytes(WireRequestHead.read),
+            guard context.channel.isWritable, connection.state.mayAnswerOnEventLoop else {
+                passOn(buffer, context)
+                return
+            }
+            if let repeated, let (length, response) = repeatedResponse(repeated, buffer, context.channel.allocator) {
+                buffer.moveReaderIndex(forwardBy: length)
+                counters.repeatedAnswers.wrappingAdd(1, ordering: .relaxed)
+                write(response, method: repeated.method, context)
+                continue
+            }
+            guard let request = buffer.withUnsafeReadableBytes(WireRequestHead.read),
                   let response = fastPath.immediateResponse(to: request.head, allocator: context.channel.allocator, memo: &connection.fastPathMemo)
             else {
                 passOn(buffer, context)
                 return
             }
+            repeated = response.repeatable.map { earlier in
+                RepeatedHead(
+                    bytes: buffer.getBytes(at: buffer.readerIndex, length: request.length)!, range: request.firstRange, method: request.method,
+                    earlier: earlier)
+            }
             buffer.moveReaderIndex(forwardBy: request.length)
             write(response, method: request.method, context)
         }
+    }
+
+    /// The responder's answer to the head at the start of `buffer` when it repeats `repeated`
+    /// for another range, and the head's length; nil when it does not, or the responder
+    /// wants it read anew.
+    private func repeatedResponse(_ repeated: RepeatedHead, _ buffer: ByteBuffer, _ allocator: ByteBufferAllocator) -> (Int, ImmediateResponse)? {
+        guard let (length, range) = buffer.withUnsafeReadableBytes({ bytes in
+            repeated.match(bytes).map { match in
+                (match.length, match.range.map { String(decoding: UnsafeRawBufferPointer(rebasing: bytes[$0]), as: UTF8.self) })
+            }
+        }), let response = fastPath.repeatedResponse(to: repeated.earlier, range: range, allocator: allocator) else { return nil }
+        return (length, response)
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -215,11 +244,12 @@ extension WireFastPath {
 }
 
 /// What a server counts across its connections: those open, when one last closed, and the
-/// requests the fast path answered, from the wire (`WireFastPath`) and after the codec
-/// (`HTTPConnectionHandler`).
+/// requests the fast path answered, from the wire (`WireFastPath`, and of those the repeated
+/// heads) and after the codec (`HTTPConnectionHandler`).
 final class ServerCounters: Sendable {
     let openConnections = Atomic<Int>(0)
     let wireAnswers = Atomic<Int>(0)
+    let repeatedAnswers = Atomic<Int>(0)
     let codecAnswers = Atomic<Int>(0)
     /// `NIODeadline.now().uptimeNanoseconds` when a connection last closed; 0 before any did.
     let lastClose = Atomic<Int64>(0)

@@ -22,6 +22,8 @@ struct WireRequestHead {
     let fields: [(String, String)]
     /// Bytes of the head, its final empty line included.
     let length: Int
+    /// Where the value of the first `Range` field is among those bytes (nil: no such field).
+    let firstRange: Range<Int>?
 
     /// The head as NIO's decoder delivers it.
     var head: HTTPRequestHead {
@@ -38,13 +40,16 @@ struct WireRequestHead {
     static func read(_ bytes: UnsafeRawBufferPointer) -> WireRequestHead? {
         var fields: [(String, String)] = []
         fields.reserveCapacity(8)
+        var firstRange: Range<Int>?
         guard let (method, target, length) = scan(bytes, field: { bytes, name, value in
             let nameBytes = UnsafeRawBufferPointer(rebasing: bytes[name])
+            if firstRange == nil, name.count == 5, equalsLowercased(bytes, name, "range") { firstRange = value }
             fields.append((commonName(nameBytes) ?? String(decoding: nameBytes, as: UTF8.self),
                            String(decoding: UnsafeRawBufferPointer(rebasing: bytes[value]), as: UTF8.self)))
         }) else { return nil }
         return WireRequestHead(
-            method: method, target: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[target]), as: UTF8.self), fields: fields, length: length)
+            method: method, target: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[target]), as: UTF8.self), fields: fields, length: length,
+            firstRange: firstRange)
     }
 
     /// The number of bytes of the head at the start of `bytes` when it is one `read` accepts,

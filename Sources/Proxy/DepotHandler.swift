@@ -49,28 +49,73 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
     public func immediateResponse(to head: HTTPRequestHead, allocator: ByteBufferAllocator, memo: inout FastPathMemo) -> ImmediateResponse? {
         guard case let .imageFile(cloud, imageID, _) = router.route(uri: head.uri),
               let (representationRequest, token) = RepresentationRequest.read(head), let token,
-              let (image, derived, digest) = cache.knownHit(token: token, fingerprint: TokenMemo.fingerprint(of: token, in: &memo), cloud: cloud, imageID: imageID)
+              let (image, derived, digest, validity) = cache.knownHit(
+                token: token, fingerprint: TokenMemo.fingerprint(of: token, in: &memo), cloud: cloud, imageID: imageID)
         else { return nil }
-        let kept = derived.value { KeptRepresentation(Representation(image: image)) }
-        let representation = kept.representation
+        let hit = KnownImageHit(
+            kept: derived.value { KeptRepresentation(Representation(image: image)) }, digest: digest, validity: validity, request: representationRequest,
+            method: head.method, version: head.version, uri: head.uri)
+        return answer(hit, representationRequest, allocator: allocator)
+    }
+
+    /// Answers a connection's request that repeats its last one but for the range, from what
+    /// was decided for that one, while `ImageCache.stillKnown` says it stands.
+    public func repeatedResponse(to earlier: AnyObject, range: String?, allocator: ByteBufferAllocator) -> ImmediateResponse? {
+        guard let hit = earlier as? KnownImageHit, let validity = hit.validity, cache.stillKnown(validity) else { return nil }
+        var request = hit.request
+        request.range = range
+        return answer(hit, request, allocator: allocator)
+    }
+
+    /// A hit on the event loop: `request` of the image `hit` is about, from its blob.
+    private func answer(_ hit: KnownImageHit, _ request: RepresentationRequest, allocator: ByteBufferAllocator) -> ImmediateResponse? {
+        let representation = hit.kept.representation
         // A blob that does not match its record is left to the async path to quarantine.
-        guard let reader = cache.beginHit(digest, size: representation.size) else { return nil }
-        let hit = HitResponse(
-            plan: ResponsePlan(representationRequest, for: representation), version: head.version, reader: reader, allocator: allocator, wireHead: true,
-            representationFields: kept.fields)
+        guard let reader = cache.beginHit(hit.digest, size: representation.size) else { return nil }
+        let response = HitResponse(
+            plan: ResponsePlan(request, for: representation), version: hit.version, reader: reader, allocator: allocator, wireHead: true,
+            representationFields: hit.kept.fields)
         let started = ContinuousClock.now
-        let (status, bodyBytes) = (hit.status.code, hit.bodyBytes)
-        let (method, uri) = (head.method, head.uri)
-        return ImmediateResponse(hit) { [cache, accessLog, fastPathMetrics] in
-            cache.endRead(digest)
+        let (status, bodyBytes) = (response.status.code, response.bodyBytes)
+        return ImmediateResponse(response, repeatable: hit.validity == nil ? nil : hit) { [cache, accessLog, fastPathMetrics] in
+            cache.endRead(hit.digest)
             // The event-loop path has no Request: log and count it here.
             cache.statistics.record(.hit, bytes: bodyBytes)
             let duration = ContinuousClock.now - started
             fastPathMetrics.record(status: status, duration: duration)
             // The path is cut out only for a log that writes it (`--log-level warning` has none).
             if accessLog.enabled {
-                accessLog.recordHit(method: method.rawValue, path: Router.pathPart(Substring(uri)), status: status, bytes: UInt64(bodyBytes), duration: duration)
+                accessLog.recordHit(method: hit.method.rawValue, path: Router.pathPart(Substring(hit.uri)), status: status, bytes: UInt64(bodyBytes), duration: duration)
             }
+        }
+    }
+
+    /// What a hit on the event loop decided about its request's image, kept for the
+    /// connection's next request when that repeats it but for the range
+    /// (`FastPathResponder.repeatedResponse`): the head's method, version and target, its other
+    /// fields (in `request`), the token's decision and the blob are then the same.
+    final class KnownImageHit: Sendable {
+        let kept: KeptRepresentation
+        let digest: Digest
+        /// How long the decision and the image's blob stand (nil: not past this request).
+        let validity: KnownHitValidity?
+        /// The representation request of the head, with its range.
+        let request: RepresentationRequest
+        let method: HTTPMethod
+        let version: HTTPVersion
+        let uri: String
+
+        init(
+            kept: KeptRepresentation, digest: Digest, validity: KnownHitValidity?, request: RepresentationRequest, method: HTTPMethod, version: HTTPVersion,
+            uri: String
+        ) {
+            self.kept = kept
+            self.digest = digest
+            self.validity = validity
+            self.request = request
+            self.method = method
+            self.version = version
+            self.uri = uri
         }
     }
 

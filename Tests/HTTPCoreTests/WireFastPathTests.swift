@@ -1,6 +1,7 @@
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
+import Synchronization
 import Testing
 
 @testable import HTTPCore
@@ -18,6 +19,36 @@ import Testing
                 head: HTTPResponseHead(version: .http1_1, status: .partialContent, headers: ["content-length": "\(body.readableBytes)", "etag": "\"e\""]),
                 body: head.method == .HEAD ? [] : [.byteBuffer(body)], handle: nil, cacheResult: "hit")
             return ImmediateResponse(planned) {}
+        }
+    }
+
+    /// Answers `/stream…` with its target and range as the body, and such a request again for
+    /// another range from what it kept (while `repeats` is true), counting both.
+    final class Streams: FastPathResponder {
+        final class Kept {
+            let uri: String
+            init(uri: String) { self.uri = uri }
+        }
+        let calls = Mutex((read: 0, repeated: 0, repeats: true))
+
+        func immediateResponse(to head: HTTPRequestHead, allocator: ByteBufferAllocator, memo: inout FastPathMemo) -> ImmediateResponse? {
+            guard head.uri.hasPrefix("/stream") else { return nil }
+            calls.withLock { $0.read += 1 }
+            return Self.response(uri: head.uri, range: head.headers.first(name: "range"), method: head.method, allocator)
+        }
+
+        func repeatedResponse(to earlier: AnyObject, range: String?, allocator: ByteBufferAllocator) -> ImmediateResponse? {
+            guard calls.withLock({ $0.repeats }), let kept = earlier as? Kept else { return nil }
+            calls.withLock { $0.repeated += 1 }
+            return Self.response(uri: kept.uri, range: range, method: nil, allocator)
+        }
+
+        static func response(uri: String, range: String?, method: HTTPMethod?, _ allocator: ByteBufferAllocator) -> ImmediateResponse {
+            let body = allocator.buffer(string: "\(uri) \(range ?? "-")")
+            let planned = PlannedResponse(
+                head: HTTPResponseHead(version: .http1_1, status: .ok, headers: ["content-length": "\(body.readableBytes)"]),
+                body: method == .HEAD ? [] : [.byteBuffer(body)], handle: nil, cacheResult: "hit")
+            return ImmediateResponse(planned, repeatable: Kept(uri: uri)) {}
         }
     }
 
@@ -42,9 +73,9 @@ import Testing
         let counters = ServerCounters()
         var answered: Int { counters.wireAnswers.load(ordering: .relaxed) }
 
-        init() throws {
-            let connection = HTTPConnectionHandler(state: HTTPConnectionState(), headTimeout: .seconds(60), fastPath: Hits())
-            try channel.pipeline.syncOperations.addHandler(WireFastPath(fastPath: Hits(), connection: connection, counters: counters, corkAbove: 1))
+        init(_ fastPath: any FastPathResponder = Hits()) throws {
+            let connection = HTTPConnectionHandler(state: HTTPConnectionState(), headTimeout: .seconds(60), fastPath: fastPath)
+            try channel.pipeline.syncOperations.addHandler(WireFastPath(fastPath: fastPath, connection: connection, counters: counters, corkAbove: 1))
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
             try channel.pipeline.syncOperations.addHandler(connection)
             try channel.pipeline.syncOperations.addHandler(recorder)
@@ -117,6 +148,39 @@ import Testing
         try connection.send(Self.get("/hit4"))
         #expect(try connection.written() == Self.hit("/hit4"))
         #expect(connection.recorder.readsCompleted == 1, "a read answered wholly on the wire is not passed on")
+    }
+
+    /// A request that repeats the connection's last one but for its range is answered from
+    /// what the responder kept, with the new range; any other difference, or a responder that
+    /// no longer stands by what it kept, has the head read anew, still on the wire.
+    @Test func aRepeatedHeadIsAnsweredFromWhatTheResponderKept() throws {
+        let streams = Streams()
+        let connection = try Connection(streams)
+        func get(_ range: String, token: String = "t", method: String = "GET") -> String {
+            "\(method) /stream/a HTTP/1.1\r\nHost: depot\r\nRange: \(range)\r\nX-Auth-Token: \(token)\r\n\r\n"
+        }
+        func ok(_ body: String) -> String { "HTTP/1.1 200 OK\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)" }
+        try connection.send(get("bytes=0-9"))
+        #expect(try connection.written() == ok("/stream/a bytes=0-9"))
+        #expect(streams.calls.withLock { ($0.read, $0.repeated) } == (1, 0))
+        // Two more in one read, the second with an empty value.
+        try connection.send(get("bytes=10-19") + get(""))
+        #expect(try connection.written() == ok("/stream/a bytes=10-19") + ok("/stream/a "))
+        #expect(streams.calls.withLock { ($0.read, $0.repeated) } == (1, 2))
+        // Another token: read anew, and kept in its place.
+        try connection.send(get("bytes=20-29", token: "u") + get("bytes=30-39", token: "u"))
+        #expect(try connection.written() == ok("/stream/a bytes=20-29") + ok("/stream/a bytes=30-39"))
+        #expect(streams.calls.withLock { ($0.read, $0.repeated) } == (2, 3))
+        // A HEAD is not the GET it otherwise repeats.
+        try connection.send(get("bytes=0-9", token: "u", method: "HEAD"))
+        #expect(try connection.written() == "HTTP/1.1 200 OK\r\ncontent-length: 19\r\n\r\n")
+        #expect(streams.calls.withLock { ($0.read, $0.repeated) } == (3, 3))
+        // The responder no longer stands by it: read and answered anew on the wire.
+        streams.calls.withLock { $0.repeats = false }
+        try connection.send(get("bytes=40-49", token: "u", method: "HEAD"))
+        #expect(try connection.written() == "HTTP/1.1 200 OK\r\ncontent-length: 21\r\n\r\n")
+        #expect(streams.calls.withLock { ($0.read, $0.repeated) } == (4, 3))
+        #expect(connection.answered == 7 && connection.recorder.heads.isEmpty)
     }
 
     @Test func aConnectionThatSentAnIncompleteHeadStaysWithTheCodec() throws {

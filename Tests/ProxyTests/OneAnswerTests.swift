@@ -12,8 +12,9 @@ import Testing
 @testable import Proxy
 
 /// The same request for an image's data gets the same answer on every serving path: a hit on
-/// the event loop (answered from the request's bytes, and through NIO's HTTP codec), a hit from a task, a fill, a stream without a copy, and TLS. Status, header
-/// fields (but `x-depot-cache`, `x-depot-request-id` and `date`) and bytes must be identical,
+/// the event loop (answered from the request's bytes, as the connection's last request repeated
+/// for another range, and through NIO's HTTP codec), a hit from a task, a fill, a stream
+/// without a copy, and TLS. Status, header fields (but `x-depot-cache`, `x-depot-request-id` and `date`) and bytes must be identical,
 /// and must be what RFC 9110 asks for (checked against expectations written from the RFC, not
 /// from Depot's output).
 @Suite(.serialized) struct OneAnswerTests {
@@ -49,6 +50,9 @@ import Testing
                     // Heads the wire fast path leaves to the codec (a field ending in whitespace)
                     // leave their whole connection there: they get one of their own.
                     let oddClient = try await WireClient()
+                    // Each request right after one that differs only in its range (or, without
+                    // one, after itself): answered as that one repeated (`RepeatedHead`).
+                    let repeatClient = try await WireClient()
                     defer { Task { await tls.stop() } }
                     let handler = DepotHandler(cache: warm.cache)
                     var compared = 0
@@ -77,6 +81,16 @@ import Testing
                             #expect(warm.server.wireFastPathAnswers == wireAnswers + (wireReadable ? 1 : 0), "answered from the request's bytes: \(request)")
                             answers.append(("codec hit", try await codecClient.exchange(request.method, warm.url + path, headers: headers)))
                             #expect(warm.server.wireFastPathAnswers == wireAnswers + (wireReadable ? 1 : 0), "answered through the HTTP codec: \(request)")
+                            if wireReadable {
+                                var primer = headers
+                                if let at = primer.firstIndex(where: { $0.0.lowercased() == "range" }) {
+                                    primer[at].1 = primer[at].1 == "bytes=0-0" ? "bytes=1-1" : "bytes=0-0"
+                                }
+                                _ = try await repeatClient.exchange(request.method, warm.url + path, headers: primer)
+                                let repeated = warm.server.repeatedHeadAnswers
+                                answers.append(("repeated event-loop hit", try await repeatClient.exchange(request.method, warm.url + path, headers: headers)))
+                                #expect(warm.server.repeatedHeadAnswers == repeated + 1, "answered as the connection's last request repeated: \(request)")
+                            }
                             // A token with no decision yet takes the async path; Glance ignores the extra role.
                             let fresh = GlanceServer.alice + ",probe\(compared)"
                             answers.append(("task hit", try await (wireReadable ? client : oddClient).exchange(request.method, warm.url + path, headers: [("X-Auth-Token", fresh)] + request.headers)))
@@ -96,7 +110,7 @@ import Testing
                             compared += 1
                         }
                     }
-                    print("one answer on every path: \(compared) requests × 6 paths compared, \(differences.count) differences")
+                    print("one answer on every path: \(compared) requests × 6 paths compared (7 for those read from the wire), \(differences.count) differences; \(warm.server.repeatedHeadAnswers) answered as their connection's last request repeated")
                     #expect(compared == 2 * RequestSpace.all(etag: "\"x\"").count)
                     #expect(differences.isEmpty, "\(differences.prefix(20).joined(separator: "\n"))")
                 }

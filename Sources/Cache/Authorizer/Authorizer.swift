@@ -58,6 +58,8 @@ final class Authorizer: Sendable {
     }
 
     private let decisions = Mutex<[DecisionKey: Decision]>([:])
+    /// Advanced after every change to `decisions`, for answers kept past one hit.
+    private let generation: KnownHitGeneration
     /// Decisions being asked of Glance now, shared by every request that needs one of them.
     private let deciding = Mutex<[DecisionKey: Task<Result<AuthorizedImage, CacheError>, Never>]>([:])
     /// Decisions being asked for again ahead of their expiry, one request to Glance each.
@@ -65,8 +67,9 @@ final class Authorizer: Sendable {
     /// Clouds whose Glance did not answer the last time it was asked.
     private let outage = Mutex<Set<String>>([])
 
-    init(clouds: [String: GlanceClient], settings: CacheSettings, logger: Logger) {
+    init(clouds: [String: GlanceClient], settings: CacheSettings, generation: KnownHitGeneration, logger: Logger) {
         self.clouds = clouds
+        self.generation = generation
         decisionTTL = settings.decisionTTL
         clock = settings.decisionClock
         offlineGrace = settings.offlineGrace
@@ -92,11 +95,28 @@ final class Authorizer: Sendable {
     /// `decidedImage(token:_:)` for a caller that kept the token's fingerprint (a connection
     /// whose requests repeat one token: hashing it was about 3,500 instructions per hit).
     func decidedImage(fingerprint: SecretFingerprint, _ image: ImageKey) -> (image: GlanceImage, derived: DecisionMemo, refresh: Bool)? {
+        decided(fingerprint: fingerprint, image).map { ($0.image, $0.derived, $0.refresh) }
+    }
+
+    /// `decidedImage(fingerprint:_:)`, and until when the answer stands as it is: the instant,
+    /// on this authorizer's clock, at which the decision is due for a refresh; nil when it is
+    /// due already.
+    func decided(fingerprint: SecretFingerprint, _ image: ImageKey) -> (image: GlanceImage, derived: DecisionMemo, refresh: Bool, standsUntil: ContinuousClock.Instant?)? {
         let key = DecisionKey(token: fingerprint, image: image)
         guard let decision = decisions.withLock({ $0[key] }) else { return nil }
         let age = clock.now() - decision.decidedAt
         guard age < decisionTTL else { return nil }
-        return (decision.image, decision.derived, age >= refreshAge && refreshing.withLock { $0.insert(key).inserted })
+        guard age >= refreshAge else { return (decision.image, decision.derived, false, decision.decidedAt + refreshAge) }
+        return (decision.image, decision.derived, refreshing.withLock { $0.insert(key).inserted }, nil)
+    }
+
+    /// Whether the decision clock has not reached `instant` yet.
+    func before(_ instant: ContinuousClock.Instant) -> Bool { clock.now() < instant }
+
+    /// Changes the decision for `key` (nil drops it), then advances the generation.
+    private func setDecision(_ key: DecisionKey, _ decision: Decision?) {
+        decisions.withLock { $0[key] = decision }
+        generation.advance()
     }
 
     /// Asks Glance again, with the caller's token, for a decision `decidedImage` said to
@@ -118,6 +138,7 @@ final class Authorizer: Sendable {
     /// Drops every token's decision about an image (deleted or deactivated upstream).
     func forget(_ image: ImageKey) {
         decisions.withLock { table in table = table.filter { $0.key.image != image } }
+        generation.advance()
     }
 
     /// Asks the backend, with the caller's own token, whether the caller may read the image.
@@ -189,7 +210,7 @@ final class Authorizer: Sendable {
         }
         noteRecovery(cloud: cloud)
         if let refusal = await downloadRefusal, let status = refusal.status {
-            decisions.withLock { $0[key] = nil }
+            setDecision(key, nil)
             throw .backendRefused(status: status, message: GlanceError.message(of: refusal))
         }
         var rereads = 0
@@ -197,7 +218,7 @@ final class Authorizer: Sendable {
             if uploads.owesAcknowledgedBytes(cloud: cloud, image: image), case let pending = await uploads.asAcknowledged(image, cloud: cloud),
                pending.isActive {
                 // Depot holds the bytes and owes them to Glance: serve them meanwhile.
-                decisions.withLock { $0[key] = Decision(image: pending, decidedAt: now) }
+                setDecision(key, Decision(image: pending, decidedAt: now))
                 return AuthorizedImage(cloud: cloud, image: pending, fromOfflineGrace: false)
             }
             // The record may be stale: read while the download check ran (an upload's push may
@@ -215,10 +236,10 @@ final class Authorizer: Sendable {
             }
         }
         guard image.isActive else {
-            decisions.withLock { $0[key] = nil }
+            setDecision(key, nil)
             throw .imageNotActive(imageID: imageID, status: image.status ?? "unknown")
         }
-        decisions.withLock { $0[key] = Decision(image: image, decidedAt: now) }
+        setDecision(key, Decision(image: image, decidedAt: now))
         return AuthorizedImage(cloud: cloud, image: image, fromOfflineGrace: false)
     }
 
@@ -227,7 +248,7 @@ final class Authorizer: Sendable {
         if let status = error.status, !error.isTransient {
             // A 404 says the image is gone *or* hidden from this token, so the mapping stays:
             // image ids are never reused, and other tokens may still read it.
-            decisions.withLock { $0[key] = nil }
+            setDecision(key, nil)
             return .backendRefused(status: status, message: GlanceError.message(of: error))
         }
         noteOutage(cloud: cloud, error: error)

@@ -12,10 +12,13 @@ final class BlobResolver: Sendable {
     /// Image → blob; images are immutable once active, so this only changes when an image is
     /// forgotten or its blob goes.
     private let resolved = Mutex<[ImageKey: Digest]>([:])
+    /// Advanced after every change to `resolved`, for answers kept past one hit.
+    private let generation: KnownHitGeneration
 
-    init(store: BlobStore, catalog: Catalog) {
+    init(store: BlobStore, catalog: Catalog, generation: KnownHitGeneration) {
         self.store = store
         self.catalog = catalog
+        self.generation = generation
     }
 
     /// The blob of an image, if Depot has it; a match by hash is recorded as the image's mapping.
@@ -46,13 +49,18 @@ final class BlobResolver: Sendable {
     func known(_ key: ImageKey) -> Digest? { resolved.withLock { $0[key] } }
 
     /// An image's blob, as a fill or an upload recorded it.
-    func remember(_ key: ImageKey, _ digest: Digest) { resolved.withLock { $0[key] = digest } }
+    func remember(_ key: ImageKey, _ digest: Digest) {
+        if resolved.withLock({ $0.updateValue(digest, forKey: key) }) != digest { generation.advance() }
+    }
 
-    func forget(_ key: ImageKey) { _ = resolved.withLock { $0.removeValue(forKey: key) } }
+    func forget(_ key: ImageKey) {
+        if resolved.withLock({ $0.removeValue(forKey: key) }) != nil { generation.advance() }
+    }
 
     /// Drops every image that resolved to an evicted or quarantined blob.
     func forgetBlob(_ digest: Digest) {
         resolved.withLock { table in table = table.filter { $0.value != digest } }
+        generation.advance()
     }
 
     /// The Catalog's mapping of an image to its blob, with Glance's record of the image.

@@ -1,0 +1,104 @@
+import BlobStore
+import Cache
+import DepotTestSupport
+import Foundation
+import Glance
+import Synchronization
+import Testing
+
+/// A client streaming an image repeats one request head on its connection with another range
+/// each time. Depot answers such a request from what the connection's last hit decided
+/// (`RepeatedHead`, `DepotHandler.repeatedResponse`), without reading the head into strings or
+/// looking the decision up again, and only while `ImageCache.stillKnown` says that decision
+/// and the image's blob stand. These tests hold it to the same answers as a request read anew:
+/// another token, a changed decision, a decision due for renewal, an evicted blob and an
+/// image Glance no longer has are each seen on the very next request of the connection.
+@Suite(.serialized) struct RepeatedRequestTests {
+    let glance: GlanceServer
+
+    init() async throws { glance = try await GlanceServer.shared() }
+
+    @Test func aRepeatedRequestIsAnsweredFromTheConnectionsLastHitOnlyWhileItStands() async throws {
+        let skew = Mutex(Duration.zero)
+        var settings = CacheSettings.testing
+        settings.decisionTTL = .seconds(600)
+        settings.decisionClock = DecisionClock { ContinuousClock.now + skew.withLock { $0 } }
+        try await withDepot(glanceURL: glance.url, settings: settings) { depot in
+            let bytes = pseudoRandomBytes(count: 100_000, seed: 171)
+            let alice = glanceAsAlice(glance.url)
+            let image = try await uploadImage(alice, bytes)
+            let url = "\(depot.url)/v2/images/\(image.id)/file"
+            let client = try await WireClient()
+            var next = 0
+            /// The next 1,000 bytes on the connection, as `token`.
+            func get(_ token: String = GlanceServer.alice) async throws -> (WireClient.Exchange, range: Range<Int>) {
+                let range = next..<next + 1000
+                next = (next + 1000) % bytes.count
+                let answer = try await client.exchange("GET", url, headers: [("X-Auth-Token", token), ("Range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)")])
+                return (answer, range)
+            }
+            /// A hit with the right bytes; whether the request was answered as a repetition.
+            func hit(_ note: Comment) async throws -> Bool {
+                let repeated = depot.server.repeatedHeadAnswers
+                let (answer, range) = try await get()
+                #expect(answer.status == 206 && answer.header("x-depot-cache") == "hit" && answer.body == Array(bytes[range]), note)
+                return depot.server.repeatedHeadAnswers == repeated + 1
+            }
+            // Cached by the first request; then a first hit on the wire, and its repetitions.
+            #expect(try await get().0.status == 206)
+            let deadline = ContinuousClock.now + .seconds(30)
+            while try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: image.id) == nil, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(try await !hit("the first hit on the wire is read"))
+            #expect(try await hit("the next is a repetition"))
+            #expect(try await hit("and the next"))
+
+            // Another project's token on the same connection: read anew, and refused as Glance refuses it.
+            let (other, _) = try await get(GlanceServer.bob)
+            #expect(other.status == 404 && other.body.count < 1000, "bob: \(other.status)")
+            #expect(try await !hit("alice again after bob: read anew"))
+            #expect(try await hit("then repeated again"))
+
+            // Any decision made (here another token's first) changes what hits rest on.
+            let fresh = GlanceServer.alice + ",probe"
+            #expect(try await get(fresh).0.status == 206)
+            #expect(try await !hit("alice after another token's first decision: read anew"))
+            #expect(try await hit("then repeated again"))
+
+            // Due for renewal (past three quarters of the TTL): read anew, which asks Glance again.
+            skew.withLock { $0 = .seconds(500) }
+            #expect(try await !hit("a decision due for renewal is not repeated"))
+            let renewed = ContinuousClock.now + .seconds(30)
+            while ContinuousClock.now < renewed {
+                let decided = depot.cache.knownHit(
+                    token: GlanceServer.alice, fingerprint: SecretFingerprint(GlanceServer.alice), cloud: "default_RegionOne", imageID: image.id)
+                if decided?.validity != nil { break }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(try await !hit("the renewed decision: read anew"))
+            #expect(try await hit("then repeated again"))
+
+            // An evicted blob: not answered from it.
+            let digest = try #require(try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: image.id))
+            _ = try await depot.cache.evict(digest)
+            let repeatedBeforeEviction = depot.server.repeatedHeadAnswers
+            let (afterEviction, range) = try await get()
+            #expect(afterEviction.status == 206 && afterEviction.body == Array(bytes[range]))
+            #expect(afterEviction.header("x-depot-cache") != "hit" && depot.server.repeatedHeadAnswers == repeatedBeforeEviction)
+
+            // Deleted in Glance: seen once the decision has expired (the TTL, as for any request).
+            let cachedAgain = ContinuousClock.now + .seconds(30)
+            while try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: image.id) == nil, ContinuousClock.now < cachedAgain {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(try await !hit("cached again: read anew"))
+            #expect(try await hit("then repeated again"))
+            try await alice.deleteImage(image.id)
+            skew.withLock { $0 = .seconds(1200) }
+            let repeatedBeforeExpiry = depot.server.repeatedHeadAnswers
+            let (gone, _) = try await get()
+            #expect(gone.status == 404 && depot.server.repeatedHeadAnswers == repeatedBeforeExpiry, "after the decision expired: \(gone.status)")
+        }
+    }
+}
