@@ -1,4 +1,5 @@
 import COpenSSL
+import Glibc
 
 /// A hash function Depot computes over image bytes.
 public enum DigestAlgorithm: String, Sendable, CaseIterable, Codable, Comparable {
@@ -143,6 +144,15 @@ public struct Digest: Hashable, Sendable, CustomStringConvertible, Codable {
             // Every algorithm's digest has at least 16 bytes; a decoded value is not checked.
             if raw.count >= 8 { hasher.combine(raw.loadUnaligned(as: UInt64.self)) } else { hasher.combine(bytes: raw) }
         }
+    }
+
+    /// Equal algorithm and bytes, the bytes compared in one `memcmp`: every hit looks a digest
+    /// up in several tables, and the synthesized `==` compared the arrays a byte at a time.
+    public static func == (a: Digest, b: Digest) -> Bool {
+        guard a.algorithm == b.algorithm, a.bytes.count == b.bytes.count else { return false }
+        // A decoded value is not checked: its bytes may be empty (and have no address).
+        guard !a.bytes.isEmpty else { return true }
+        return a.bytes.withUnsafeBytes { x in b.bytes.withUnsafeBytes { y in memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0 } }
     }
 
     /// Digest of a whole buffer in one call.

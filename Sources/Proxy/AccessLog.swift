@@ -58,9 +58,10 @@ public final class AccessLog: Sendable {
     /// - Parameters:
     ///   - path: the request target without its query (`Router.pathPart`).
     ///   - bytes: body bytes sent.
-    func recordHit(method: String, path: Substring, status: UInt, bytes body: UInt64, duration: Duration) {
+    ///   - nanoseconds: the request's duration (a `Duration` is taken apart with a 128-bit division).
+    func recordHit(method: String, path: Substring, status: UInt, bytes body: UInt64, nanoseconds: Int64) {
         guard enabled else { return }
-        append { Self.appendHitFields(method: method, path: path, status: status, bytes: body, duration: duration, to: &$0) }
+        append { Self.appendHitFields(method: method, path: path, status: status, bytes: body, nanoseconds: nanoseconds, to: &$0) }
     }
 
     /// A line's metadata (` key=value`, in the order given) and message (` [Proxy] message`).
@@ -76,11 +77,11 @@ public final class AccessLog: Sendable {
     }
 
     /// What `appendFields` writes for a hit answered on the event loop (see `recordHit`).
-    static func appendHitFields(method: String, path: Substring, status: UInt, bytes body: UInt64, duration: Duration, to bytes: inout [UInt8]) {
+    static func appendHitFields(method: String, path: Substring, status: UInt, bytes body: UInt64, nanoseconds: Int64, to bytes: inout [UInt8]) {
         bytes.append(" bytes=")
         DecimalDigits.append(body, to: &bytes)
         bytes.append(" cache=hit duration_ms=")
-        appendMilliseconds(duration, to: &bytes)
+        appendMilliseconds(nanoseconds: nanoseconds, to: &bytes)
         bytes.append(" path=fast [Proxy] ")
         var method = method
         method.withUTF8 { bytes.append(contentsOf: $0) }
@@ -117,12 +118,15 @@ public final class AccessLog: Sendable {
         if let full { Self.write(full) } else if signal { wake.yield() }
     }
 
-    /// Milliseconds with one decimal, rounded half up: `milliseconds(_:)`'s text as bytes.
-    static func appendMilliseconds(_ duration: Duration, to bytes: inout [UInt8]) {
-        guard let tenths = tenthsOfMilliseconds(duration) else {
-            bytes.append(contentsOf: milliseconds(duration).utf8)
+    /// Milliseconds with one decimal, rounded half up: `milliseconds(_:)`'s text of the same
+    /// duration as bytes (rounding the nanoseconds rounds the attoseconds they were cut from
+    /// the same way: both are floor divisions).
+    static func appendMilliseconds(nanoseconds: Int64, to bytes: inout [UInt8]) {
+        guard nanoseconds >= 0 else {
+            bytes.append(contentsOf: milliseconds(.nanoseconds(nanoseconds)).utf8)
             return
         }
+        let tenths = nanoseconds / 100_000 + (nanoseconds % 100_000 >= 50_000 ? 1 : 0)
         DecimalDigits.append(UInt64(tenths / 10), to: &bytes)
         bytes.append(UInt8(ascii: "."))
         bytes.append(UInt8(ascii: "0") + UInt8(tenths % 10))

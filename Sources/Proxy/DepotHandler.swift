@@ -75,17 +75,16 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         let response = HitResponse(
             plan: ResponsePlan(request, for: representation), version: hit.version, reader: reader, allocator: allocator, wireHead: true,
             representationFields: hit.kept.fields)
-        let started = ContinuousClock.now
+        let started = NIODeadline.now()
         let (status, bodyBytes) = (response.status.code, response.bodyBytes)
         return ImmediateResponse(response, repeatable: hit.validity == nil ? nil : hit) { [cache, accessLog, fastPathMetrics] in
             cache.endRead(hit.digest)
             // The event-loop path has no Request: log and count it here.
             cache.statistics.record(.hit, bytes: bodyBytes)
-            let duration = ContinuousClock.now - started
-            fastPathMetrics.record(status: status, duration: duration)
-            // The path is cut out only for a log that writes it (`--log-level warning` has none).
+            let nanoseconds = (NIODeadline.now() - started).nanoseconds
+            fastPathMetrics.record(status: status, nanoseconds: nanoseconds)
             if accessLog.enabled {
-                accessLog.recordHit(method: hit.method.rawValue, path: Router.pathPart(Substring(hit.uri)), status: status, bytes: UInt64(bodyBytes), duration: duration)
+                accessLog.recordHit(method: hit.method.rawValue, path: hit.logPath, status: status, bytes: UInt64(bodyBytes), nanoseconds: nanoseconds)
             }
         }
     }
@@ -104,6 +103,8 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         let method: HTTPMethod
         let version: HTTPVersion
         let uri: String
+        /// The target without its query, for the access log (`Router.pathPart`).
+        let logPath: Substring
 
         init(
             kept: KeptRepresentation, digest: Digest, validity: KnownHitValidity?, request: RepresentationRequest, method: HTTPMethod, version: HTTPVersion,
@@ -116,6 +117,7 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
             self.method = method
             self.version = version
             self.uri = uri
+            logPath = Router.pathPart(Substring(uri))
         }
     }
 

@@ -1,3 +1,4 @@
+import Foundation
 import BlobStore
 import Testing
 
@@ -24,6 +25,24 @@ import Testing
             bytes[chunk..<min(chunk + 777, bytes.count)].withUnsafeBytes { hasher.update($0) }
         }
         #expect(hasher.finish() == Digest.of(bytes, algorithm: .sha256))
+    }
+
+    /// `==` is equal algorithms and equal bytes, whichever byte differs, and `hash(into:)`
+    /// agrees with it.
+    @Test func equalityIsByteForByte() throws {
+        let base = Digest.of(Array("depot".utf8), algorithm: .sha256)
+        #expect(base == Digest(algorithm: .sha256, bytes: Array(base.bytes)))
+        #expect(base.hashValue == Digest(algorithm: .sha256, bytes: Array(base.bytes)).hashValue)
+        for index in base.bytes.indices {
+            var bytes = base.bytes
+            bytes[index] ^= 0x01
+            #expect(base != Digest(algorithm: .sha256, bytes: bytes), "byte \(index)")
+        }
+        let md5 = Digest.of(Array("depot".utf8), algorithm: .md5)
+        #expect(md5 != Digest.of(Array("depot".utf8), algorithm: .sha512) && md5 == Digest.of(Array("depot".utf8), algorithm: .md5))
+        // A decoded value's bytes are not checked, so they may be empty.
+        let empty = try JSONDecoder().decode(Digest.self, from: Data(#"{"algorithm":"sha256","bytes":[]}"#.utf8))
+        #expect(empty == empty && empty != base)
     }
 
     @Test func hexRoundTrips() throws {
