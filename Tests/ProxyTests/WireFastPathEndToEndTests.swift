@@ -87,6 +87,66 @@ import Testing
         }
     }
 
+    /// A hit answered on the wire lets go of its blob (its read, which eviction respects, and
+    /// the descriptor its file regions borrow) only once its last byte has left, or the
+    /// connection is gone: a slow reader's answer is still going out long after the flush that
+    /// started it, and a reader that leaves halfway must not keep the blob from eviction.
+    @Test func aHitHoldsItsBlobUntilItsLastByteHasLeft() async throws {
+        let bytes = pseudoRandomBytes(count: 8 << 20, seed: 2417)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        try await withDepot(glanceURL: glance.url) { depot in
+            let path = "/v2/images/\(image.id)/file"
+            try await warm(depot, path: path, imageID: image.id)
+            let digest = try #require(try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: image.id))
+            let port = try #require(depot.server.port)
+            let request = Array("GET \(path) HTTP/1.1\r\nHost: depot\r\nX-Auth-Token: \(GlanceServer.alice)\r\n\r\n".utf8)
+            func refusal() async -> String? {
+                do {
+                    _ = try await depot.cache.evict(digest)
+                    return nil
+                } catch {
+                    return "\(error)"
+                }
+            }
+
+            // A reader that leaves halfway: the blob is free again once the connection is gone.
+            let before = depot.server.wireFastPathAnswers
+            let leaving = try connectLoopback(port: port, receiveBuffer: 32 * 1024)
+            sendAll(leaving, request)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(depot.server.wireFastPathAnswers == before + 1)
+            #expect(await refusal()?.contains("being read") == true, "evictable while its answer goes out")
+            close(leaving)
+            var freed = false
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !freed, ContinuousClock.now < deadline {
+                freed = await refusal() == nil
+                if !freed { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(freed, "the read ended with the connection")
+
+            // Cached again; a slow reader gets every byte, and the blob is held until then.
+            try await warm(depot, path: path, imageID: image.id)
+            let again = try #require(try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: image.id))
+            #expect(again == digest)
+            let slow = try connectLoopback(port: port, receiveBuffer: 32 * 1024)
+            defer { close(slow) }
+            sendAll(slow, request)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(await refusal()?.contains("being read") == true, "evictable while its answer goes out")
+            let received = try await offThePool { readOneResponse(slow, deadline: .now + .seconds(30)) }
+            let answer = parseResponses(received.bytes, methods: ["GET"]).first
+            #expect(answer?.status == 200 && answer?.body == bytes, "\(received.bytes.count) bytes received")
+            let settled = ContinuousClock.now + .seconds(10)
+            var evicted = false
+            while !evicted, ContinuousClock.now < settled {
+                evicted = await refusal() == nil
+                if !evicted { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(evicted, "the read ended with its last byte")
+        }
+    }
+
     /// A connection keeps the fingerprint of the token its last request carried (the fast
     /// path's memo): another token on the same connection is still asked about on its own. One
     /// connection answered from the wire, one pinned to the codec (its first head has a value
