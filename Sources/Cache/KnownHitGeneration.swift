@@ -2,7 +2,7 @@ import Synchronization
 
 /// Counts changes to what `ImageCache.knownHit` reads (the authorizer's decisions, the blob
 /// resolver's mappings), so that a caller who kept one of its answers can tell, with one
-/// atomic load, that nothing it rests on has changed since (`KnownHit.Validity`).
+/// atomic load, that nothing it rests on has changed since (`KnownHitValidity`).
 ///
 /// A writer changes its table first and advances the count after; a reader loads the count
 /// before it reads the tables. A reader that missed a change then holds a count older than the

@@ -55,7 +55,7 @@ public final class WireClient: Sendable {
     }
 
     static let script = #"""
-import base64, http.client, json, ssl, sys, time, urllib.parse
+import base64, http.client, json, select, ssl, sys, time, urllib.parse
 authority = sys.argv[1]
 split_first_head = sys.argv[2] == "split"
 connections = {}
@@ -73,6 +73,12 @@ class SplitFirstHead(http.client.HTTPConnection):
             super().send(data)
 def exchange(request, url, key, body):
     connection = connections.get(key)
+    if connection is not None and connection.sock is not None and select.select([connection.sock], [], [], 0)[0]:
+        # Readable while idle: the server closed the kept-alive connection (or wrote what no
+        # request asked for). A new one, before a request that may not be sent twice is lost
+        # on it (a POST to Glance failed so, its idle connection closed under a busy CI run).
+        connections.pop(key).close()
+        connection = None
     reused = connection is not None
     if connection is None:
         if url.scheme == "https":
