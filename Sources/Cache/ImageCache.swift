@@ -91,12 +91,23 @@ public struct DecisionClock: Sendable {
     public static let continuous = DecisionClock { ContinuousClock.now }
 }
 
+/// What `ImageCache.knownHit` answers: the image record of a still-valid decision for the
+/// token, the decision's memo, the image's blob, and how long that stands.
+public struct KnownHit: Sendable {
+    public let image: GlanceImage
+    public let derived: DecisionMemo
+    public let digest: Digest
+    /// Nil when the decision is due for a refresh, so that the next hit asks again.
+    public let validity: KnownHitValidity?
+}
+
 /// How long an answer of `ImageCache.knownHit` stands (`ImageCache.stillKnown(_:)`).
 public struct KnownHitValidity: Sendable {
     /// `KnownHitGeneration`'s count before the answer's tables were read.
     let generation: UInt64
-    /// When the decision is due for a refresh, on the decision clock.
-    let until: ContinuousClock.Instant
+    /// When the decision is due for a refresh: time on the decision clock since the
+    /// authorizer was made (`Authorizer.sinceStart`).
+    let until: Duration
 }
 
 /// Settings of the cache's behaviour.
@@ -271,9 +282,7 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     /// - Returns: also the decision's memo, for what the caller derives from the record, and
     ///   how long the answer stands as it is (`stillKnown(_:)`); nil when the decision is due
     ///   for a refresh, so that the next hit asks again.
-    public func knownHit(
-        token: String, fingerprint: SecretFingerprint, cloud: String, imageID: String
-    ) -> (image: GlanceImage, derived: DecisionMemo, digest: Digest, validity: KnownHitValidity?)? {
+    public func knownHit(token: String, fingerprint: SecretFingerprint, cloud: String, imageID: String) -> KnownHit? {
         guard !token.isEmpty else { return nil }
         assert(fingerprint == SecretFingerprint(token), "knownHit: the fingerprint is not the token's")
         // Loaded before the tables are read (see `KnownHitGeneration`).
@@ -282,7 +291,7 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
         guard let decided = authorizer.decided(fingerprint: fingerprint, key) else { return nil }
         if decided.refresh { refreshDecision(token: token, key) }
         guard let digest = resolver.known(key) else { return nil }
-        return (decided.image, decided.derived, digest, decided.standsUntil.map { KnownHitValidity(generation: generation, until: $0) })
+        return KnownHit(image: decided.image, derived: decided.derived, digest: digest, validity: decided.standsUntil.map { KnownHitValidity(generation: generation, until: $0) })
     }
 
     /// Whether `knownHit` would give the same answer again as when it gave `validity`, for the
@@ -290,7 +299,7 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     /// change is rare next to hits), and the decision is not due for a refresh yet. Without a
     /// lock or a table lookup: a connection's next hit on the same image checks only this.
     public func stillKnown(_ validity: KnownHitValidity) -> Bool {
-        knownHitGeneration.current == validity.generation && authorizer.before(validity.until)
+        knownHitGeneration.current == validity.generation && authorizer.sinceStart < validity.until
     }
 
     /// Asks Glance again in the background for a decision about to expire (see

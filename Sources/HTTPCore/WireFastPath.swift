@@ -91,10 +91,13 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
                 passOn(buffer, context)
                 return
             }
-            repeated = response.repeatable.map { earlier in
-                RepeatedHead(
-                    bytes: buffer.getBytes(at: buffer.readerIndex, length: request.length)!, range: request.firstRange, method: request.method,
-                    earlier: earlier)
+            // The last head's array is reused: a client whose heads never repeat (each with a
+            // field of its own) would otherwise allocate and free one per request.
+            var bytes = repeated.take()?.bytes ?? []
+            if let earlier = response.repeatable {
+                bytes.removeAll(keepingCapacity: true)
+                buffer.withUnsafeReadableBytes { bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[..<request.length])) }
+                repeated = RepeatedHead(bytes: bytes, range: request.firstRange, method: request.method, earlier: earlier)
             }
             buffer.moveReaderIndex(forwardBy: request.length)
             write(response, method: request.method, context)

@@ -49,12 +49,11 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
     public func immediateResponse(to head: HTTPRequestHead, allocator: ByteBufferAllocator, memo: inout FastPathMemo) -> ImmediateResponse? {
         guard case let .imageFile(cloud, imageID, _) = router.route(uri: head.uri),
               let (representationRequest, token) = RepresentationRequest.read(head), let token,
-              let (image, derived, digest, validity) = cache.knownHit(
-                token: token, fingerprint: TokenMemo.fingerprint(of: token, in: &memo), cloud: cloud, imageID: imageID)
+              let known = cache.knownHit(token: token, fingerprint: TokenMemo.fingerprint(of: token, in: &memo), cloud: cloud, imageID: imageID)
         else { return nil }
         let hit = KnownImageHit(
-            kept: derived.value { KeptRepresentation(Representation(image: image)) }, digest: digest, validity: validity, request: representationRequest,
-            method: head.method, version: head.version, uri: head.uri)
+            kept: known.derived.value { KeptRepresentation(Representation(image: known.image)) }, digest: known.digest, validity: known.validity,
+            request: representationRequest, method: head.method, version: head.version, uri: head.uri)
         return answer(hit, representationRequest, allocator: allocator)
     }
 

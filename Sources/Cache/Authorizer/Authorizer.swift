@@ -47,8 +47,16 @@ final class Authorizer: Sendable {
     private struct Decision {
         let image: GlanceImage
         let decidedAt: ContinuousClock.Instant
+        /// When it is due for a refresh, counted as `Decided.standsUntil` is: worked out once,
+        /// not per hit.
+        let refreshDue: Duration
         /// What hits derive from `image`, made once for this decision.
         let derived = DecisionMemo()
+    }
+
+    /// A decision made `now` about `image`.
+    private func decision(_ image: GlanceImage, at now: ContinuousClock.Instant) -> Decision {
+        Decision(image: image, decidedAt: now, refreshDue: (now - started) + refreshAge)
     }
 
     /// Per token (hashed) and image.
@@ -60,6 +68,8 @@ final class Authorizer: Sendable {
     private let decisions = Mutex<[DecisionKey: Decision]>([:])
     /// Advanced after every change to `decisions`, for answers kept past one hit.
     private let generation: KnownHitGeneration
+    /// When this authorizer was made, on `clock`: what `Decided.standsUntil` counts from.
+    private let started: ContinuousClock.Instant
     /// Decisions being asked of Glance now, shared by every request that needs one of them.
     private let deciding = Mutex<[DecisionKey: Task<Result<AuthorizedImage, CacheError>, Never>]>([:])
     /// Decisions being asked for again ahead of their expiry, one request to Glance each.
@@ -70,6 +80,7 @@ final class Authorizer: Sendable {
     init(clouds: [String: GlanceClient], settings: CacheSettings, generation: KnownHitGeneration, logger: Logger) {
         self.clouds = clouds
         self.generation = generation
+        started = settings.decisionClock.now()
         decisionTTL = settings.decisionTTL
         clock = settings.decisionClock
         offlineGrace = settings.offlineGrace
@@ -89,29 +100,38 @@ final class Authorizer: Sendable {
     ///   refresh of it runs. So the readers of a hot image never all wait on Glance at once
     ///   when its decision expires; they keep the decision, which Glance confirms meanwhile.
     func decidedImage(token: String, _ image: ImageKey) -> (image: GlanceImage, derived: DecisionMemo, refresh: Bool)? {
-        decidedImage(fingerprint: SecretFingerprint(token), image)
+        decided(fingerprint: SecretFingerprint(token), image).map { ($0.image, $0.derived, $0.refresh) }
+    }
+
+    /// What `decided(fingerprint:_:)` finds.
+    struct Decided {
+        let image: GlanceImage
+        let derived: DecisionMemo
+        /// Whether the caller must refresh the decision now (see `decidedImage(token:_:)`).
+        let refresh: Bool
+        /// When the decision is due for a refresh, on this authorizer's clock (`sinceStart`);
+        /// nil when it is due already. A `Duration`, not a `ContinuousClock.Instant`, whose
+        /// layout is the standard library's to change: every copy of an aggregate holding one
+        /// went through its value witnesses (about 400 instructions per hit).
+        let standsUntil: Duration?
     }
 
     /// `decidedImage(token:_:)` for a caller that kept the token's fingerprint (a connection
-    /// whose requests repeat one token: hashing it was about 3,500 instructions per hit).
-    func decidedImage(fingerprint: SecretFingerprint, _ image: ImageKey) -> (image: GlanceImage, derived: DecisionMemo, refresh: Bool)? {
-        decided(fingerprint: fingerprint, image).map { ($0.image, $0.derived, $0.refresh) }
-    }
-
-    /// `decidedImage(fingerprint:_:)`, and until when the answer stands as it is: the instant,
-    /// on this authorizer's clock, at which the decision is due for a refresh; nil when it is
-    /// due already.
-    func decided(fingerprint: SecretFingerprint, _ image: ImageKey) -> (image: GlanceImage, derived: DecisionMemo, refresh: Bool, standsUntil: ContinuousClock.Instant?)? {
+    /// whose requests repeat one token: hashing it was about 3,500 instructions per hit), and
+    /// until when the answer stands as it is.
+    func decided(fingerprint: SecretFingerprint, _ image: ImageKey) -> Decided? {
         let key = DecisionKey(token: fingerprint, image: image)
         guard let decision = decisions.withLock({ $0[key] }) else { return nil }
         let age = clock.now() - decision.decidedAt
         guard age < decisionTTL else { return nil }
-        guard age >= refreshAge else { return (decision.image, decision.derived, false, decision.decidedAt + refreshAge) }
-        return (decision.image, decision.derived, refreshing.withLock { $0.insert(key).inserted }, nil)
+        guard age >= refreshAge else {
+            return Decided(image: decision.image, derived: decision.derived, refresh: false, standsUntil: decision.refreshDue)
+        }
+        return Decided(image: decision.image, derived: decision.derived, refresh: refreshing.withLock { $0.insert(key).inserted }, standsUntil: nil)
     }
 
-    /// Whether the decision clock has not reached `instant` yet.
-    func before(_ instant: ContinuousClock.Instant) -> Bool { clock.now() < instant }
+    /// The decision clock's time since this authorizer was made.
+    var sinceStart: Duration { clock.now() - started }
 
     /// Changes the decision for `key` (nil drops it), then advances the generation.
     private func setDecision(_ key: DecisionKey, _ decision: Decision?) {
@@ -218,7 +238,7 @@ final class Authorizer: Sendable {
             if uploads.owesAcknowledgedBytes(cloud: cloud, image: image), case let pending = await uploads.asAcknowledged(image, cloud: cloud),
                pending.isActive {
                 // Depot holds the bytes and owes them to Glance: serve them meanwhile.
-                setDecision(key, Decision(image: pending, decidedAt: now))
+                setDecision(key, decision(pending, at: now))
                 return AuthorizedImage(cloud: cloud, image: pending, fromOfflineGrace: false)
             }
             // The record may be stale: read while the download check ran (an upload's push may
@@ -239,7 +259,7 @@ final class Authorizer: Sendable {
             setDecision(key, nil)
             throw .imageNotActive(imageID: imageID, status: image.status ?? "unknown")
         }
-        setDecision(key, Decision(image: image, decidedAt: now))
+        setDecision(key, decision(image, at: now))
         return AuthorizedImage(cloud: cloud, image: image, fromOfflineGrace: false)
     }
 
