@@ -36,21 +36,14 @@ struct RepeatedHead {
             guard buffer.count >= start + rest, memcmp(base, kept.baseAddress!, start) == 0 else { return nil }
             let limit = min(buffer.count - rest, WireRequestHead.maximumLength - rest)
             var end = start
-            while end < limit, Self.isValueByte(buffer[end]) { end += 1 }
+            while end < limit, WireRequestHead.isFieldValueByte(buffer[end]) { end += 1 }
             // The scan would take leading whitespace off the value, and leaves a field with
             // trailing whitespace to the codec.
             if end > start {
-                guard !Self.isWhitespace(buffer[start]), !Self.isWhitespace(buffer[end - 1]) else { return nil }
+                guard !WireRequestHead.isWhitespace(buffer[start]), !WireRequestHead.isWhitespace(buffer[end - 1]) else { return nil }
             }
             guard memcmp(base + end, kept.baseAddress! + range.upperBound, rest) == 0 else { return nil }
             return (end + rest, start..<end)
         }
     }
-
-    /// A byte `WireRequestHead`'s scan takes into a field value: visible ASCII, space, tab.
-    @inline(__always)
-    private static func isValueByte(_ c: UInt8) -> Bool { (c >= 0x20 && c < 0x7F) || c == 0x09 }
-
-    @inline(__always)
-    private static func isWhitespace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 }
 }

@@ -143,12 +143,12 @@ struct WireRequestHead {
             guard i < n, i > nameStart, bytes[i] == UInt8(ascii: ":") else { return nil }
             let name = nameStart..<i
             i += 1
-            while i < n, bytes[i] == sp || bytes[i] == tab { i += 1 }
+            while i < n, isWhitespace(bytes[i]) { i += 1 }
             let valueStart = i
-            while i < n, (bytes[i] >= sp && bytes[i] < 0x7F) || bytes[i] == tab { i += 1 }
+            while i < n, isFieldValueByte(bytes[i]) { i += 1 }
             // Trailing whitespace is not taken off the same way by every reader (llhttp keeps a
             // tab there): such a field is the decoder's.
-            guard i + 1 < n, bytes[i] == cr, bytes[i + 1] == lf, i == valueStart || (bytes[i - 1] != sp && bytes[i - 1] != tab) else { return nil }
+            guard i + 1 < n, bytes[i] == cr, bytes[i + 1] == lf, i == valueStart || !isWhitespace(bytes[i - 1]) else { return nil }
             let valueEnd = i
             i += 2
             count += 1
@@ -191,6 +191,15 @@ struct WireRequestHead {
         }
         return true
     }
+
+    /// A byte taken into a field value: visible ASCII, space or tab (RFC 9110 section 5.5,
+    /// without `obs-text`). `RepeatedHead` checks a repeated head's `Range` value with it too.
+    @inline(__always)
+    static func isFieldValueByte(_ c: UInt8) -> Bool { (c >= sp && c < 0x7F) || c == tab }
+
+    /// Optional whitespace around a field value: space or tab (RFC 9110 section 5.6.3).
+    @inline(__always)
+    static func isWhitespace(_ c: UInt8) -> Bool { c == sp || c == tab }
 
     /// RFC 9110 section 5.6.2's `tchar`: one bit per ASCII byte, in two words, so a name's
     /// bytes are tested with a shift each rather than a chain of ranges.

@@ -101,7 +101,6 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         let request: RepresentationRequest
         let method: HTTPMethod
         let version: HTTPVersion
-        let uri: String
         /// The target without its query, for the access log (`Router.pathPart`).
         let logPath: Substring
 
@@ -115,7 +114,6 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
             self.request = request
             self.method = method
             self.version = version
-            self.uri = uri
             logPath = Router.pathPart(Substring(uri))
         }
     }

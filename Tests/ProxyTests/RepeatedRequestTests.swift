@@ -18,6 +18,19 @@ import Testing
 
     init() async throws { glance = try await GlanceServer.shared() }
 
+    /// Until the event loop can answer alice from what it keeps: a decision that is not due
+    /// for renewal, and the image's blob known to the resolver (the Catalog has the mapping a
+    /// moment before the resolver does).
+    static func waitUntilKnown(_ depot: DepotHarness, _ imageID: String) async throws {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            let known = depot.cache.knownHit(
+                token: GlanceServer.alice, fingerprint: SecretFingerprint(GlanceServer.alice), cloud: "default_RegionOne", imageID: imageID)
+            if known?.validity != nil { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
     @Test func aRepeatedRequestIsAnsweredFromTheConnectionsLastHitOnlyWhileItStands() async throws {
         let skew = Mutex(Duration.zero)
         var settings = CacheSettings.testing
@@ -44,17 +57,7 @@ import Testing
                 #expect(answer.status == 206 && answer.header("x-depot-cache") == "hit" && answer.body == Array(bytes[range]), note)
                 return depot.server.repeatedHeadAnswers == repeated + 1
             }
-            /// Until the event loop can answer alice: a decision, and the image's blob known to
-            /// the resolver (the Catalog has the mapping a moment before the resolver does).
-            func waitUntilKnown() async throws {
-                let deadline = ContinuousClock.now + .seconds(30)
-                while ContinuousClock.now < deadline {
-                    let known = depot.cache.knownHit(
-                        token: GlanceServer.alice, fingerprint: SecretFingerprint(GlanceServer.alice), cloud: "default_RegionOne", imageID: image.id)
-                    if known?.validity != nil { return }
-                    try await Task.sleep(for: .milliseconds(10))
-                }
-            }
+            func waitUntilKnown() async throws { try await Self.waitUntilKnown(depot, image.id) }
             // Cached by the first request; then a first hit on the wire, and its repetitions.
             #expect(try await get().0.status == 206)
             try await waitUntilKnown()
@@ -114,13 +117,7 @@ import Testing
                 try await client.exchange("GET", url, headers: [("X-Auth-Token", GlanceServer.alice), ("Range", "bytes=\(first)-\(first + 99)")])
             }
             #expect(try await get(0).status == 206)
-            let deadline = ContinuousClock.now + .seconds(30)
-            while depot.cache.knownHit(
-                token: GlanceServer.alice, fingerprint: SecretFingerprint(GlanceServer.alice), cloud: "default_RegionOne", imageID: image.id)?.validity == nil,
-                ContinuousClock.now < deadline
-            {
-                try await Task.sleep(for: .milliseconds(10))
-            }
+            try await Self.waitUntilKnown(depot, image.id)
             #expect(try await get(100).header("x-depot-cache") == "hit")
             let repeated = depot.server.repeatedHeadAnswers
             #expect(try await get(200).header("x-depot-cache") == "hit")
