@@ -151,13 +151,18 @@ public final class FaultProxy: @unchecked Sendable {
         /// The last request head the client sent on this connection.
         let lastRequest = Mutex<RecordedRequest?>(nil)
         private let closed = Atomic<Bool>(false)
+        /// The pumps still running. The descriptors are closed only when both have returned:
+        /// a number closed while the other pump may still read or write it could be handed to
+        /// the next accepted connection, and that pump's bytes would land in another stream.
+        private let pumps = Atomic<Int>(2)
 
         init(client: Int32, server: Int32) {
             self.client = client
             self.server = server
         }
 
-        /// Closes both ends; with `reset`, the client sees a RST rather than a clean end.
+        /// Ends both directions, which wakes a pump blocked on either socket; with `reset`, the
+        /// client sees a RST (when the descriptors are closed) rather than a clean end.
         func close(reset: Bool = false) {
             guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
             if reset {
@@ -166,15 +171,18 @@ public final class FaultProxy: @unchecked Sendable {
             }
             shutdown(client, Int32(SHUT_RDWR))
             shutdown(server, Int32(SHUT_RDWR))
-            Glibc.close(client)
-            Glibc.close(server)
+        }
+
+        /// A pump has returned; returns true for the last one, which may close the descriptors.
+        func pumpReturned() -> Bool {
+            pumps.subtract(1, ordering: .acquiringAndReleasing).newValue == 0
         }
     }
 
     private func pumpRequests(_ c: Connection) {
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         var scanner = RequestLineScanner()
-        defer { forget(c) }
+        defer { pumpReturned(c) }
         while true {
             let n = read(c.client, &buffer, buffer.count)
             if n <= 0 { c.close(); return }
@@ -207,6 +215,7 @@ public final class FaultProxy: @unchecked Sendable {
     }
 
     private func pumpResponses(_ c: Connection) {
+        defer { pumpReturned(c) }
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         var bucketStart = Date()
         var bucketBytes = 0
@@ -263,8 +272,14 @@ public final class FaultProxy: @unchecked Sendable {
         return selector(request)
     }
 
-    private func forget(_ c: Connection) {
+    /// Closes the connection's descriptors once both its pumps have returned, after `stop()`
+    /// can no longer reach their numbers.
+    private func pumpReturned(_ c: Connection) {
+        c.close()
+        guard c.pumpReturned() else { return }
         sockets.withLock { $0.subtract([c.client, c.server]) }
+        close(c.client)
+        close(c.server)
     }
 
     private func writeAll(_ fd: Int32, _ bytes: ArraySlice<UInt8>) -> Bool {
