@@ -7,16 +7,17 @@
 # never a fast time. Throughput is computed from the bytes actually moved (curl's
 # size_download or size_upload), in MB/s (10^6 bytes per second).
 
-# build_depot: release build; sets DEPOT to the binary. DEPOT_BIN=PATH uses that binary instead
+# build_depot: release build, as scripts/setup makes it (the Swift runtime linked in); sets DEPOT
+# to the binary. DEPOT_BIN=PATH uses that binary instead
 # (to compare two builds in one session).
 build_depot() {
   if [ -n "${DEPOT_BIN:-}" ]; then DEPOT=$DEPOT_BIN; echo "+ using DEPOT_BIN=$DEPOT" >&2; return; fi
-  echo "+ swift build -c release --product depot" >&2
-  (cd "$ROOT" && swift build -c release --product depot >&2)
+  echo "+ swift build -c release --static-swift-stdlib --product depot" >&2
+  (cd "$ROOT" && swift build -c release --static-swift-stdlib --product depot >&2)
   DEPOT="$(cd "$ROOT" && swift build -c release --show-bin-path)/depot"
 }
 
-# build_floor: release build of depot-nio-floor, the least a range hit costs on Depot's engine
+# build_floor: release build of depot-nio-floor, linked as build_depot links depot, the least a range hit costs on Depot's engine
 # (Sources/depot-nio-floor/main.swift); sets FLOOR_BIN to the binary. DEPOT_FLOOR_BIN=PATH uses that
 # binary; with DEPOT_BIN, the depot-nio-floor beside it, when there is one.
 build_floor() {
@@ -24,8 +25,8 @@ build_floor() {
   if [ -n "${DEPOT_BIN:-}" ] && [ -x "$(dirname "$DEPOT_BIN")/depot-nio-floor" ]; then
     FLOOR_BIN=$(dirname "$DEPOT_BIN")/depot-nio-floor; echo "+ using $FLOOR_BIN (beside DEPOT_BIN)" >&2; return
   fi
-  echo "+ swift build -c release --product depot-nio-floor" >&2
-  (cd "$ROOT" && swift build -c release --product depot-nio-floor >&2)
+  echo "+ swift build -c release --static-swift-stdlib --product depot-nio-floor" >&2
+  (cd "$ROOT" && swift build -c release --static-swift-stdlib --product depot-nio-floor >&2)
   FLOOR_BIN="$(cd "$ROOT" && swift build -c release --show-bin-path)/depot-nio-floor"
 }
 
