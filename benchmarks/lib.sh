@@ -8,8 +8,7 @@
 # size_download or size_upload), in MB/s (10^6 bytes per second).
 
 # build_depot: release build, as scripts/setup makes it (the Swift runtime linked in); sets DEPOT
-# to the binary. DEPOT_BIN=PATH uses that binary instead
-# (to compare two builds in one session).
+# to the binary. DEPOT_BIN=PATH uses that binary instead (to compare two builds in one session).
 build_depot() {
   if [ -n "${DEPOT_BIN:-}" ]; then DEPOT=$DEPOT_BIN; echo "+ using DEPOT_BIN=$DEPOT" >&2; return; fi
   echo "+ swift build -c release --static-swift-stdlib --product depot" >&2
@@ -17,8 +16,9 @@ build_depot() {
   DEPOT="$(cd "$ROOT" && swift build -c release --show-bin-path)/depot"
 }
 
-# build_floor: release build of depot-nio-floor, linked as build_depot links depot, the least a range hit costs on Depot's engine
-# (Sources/depot-nio-floor/main.swift); sets FLOOR_BIN to the binary. DEPOT_FLOOR_BIN=PATH uses that
+# build_floor: release build of depot-nio-floor, linked as build_depot links depot: the least a
+# range hit costs on Depot's engine (Sources/depot-nio-floor/main.swift); sets FLOOR_BIN to the
+# binary. DEPOT_FLOOR_BIN=PATH uses that
 # binary; with DEPOT_BIN, the depot-nio-floor beside it, when there is one.
 build_floor() {
   if [ -n "${DEPOT_FLOOR_BIN:-}" ]; then FLOOR_BIN=$DEPOT_FLOOR_BIN; echo "+ using DEPOT_FLOOR_BIN=$FLOOR_BIN" >&2; return; fi
