@@ -18,8 +18,8 @@ build_depot() {
 
 # build_floor: release build of depot-nio-floor, linked as build_depot links depot: the least a
 # range hit costs on Depot's engine (Sources/depot-nio-floor/main.swift); sets FLOOR_BIN to the
-# binary. DEPOT_FLOOR_BIN=PATH uses that
-# binary; with DEPOT_BIN, the depot-nio-floor beside it, when there is one.
+# binary. DEPOT_FLOOR_BIN=PATH uses that binary; with DEPOT_BIN, the depot-nio-floor beside it,
+# when there is one.
 build_floor() {
   if [ -n "${DEPOT_FLOOR_BIN:-}" ]; then FLOOR_BIN=$DEPOT_FLOOR_BIN; echo "+ using DEPOT_FLOOR_BIN=$FLOOR_BIN" >&2; return; fi
   if [ -n "${DEPOT_BIN:-}" ] && [ -x "$(dirname "$DEPOT_BIN")/depot-nio-floor" ]; then

@@ -182,7 +182,7 @@ public final class FaultProxy: @unchecked Sendable {
     private func pumpRequests(_ c: Connection) {
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         var scanner = RequestLineScanner()
-        defer { pumpReturned(c) }
+        defer { pumpEnded(c) }
         while true {
             let n = read(c.client, &buffer, buffer.count)
             if n <= 0 { c.close(); return }
@@ -215,7 +215,7 @@ public final class FaultProxy: @unchecked Sendable {
     }
 
     private func pumpResponses(_ c: Connection) {
-        defer { pumpReturned(c) }
+        defer { pumpEnded(c) }
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         var bucketStart = Date()
         var bucketBytes = 0
@@ -274,7 +274,7 @@ public final class FaultProxy: @unchecked Sendable {
 
     /// Closes the connection's descriptors once both its pumps have returned, after `stop()`
     /// can no longer reach their numbers.
-    private func pumpReturned(_ c: Connection) {
+    private func pumpEnded(_ c: Connection) {
         c.close()
         guard c.pumpReturned() else { return }
         sockets.withLock { $0.subtract([c.client, c.server]) }
