@@ -72,13 +72,25 @@ public struct PlannedResponse {
 
     /// Lets go of the descriptor once the last part is written (or the write failed): closes
     /// it when the response owns it, else hands it back to its owner, open.
-    public func release() {
-        guard let handle else { return }
-        if descriptorOwner != nil {
-            _ = try? handle.takeDescriptorOwnership()
-            withExtendedLifetime(descriptorOwner) {}
-        } else {
-            try? handle.close()
+    public func release() { releaser.release() }
+
+    /// What `release()` lets go of, kept apart from the rest of the response: the fast path
+    /// holds this alone until the response has left.
+    var releaser: Releaser { Releaser(handle: handle, descriptorOwner: descriptorOwner) }
+
+    /// A response's descriptor and its owner (see `release()`).
+    struct Releaser {
+        let handle: NIOFileHandle?
+        let descriptorOwner: (AnyObject & Sendable)?
+
+        func release() {
+            guard let handle else { return }
+            if descriptorOwner != nil {
+                _ = try? handle.takeDescriptorOwnership()
+                withExtendedLifetime(descriptorOwner) {}
+            } else {
+                try? handle.close()
+            }
         }
     }
 

@@ -183,6 +183,34 @@ import Testing
         #expect(connection.answered == 7 && connection.recorder.heads.isEmpty)
     }
 
+    /// Answers `/hit…` as `Hits` does, counting the answers whose completion has run.
+    final class CountedHits: FastPathResponder {
+        let completed = Atomic<Int>(0)
+
+        func immediateResponse(to head: HTTPRequestHead, allocator: ByteBufferAllocator, memo: inout FastPathMemo) -> ImmediateResponse? {
+            guard let answer = Hits().immediateResponse(to: head, allocator: allocator, memo: &memo) else { return nil }
+            return ImmediateResponse(answer.response) { [self] in _ = completed.wrappingAdd(1, ordering: .relaxed) }
+        }
+    }
+
+    /// A hit's completion (which lets go of its blob's read and descriptor, and logs it) runs
+    /// once its bytes have left: right after the flush that sent them. A connection that closes
+    /// between a hit's write and its flush (the read that wrote it cut short) still runs it.
+    @Test func aHitsCompletionRunsOnceItsBytesLeftOrTheConnectionEnded() throws {
+        let hits = CountedHits()
+        let connection = try Connection(hits)
+        try connection.send(Self.get("/hit1") + Self.get("/hit2"))
+        #expect(try connection.written() == Self.hit("/hit1") + Self.hit("/hit2"))
+        #expect(hits.completed.load(ordering: .relaxed) == 2)
+
+        // Written, not flushed: the read has not completed.
+        try connection.channel.pipeline.syncOperations.fireChannelRead(NIOAny(connection.channel.allocator.buffer(string: Self.get("/hit3"))))
+        #expect(connection.answered == 3)
+        #expect(hits.completed.load(ordering: .relaxed) == 2, "nothing has left yet")
+        _ = try connection.channel.close().wait()
+        #expect(hits.completed.load(ordering: .relaxed) == 3)
+    }
+
     @Test func aConnectionThatSentAnIncompleteHeadStaysWithTheCodec() throws {
         let connection = try Connection()
         let head = Self.get("/hit1")
