@@ -1,32 +1,32 @@
 import Glibc
 import Synchronization
 
-/// Open readers of committed blobs, kept between hits so a hit costs one `stat` instead of
+/// Open readers of committed blobs, kept between hits so a hit costs one `fstat` instead of
 /// `open`, `fstat`, `dup` and two `close`s (nginx's `open_file_cache`).
 ///
-/// Blobs are immutable, so an open descriptor stays right for as long as the file at the blob's
-/// path is the one it opened. Every lookup checks that with one `stat` of the path: the same
-/// device, inode and size, or the reader is dropped and the blob opened anew. A file truncated in
-/// place, replaced by another, or removed is therefore never served from a stale descriptor.
+/// Blobs are immutable, so an open descriptor stays right for as long as its file is still the
+/// blob's: still linked, and of the size it had. Every lookup checks that with one `fstat` of
+/// the kept descriptor, or the reader is dropped and the blob opened anew from its path. A blob
+/// has one link (`BlobWriter` removes its temporary name at commit), so a file removed, or
+/// replaced by another renamed over its path, has none left; a file truncated in place has
+/// another size. Such a file is therefore never served from a stale descriptor. A `stat` of
+/// the path checked the same by device and inode, but walking the path's five components cost
+/// about 850 ns a hit on this machine against 200 ns for the `fstat`.
 /// Removal and quarantine through `BlobStore` drop the entry, before and after the file goes.
 ///
 /// At most `capacity` readers are kept; the least recently used goes first. A reader is a
 /// reference-counted object that closes its descriptor when the last holder lets go, so dropping
 /// an entry never closes a descriptor under a send still in flight.
 public final class OpenBlobCache: Sendable {
-    /// A kept reader and the file it opened. Its last use is written without the lock, so a
-    /// hit looks its blob up once (it took three lookups, each hashing the digest).
+    /// A kept reader. Its last use is written without the lock, so a hit looks its blob up
+    /// once (it took three lookups, each hashing the digest).
     final class Kept: Sendable {
         let reader: BlobReader
-        let device: UInt64
-        let inode: UInt64
         /// When a lookup last returned it, on the cache's use clock (for the least recently used).
         let lastUse: Atomic<UInt64>
 
-        init(reader: BlobReader, device: UInt64, inode: UInt64, lastUse: UInt64) {
+        init(reader: BlobReader, lastUse: UInt64) {
             self.reader = reader
-            self.device = device
-            self.inode = inode
             self.lastUse = Atomic(lastUse)
         }
     }
@@ -45,33 +45,25 @@ public final class OpenBlobCache: Sendable {
         self.capacity = max(0, capacity)
     }
 
-    /// A reader of the file at the blob's path now: the kept one when the file is still the one
-    /// it opened, else a new one (kept for the next hit).
+    /// A reader of the blob's file: the kept one while its file is still linked and of the
+    /// size it had, else one of the file at the blob's path now (kept for the next hit).
     ///
     /// - Parameter blobPath: the blob's path; asked only when no reader (which knows it) is kept.
     /// - Throws: `.notFound` when no file is at the path; `.io` when it cannot be opened.
     func reader(for digest: Digest, blobPath: () -> String) throws(BlobStoreError) -> BlobReader {
         let kept = state.withLock { $0.entries[digest] }
-        let path = kept?.reader.path ?? blobPath()
-        var now = stat()
-        // `withCString`: passing the String itself converts it to a new C array on every hit.
-        guard path.withCString({ stat($0, &now) }) == 0 else {
-            let failure = errno
-            remove(digest)
-            if failure == ENOENT { throw .notFound(digest) }
-            throw .fromErrno("stat", path: path, code: failure)
-        }
         if let kept {
-            if kept.device == UInt64(now.st_dev), kept.inode == UInt64(now.st_ino), kept.reader.size == UInt64(now.st_size) {
+            var now = stat()
+            if fstat(kept.reader.fileDescriptor, &now) == 0, now.st_nlink > 0, kept.reader.size == UInt64(now.st_size) {
                 kept.lastUse.store(clock.wrappingAdd(1, ordering: .relaxed).newValue, ordering: .relaxed)
                 return kept.reader
             }
-            // Another file is at the path now: this reader is never used again.
+            // Removed, replaced or truncated: this reader is never used again.
             state.withLock { state in
                 if state.entries[digest] === kept { state.entries[digest] = nil }
             }
         }
-        return try open(digest, path: path)
+        return try open(digest, path: kept?.reader.path ?? blobPath())
     }
 
     private func open(_ digest: Digest, path: String) throws(BlobStoreError) -> BlobReader {
@@ -79,6 +71,7 @@ public final class OpenBlobCache: Sendable {
         do {
             fd = try POSIX.open(path, O_RDONLY)
         } catch .io(_, _, ENOENT) {
+            remove(digest)
             throw .notFound(digest)
         }
         var opened = stat()
@@ -90,9 +83,7 @@ public final class OpenBlobCache: Sendable {
         let reader = BlobReader(digest: digest, path: path, fd: fd, size: UInt64(opened.st_size))
         guard capacity > 0 else { return reader }
         // Dropped outside the lock: the last reference closes a descriptor.
-        let kept = Kept(
-            reader: reader, device: UInt64(opened.st_dev), inode: UInt64(opened.st_ino),
-            lastUse: clock.wrappingAdd(1, ordering: .relaxed).newValue)
+        let kept = Kept(reader: reader, lastUse: clock.wrappingAdd(1, ordering: .relaxed).newValue)
         let evicted = state.withLock { state -> BlobReader? in
             let replaced = state.entries.updateValue(kept, forKey: digest)
             guard replaced == nil, state.entries.count > capacity,

@@ -67,7 +67,7 @@ import Testing
         #expect(store.openBlobs.count == 0)
     }
 
-    @Test func aBlobReplacedOrTruncatedOnDiskIsNotServedFromTheStaleDescriptor() throws {
+    @Test func aBlobReplacedTruncatedOrRemovedOnDiskIsNotServedFromTheStaleDescriptor() throws {
         let store = try BlobStore(dataDirectory: dir.path)
         let bytes = pseudoRandomBytes(count: 5000, seed: 930)
         let blob = try putBlob(store, bytes)
@@ -83,6 +83,12 @@ import Testing
         // Truncated in place (the same inode): the reader reports the size the file has now.
         #expect(truncate(blob.path, 4000) == 0)
         #expect(try store.openKept(blob.digest).size == 4000)
+
+        // Removed from outside the store while its reader is kept: not found, and not kept.
+        #expect(store.openBlobs.contains(blob.digest))
+        #expect(unlink(blob.path) == 0)
+        #expect(throws: BlobStoreError.notFound(blob.digest)) { try store.openKept(blob.digest) }
+        #expect(!store.openBlobs.contains(blob.digest))
     }
 }
 
