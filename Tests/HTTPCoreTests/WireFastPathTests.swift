@@ -67,17 +67,32 @@ import Testing
         }
     }
 
+    /// Counts the reads that pass it on their way to the socket.
+    final class ReadCounter: ChannelOutboundHandler {
+        typealias OutboundIn = IOData
+        var reads = 0
+        func read(context: ChannelHandlerContext) {
+            reads += 1
+            context.read()
+        }
+    }
+
     struct Connection {
         let channel = EmbeddedChannel()
         let recorder = Recorder()
         let counters = ServerCounters()
+        /// Reads that reached the socket's end of the pipeline, and those that started at its tail.
+        let socketReads = ReadCounter()
+        let tailReads = ReadCounter()
         var answered: Int { counters.wireAnswers.load(ordering: .relaxed) }
 
         init(_ fastPath: any FastPathResponder = Hits()) throws {
             let connection = HTTPConnectionHandler(state: HTTPConnectionState(), headTimeout: .seconds(60), fastPath: fastPath)
+            try channel.pipeline.syncOperations.addHandler(socketReads)
             try channel.pipeline.syncOperations.addHandler(WireFastPath(fastPath: fastPath, connection: connection, counters: counters, corkAbove: 1))
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
             try channel.pipeline.syncOperations.addHandler(connection)
+            try channel.pipeline.syncOperations.addHandler(tailReads)
             try channel.pipeline.syncOperations.addHandler(recorder)
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         }
@@ -148,6 +163,25 @@ import Testing
         try connection.send(Self.get("/hit4"))
         #expect(try connection.written() == Self.hit("/hit4"))
         #expect(connection.recorder.readsCompleted == 1, "a read answered wholly on the wire is not passed on")
+    }
+
+    /// A read answered wholly on the wire asks for the next bytes from there, past none of the
+    /// codec's handlers (the channel then skips its own read from the pipeline's tail); a read
+    /// that handed the codec bytes leaves the next read to the channel, through the handlers
+    /// that may hold it (`EmbeddedChannel` makes none of its own).
+    @Test func aReadAnsweredWhollyOnTheWireAsksForTheNextBytesFromThere() throws {
+        let connection = try Connection()
+        func reads(_ step: () throws -> Void) rethrows -> (socket: Int, tail: Int) {
+            let before = (connection.socketReads.reads, connection.tailReads.reads)
+            try step()
+            return (connection.socketReads.reads - before.0, connection.tailReads.reads - before.1)
+        }
+        #expect(try reads { try connection.send(Self.get("/hit1") + Self.get("/hit2")) } == (1, 0))
+        #expect(try reads { try connection.send(Self.get("/hit3") + Self.get("/miss")) } == (0, 0))
+        try connection.answer("miss")
+        _ = try connection.written()
+        #expect(try reads { try connection.send(Self.get("/hit4")) } == (1, 0))
+        #expect(try connection.written() == Self.hit("/hit4"))
     }
 
     /// A request that repeats the connection's last one but for its range is answered from
