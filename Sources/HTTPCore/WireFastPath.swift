@@ -233,13 +233,14 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
     private func write(_ immediate: ImmediateResponse, method: HTTPMethod, _ context: ChannelHandlerContext) {
         connection.wireRequestArrived()
         let planned = immediate.response
-        let out = Self.wireParts(planned, method: method, allocator: context.channel.allocator)
         connection.wireResponseEndWritten()
         counters.wireAnswers.wrappingAdd(1, ordering: .relaxed)
         inFlight += 1
         let response = Unsettled(release: planned.releaser, completion: immediate.completion)
         if unsettled == nil { unsettled = response } else { moreUnsettled.append(response) }
-        for data in out { context.write(wrapOutboundOut(data), promise: nil) }
+        Self.forEachWirePart(planned, method: method, allocator: context.channel.allocator) { data in
+            context.write(wrapOutboundOut(data), promise: nil)
+        }
         unflushed = true
     }
 }
@@ -302,35 +303,38 @@ extension WireFastPath {
     /// frames them for a request of `method`: the head, then the body (none for `HEAD`,
     /// chunked when the head has no `Content-Length`).
     static func wireParts(_ planned: PlannedResponse, method: HTTPMethod, allocator: ByteBufferAllocator) -> [IOData] {
-        let head: ByteBuffer
+        var out: [IOData] = []
+        forEachWirePart(planned, method: method, allocator: allocator) { out.append($0) }
+        return out
+    }
+
+    /// `wireParts`' parts handed to `body` one by one, in order: a hit writes each as it
+    /// comes, without an array of them.
+    static func forEachWirePart(_ planned: PlannedResponse, method: HTTPMethod, allocator: ByteBufferAllocator, _ body: (IOData) -> Void) {
         let chunked: Bool
         if let encoded = planned.encodedHead {
-            (head, chunked) = (encoded, false)
+            chunked = false
+            body(.byteBuffer(encoded))
         } else {
             var buffer = allocator.buffer(capacity: 320)
             chunked = buffer.writeWireResponseHead(planned.head)
-            head = buffer
+            body(.byteBuffer(buffer))
         }
-        // Reserved before the first element: an array literal then `reserveCapacity` allocates twice.
-        var out: [IOData] = []
-        out.reserveCapacity(planned.body.count + 1)
-        out.append(.byteBuffer(head))
-        guard method != .HEAD else { return out }
+        guard method != .HEAD else { return }
         for data in planned.body {
             // An empty chunk would end the body: NIO sends it unframed (as nothing).
             guard chunked, data.readableBytes > 0 else {
-                out.append(data)
+                body(data)
                 continue
             }
             var size = allocator.buffer(capacity: 12)
             size.writeString(String(data.readableBytes, radix: 16))
             size.writeStaticString("\r\n")
-            out.append(.byteBuffer(size))
-            out.append(data)
-            out.append(.byteBuffer(allocator.buffer(staticString: "\r\n")))
+            body(.byteBuffer(size))
+            body(data)
+            body(.byteBuffer(allocator.buffer(staticString: "\r\n")))
         }
-        if chunked { out.append(.byteBuffer(allocator.buffer(staticString: "0\r\n\r\n"))) }
-        return out
+        if chunked { body(.byteBuffer(allocator.buffer(staticString: "0\r\n\r\n"))) }
     }
 }
 
