@@ -279,8 +279,8 @@ extension WireFastPath {
 
     /// A response written here and the work that waits for its last byte to leave.
     private struct Unsettled {
-        /// The response's descriptor, kept until it has left (not the whole response: a hit
-        /// copied its head and body into this and out again).
+        /// The response's descriptor, kept until it has left: the whole response (its head,
+        /// body and fields) cost about 1,000 instructions more to copy in and out.
         let release: PlannedResponse.Releaser
         let completion: @Sendable () -> Void
     }
