@@ -9,10 +9,15 @@ import Synchronization
 /// the kept descriptor, or the reader is dropped and the blob opened anew from its path. A blob
 /// has one link (`BlobWriter` removes its temporary name at commit), so a file removed, or
 /// replaced by another renamed over its path, has none left; a file truncated in place has
-/// another size. Such a file is therefore never served from a stale descriptor. A `stat` of
-/// the path checked the same by device and inode, but walking the path's five components cost
-/// about 850 ns a hit on this machine against 200 ns for the `fstat`.
-/// Removal and quarantine through `BlobStore` drop the entry, before and after the file goes.
+/// another size. Such a file is therefore never served from a stale descriptor.
+///
+/// A file moved away from its path keeps its link, which `fstat` cannot tell from staying.
+/// Removal and quarantine through `BlobStore` (its one move) drop the entry before and after
+/// the file goes, and a reader opened while one ran is not kept once its file has left the
+/// path (`open`). A blob file moved out of the data directory by hand while Depot runs is
+/// served from the kept descriptor, with its own bytes, until the entry goes. A `stat` of the
+/// path on every hit caught that too, but walking the path's five components cost about
+/// 850 ns a hit on this machine, against 200 ns for the `fstat`.
 ///
 /// At most `capacity` readers are kept; the least recently used goes first. A reader is a
 /// reference-counted object that closes its descriptor when the last holder lets go, so dropping
@@ -41,8 +46,17 @@ public final class OpenBlobCache: Sendable {
     /// Counts lookups: the order of last use.
     private let clock = Atomic<UInt64>(0)
 
+    /// Runs between a blob's `open` and keeping its reader (tests use it to move the file then).
+    private let afterOpen: (@Sendable (Digest) -> Void)?
+
     public init(capacity: Int) {
         self.capacity = max(0, capacity)
+        afterOpen = nil
+    }
+
+    init(capacity: Int, afterOpen: @escaping @Sendable (Digest) -> Void) {
+        self.capacity = max(0, capacity)
+        self.afterOpen = afterOpen
     }
 
     /// A reader of the blob's file: the kept one while its file is still linked and of the
@@ -81,6 +95,7 @@ public final class OpenBlobCache: Sendable {
             throw error
         }
         let reader = BlobReader(digest: digest, path: path, fd: fd, size: UInt64(opened.st_size))
+        afterOpen?(digest)
         guard capacity > 0 else { return reader }
         // Dropped outside the lock: the last reference closes a descriptor.
         let kept = Kept(reader: reader, lastUse: clock.wrappingAdd(1, ordering: .relaxed).newValue)
@@ -92,11 +107,18 @@ public final class OpenBlobCache: Sendable {
             return state.entries.removeValue(forKey: oldest)?.reader
         }
         _ = evicted
-        // An eviction may have unlinked the file between our open and the insert. It drops the
-        // entry after its unlink, so either it saw ours or the file's link count is 0 here: a
-        // deleted file is never kept, and its blocks are freed when this send ends.
+        // An eviction may have unlinked the file, or a quarantine moved it away, between our
+        // open and the insert. Both drop the entry after the file left its path, so either they
+        // saw ours, or the path no longer names the file opened here: such a file is never kept
+        // (a hit's `fstat` sees an unlinked file but not a moved one), and the blocks of a
+        // deleted one are freed when this send ends. Only a miss pays for this `stat`.
         var now = stat()
-        if Glibc.fstat(fd, &now) == 0, now.st_nlink == 0 { remove(digest) }
+        let stillThere = path.withCString { stat($0, &now) } == 0 && now.st_dev == opened.st_dev && now.st_ino == opened.st_ino
+        if !stillThere {
+            state.withLock { state in
+                if state.entries[digest] === kept { state.entries[digest] = nil }
+            }
+        }
         return reader
     }
 

@@ -229,7 +229,7 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     /// path, which quarantines a blob that does not match (`openForHit`), takes the request.
     /// The caller calls `endRead` once the response is sent.
     public func beginHit(_ digest: Digest, size: UInt64) -> BlobReader? {
-        // One stat of the blob's path: the kept reader, or a new one when the file changed.
+        // One fstat of the kept reader's file: that reader, or a new one when the file changed.
         guard let reader = try? store.openKept(digest), reader.size == size, budget.beginHit(digest, size: size) else { return nil }
         countHit(digest)
         return reader

@@ -68,7 +68,7 @@ extension ImageCache {
     ///
     /// - Returns: nil when the blob is gone or untrustworthy: the request goes on as a miss.
     public func openForHit(_ digest: Digest, size expected: UInt64) -> BlobReader? {
-        // One stat of the blob's path: the kept reader, or a new one when the file changed.
+        // One fstat of the kept reader's file: that reader, or a new one when the file changed.
         guard let reader = try? store.openKept(digest) else { return nil }
         var recorded = budget.recordedSize(of: digest)
         if recorded == nil, let row = try? catalog.blob(digest) { recorded = UInt64(row.size) }

@@ -2,6 +2,7 @@
 import DepotTestSupport
 import Foundation
 import Glibc
+import Synchronization
 import Testing
 
 /// The readers `BlobStore.openKept` keeps open between hits: bounded, dropped (and closed once
@@ -89,6 +90,29 @@ import Testing
         #expect(unlink(blob.path) == 0)
         #expect(throws: BlobStoreError.notFound(blob.digest)) { try store.openKept(blob.digest) }
         #expect(!store.openBlobs.contains(blob.digest))
+    }
+
+    /// A quarantine that moves a blob away between a miss's `open` and the keeping of its
+    /// reader drops the entry before and after the move, both before the insert. The reader is
+    /// not kept then: a hit's `fstat` cannot tell a moved file from one still in place, and the
+    /// quarantined bytes would be served after a fresh copy came back to the path.
+    @Test func aBlobMovedAwayWhileItWasBeingOpenedIsNotKept() throws {
+        let store = try BlobStore(dataDirectory: dir.path)
+        let bytes = pseudoRandomBytes(count: 5000, seed: 940)
+        let blob = try putBlob(store, bytes)
+        let moved = dir.path + "/moved"
+        let cache = Mutex<OpenBlobCache?>(nil)
+        let openBlobs = OpenBlobCache(capacity: 4) { digest in
+            // What `BlobStore.quarantine` does, in that window.
+            cache.withLock { $0 }?.remove(digest)
+            #expect(rename(blob.path, moved) == 0)
+            cache.withLock { $0 }?.remove(digest)
+        }
+        cache.withLock { $0 = openBlobs }
+        let reader = try openBlobs.reader(for: blob.digest) { blob.path }
+        #expect(try reader.read(0..<5000) == bytes, "the send under way reads the file it opened")
+        #expect(!openBlobs.contains(blob.digest), "a file that left its path is not kept")
+        cache.withLock { $0 = nil }
     }
 }
 
