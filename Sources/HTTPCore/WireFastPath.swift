@@ -192,9 +192,7 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
     /// so an open channel holding no bytes has sent them all.
     private func settle(_ context: ChannelHandlerContext) {
         // Taken out first: finishing a response may close the channel, which re-enters this handler.
-        guard let first = unsettled.take() else { return }
-        let more = moreUnsettled
-        if !more.isEmpty { moreUnsettled = [] }
+        guard let (first, more) = takeUnsettled() else { return }
         let open = context.channel.isActive
         let buffered: Int? = open ? (try? channelOptions(context)?.getOption(.bufferedWritableBytes)) : nil
         if buffered == 0 || !open {
@@ -261,11 +259,17 @@ extension WireFastPath {
     }
 
     private func endUnsettled() {
-        guard let first = unsettled.take() else { return }
-        let more = moreUnsettled
-        if !more.isEmpty { moreUnsettled = [] }
+        guard let (first, more) = takeUnsettled() else { return }
         end(first)
         for response in more { end(response) }
+    }
+
+    /// The unsettled responses, in the order written, taken out of the handler's state.
+    private func takeUnsettled() -> (Unsettled, [Unsettled])? {
+        guard let first = unsettled.take() else { return nil }
+        let more = moreUnsettled
+        if !more.isEmpty { moreUnsettled = [] }
+        return (first, more)
     }
 
     /// Lets go of a response's descriptor, runs the responder's completion and tells the
