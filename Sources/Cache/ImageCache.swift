@@ -346,7 +346,8 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
         let scheduled = background.submit {
             // Cancelled at shutdown: the hits are written at once then.
             try? await Task.sleep(for: .seconds(1))
-            self.flushHits()
+            // A Catalog write syncs its WAL and may wait for its lock: on the disk pool.
+            await self.disk.run { self.flushHits() }
         }
         if !scheduled { flushHits() }
     }

@@ -82,6 +82,65 @@ import Testing
         }
     }
 
+    /// Fills whose commit waits for the Catalog (here another process holds its write lock; a
+    /// slow disk's WAL sync is the everyday case) wait on Depot's disk pool, not on Swift's
+    /// cooperative pool, whose threads (one per core) every request needs: as many such waits
+    /// as cores stopped every request until the lock's 10 s timeout failed the fills.
+    @Test func fillsWaitingForTheCatalogDoNotStopOtherRequests() async throws {
+        let count = max(2, ProcessInfo.processInfo.activeProcessorCount)
+        var images: [(GlanceImage, [UInt8])] = []
+        for n in 0..<count {
+            let bytes = pseudoRandomBytes(count: 1 << 20 | n, seed: UInt64(510 + n))
+            images.append((try await uploadImage(glanceAsAlice(glance.url), bytes), bytes))
+        }
+        try await withDepot(glanceURL: glance.url) { depot in
+            let lock = try await ChildProcess.start([
+                "/usr/bin/python3", "-c",
+                """
+                import sqlite3, sys
+                db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+                db.execute("BEGIN IMMEDIATE")
+                print("locked", flush=True)
+                sys.stdin.readline()
+                db.execute("COMMIT")
+                """,
+                depot.dir.path + "/catalog.sqlite",
+            ], stdin: [])
+            #expect(await lock.nextLine() == "locked")
+            let alice = [("X-Auth-Token", GlanceServer.alice)]
+            let urls = images.map { "\(depot.url)/v2/images/\($0.0.id)/file" }
+            let misses = urls.map { url in Task { try await WireClient().exchange("GET", url, headers: alice) } }
+            // Every fill has its bytes and waits to commit (a client's last byte waits for that).
+            let deadline = ContinuousClock.now + .seconds(8)
+            while ContinuousClock.now < deadline, !(0..<count).allSatisfy({ n in
+                depot.cache.runningFill(cloud: "default_RegionOne", imageID: images[n].0.id).map { $0.written == UInt64(images[n].1.count) } ?? false
+            }) {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            // A request that joins one of those fills (Swift concurrency's path) is answered meanwhile.
+            let started = ContinuousClock.now
+            let head = try await WireClient().exchange("GET", urls[0], headers: alice + [("Range", "bytes=0-9")])
+            #expect(head.status == 206 && head.body == Array(images[0].1.prefix(10)))
+            #expect(head.header("x-depot-cache") == "shared")
+            #expect(ContinuousClock.now - started < .seconds(3), "a request waited for the Catalog's lock")
+            #expect((0..<count).allSatisfy { depot.cache.runningFill(cloud: "default_RegionOne", imageID: images[$0].0.id) != nil })
+
+            try await lock.write(Array("\n".utf8))
+            _ = await lock.wait()
+            for (miss, (_, bytes)) in zip(misses, images) {
+                let answer = try await miss.value
+                #expect(answer.error == nil && answer.status == 200)
+                #expect(answer.body == bytes)
+            }
+            for n in 0..<count {
+                let hit = try await WireClient().exchange("GET", urls[n], headers: alice)
+                #expect(hit.body == images[n].1)
+                #expect(hit.header("x-depot-cache") == "hit")
+            }
+        }
+    }
+
     @Test func aRangeFarAheadOfAFillWaitsForTheFillsVerdictBeforeItsLastByte() async throws {
         let size = 24 << 20
         let bytes = pseudoRandomBytes(count: size, seed: 503)

@@ -138,8 +138,13 @@ final class FillCoordinator: Sendable {
                 }
             }
             let blob = try result.get()
-            try catalog.recordBlob(blob)
-            try catalog.map(BlobResolver.record(cloud: fill.cloud, image: image, digest: blob.digest))
+            // The Catalog's writes sync its WAL and may wait seconds for its lock (another
+            // writer): off the cooperative pool as well, whose few threads every request needs.
+            let catalog = catalog, record = BlobResolver.record(cloud: fill.cloud, image: image, digest: blob.digest)
+            try await disk.run { () throws in
+                try catalog.recordBlob(blob)
+                try catalog.map(record)
+            }
             resolver.remember(key, blob.digest)
             budget.settle(reserved: fill.expectedSize, committed: blob)
             hold.release()
