@@ -1,4 +1,5 @@
 @testable import Glance
+import Foundation
 import Testing
 
 /// The transfer layer's state machines, without sockets or a loop: the bounded body queue with
@@ -168,5 +169,20 @@ import Testing
         ]
         #expect(answers == [false, true, true, false])
         #expect(plan.retries == 2)
+    }
+}
+
+/// The transfer loop's thread, as an operator sees it in `top -H`, perf or /proc.
+@Suite struct TransferLoopThreadTests {
+    @Test func theLoopsThreadCarriesItsOwnName() async throws {
+        _ = TransferLoop.shared
+        func names() -> [String] {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+            return tasks.compactMap { try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8) }
+                .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        }
+        // The thread names itself as it starts.
+        for _ in 0..<100 where !names().contains("depot-curl") { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(names().contains("depot-curl"))
     }
 }

@@ -40,8 +40,12 @@ final class TransferLoop: Sendable {
     init(name: String) {
         CurlGlobal.ensureInitialized()
         multi = MultiHandle()
-        let thread = Thread { [self] in LoopThread(multi: multi.raw, takeCommands: takeCommands).run() }
-        thread.name = name
+        let thread = Thread { [self] in
+            // Named from inside: Foundation on Linux drops a name set before `start`, leaving
+            // the creator's (a dispatch worker's "com.apple.root.default-qos") in top -H and perf.
+            Thread.current.name = name
+            LoopThread(multi: multi.raw, takeCommands: takeCommands).run()
+        }
         thread.start()
     }
 
