@@ -94,19 +94,7 @@ import Testing
             images.append((try await uploadImage(glanceAsAlice(glance.url), bytes), bytes))
         }
         try await withDepot(glanceURL: glance.url) { depot in
-            let lock = try await ChildProcess.start([
-                "/usr/bin/python3", "-c",
-                """
-                import sqlite3, sys
-                db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
-                db.execute("BEGIN IMMEDIATE")
-                print("locked", flush=True)
-                sys.stdin.readline()
-                db.execute("COMMIT")
-                """,
-                depot.dir.path + "/catalog.sqlite",
-            ], stdin: [])
-            #expect(await lock.nextLine() == "locked")
+            let lock = try await CatalogLock(depot)
             let alice = [("X-Auth-Token", GlanceServer.alice)]
             let urls = images.map { "\(depot.url)/v2/images/\($0.0.id)/file" }
             let misses = urls.map { url in Task { try await WireClient().exchange("GET", url, headers: alice) } }
@@ -126,8 +114,7 @@ import Testing
             #expect(ContinuousClock.now - started < .seconds(3), "a request waited for the Catalog's lock")
             #expect((0..<count).allSatisfy { depot.cache.runningFill(cloud: "default_RegionOne", imageID: images[$0].0.id) != nil })
 
-            try await lock.write(Array("\n".utf8))
-            _ = await lock.wait()
+            try await lock.release()
             for (miss, (_, bytes)) in zip(misses, images) {
                 let answer = try await miss.value
                 #expect(answer.error == nil && answer.status == 200)

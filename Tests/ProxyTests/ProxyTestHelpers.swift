@@ -334,3 +334,32 @@ func sendTruncatedBody(port: Int, path: String, declared: Int, sent: Int) async 
         return (String(decoding: answer.bytes, as: UTF8.self), answer.closed)
     }
 }
+
+/// The Catalog's write lock, held by another process (as another writer, or a slow disk's WAL
+/// sync, holds it) until `release`.
+struct CatalogLock {
+    let process: ChildProcess
+
+    init(_ depot: DepotHarness) async throws {
+        process = try await ChildProcess.start([
+            "/usr/bin/python3", "-c",
+            """
+            import sqlite3, sys
+            db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+            db.execute("BEGIN IMMEDIATE")
+            print("locked", flush=True)
+            sys.stdin.readline()
+            db.execute("COMMIT")
+            """,
+            depot.dir.path + "/catalog.sqlite",
+        ], stdin: [])
+        guard await process.nextLine() == "locked" else { throw CatalogLockFailed() }
+    }
+
+    func release() async throws {
+        try await process.write(Array("\n".utf8))
+        _ = await process.wait()
+    }
+}
+
+struct CatalogLockFailed: Error {}
