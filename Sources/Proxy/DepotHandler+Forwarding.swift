@@ -32,7 +32,7 @@ extension DepotHandler {
             // on the same probe as uploads.
             do {
                 _ = try await cache.uploads.authorizeImport(token: request.headers.first(name: "x-auth-token"), cloud: cloud, imageID: imageID)
-                _ = try cache.uploads.importStaged(cloud: cloud, imageID: imageID)
+                _ = try await cache.uploads.importStaged(cloud: cloud, imageID: imageID)
                 await response.send(.accepted, headers: ["content-type": "text/html; charset=UTF-8"], body: response.allocator.buffer(string: ""))
             } catch let error as UploadError {
                 if case .refused = error { await response.sendError(error) } else { await response.sendError(.badRequest, error.description) }

@@ -71,12 +71,12 @@ extension MulticloudResponder {
                 form.ingest = nil
             }
         } catch let failure as FormFailure {
-            if let blob { cache.uploads.keepUnreferenced(blob, reserved: 0) }
+            if let blob { await cache.uploads.keepUnreferenced(blob, reserved: 0) }
             throw failure
         } catch {
             // The client went away mid-body.
             _ = await fail(form, .badRequest, "\(error)")
-            if let blob { cache.uploads.keepUnreferenced(blob, reserved: 0) }
+            if let blob { await cache.uploads.keepUnreferenced(blob, reserved: 0) }
             throw error
         }
         guard let blob else {

@@ -127,17 +127,17 @@ struct MulticloudResponder {
             await response.sendError(.badRequest, "the request body ended early (\(error)); nothing was kept: send the whole form again", headers: ["connection": "close"])
             return
         }
-        var blobKept = false
-        defer {
-            // No image took the bytes: they stay an ordinary, evictable cache entry that no
-            // one can read (no image maps to them).
-            if !blobKept { cache.uploads.keepUnreferenced(received.blob, reserved: received.reserved) }
-        }
+        // No image took the bytes: they stay an ordinary, evictable cache entry that no one
+        // can read (no image maps to them). Not in a defer: it writes to the Catalog, awaited.
         guard let properties = Self.imageProperties(received, onap: onapTenant != nil) else {
             await response.sendError(.badRequest, "properties must be a JSON object, e.g. {\"os_distro\": \"ubuntu\"}")
+            await cache.uploads.keepUnreferenced(received.blob, reserved: received.reserved)
             return
         }
-        guard let image = await createImage(properties, cloud: cloud, token: token, onapTenant: onapTenant, response) else { return }
+        guard let image = await createImage(properties, cloud: cloud, token: token, onapTenant: onapTenant, response) else {
+            await cache.uploads.keepUnreferenced(received.blob, reserved: received.reserved)
+            return
+        }
         let target = UploadTarget(cloud: cloud, image: image, method: .upload)
         let writeThrough = uploads.mode == .writeThrough
         var push: PushRecord
@@ -146,17 +146,14 @@ struct MulticloudResponder {
             push = try await cache.uploads.accept(received.blob, for: target, staged: false, claimed: writeThrough, virtualSize: received.virtualSize)
         } catch let error as UploadError {
             cache.uploads.settle(reserved: received.reserved, committed: received.blob)
-            blobKept = true
             await response.sendError(.serviceUnavailable, error.description)
             return
         } catch {
             cache.uploads.settle(reserved: received.reserved, committed: received.blob)
-            blobKept = true
             await response.sendError(.internalServerError, "Depot stored the bytes but could not record the upload (\(error)); retry")
             return
         }
         cache.uploads.settle(reserved: received.reserved, committed: received.blob)
-        blobKept = true
         var status = HTTPResponseStatus.created
         if writeThrough {
             let (result, backendStatus) = await cache.uploads.pushNow(push, token: token)

@@ -6,6 +6,7 @@ import Foundation
 import Glance
 import Proxy
 import Eviction
+import Synchronization
 import Testing
 
 /// The upload path with a real Glance behind Depot and curl in front.
@@ -44,6 +45,52 @@ import Testing
             #expect(late.cache == "hit")
             #expect(depot.dir.files(under: "tmp").isEmpty)
             print("256 MiB write-back upload acknowledged in \(acknowledged)")
+        }
+    }
+
+    /// Uploads whose record waits for the Catalog (another process holds its write lock here)
+    /// wait on Depot's disk pool, not on Swift's cooperative pool, whose threads (one per core)
+    /// every request needs: as many such waits as cores stopped every request until the lock's
+    /// 10 s timeout failed the uploads.
+    @Test func uploadsWaitingForTheCatalogDoNotStopOtherRequests() async throws {
+        let count = max(2, ProcessInfo.processInfo.activeProcessorCount)
+        try await withDepot(glanceURL: glance.url) { depot in
+            var files: [TestImageFile] = [], images: [GlanceImage] = []
+            for n in 0..<count {
+                files.append(try TestImageFile(megabytes: 1, seed: UInt64(540 + n)))
+                images.append(try await createImage(depot.url))
+            }
+            let other = try await createImage(depot.url)
+            let lock = try await CatalogLock(depot)
+            // Measured from here: a stalled cooperative pool would stall this task's clock reading too.
+            let locked = ContinuousClock.now
+            let answered = AnswerCount()
+            let puts = zip(images, files).map { image, file in
+                Task {
+                    defer { answered.count.add(1, ordering: .relaxed) }
+                    return try await curl("\(depot.url)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", file.path])
+                }
+            }
+            // Every upload's blob is committed and its record waits for the lock.
+            let digests = try files.map { try Digest.sha256(hex: $0.sha256) }
+            while ContinuousClock.now < locked + .seconds(6), !digests.allSatisfy(depot.store.contains) {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            // A request forwarded to Glance (Swift concurrency's path) is answered meanwhile.
+            let show = try await curl("\(depot.url)/v2/images/\(other.id)")
+            #expect(show.status == 200)
+            // The lock's timeout (10 s) would have ended the uploads' waits first.
+            #expect(ContinuousClock.now - locked < .seconds(8), "a request waited for the Catalog's lock")
+            // An upload is answered only once it is recorded.
+            #expect(answered.count.load(ordering: .relaxed) == 0)
+
+            try await lock.release()
+            for put in puts {
+                let answer = try await put.value
+                #expect(answer.status == 204, "\(errorMessage(answer))")
+                #expect(answer.header("x-depot-push") == "pending")
+            }
         }
     }
 
@@ -329,6 +376,11 @@ struct TestImageFile {
         sha512 = Digest.of(bytes, algorithm: .sha512).hex
         md5 = Digest.of(bytes, algorithm: .md5).hex
     }
+}
+
+/// Requests answered so far, counted by the tasks that sent them.
+final class AnswerCount: Sendable {
+    let count = Atomic<Int>(0)
 }
 
 /// Creates a queued image through `endpoint` (Depot forwards the call to Glance).

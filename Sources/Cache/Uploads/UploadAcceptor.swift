@@ -172,11 +172,13 @@ public final class UploadAcceptor: Sendable {
 
     /// Keeps a committed blob that no image took as an ordinary cache entry: counted in the
     /// budget and evictable like any other.
-    public func keepUnreferenced(_ blob: CommittedBlob, reserved: UInt64) {
-        do {
-            try catalog.recordBlob(blob)
+    public func keepUnreferenced(_ blob: CommittedBlob, reserved: UInt64) async {
+        let catalog = catalog
+        // The Catalog's write syncs its WAL and may wait seconds for its lock: off the
+        // cooperative pool, whose few threads every request needs.
+        if await disk.run({ (try? catalog.recordBlob(blob)) != nil }) {
             budget.settle(reserved: reserved, committed: blob)
-        } catch {
+        } else {
             // Unrecorded, the file would be a stray that fsync reports: remove it instead.
             budget.settle(reserved: reserved, committed: nil)
             if !blob.deduplicated { try? store.remove(blob.digest) }
@@ -205,8 +207,10 @@ public final class UploadAcceptor: Sendable {
                 status: 503, message: "the stored copy of these bytes was evicted while the upload ended; nothing was kept, retry the upload")
         }
         if claimed { _ = pushes.claim(cloud: target.cloud, imageID: target.image.id) }
+        let catalog = catalog
         do {
-            try catalog.recordUpload(blob, image: record, push: push)
+            // Syncs the WAL and may wait seconds for the lock: on the disk pool, as a fill's commit.
+            try await disk.run { () throws in try catalog.recordUpload(blob, image: record, push: push) }
         } catch {
             budget.release(blob.digest, by: .push(target.key))
             if claimed { pushes.unclaim(cloud: target.cloud, imageID: target.image.id) }
@@ -239,8 +243,12 @@ public final class UploadAcceptor: Sendable {
             // Write-through answers now: a failed attempt is not retried behind the caller's back.
             var failed = result
             failed.state = .failed
-            try? catalog.update(failed)
-            pushes.settlement.settled(failed)
+            let (catalog, settlement, recorded) = (catalog, pushes.settlement, failed)
+            // Both write to the Catalog: on the disk pool.
+            await disk.run {
+                try? catalog.update(recorded)
+                settlement.settled(recorded)
+            }
             return (failed, status)
         }
         return (result, status)
@@ -253,11 +261,13 @@ public final class UploadAcceptor: Sendable {
 
     /// Starts the push of data staged through Depot (`POST /v2/images/{id}/import` with
     /// glance-direct). Nil when Depot has no staged data for the image.
-    public func importStaged(cloud: String, imageID: String) throws -> PushRecord? {
+    public func importStaged(cloud: String, imageID: String) async throws -> PushRecord? {
         guard var push = try catalog.push(cloud: cloud, imageID: imageID), push.state == .staged else { return nil }
         push.state = .pending
         push.nextAttempt = Date().timeIntervalSince1970
-        try catalog.update(push)
+        let (catalog, pending) = (catalog, push)
+        // Syncs the WAL and may wait seconds for the lock: on the disk pool.
+        try await disk.run { () throws in try catalog.update(pending) }
         resolver.remember(ImageKey(cloud: cloud, imageID: imageID), push.digest)
         pushes.wake()
         return push
