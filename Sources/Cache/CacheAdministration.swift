@@ -107,7 +107,7 @@ extension ImageCache {
         if !image.isActive, owesAcknowledgedBytes(cloud: cloud, image: image) { return nil }
         guard image.isActive else { throw CacheError.imageNotActive(imageID: image.id, status: image.status ?? "unknown") }
         let authorized = AuthorizedImage(cloud: cloud, image: image, fromOfflineGrace: false)
-        if try resolve(authorized) != nil { return nil }
+        if try await resolve(authorized) != nil { return nil }
         return try await fill(authorized).fill
     }
 }

@@ -188,7 +188,7 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
         self.logger = logger
         let generation = KnownHitGeneration()
         knownHitGeneration = generation
-        resolver = BlobResolver(store: store, catalog: catalog, generation: generation)
+        resolver = BlobResolver(store: store, catalog: catalog, disk: disk, generation: generation)
         authorizer = Authorizer(clouds: clouds, settings: settings, generation: generation, logger: logger)
         budget = try DiskBudget(
             watermarks: settings.budget, minimumFreeBytes: settings.minimumFreeDisk, store: store, catalog: catalog, disk: disk, logger: logger)
@@ -272,7 +272,7 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
     /// The blob that holds an image's bytes, if Depot has it: by mapping, or by matching
     /// Glance's SHA-512 / MD5 against a blob it already holds (same bytes, another image id or
     /// cloud), in which case the mapping is recorded.
-    public func resolve(_ authorized: AuthorizedImage) throws -> Digest? { try resolver.resolve(authorized) }
+    public func resolve(_ authorized: AuthorizedImage) async throws -> Digest? { try await resolver.resolve(authorized) }
 
     /// What Depot can answer without any I/O: the image record of a still-valid positive
     /// decision for this token, and the blob the image resolved to. Nil when either is not

@@ -50,7 +50,7 @@ struct ImageFileResponder {
         let plan = ResponsePlan(representationRequest, for: Representation(image: image))
         let digest: Digest?
         do {
-            digest = try cache.resolve(authorized)
+            digest = try await cache.resolve(authorized)
         } catch {
             logger.error("catalog lookup failed; serving from the backend", metadata: ["error": "\(error)"])
             digest = nil

@@ -145,7 +145,7 @@ struct MulticloudVIOResponder {
     /// first and waited for.
     func cachedImage(_ request: Request, cloud: String, imageID: String) async throws -> (BlobReader, GlanceImage) {
         let authorized = try await cache.authorize(token: request.headers.first(name: "x-auth-token"), cloud: cloud, imageID: imageID)
-        if let digest = try cache.resolve(authorized) {
+        if let digest = try await cache.resolve(authorized) {
             return (try cache.store.open(digest), authorized.image)
         }
         let fill = try await cache.fill(authorized).fill

@@ -17,7 +17,8 @@ struct KnownHitGenerationTests {
         let dir = TemporaryDirectory("known-hit-generation")
         let generation = KnownHitGeneration()
         let resolver = BlobResolver(
-            store: try BlobStore(dataDirectory: dir.path), catalog: try Catalog(path: dir.path + "/catalog.sqlite"), generation: generation)
+            store: try BlobStore(dataDirectory: dir.path), catalog: try Catalog(path: dir.path + "/catalog.sqlite"), disk: .shared,
+            generation: generation)
         let first = Digest.of(Array("first".utf8), algorithm: .sha256), second = Digest.of(Array("second".utf8), algorithm: .sha256)
         var seen = generation.current
         func advanced(_ what: Comment) {

@@ -46,7 +46,7 @@ import Testing
             let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
             let path = "/v2/images/\(image.id)/file"
             for pass in ["cold", "warm"] {
-                if pass == "cold" { #expect(try depot.cache.resolve(AuthorizedImage.testing(image)) == nil) }
+                if pass == "cold" { #expect(try await depot.cache.resolve(AuthorizedImage.testing(image)) == nil) }
                 for range in ["bytes=100-3999", "bytes=-3999", "bytes=6000-", "bytes=0-0", "bytes=9999-", "bytes=9000-20000"] {
                     let viaDepot = try await curl(depot.url + path, ["-H", "Range: \(range)"])
                     let direct = try await curl(glance.url + path, ["-H", "Range: \(range)"])
@@ -72,7 +72,7 @@ import Testing
                 #expect(parts.map(\.body) == [Array(bytes[0...9]), Array(bytes[20...29]), Array(bytes[9995...9999])])
                 #expect(multi.header("content-length") == String(multi.body.count))
                 // Let the cold pass's fill finish before the warm pass.
-                for _ in 0..<200 where try depot.cache.resolve(AuthorizedImage.testing(image)) == nil {
+                for _ in 0..<200 where try await depot.cache.resolve(AuthorizedImage.testing(image)) == nil {
                     try await Task.sleep(for: .milliseconds(20))
                 }
             }

@@ -128,6 +128,49 @@ import Testing
         }
     }
 
+    /// Images resolved by hash to a blob Depot holds (the same bytes under other ids) have
+    /// their mapping recorded on the disk pool: one wait per core for the Catalog's lock on
+    /// the cooperative pool stopped every request.
+    @Test func resolutionsWaitingForTheCatalogDoNotStopOtherRequests() async throws {
+        let count = max(2, ProcessInfo.processInfo.activeProcessorCount)
+        let bytes = pseudoRandomBytes(count: 1 << 20, seed: 512)
+        let cached = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        var twins: [GlanceImage] = []
+        for _ in 0..<count { twins.append(try await uploadImage(glanceAsAlice(glance.url), bytes)) }
+        try await withDepot(glanceURL: glance.url) { depot in
+            let alice = [("X-Auth-Token", GlanceServer.alice)]
+            #expect(try await WireClient().exchange("GET", "\(depot.url)/v2/images/\(cached.id)/file", headers: alice).body == bytes)
+            // Its digest pass written too: no other write of Depot's waits for the lock.
+            let digest = Digest.of(bytes, algorithm: .sha256)
+            while try depot.catalog.blob(digest)?.md5 == nil { try await Task.sleep(for: .milliseconds(20)) }
+
+            let lock = try await CatalogLock(depot)
+            let locked = ContinuousClock.now
+            let answered = AnswerCount()
+            let hits = twins.map { twin in
+                Task {
+                    defer { answered.count.add(1, ordering: .relaxed) }
+                    return try await WireClient().exchange("GET", "\(depot.url)/v2/images/\(twin.id)/file", headers: alice)
+                }
+            }
+            // Time for each to be authorized (one call to Glance) and to wait to record its mapping.
+            try await Task.sleep(for: .milliseconds(1500))
+            let show = try await WireClient().exchange("GET", "\(depot.url)/v2/images/\(cached.id)", headers: alice)
+            #expect(show.status == 200)
+            // The lock's timeout (10 s) would have ended the resolutions' waits first.
+            #expect(ContinuousClock.now - locked < .seconds(8), "a request waited for the Catalog's lock")
+            #expect(answered.count.load(ordering: .relaxed) == 0)
+
+            try await lock.release()
+            for (hit, twin) in zip(hits, twins) {
+                let answer = try await hit.value
+                #expect(answer.status == 200 && answer.body == bytes)
+                #expect(answer.header("x-depot-cache") == "hit")
+                #expect(try depot.catalog.mapping(cloud: "default_RegionOne", imageID: twin.id)?.digest == digest)
+            }
+        }
+    }
+
     @Test func aRangeFarAheadOfAFillWaitsForTheFillsVerdictBeforeItsLastByte() async throws {
         let size = 24 << 20
         let bytes = pseudoRandomBytes(count: size, seed: 503)

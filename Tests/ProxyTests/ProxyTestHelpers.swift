@@ -8,6 +8,7 @@ import HTTPCore
 import Logging
 import Proxy
 import ServiceLifecycle
+import Synchronization
 import Testing
 
 /// Depot in this process, in front of `glanceURL`, with its own data directory: built as
@@ -363,3 +364,8 @@ struct CatalogLock {
 }
 
 struct CatalogLockFailed: Error {}
+
+/// Requests answered so far, counted by the tasks that sent them.
+final class AnswerCount: Sendable {
+    let count = Atomic<Int>(0)
+}

@@ -6,7 +6,6 @@ import Foundation
 import Glance
 import Proxy
 import Eviction
-import Synchronization
 import Testing
 
 /// The upload path with a real Glance behind Depot and curl in front.
@@ -376,11 +375,6 @@ struct TestImageFile {
         sha512 = Digest.of(bytes, algorithm: .sha512).hex
         md5 = Digest.of(bytes, algorithm: .md5).hex
     }
-}
-
-/// Requests answered so far, counted by the tasks that sent them.
-final class AnswerCount: Sendable {
-    let count = Atomic<Int>(0)
 }
 
 /// Creates a queued image through `endpoint` (Depot forwards the call to Glance).

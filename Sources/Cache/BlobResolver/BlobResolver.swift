@@ -9,29 +9,35 @@ import Synchronization
 final class BlobResolver: Sendable {
     private let store: BlobStore
     private let catalog: Catalog
+    /// Where the Catalog's writes run.
+    private let disk: DiskPools
     /// Image → blob; images are immutable once active, so this only changes when an image is
     /// forgotten or its blob goes.
     private let resolved = Mutex<[ImageKey: Digest]>([:])
     /// Advanced after every change to `resolved`, for answers kept past one hit.
     private let generation: KnownHitGeneration
 
-    init(store: BlobStore, catalog: Catalog, generation: KnownHitGeneration) {
+    init(store: BlobStore, catalog: Catalog, disk: DiskPools, generation: KnownHitGeneration) {
         self.store = store
         self.catalog = catalog
+        self.disk = disk
         self.generation = generation
     }
 
     /// The blob of an image, if Depot has it; a match by hash is recorded as the image's mapping.
-    func resolve(_ authorized: AuthorizedImage) throws -> Digest? {
+    func resolve(_ authorized: AuthorizedImage) async throws -> Digest? {
         let image = authorized.image
         let key = authorized.key
         if let known = known(key), store.contains(known) { return known }
+        // Writes sync the Catalog's WAL and may wait seconds for its lock: on the disk pool, not
+        // the cooperative pool, whose few threads every request needs.
+        let catalog = catalog
         if let mapped = try catalog.mapping(cloud: authorized.cloud, imageID: image.id) {
             if store.contains(mapped.digest) {
                 remember(key, mapped.digest)
                 return mapped.digest
             }
-            try catalog.unmap(cloud: authorized.cloud, imageID: image.id)
+            _ = try await disk.run { () throws in try catalog.unmap(cloud: authorized.cloud, imageID: image.id) }
         }
         var match: BlobRecord?
         if image.osHashAlgo == "sha512", let hash = image.osHashValue {
@@ -40,7 +46,8 @@ final class BlobResolver: Sendable {
             match = try catalog.blob(md5: md5)
         }
         guard let match, UInt64(match.size) == image.size, store.contains(match.digest) else { return nil }
-        try catalog.map(Self.record(cloud: authorized.cloud, image: image, digest: match.digest))
+        let record = Self.record(cloud: authorized.cloud, image: image, digest: match.digest)
+        try await disk.run { () throws in try catalog.map(record) }
         remember(key, match.digest)
         return match.digest
     }
