@@ -67,14 +67,14 @@ extension ImageCache {
     /// leaves that to this path).
     ///
     /// - Returns: nil when the blob is gone or untrustworthy: the request goes on as a miss.
-    public func openForHit(_ digest: Digest, size expected: UInt64) -> BlobReader? {
+    public func openForHit(_ digest: Digest, size expected: UInt64) async -> BlobReader? {
         // One fstat of the kept reader's file: that reader, or a new one when the file changed.
         guard let reader = try? store.openKept(digest) else { return nil }
         var recorded = budget.recordedSize(of: digest)
         if recorded == nil, let row = try? catalog.blob(digest) { recorded = UInt64(row.size) }
         guard let recorded else { return nil }
         guard reader.size == recorded else {
-            quarantine(digest, finding: .size, detail: "the file holds \(reader.size) bytes, the catalog recorded \(recorded)")
+            await quarantine(digest, finding: .size, detail: "the file holds \(reader.size) bytes, the catalog recorded \(recorded)")
             return nil
         }
         return reader.size == expected ? reader : nil
@@ -87,7 +87,14 @@ extension ImageCache {
     /// Acknowledged uploads whose push still needed these bytes are lost: their pushes fail
     /// with the reason (`depot pushes ls`), and each is counted in
     /// `depot_push_failures_after_ack_total` and logged as critical.
-    public func quarantine(_ digest: Digest, finding: IntegrityFinding, detail: String) {
+    public func quarantine(_ digest: Digest, finding: IntegrityFinding, detail: String) async {
+        // Its Catalog writes sync the WAL and may wait seconds for the lock: on the disk pool,
+        // not the cooperative pool, whose few threads every request needs.
+        await disk.run { self.quarantineNow(digest, finding: finding, detail: detail) }
+    }
+
+    /// `quarantine` on the calling thread, which it may block.
+    private func quarantineNow(_ digest: Digest, finding: IntegrityFinding, detail: String) {
         guard budget.withdraw(digest) else { return }
         defer { budget.endWithdrawal(digest) }
         var movedTo = "nowhere (already gone)"
@@ -108,7 +115,7 @@ extension ImageCache {
                 pushes.settlement.settled(push)
                 lost += 1
             }
-            for image in try catalog.images(of: digest) { forget(cloud: image.cloud, imageID: image.imageID) }
+            for image in try catalog.images(of: digest) { forgetter.forget(ImageKey(cloud: image.cloud, imageID: image.imageID)) }
             // Failed pushes keep the row that names their bytes, so the operator sees them.
             if try catalog.pushes(of: digest).isEmpty { try catalog.removeBlob(digest) } else { try catalog.unmapAll(digest) }
         } catch {
@@ -208,7 +215,9 @@ public final class Scrubber: Sendable {
         let detail: String
         switch outcome {
         case let .success(actual?) where actual == digest:
-            try? cache.catalog.recordVerified(digest)
+            // Nobody waits for it; it syncs the WAL and may wait for the lock.
+            let catalog = cache.catalog
+            _ = await cache.disk.runInBackground { try? catalog.recordVerified(digest) }
             cache.integrity.recordVerified(bytes: UInt64(blob.size))
             return
         case let .success(actual?):
@@ -224,7 +233,7 @@ public final class Scrubber: Sendable {
         cache.integrity.recordScrubFinding(finding)
         let images = (try? cache.catalog.images(of: digest)) ?? []
         let owed = Set(((try? cache.catalog.pushes(of: digest)) ?? []).filter { $0.state.holdsBlob }.map { ImageKey(cloud: $0.cloud, imageID: $0.imageID) })
-        cache.quarantine(digest, finding: finding, detail: detail)
+        await cache.quarantine(digest, finding: finding, detail: detail)
         for image in images where !owed.contains(ImageKey(cloud: image.cloud, imageID: image.imageID)) {
             do {
                 _ = try await cache.prefetch(cloud: image.cloud, imageID: image.imageID)

@@ -55,7 +55,7 @@ struct ImageFileResponder {
             logger.error("catalog lookup failed; serving from the backend", metadata: ["error": "\(error)"])
             digest = nil
         }
-        if let digest, let reader = cache.openForHit(digest, size: image.size ?? 0) {
+        if let digest, let reader = await cache.openForHit(digest, size: image.size ?? 0) {
             cache.touch(digest)
             await serveHit(request, response, plan: plan, reader: reader)
             return

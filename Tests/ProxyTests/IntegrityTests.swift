@@ -171,6 +171,55 @@ import Testing
         }
     }
 
+    /// A blob found damaged on a hit is quarantined on the disk pool: its Catalog writes wait
+    /// for the lock there, not on the cooperative pool, whose threads every request needs.
+    @Test func quarantinesWaitingForTheCatalogDoNotStopOtherRequests() async throws {
+        let count = max(2, ProcessInfo.processInfo.activeProcessorCount)
+        var images: [(GlanceImage, [UInt8])] = []
+        for n in 0..<count {
+            let bytes = pseudoRandomBytes(count: 100_000 + n, seed: UInt64(514 + n))
+            images.append((try await uploadImage(glanceAsAlice(glance.url), bytes), bytes))
+        }
+        try await withDepot(glanceURL: glance.url) { depot in
+            let alice = [("X-Auth-Token", GlanceServer.alice)]
+            let urls = images.map { "\(depot.url)/v2/images/\($0.0.id)/file" }
+            for (url, (_, bytes)) in zip(urls, images) {
+                #expect(try await WireClient().exchange("GET", url, headers: alice).body == bytes)
+                let digest = Digest.of(bytes, algorithm: .sha256)
+                while try depot.catalog.blob(digest)?.md5 == nil { try await Task.sleep(for: .milliseconds(20)) }
+                #expect(truncate(depot.store.path(for: digest), 4000) == 0)
+            }
+
+            let lock = try await CatalogLock(depot)
+            let locked = ContinuousClock.now
+            let answered = AnswerCount()
+            let requests = urls.map { url in
+                Task {
+                    defer { answered.count.add(1, ordering: .relaxed) }
+                    return try await WireClient().exchange("GET", url, headers: alice)
+                }
+            }
+            // Every blob is moved away, and its quarantine waits to update the Catalog.
+            while ContinuousClock.now < locked + .seconds(6), depot.dir.files(under: "quarantine").count < count {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            let show = try await WireClient().exchange("GET", "\(depot.url)/v2/images/\(images[0].0.id)", headers: alice)
+            #expect(show.status == 200)
+            // The lock's timeout (10 s) would have ended the quarantines' waits first.
+            #expect(ContinuousClock.now - locked < .seconds(8), "a request waited for the Catalog's lock")
+            #expect(answered.count.load(ordering: .relaxed) == 0)
+
+            try await lock.release()
+            for (request, (_, bytes)) in zip(requests, images) {
+                let answer = try await request.value
+                #expect(answer.status == 200 && answer.body == bytes)
+                #expect(answer.header("x-depot-cache") == "miss")
+            }
+            #expect((depot.cache.integrity.snapshot["quarantined_blobs"] as? [String: Int])?["size"] == count)
+        }
+    }
+
     @Test func aRangeFarAheadOfAFillWaitsForTheFillsVerdictBeforeItsLastByte() async throws {
         let size = 24 << 20
         let bytes = pseudoRandomBytes(count: size, seed: 503)
