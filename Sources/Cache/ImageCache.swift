@@ -200,7 +200,7 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
             digests: digests, disk: disk, background: background, logger: logger)
         forgetter = ImageForgetter(catalog: catalog, resolver: resolver, authorizer: authorizer, logger: logger)
         pushes = PushQueue(
-            catalog: catalog, store: store, clouds: clouds, settings: settings.push, digests: digests,
+            catalog: catalog, store: store, disk: disk, clouds: clouds, settings: settings.push, digests: digests,
             settlement: PushSettlement(budget: budget, catalog: catalog, forgetter: forgetter, landings: landings), logger: logger)
         uploads = UploadAcceptor(
             clouds: clouds, store: store, catalog: catalog, disk: disk, budget: budget, resolver: resolver, digests: digests, pushes: pushes,
@@ -252,7 +252,7 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
         do {
             return try await authorizer.authorize(token: token, cloud: cloud, imageID: imageID, uploads: self)
         } catch {
-            if case .imageNotActive = error { forget(cloud: cloud, imageID: imageID) }
+            if case .imageNotActive = error { await forget(cloud: cloud, imageID: imageID) }
             throw error
         }
     }
@@ -309,14 +309,18 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
             do {
                 try await authorizer.refresh(token: token, cloud: key.cloud, imageID: key.imageID, uploads: self)
             } catch {
-                if case CacheError.imageNotActive = error { forget(cloud: key.cloud, imageID: key.imageID) }
+                if case CacheError.imageNotActive = error { await forget(cloud: key.cloud, imageID: key.imageID) }
             }
         }
         if !scheduled { authorizer.abandonRefresh(token: token, key) }
     }
 
     /// Drops what Depot knows of an image (deleted or deactivated upstream).
-    public func forget(cloud: String, imageID: String) { forgetter.forget(ImageKey(cloud: cloud, imageID: imageID)) }
+    public func forget(cloud: String, imageID: String) async {
+        let forgetter = forgetter
+        // Unmapping syncs the Catalog's WAL and may wait seconds for its lock: on the disk pool.
+        await disk.run { forgetter.forget(ImageKey(cloud: cloud, imageID: imageID)) }
+    }
 
     /// Drops in-memory knowledge of an evicted blob (the Catalog rows are already gone).
     func forgetBlob(_ digest: Digest) { resolver.forgetBlob(digest) }

@@ -174,9 +174,9 @@ extension ImageCache {
 
     /// The image was deleted in Glance: Depot owes it nothing any more. A push running now is
     /// told to leave no record; the blob becomes an ordinary cache entry.
-    public func cancelOwedBytes(cloud: String, imageID: String) {
+    public func cancelOwedBytes(cloud: String, imageID: String) async {
         guard let push = try? catalog.push(cloud: cloud, imageID: imageID), push.state.holdsBlob || push.state == .done else { return }
-        pushes.cancel(push)
+        await pushes.cancel(push)
         budget.release(push.digest, by: .push(ImageKey(cloud: cloud, imageID: imageID)))
         logger.info("image deleted; its push is cancelled", metadata: ["cloud": "\(cloud)", "image": "\(imageID)", "state": "\(push.state.rawValue)"])
     }

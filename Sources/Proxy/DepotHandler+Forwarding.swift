@@ -91,7 +91,7 @@ extension DepotHandler {
             await response.sendError(.serviceUnavailable, "the image service of cloud \(cloud) is unreachable (\(error)); retry later")
             return
         }
-        noteChanges(method: request.method, pathAndQuery: pathAndQuery, status: answer.head.status, cloud: cloud)
+        await noteChanges(method: request.method, pathAndQuery: pathAndQuery, status: answer.head.status, cloud: cloud)
         do {
             var rewritten = try await acknowledgedBody(imageRequest, cloud: cloud, pathAndQuery: pathAndQuery, headers: headers, answer: answer)
             var rereads = 0
@@ -139,16 +139,16 @@ extension DepotHandler {
     }
 
     /// Drops cached knowledge of an image that Glance just deleted or deactivated.
-    func noteChanges(method: HTTPMethod, pathAndQuery: String, status: Int, cloud: String) {
+    func noteChanges(method: HTTPMethod, pathAndQuery: String, status: Int, cloud: String) async {
         guard (200..<300).contains(status) else { return }
         let path = pathAndQuery.split(separator: "?").first ?? ""
         let segments = path.split(separator: "/")
         // /v2/images/{id}  or  /v2/images/{id}/actions/deactivate
         if method == .DELETE, segments.count == 3, segments[1] == "images" {
-            cache.cancelOwedBytes(cloud: cloud, imageID: String(segments[2]))
-            cache.forget(cloud: cloud, imageID: String(segments[2]))
+            await cache.cancelOwedBytes(cloud: cloud, imageID: String(segments[2]))
+            await cache.forget(cloud: cloud, imageID: String(segments[2]))
         } else if method == .POST, segments.count == 5, segments[1] == "images", segments[3] == "actions", segments[4] == "deactivate" {
-            cache.forget(cloud: cloud, imageID: String(segments[2]))
+            await cache.forget(cloud: cloud, imageID: String(segments[2]))
         }
     }
 }

@@ -54,14 +54,14 @@ struct KnownHitGenerationTests {
 
     /// The full chain a kept answer rests on, in an `ImageCache`: forgetting the image makes
     /// `stillKnown` false for an answer made before.
-    @Test func aForgottenImageIsNoLongerStillKnown() throws {
+    @Test func aForgottenImageIsNoLongerStillKnown() async throws {
         let dir = TemporaryDirectory("known-hit-generation-cache")
         let store = try BlobStore(dataDirectory: dir.path)
         let cache = try ImageCache(store: store, catalog: try Catalog(path: dir.path + "/catalog.sqlite"), clouds: [:], defaultCloud: "c")
         let validity = KnownHitValidity(generation: cache.knownHitGeneration.current, until: .seconds(3600))
         #expect(cache.stillKnown(validity))
         #expect(!cache.stillKnown(KnownHitValidity(generation: validity.generation, until: .zero)), "due for renewal")
-        cache.forget(cloud: "c", imageID: "i")
+        await cache.forget(cloud: "c", imageID: "i")
         #expect(!cache.stillKnown(validity), "after the image was forgotten")
     }
 }

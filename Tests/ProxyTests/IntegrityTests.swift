@@ -220,6 +220,45 @@ import Testing
         }
     }
 
+    /// Images deleted through Depot are dropped from the Catalog on the disk pool before the
+    /// answer: one wait per core for its lock on the cooperative pool stopped every request.
+    @Test func deletesWaitingForTheCatalogDoNotStopOtherRequests() async throws {
+        let count = max(2, ProcessInfo.processInfo.activeProcessorCount)
+        var images: [GlanceImage] = []
+        for n in 0...count {
+            images.append(try await uploadImage(glanceAsAlice(glance.url), pseudoRandomBytes(count: 1000, seed: UInt64(520 + n))))
+        }
+        let other = images.removeLast()
+        try await withDepot(glanceURL: glance.url) { depot in
+            let alice = [("X-Auth-Token", GlanceServer.alice)]
+            let lock = try await CatalogLock(depot)
+            let locked = ContinuousClock.now
+            let answered = AnswerCount()
+            let deletes = images.map { image in
+                Task {
+                    defer { answered.count.add(1, ordering: .relaxed) }
+                    return try await WireClient().exchange("DELETE", "\(depot.url)/v2/images/\(image.id)", headers: alice)
+                }
+            }
+            // Glance deleted every image, and Depot waits to drop it.
+            var deleted = false
+            while !deleted, ContinuousClock.now < locked + .seconds(6) {
+                try await Task.sleep(for: .milliseconds(20))
+                deleted = true
+                for image in images where (try? await glanceAsAlice(glance.url).showImage(image.id)) != nil { deleted = false }
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            let show = try await WireClient().exchange("GET", "\(depot.url)/v2/images/\(other.id)", headers: alice)
+            #expect(show.status == 200)
+            // The lock's timeout (10 s) would have ended the deletes' waits first.
+            #expect(ContinuousClock.now - locked < .seconds(8), "a request waited for the Catalog's lock")
+            #expect(answered.count.load(ordering: .relaxed) == 0)
+
+            try await lock.release()
+            for delete in deletes { #expect(try await delete.value.status == 204) }
+        }
+    }
+
     @Test func aRangeFarAheadOfAFillWaitsForTheFillsVerdictBeforeItsLastByte() async throws {
         let size = 24 << 20
         let bytes = pseudoRandomBytes(count: size, seed: 503)

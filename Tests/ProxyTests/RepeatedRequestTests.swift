@@ -122,7 +122,7 @@ import Testing
             let repeated = depot.server.repeatedHeadAnswers
             #expect(try await get(200).header("x-depot-cache") == "hit")
             #expect(depot.server.repeatedHeadAnswers == repeated + 1, "repeated while it stands")
-            depot.cache.forget(cloud: "default_RegionOne", imageID: image.id)
+            await depot.cache.forget(cloud: "default_RegionOne", imageID: image.id)
             let answer = try await get(300)
             #expect(answer.status == 206 && answer.body == Array(bytes[300..<400]))
             #expect(depot.server.repeatedHeadAnswers == repeated + 1, "not repeated once the image was forgotten")

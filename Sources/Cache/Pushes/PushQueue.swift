@@ -39,6 +39,8 @@ public struct PushSettings: Sendable {
 public final class PushQueue: Sendable {
     let catalog: Catalog
     let store: BlobStore
+    /// Where the Catalog's writes run.
+    let disk: DiskPools
     let clouds: [String: GlanceClient]
     public let settings: PushSettings
     let logger: Logger
@@ -53,10 +55,11 @@ public final class PushQueue: Sendable {
     private let wakeup = Wakeup()
 
     init(
-        catalog: Catalog, store: BlobStore, clouds: [String: GlanceClient], settings: PushSettings, digests: DigestPasses, settlement: PushSettlement,
-        logger: Logger
+        catalog: Catalog, store: BlobStore, disk: DiskPools, clouds: [String: GlanceClient], settings: PushSettings, digests: DigestPasses,
+        settlement: PushSettlement, logger: Logger
     ) {
         self.catalog = catalog
+        self.disk = disk
         self.digests = digests
         self.settlement = settlement
         self.store = store
@@ -79,12 +82,14 @@ public final class PushQueue: Sendable {
 
     /// Forgets a push whose image was deleted: nothing is owed any more. A transfer running
     /// now ends without recording its outcome.
-    func cancel(_ push: PushRecord) {
+    func cancel(_ push: PushRecord) async {
         let key = Self.key(push.cloud, push.imageID)
         running.withLock { running in
             if running.contains(key) { cancelled.withLock { _ = $0.insert(key) } }
         }
-        do { try catalog.removePush(cloud: push.cloud, imageID: push.imageID) } catch {
+        let catalog = catalog
+        // Syncs the WAL and may wait seconds for the lock: on the disk pool.
+        do { try await disk.run { () throws in try catalog.removePush(cloud: push.cloud, imageID: push.imageID) } } catch {
             logger.error("cannot forget a cancelled push", metadata: ["cloud": "\(push.cloud)", "image": "\(push.imageID)", "error": "\(error)"])
         }
     }

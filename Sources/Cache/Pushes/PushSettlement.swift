@@ -9,6 +9,7 @@ struct ImageForgetter: Sendable {
     let authorizer: Authorizer
     let logger: Logger
 
+    /// Writes to the Catalog: call it on a disk pool's thread.
     func forget(_ key: ImageKey) {
         do {
             if try catalog.unmap(cloud: key.cloud, imageID: key.imageID) {
@@ -30,6 +31,7 @@ struct PushSettlement: Sendable {
     let forgetter: ImageForgetter
     let landings: Landings
 
+    /// Writes to the Catalog: call it on a disk pool's thread.
     func settled(_ push: PushRecord) {
         let key = ImageKey(cloud: push.cloud, imageID: push.imageID)
         // Before the release: once the blob may go, a reader must be able to tell that
