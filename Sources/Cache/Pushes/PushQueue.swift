@@ -199,15 +199,20 @@ public final class PushQueue: Sendable {
             logger.info("push cancelled: the image was deleted", metadata: metadata)
             return (push, outcome.status)
         }
-        do {
-            try catalog.update(push)
-        } catch {
-            logger.error("cannot record the push's state", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+        // The push's row and what its settlement changes are Catalog writes, which sync the WAL
+        // and may wait seconds for the lock: on the disk pool, not the cooperative pool.
+        let ended = push
+        await disk.run { [self] in
+            do {
+                try catalog.update(ended)
+            } catch {
+                logger.error("cannot record the push's state", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+            }
+            let label = ended.state == .done ? "done" : ended.state == .failed ? "failed" : "retry"
+            Counter(label: "depot_push_attempts_total", dimensions: [("outcome", label)]).increment()
+            Timer(label: "depot_push_duration_seconds", dimensions: [("outcome", label)]).record(duration: ContinuousClock.now - started)
+            if ended.state != .pending { settlement.settled(ended) }
         }
-        let label = push.state == .done ? "done" : push.state == .failed ? "failed" : "retry"
-        Counter(label: "depot_push_attempts_total", dimensions: [("outcome", label)]).increment()
-        Timer(label: "depot_push_duration_seconds", dimensions: [("outcome", label)]).record(duration: ContinuousClock.now - started)
-        if push.state != .pending { settlement.settled(push) }
         return (push, outcome.status)
     }
 
