@@ -61,7 +61,9 @@ final class DigestPasses: Sendable {
         async let sha512 = known?.sha512 != nil ? nil : hash(digest, .sha512)
         async let md5 = known?.md5 != nil ? nil : hash(digest, .md5)
         let (sha512Value, md5Value) = try await (sha512, md5)
-        try catalog.recordDigests(of: digest, sha512: sha512Value?.hex ?? known?.sha512 ?? "", md5: md5Value?.hex ?? known?.md5 ?? "")
+        let (catalog, sha512Hex, md5Hex) = (catalog, sha512Value?.hex ?? known?.sha512 ?? "", md5Value?.hex ?? known?.md5 ?? "")
+        // Where the hashing ran: the write syncs the WAL and may wait seconds for the lock.
+        try await disk.runInBackground { () throws in try catalog.recordDigests(of: digest, sha512: sha512Hex, md5: md5Hex) }
         logger.debug("digests computed", metadata: ["blob": "\(digest.hex)", "duration": "\(ContinuousClock.now - started)"])
         guard let record = try catalog.blob(digest) else { throw BlobStoreError.notFound(digest) }
         return record
