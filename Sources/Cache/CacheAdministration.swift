@@ -61,7 +61,7 @@ extension ImageCache {
     }
 
     /// Pins (or unpins) a blob: a pinned blob survives any budget pressure.
-    public func setPinned(_ digest: Digest, _ pinned: Bool) throws { try inventoryRoom.setPinned(digest, pinned) }
+    public func setPinned(_ digest: Digest, _ pinned: Bool) async throws { try await inventoryRoom.setPinned(digest, pinned) }
 
     /// The blob an image of a cloud is cached in.
     public func cachedBlob(cloud: String, imageID: String) throws -> Digest? { try inventoryRoom.cachedBlob(cloud: cloud, imageID: imageID) }

@@ -209,8 +209,8 @@ public final class ImageCache: Sendable, AcknowledgedUploads {
         self.statistics = statistics
         self.integrity = integrity
         inventoryRoom = Inventory(
-            store: store, catalog: catalog, budget: budget, resolver: resolver, pushes: pushes, fills: fills, statistics: statistics,
-            integrity: integrity)
+            store: store, catalog: catalog, disk: disk, budget: budget, resolver: resolver, pushes: pushes, fills: fills,
+            statistics: statistics, integrity: integrity)
     }
 
     /// Bytes of committed blobs and of reservations for running fills (nil without a budget).

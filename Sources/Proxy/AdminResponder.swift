@@ -190,7 +190,7 @@ struct AdminResponder {
                 let size = try await cache.evict(try Digest.sha256(hex: hex))
                 await response.sendJSON(.ok, ["evicted": hex, "bytes": size])
             } else if method == .PUT || method == .DELETE, let hex = path("blobs", "*", "pin")?.first {
-                try cache.setPinned(try Digest.sha256(hex: hex), method == .PUT)
+                try await cache.setPinned(try Digest.sha256(hex: hex), method == .PUT)
                 await response.sendJSON(.ok, ["sha256": hex, "pinned": method == .PUT])
             } else if method == .PUT || method == .DELETE, let ids = path("images", "*", "*", "pin") {
                 let (cloud, imageID) = (ids[0], ids[1])
@@ -198,7 +198,7 @@ struct AdminResponder {
                     await response.sendError(.notFound, "image \(imageID) of cloud \(cloud) is not cached here; prefetch it first (PUT /depot/v1/images/\(cloud)/\(imageID))")
                     return
                 }
-                try cache.setPinned(digest, method == .PUT)
+                try await cache.setPinned(digest, method == .PUT)
                 await response.sendJSON(.ok, ["cloud": cloud, "image_id": imageID, "sha256": digest.hex, "pinned": method == .PUT])
             } else if method == .GET, let ids = path("images", "*", "*") {
                 await response.sendJSON(.ok, try prefetchState(cloud: ids[0], imageID: ids[1]))

@@ -33,7 +33,8 @@ public enum EvictionRefusal: Error, CustomStringConvertible, Sendable {
 final class DiskBudget: Sendable {
     private let store: BlobStore
     private let catalog: Catalog
-    /// Where evictions' removals run (`DiskPools.evictions`), never the caller's thread.
+    /// Where its Catalog writes run, never the caller's thread: evictions' removals on
+    /// `DiskPools.evictions`, pins on `requests`.
     private let disk: DiskPools
     private let logger: Logger
     private let state: Mutex<BudgetStateMachine<HoldWaiter>>
@@ -158,8 +159,10 @@ final class DiskBudget: Sendable {
     }
 
     /// Pins or unpins a blob (recorded in the Catalog, so it lasts across restarts).
-    func setPinned(_ digest: Digest, _ pinned: Bool) throws {
-        try catalog.setPinned(digest, pinned)
+    func setPinned(_ digest: Digest, _ pinned: Bool) async throws {
+        let catalog = catalog
+        // Syncs the WAL and may wait seconds for the lock: not on the cooperative pool.
+        try await disk.run { () throws in try catalog.setPinned(digest, pinned) }
         state.withLock { $0.setPinned(digest, pinned) }
     }
 

@@ -7,6 +7,8 @@ import Glance
 final class Inventory: Sendable {
     private let store: BlobStore
     private let catalog: Catalog
+    /// Where the Catalog's writes run.
+    private let disk: DiskPools
     private let budget: DiskBudget
     private let resolver: BlobResolver
     private let pushes: PushQueue
@@ -15,11 +17,12 @@ final class Inventory: Sendable {
     private let integrity: IntegrityStatistics
 
     init(
-        store: BlobStore, catalog: Catalog, budget: DiskBudget, resolver: BlobResolver, pushes: PushQueue, fills: FillCoordinator,
-        statistics: CacheStatistics, integrity: IntegrityStatistics
+        store: BlobStore, catalog: Catalog, disk: DiskPools, budget: DiskBudget, resolver: BlobResolver, pushes: PushQueue,
+        fills: FillCoordinator, statistics: CacheStatistics, integrity: IntegrityStatistics
     ) {
         self.store = store
         self.catalog = catalog
+        self.disk = disk
         self.budget = budget
         self.resolver = resolver
         self.pushes = pushes
@@ -64,9 +67,9 @@ final class Inventory: Sendable {
     }
 
     /// Pins (or unpins) a blob: a pinned blob survives any budget pressure.
-    func setPinned(_ digest: Digest, _ pinned: Bool) throws {
+    func setPinned(_ digest: Digest, _ pinned: Bool) async throws {
         guard try catalog.blob(digest) != nil else { throw EvictionRefusal.notCached(digest.hex) }
-        try budget.setPinned(digest, pinned)
+        try await budget.setPinned(digest, pinned)
     }
 
     /// The blob an image of a cloud is cached in.
@@ -103,13 +106,16 @@ final class Inventory: Sendable {
         push.attempts = 0
         push.lastError = nil
         push.nextAttempt = Date().timeIntervalSince1970
-        do { try catalog.update(push) } catch {
+        // The writes sync the WAL and may wait seconds for the lock: on the disk pool.
+        let (catalog, pending) = (catalog, push)
+        do { try await disk.run { () throws in try catalog.update(pending) } } catch {
             budget.release(push.digest, by: .push(ImageKey(cloud: cloud, imageID: imageID)))
             throw error
         }
         // The failure unmapped the image; while the push is pending it is served from here.
         if try catalog.mapping(cloud: cloud, imageID: imageID) == nil {
-            try catalog.map(ImageRecord(cloud: cloud, imageID: imageID, sha256: push.sha256, status: "queued"))
+            let record = ImageRecord(cloud: cloud, imageID: imageID, sha256: push.sha256, status: "queued")
+            try await disk.run { () throws in try catalog.map(record) }
         }
         pushes.wake()
         return push
