@@ -11,12 +11,13 @@ import Synchronization
 /// server use `shared`.
 public final class DiskPools: Sendable {
     /// Work a request waits for: fills' writes and hashing, commits and their fsyncs, uploads'
-    /// writes, reads of stored blobs.
+    /// writes, reads of stored blobs, the Catalog's writes (each syncs the WAL and may wait
+    /// seconds for another writer's lock).
     public let requests: NIOThreadPool
-    /// Work nobody waits for: digests computed after an upload's answer, the scrub. Its own
-    /// threads, which that work lowers to nice 10 (`BlobReader.computeDigestInBackground`) and
-    /// leaves there (an unprivileged process cannot raise it back), so it never competes with
-    /// requests for a core or a thread.
+    /// Work nobody waits for: digests computed after an upload's answer, the scrub, and their
+    /// Catalog writes. Its own threads, which that work lowers to nice 10
+    /// (`BlobReader.computeDigestInBackground`) and leaves there (an unprivileged process
+    /// cannot raise it back), so it never competes with requests for a core or a thread.
     public let background: NIOThreadPool
     /// Eviction's removals (the Catalog rows, the unlink and its directory fsync). Its own
     /// thread: an upload's commit on `requests` may block until an eviction of the same blob
