@@ -354,7 +354,7 @@ struct CatalogLock {
             """,
             depot.dir.path + "/catalog.sqlite",
         ], stdin: [])
-        guard await process.nextLine() == "locked" else { throw CatalogLockFailed() }
+        guard await process.nextLine() == "locked" else { throw CatalogLockFailed(path: depot.dir.path + "/catalog.sqlite") }
     }
 
     func release() async throws {
@@ -363,7 +363,10 @@ struct CatalogLock {
     }
 }
 
-struct CatalogLockFailed: Error {}
+struct CatalogLockFailed: Error, CustomStringConvertible {
+    let path: String
+    var description: String { "python3 did not take the write lock of \(path) (is python3 with its sqlite3 module installed?)" }
+}
 
 /// Requests answered so far, counted by the tasks that sent them.
 final class AnswerCount: Sendable {
