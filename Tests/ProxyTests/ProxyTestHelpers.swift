@@ -340,6 +340,17 @@ func sendTruncatedBody(port: Int, path: String, declared: Int, sent: Int) async 
 /// sync, holds it) until `release`.
 struct CatalogLock {
     let process: ChildProcess
+    /// When the lock was taken. A test's waits are measured from here: a stalled cooperative
+    /// pool would delay the test's own later clock readings too.
+    let taken: ContinuousClock.Instant
+    /// How long a test lets its work reach the lock, well inside the lock's 10 s busy timeout.
+    var deadline: ContinuousClock.Instant { taken + .seconds(6) }
+
+    /// Records an issue when 8 s have passed since the lock was taken: a request answered
+    /// later waited for the lock (Depot's busy timeout, 10 s, would have ended the waits first).
+    func expectNoRequestWaited(sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(ContinuousClock.now - taken < .seconds(8), "a request waited for the Catalog's lock (its timeout is 10 s)", sourceLocation: sourceLocation)
+    }
 
     init(_ depot: DepotHarness) async throws {
         process = try await ChildProcess.start([
@@ -355,6 +366,7 @@ struct CatalogLock {
             depot.dir.path + "/catalog.sqlite",
         ], stdin: [])
         guard await process.nextLine() == "locked" else { throw CatalogLockFailed(path: depot.dir.path + "/catalog.sqlite") }
+        taken = ContinuousClock.now
     }
 
     func release() async throws {
