@@ -23,23 +23,38 @@ public final class CacheStatistics: Sendable {
     private let bytesFromCache = Atomic<Int>(0)
     private let bytesFromBackend = Atomic<Int>(0)
 
-    // Made once: a hit on the event loop should not look the metric up in the registry.
-    private let requestCounters = Dictionary(
-        uniqueKeysWithValues: Result.allCases.map { ($0, Counter(label: "depot_cache_requests_total", dimensions: [("result", $0.rawValue)])) })
+    // Made once: a hit on the event loop should not look the metric up in the registry. One
+    // property per result, not a table keyed by it: hashing the enum hashes its raw value, a
+    // string (about 300 instructions per hit).
+    private let hitRequests = CacheStatistics.requestCounter(.hit)
+    private let missRequests = CacheStatistics.requestCounter(.miss)
+    private let sharedRequests = CacheStatistics.requestCounter(.shared)
+    private let bypassRequests = CacheStatistics.requestCounter(.bypass)
     private let cacheBytes = Counter(label: "depot_bytes_served_total", dimensions: [("source", "cache")])
     private let backendBytes = Counter(label: "depot_bytes_served_total", dimensions: [("source", "backend")])
 
     public init() {}
 
+    private static func requestCounter(_ result: Result) -> Counter {
+        Counter(label: "depot_cache_requests_total", dimensions: [("result", result.rawValue)])
+    }
+
     /// Records one image-data response and the body bytes it sent.
     public func record(_ result: Result, bytes: Int) {
         switch result {
-        case .hit: hits.add(1, ordering: .relaxed)
-        case .miss: misses.add(1, ordering: .relaxed)
-        case .shared: shared.add(1, ordering: .relaxed)
-        case .bypass: bypassed.add(1, ordering: .relaxed)
+        case .hit:
+            hits.add(1, ordering: .relaxed)
+            hitRequests.increment()
+        case .miss:
+            misses.add(1, ordering: .relaxed)
+            missRequests.increment()
+        case .shared:
+            shared.add(1, ordering: .relaxed)
+            sharedRequests.increment()
+        case .bypass:
+            bypassed.add(1, ordering: .relaxed)
+            bypassRequests.increment()
         }
-        requestCounters[result]?.increment()
         if result == .hit {
             bytesFromCache.add(bytes, ordering: .relaxed)
             cacheBytes.increment(by: bytes)

@@ -66,15 +66,17 @@ extension PlannedResponse {
 /// registry (a lock, the name's validation, a dictionary of labels) on every request.
 /// Made lazily, after the metrics system is bootstrapped.
 final class FastPathMetrics: Sendable {
-    private let handles = Mutex<(counters: [UInt: Counter], timer: Timer?)>(([:], nil))
+    /// A list, not a table keyed by status: the fast path answers a handful of statuses, and
+    /// finding one among them costs less than hashing it (about 150 instructions per hit).
+    private let handles = Mutex<(counters: [(status: UInt, counter: Counter)], timer: Timer?)>(([], nil))
 
     /// - Parameter nanoseconds: the request's duration. In nanoseconds, not a `Duration`:
     ///   `Timer.record(duration:)` takes a `Duration` apart with two 128-bit divisions.
     func record(status: UInt, nanoseconds: Int64) {
         let (counter, timer) = handles.withLock { handles in
-            let counter = handles.counters[status] ?? {
+            let counter = handles.counters.first { $0.status == status }?.counter ?? {
                 let made = Counter(label: "depot_http_requests_total", dimensions: [("route", "image_file"), ("status", String(status))])
-                handles.counters[status] = made
+                handles.counters.append((status, made))
                 return made
             }()
             let timer = handles.timer ?? Timer(label: "depot_http_request_duration_seconds", dimensions: [("route", "image_file")])
