@@ -22,7 +22,11 @@ public enum RangeRequest: Equatable, Sendable {
     /// separator, so a header that has one is unparseable here as it is Character by
     /// Character. Bytes, not Characters: this runs on every range hit.
     static func parse(_ header: RangeBytes, size: UInt64) -> RangeRequest {
-        if let single = parseOneRange(header, size: size) { return single }
+        switch parseOneRange(header, size: size) {
+        case let .satisfiable(range): return .ranges([range])
+        case .unsatisfiable: return .unsatisfiable
+        case nil: break
+        }
         let trimmed = header.trimmed
         guard let equals = trimmed.firstIndex(of: UInt8(ascii: "=")),
               trimmed.prefix(upTo: equals).trimmed.equalsLowercased("bytes")
@@ -76,7 +80,7 @@ public enum RangeRequest: Equatable, Sendable {
     /// about 1,200 instructions of a range hit. Nil for any other form, which the general
     /// parse reads; for this form both give the same answer (`RangeFuzzTests` holds both to a
     /// reference).
-    private static func parseOneRange(_ header: RangeBytes, size: UInt64) -> RangeRequest? {
+    private static func parseOneRange(_ header: RangeBytes, size: UInt64) -> OneRange? {
         guard let equals = header.firstIndex(of: UInt8(ascii: "=")), header.prefix(upTo: equals).equalsLowercased("bytes") else { return nil }
         let spec = header.suffix(after: equals)
         guard let dash = spec.firstIndex(of: UInt8(ascii: "-")) else { return nil }
@@ -85,7 +89,21 @@ public enum RangeRequest: Equatable, Sendable {
         let (start, end) = (first.number, last.number)
         if end < start { return .unsatisfiable }
         guard start < size else { return .unsatisfiable }
-        return .ranges([start...min(end, size - 1)])
+        return .satisfiable(start...min(end, size - 1))
+    }
+
+    /// What a header of the form `bytes=FIRST-LAST` asks for: `parse`'s answer for it, the
+    /// range held as itself rather than in a list.
+    enum OneRange: Equatable {
+        case satisfiable(ClosedRange<UInt64>)
+        case unsatisfiable
+    }
+
+    /// `parse`'s answer when `header` has the form `bytes=FIRST-LAST` (see `parseOneRange`);
+    /// nil for any other form, which `parse` reads.
+    static func parseOne(_ header: String, size: UInt64) -> OneRange? {
+        var header = header
+        return header.withUTF8 { parseOneRange(RangeBytes(bytes: $0), size: size) }
     }
 
     /// Sorts ranges and merges those that overlap or touch.

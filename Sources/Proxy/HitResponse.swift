@@ -26,7 +26,7 @@ extension PlannedResponse {
     ) {
         var handle: NIOFileHandle?
         var body: [IOData] = []
-        for segment in plan.body {
+        plan.forEachSegment { segment in
             switch segment {
             case let .literal(bytes):
                 body.append(.byteBuffer(allocator.buffer(bytes: bytes)))

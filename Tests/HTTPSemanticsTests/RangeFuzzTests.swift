@@ -19,6 +19,27 @@ import Testing
         }
     }
 
+    /// A GET's plan reads its `Range` as `RangeRequest.parse` does: the plan takes the
+    /// `bytes=FIRST-LAST` form through `parseOne`, without a list, and every other form
+    /// through `parse`, so the two must agree on every header.
+    @Test func aPlanReadsTheRangeAsParseDoes() async {
+        let input = Generator(run: { RangeInput.generate(&$0) }, shrink: { RangeInput.shrink($0) })
+        await propertyCheck(count: Self.inputs / 5, input: input) { input in
+            let representation = Representation(size: input.size, entityTag: "\"e\"", contentMD5: nil)
+            let plan = ResponsePlan(RepresentationRequest(method: .get, range: input.header), for: representation)
+            let expected: (Int, [ClosedRange<UInt64>])
+            switch input.header.map({ RangeRequest.parse($0, size: input.size) }) ?? .whole {
+            case .whole: expected = (200, input.size == 0 ? [] : [0...(input.size - 1)])
+            case let .ranges(list): expected = (206, list)
+            case .unsatisfiable: expected = (416, [])
+            }
+            #expect(plan.status == expected.0 && plan.ranges == expected.1, "Range: \(input.header ?? "none") for \(input.size) bytes")
+            var walked: [ResponsePlan.Segment] = []
+            plan.forEachSegment { walked.append($0) }
+            #expect(walked == plan.body)
+        }
+    }
+
     @Test func coalescingMatchesTheReferenceUnion() async {
         let input = Generator(run: { CoalesceGenerator.ranges(&$0) }, shrink: { Shrink.omitSingleElement(from: $0) })
         await propertyCheck(count: Self.inputs / 4, input: input) { ranges in
