@@ -124,12 +124,14 @@ public protocol FastPathResponder: Sendable {
     /// `Range` field; nil to have the request read and answered anew (`immediateResponse`).
     /// `WireFastPath` asks this instead of reading the head again: a client streaming an image
     /// (qemu's curl driver, a segmented download) repeats one head with another range.
-    /// - Parameter range: that value (nil when the head has no `Range` field).
-    func repeatedResponse(to earlier: AnyObject, range: String?, allocator: ByteBufferAllocator) -> ImmediateResponse?
+    /// - Parameter range: that value's bytes as the request carried them (nil when the head
+    ///   has no `Range` field), valid for the call only: a `String` of them cost more than
+    ///   planning the range does.
+    func repeatedResponse(to earlier: AnyObject, range: UnsafeRawBufferPointer?, allocator: ByteBufferAllocator) -> ImmediateResponse?
 }
 
 extension FastPathResponder {
-    public func repeatedResponse(to earlier: AnyObject, range: String?, allocator: ByteBufferAllocator) -> ImmediateResponse? { nil }
+    public func repeatedResponse(to earlier: AnyObject, range: UnsafeRawBufferPointer?, allocator: ByteBufferAllocator) -> ImmediateResponse? { nil }
 }
 
 /// What a `FastPathResponder` keeps between the requests of one connection, such as work

@@ -115,12 +115,13 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
     /// for another range, and the head's length; nil when it does not, or the responder
     /// wants it read anew.
     private func repeatedResponse(_ repeated: RepeatedHead, _ buffer: ByteBuffer, _ allocator: ByteBufferAllocator) -> (Int, ImmediateResponse)? {
-        guard let (length, range) = buffer.withUnsafeReadableBytes({ bytes in
-            repeated.match(bytes).map { match in
-                (match.length, match.range.map { String(decoding: UnsafeRawBufferPointer(rebasing: bytes[$0]), as: UTF8.self) })
-            }
-        }), let response = fastPath.repeatedResponse(to: repeated.earlier, range: range, allocator: allocator) else { return nil }
-        return (length, response)
+        buffer.withUnsafeReadableBytes { bytes in
+            guard let match = repeated.match(bytes),
+                  let response = fastPath.repeatedResponse(
+                    to: repeated.earlier, range: match.range.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) }, allocator: allocator)
+            else { return nil }
+            return (match.length, response)
+        }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

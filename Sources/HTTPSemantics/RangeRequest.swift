@@ -101,10 +101,7 @@ public enum RangeRequest: Equatable, Sendable {
 
     /// `parse`'s answer when `header` has the form `bytes=FIRST-LAST` (see `parseOneRange`);
     /// nil for any other form, which `parse` reads.
-    static func parseOne(_ header: String, size: UInt64) -> OneRange? {
-        var header = header
-        return header.withUTF8 { parseOneRange(RangeBytes(bytes: $0), size: size) }
-    }
+    static func parseOne(_ header: RangeBytes, size: UInt64) -> OneRange? { parseOneRange(header, size: size) }
 
     /// Sorts ranges and merges those that overlap or touch.
     static func coalesce(_ ranges: [ClosedRange<UInt64>]) -> [ClosedRange<UInt64>] {

@@ -54,25 +54,23 @@ public struct DepotHandler: RequestHandler, FastPathResponder {
         let hit = KnownImageHit(
             kept: known.derived.value { KeptRepresentation(Representation(image: known.image)) }, digest: known.digest, validity: known.validity,
             request: representationRequest, method: head.method, version: head.version, uri: head.uri)
-        return answer(hit, representationRequest, allocator: allocator)
+        return answer(hit, plan: ResponsePlan(representationRequest, for: hit.kept.representation), allocator: allocator)
     }
 
     /// Answers a connection's request that repeats its last one but for the range, from what
     /// was decided for that one, while `ImageCache.stillKnown` says it stands.
-    public func repeatedResponse(to earlier: AnyObject, range: String?, allocator: ByteBufferAllocator) -> ImmediateResponse? {
+    public func repeatedResponse(to earlier: AnyObject, range: UnsafeRawBufferPointer?, allocator: ByteBufferAllocator) -> ImmediateResponse? {
         guard let hit = earlier as? KnownImageHit, let validity = hit.validity, cache.stillKnown(validity) else { return nil }
-        var request = hit.request
-        request.range = range
-        return answer(hit, request, allocator: allocator)
+        return answer(hit, plan: ResponsePlan(hit.request, range: range, for: hit.kept.representation), allocator: allocator)
     }
 
-    /// A hit on the event loop: `request` of the image `hit` is about, from its blob.
-    private func answer(_ hit: KnownImageHit, _ request: RepresentationRequest, allocator: ByteBufferAllocator) -> ImmediateResponse? {
+    /// A hit on the event loop: `plan`, made for the image `hit` is about, from its blob.
+    private func answer(_ hit: KnownImageHit, plan: ResponsePlan, allocator: ByteBufferAllocator) -> ImmediateResponse? {
         let representation = hit.kept.representation
         // A blob that does not match its record is left to the async path to quarantine.
         guard let reader = cache.beginHit(hit.digest, size: representation.size) else { return nil }
         let response = HitResponse(
-            plan: ResponsePlan(request, for: representation), version: hit.version, reader: reader, allocator: allocator, wireHead: true,
+            plan: plan, version: hit.version, reader: reader, allocator: allocator, wireHead: true,
             representationFields: hit.kept.fields)
         let started = NIODeadline.now()
         let (status, bodyBytes) = (response.status.code, response.bodyBytes)

@@ -37,10 +37,10 @@ import Testing
             return Self.response(uri: head.uri, range: head.headers.first(name: "range"), method: head.method, allocator)
         }
 
-        func repeatedResponse(to earlier: AnyObject, range: String?, allocator: ByteBufferAllocator) -> ImmediateResponse? {
+        func repeatedResponse(to earlier: AnyObject, range: UnsafeRawBufferPointer?, allocator: ByteBufferAllocator) -> ImmediateResponse? {
             guard calls.withLock({ $0.repeats }), let kept = earlier as? Kept else { return nil }
             calls.withLock { $0.repeated += 1 }
-            return Self.response(uri: kept.uri, range: range, method: nil, allocator)
+            return Self.response(uri: kept.uri, range: range.map { String(decoding: $0, as: UTF8.self) }, method: nil, allocator)
         }
 
         static func response(uri: String, range: String?, method: HTTPMethod?, _ allocator: ByteBufferAllocator) -> ImmediateResponse {

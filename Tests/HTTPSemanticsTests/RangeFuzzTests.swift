@@ -40,6 +40,29 @@ import Testing
         }
     }
 
+    /// A plan made from a `Range` field's bytes (a connection's repeated head) is the plan
+    /// made from a `String` of them, also when the bytes are not UTF-8 (the `String` has
+    /// U+FFFD where they are not).
+    @Test func aPlanFromTheFieldsBytesIsThePlanFromItsString() async {
+        let input = Generator(
+            run: { rng -> ([UInt8], UInt64) in
+                let base = RangeInput.generate(&rng)
+                var bytes = Array((base.header ?? "").utf8)
+                if rng.chance(0.5) {
+                    for _ in 0..<rng.int(1...3) { bytes.insert(UInt8(rng.int(0x80...0xFF)), at: rng.int(0...bytes.count)) }
+                }
+                return (bytes, base.size)
+            },
+            shrink: { _ in [] as [([UInt8], UInt64)] })
+        await propertyCheck(count: Self.inputs / 5, input: input) { input in
+            let (bytes, size) = input
+            let representation = Representation(size: size, entityTag: "\"e\"", contentMD5: nil)
+            let viaString = ResponsePlan(RepresentationRequest(method: .get, range: String(decoding: bytes, as: UTF8.self)), for: representation)
+            let viaBytes = bytes.withUnsafeBytes { ResponsePlan(RepresentationRequest(method: .get), range: $0, for: representation) }
+            #expect(viaBytes == viaString, "Range bytes \(bytes) for \(size) bytes")
+        }
+    }
+
     @Test func coalescingMatchesTheReferenceUnion() async {
         let input = Generator(run: { CoalesceGenerator.ranges(&$0) }, shrink: { Shrink.omitSingleElement(from: $0) })
         await propertyCheck(count: Self.inputs / 4, input: input) { ranges in
