@@ -86,7 +86,8 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
                 passOn(buffer, context)
                 return
             }
-            if let repeated, let (length, response) = repeatedResponse(repeated, buffer, context.channel.allocator) {
+            var length = 0
+            if let repeated, let response = repeatedResponse(repeated, buffer, context.channel.allocator, length: &length) {
                 buffer.moveReaderIndex(forwardBy: length)
                 counters.repeatedAnswers.wrappingAdd(1, ordering: .relaxed)
                 write(response, method: repeated.method, context)
@@ -112,15 +113,18 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     /// The responder's answer to the head at the start of `buffer` when it repeats `repeated`
-    /// for another range, and the head's length; nil when it does not, or the responder
-    /// wants it read anew.
-    private func repeatedResponse(_ repeated: RepeatedHead, _ buffer: ByteBuffer, _ allocator: ByteBufferAllocator) -> (Int, ImmediateResponse)? {
+    /// for another range, with the head's length in `length`; nil when it does not, or the
+    /// responder wants it read anew. The length goes out through a parameter: an optional
+    /// tuple of it and the response was destroyed through `Optional`'s generic value
+    /// witnesses once the tuple was taken apart (about 300 instructions of a range hit).
+    private func repeatedResponse(
+        _ repeated: RepeatedHead, _ buffer: ByteBuffer, _ allocator: ByteBufferAllocator, length: inout Int
+    ) -> ImmediateResponse? {
         buffer.withUnsafeReadableBytes { bytes in
-            guard let match = repeated.match(bytes),
-                  let response = fastPath.repeatedResponse(
-                    to: repeated.earlier, range: match.range.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) }, allocator: allocator)
-            else { return nil }
-            return (match.length, response)
+            guard let match = repeated.match(bytes) else { return nil }
+            length = match.length
+            return fastPath.repeatedResponse(
+                to: repeated.earlier, range: match.range.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) }, allocator: allocator)
         }
     }
 
