@@ -138,7 +138,7 @@ public struct Digest: Hashable, Sendable, CustomStringConvertible, Codable {
     /// to the hasher a byte at a time). Equal digests have equal first words, as `==` needs.
     /// The algorithm goes in as its length, which differs for each: hashing the enum hashes
     /// its raw value, a string (about 1,800 instructions per hit over its lookups). The length
-    /// is folded into the word, one `combine` instead of two (about 250 instructions per hit):
+    /// is folded into the word, one `combine` instead of two (about 300 instructions per hit):
     /// digests of two algorithms that then hash alike still differ by `==`.
     public func hash(into hasher: inout Hasher) {
         bytes.withUnsafeBytes { raw in
