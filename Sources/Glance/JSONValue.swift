@@ -38,8 +38,11 @@ public enum JSONValue: Sendable, Hashable, Codable {
         return nil
     }
 
+    /// A whole number from 0 to `Int64.max` (Glance's integer columns, `size` among them,
+    /// are BIGINT); nil for anything else. A larger one from a faulty backend trapped in the
+    /// conversion (2^64 and up), or later in a fill's arithmetic on it.
     public var uint64Value: UInt64? {
-        if case let .number(n) = self, n >= 0, n.rounded() == n { return UInt64(n) }
+        if case let .number(n) = self, n >= 0, n < 0x1p63, n.rounded() == n { return UInt64(n) }
         return nil
     }
 

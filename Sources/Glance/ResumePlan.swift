@@ -45,6 +45,10 @@ struct ResumePlan: Sendable, Equatable {
             guard parsed.range.lowerBound == next else {
                 throw .invalidResponse(reason: "asked for bytes from \(next), got \(value)", url: url)
             }
+            // A last byte at 2^64 - 1 leaves no end to state (the sum trapped).
+            guard parsed.range.upperBound < .max else {
+                throw .invalidResponse(reason: "a Content-Range past the largest size (\(value))", url: url)
+            }
             if end == nil { end = parsed.range.upperBound + 1 }
             result.totalSize = parsed.total
             result.range = parsed.range

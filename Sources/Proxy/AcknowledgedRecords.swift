@@ -211,7 +211,10 @@ struct ImageListMerge {
     /// A page of Glance's own list for the query, after `marker`, of `size` images plus room
     /// for the owed ones it will hold.
     func glancePage(after marker: String?, size: Int) async throws -> Page {
-        let pageSize = size == Int.max ? nil : size + owed.count + 1
+        // A client's limit near Int.max made this sum trap; Glance caps a page at its
+        // api_limit_max anyway, so such a limit asks for no limit.
+        let (sum, overflow) = size.addingReportingOverflow(owed.count + 1)
+        let pageSize = size == Int.max || overflow ? nil : sum
         var extra: [(String, String)] = []
         if let pageSize { extra.append(("limit", String(pageSize))) }
         if let marker { extra.append(("marker", marker)) }

@@ -23,8 +23,9 @@ struct ImageListQuery {
     func values(_ name: String) -> [String] { parameters.filter { $0.name == name }.map(\.value) }
     func value(_ name: String) -> String? { values(name).first }
 
-    /// The page size the client asked for.
-    var limit: Int? { value("limit").flatMap(Int.init) }
+    /// The page size the client asked for (a negative one as 0: Glance refuses it with 400
+    /// before Depot pages, and a prefix of negative length would trap).
+    var limit: Int? { value("limit").flatMap(Int.init).map { max($0, 0) } }
     var marker: String? { value("marker") }
 
     /// Filters on the fields a push changes (status, size, hashes, `updated_at`): Glance
@@ -57,7 +58,9 @@ struct ImageListQuery {
             guard value("sort_key") == nil, value("sort_dir") == nil else { return nil }
             for item in sort.split(separator: ",") {
                 let parts = item.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-                keys.append(parts[0])
+                // ":" alone splits into nothing: an invalid sort, as Glance says.
+                guard let key = parts.first else { return nil }
+                keys.append(key)
                 directions.append(parts.count > 1 ? parts[1] : "desc")
             }
         } else {

@@ -160,6 +160,16 @@ import Testing
         #expect(throws: GlanceError.self) { try plan.accept(head(206, [])) }
     }
 
+    /// A backend's 206 to a request without a range, ending at the last byte a UInt64 can
+    /// name, leaves no end to state: refused, where the end's sum trapped.
+    @Test func aContentRangeEndingAtTheLargestByteIsRefused() throws {
+        var plan = ResumePlan(url: "u", range: nil, maxRetries: 3)
+        #expect(throws: GlanceError.self) { try plan.accept(head(206, [("Content-Range", "bytes 0-18446744073709551615/*")])) }
+        var fine = ResumePlan(url: "u", range: nil, maxRetries: 3)
+        let opened = try fine.accept(head(206, [("Content-Range", "bytes 0-18446744073709551614/*")]))
+        #expect(opened.range == 0...18_446_744_073_709_551_614)
+    }
+
     @Test func onlyTransientFailuresAreRetriedAndOnlyUpToTheLimit() {
         var plan = ResumePlan(url: "u", range: nil, maxRetries: 2)
         let unavailable = GlanceError.http(status: 503, message: "", method: "GET", url: "u")
@@ -184,5 +194,25 @@ import Testing
         // The thread names itself as it starts.
         for _ in 0..<100 where !names().contains("depot-curl") { try await Task.sleep(for: .milliseconds(10)) }
         #expect(names().contains("depot-curl"))
+    }
+}
+
+/// An image record's sizes as Glance states them: BIGINT, so 0 to Int64.max.
+@Suite struct ImageRecordSizeTests {
+    func size(_ literal: String) throws -> UInt64? {
+        try JSONDecoder().decode(GlanceImage.self, from: Data(#"{"id": "i", "status": "active", "size": \#(literal)}"#.utf8)).size
+    }
+
+    /// A faulty backend's size past BIGINT is no size: 2^64 and up trapped in the conversion,
+    /// and one past 2^63 later in a fill's arithmetic.
+    @Test func aSizePastGlancesBigintIsNoSize() throws {
+        #expect(try size("18446744073709551615") == nil)
+        #expect(try size("1e20") == nil)
+        #expect(try size("9223372036854775808") == nil)
+        #expect(try size("9223372036854774784") == 9_223_372_036_854_774_784)
+        #expect(try size("0") == 0)
+        #expect(try size("-1") == nil)
+        #expect(try size("1.5") == nil)
+        #expect(try size("null") == nil)
     }
 }

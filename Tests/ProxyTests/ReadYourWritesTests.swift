@@ -104,6 +104,35 @@ import Testing
         }
     }
 
+    /// A list whose limit is near Int.max, while Depot owes Glance an image: Depot asks
+    /// Glance for a page of the limit plus the owed images, and that sum trapped, crashing the
+    /// server on a client's query. Answered as Glance answers it, the owed image included.
+    @Test func aListWithALimitNearIntMaxIsAnsweredWhileAnImageIsOwed() async throws {
+        try await withDepot(glanceURL: glance.url, startPushes: false) { depot in
+            let client = try await WireClient()
+            let owner = "dave:projLim\(UInt32.random(in: 0...UInt32.max)):member,reader"
+            let token = [("X-Auth-Token", owner)]
+            let created = try await client.exchange("POST", depot.url + "/v2/images", headers: token + Self.json, body: Array(
+                #"{"name": "owed-limit", "disk_format": "raw", "container_format": "bare"}"#.utf8))
+            let id = try #require(created.json?["id"] as? String)
+            let put = try await client.exchange("PUT", depot.url + "/v2/images/\(id)/file", headers: token, body: pseudoRandomBytes(count: 1500, seed: 77))
+            #expect(put.status == 204)
+            #expect(try depot.catalog.pushes(in: [.pending, .staged]).contains { $0.imageID == id })
+            let project = String(owner.split(separator: ":")[1])
+            for limit in ["9223372036854775806", "9223372036854775807", "9223372036854775800", "-1"] {
+                let query = "/v2/images?limit=\(limit)&owner=\(project)"
+                let viaDepot = try await client.exchange("GET", depot.url + query, headers: token)
+                let viaGlance = try await client.exchange("GET", glance.url + query, headers: token)
+                #expect(viaDepot.status == viaGlance.status, "limit=\(limit): Depot \(viaDepot.status), Glance \(viaGlance.status)")
+                if viaDepot.status == 200 {
+                    let images = viaDepot.json?["images"] as? [[String: Any]] ?? []
+                    #expect(images.map { $0["id"] as? String } == [id], "limit=\(limit)")
+                    #expect(images.first?["status"] as? String == "active", "the owed image as it will be")
+                }
+            }
+        }
+    }
+
     @Test func listsFiltersSortingPagingAndMembersSeeTheImageAsItWillBe() async throws {
         try await withDepot(glanceURL: glance.url, startPushes: false) { depot in
             let client = try await WireClient()
