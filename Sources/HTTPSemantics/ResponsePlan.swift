@@ -321,8 +321,8 @@ public struct MultipartByteRanges: Sendable {
 
     /// The body's length in bytes; nil when it is more than 2^64 - 1, which only a
     /// representation within a few hundred bytes of that size can give (its parts' headers
-    /// on top of its bytes): the sum trapped, on the event loop, for such a size from the
-    /// backend and a request for several ranges.
+    /// on top of its bytes): the sum trapped, on the event loop. Glance's sizes stop at
+    /// 2^63 - 1 (`JSONValue.uint64Value`), so this guards plans made from other sizes.
     public var contentLength: UInt64? {
         var total = UInt64(closing.utf8.count)
         for index in ranges.indices {
