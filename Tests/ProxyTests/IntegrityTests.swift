@@ -146,10 +146,7 @@ import Testing
             let lock = try await CatalogLock(depot)
             let answered = AnswerCount()
             let hits = twins.map { twin in
-                Task {
-                    defer { answered.count.add(1, ordering: .relaxed) }
-                    return try await WireClient().exchange("GET", "\(depot.url)/v2/images/\(twin.id)/file", headers: alice)
-                }
+                answered.start { try await WireClient().exchange("GET", "\(depot.url)/v2/images/\(twin.id)/file", headers: alice) }
             }
             // Time for each to be authorized (one call to Glance) and to wait to record its mapping.
             try await Task.sleep(for: .milliseconds(1500))
@@ -191,10 +188,7 @@ import Testing
             let lock = try await CatalogLock(depot)
             let answered = AnswerCount()
             let requests = urls.map { url in
-                Task {
-                    defer { answered.count.add(1, ordering: .relaxed) }
-                    return try await WireClient().exchange("GET", url, headers: alice)
-                }
+                answered.start { try await WireClient().exchange("GET", url, headers: alice) }
             }
             // Every blob is moved away, and its quarantine waits to update the Catalog.
             while ContinuousClock.now < lock.deadline, depot.dir.files(under: "quarantine").count < count {
@@ -231,10 +225,7 @@ import Testing
             let lock = try await CatalogLock(depot)
             let answered = AnswerCount()
             let deletes = images.map { image in
-                Task {
-                    defer { answered.count.add(1, ordering: .relaxed) }
-                    return try await WireClient().exchange("DELETE", "\(depot.url)/v2/images/\(image.id)", headers: alice)
-                }
+                answered.start { try await WireClient().exchange("DELETE", "\(depot.url)/v2/images/\(image.id)", headers: alice) }
             }
             // Glance deleted every image, and Depot waits to drop it.
             var deleted = false

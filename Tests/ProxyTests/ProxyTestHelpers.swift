@@ -383,4 +383,12 @@ struct CatalogLockFailed: Error, CustomStringConvertible {
 /// Requests answered so far, counted by the tasks that sent them.
 final class AnswerCount: Sendable {
     let count = Atomic<Int>(0)
+
+    /// Sends `request` from a task of its own that counts it once it ends, answered or failed.
+    func start<T: Sendable>(_ request: @escaping @Sendable () async throws -> T) -> Task<T, any Error> {
+        Task {
+            defer { count.add(1, ordering: .relaxed) }
+            return try await request()
+        }
+    }
 }

@@ -63,10 +63,7 @@ import Testing
             let lock = try await CatalogLock(depot)
             let answered = AnswerCount()
             let puts = zip(images, files).map { image, file in
-                Task {
-                    defer { answered.count.add(1, ordering: .relaxed) }
-                    return try await curl("\(depot.url)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", file.path])
-                }
+                answered.start { try await curl("\(depot.url)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", file.path]) }
             }
             // Every upload's blob is committed and its record waits for the lock.
             let digests = try files.map { try Digest.sha256(hex: $0.sha256) }
