@@ -60,7 +60,7 @@ let package = Package(
         .target(
             name: "Glance",
             dependencies: [
-                "CCurl", "Retry",
+                "CCurl", "CFileIO", "Retry",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]

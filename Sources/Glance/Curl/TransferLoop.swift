@@ -1,4 +1,5 @@
 import CCurl
+import CFileIO
 import Foundation
 import Synchronization
 
@@ -41,9 +42,12 @@ final class TransferLoop: Sendable {
         CurlGlobal.ensureInitialized()
         multi = MultiHandle()
         let thread = Thread { [self] in
-            // Named from inside: Foundation on Linux drops a name set before `start`, leaving
-            // the creator's (a dispatch worker's "com.apple.root.default-qos") in top -H and perf.
-            Thread.current.name = name
+            // Named from inside, by the call the hash threads use: Foundation on Linux drops a
+            // name set before `start`, leaving the creator's (a dispatch worker's
+            // "com.apple.root.default-qos") in top -H and perf, and `Thread.current.name` set in
+            // here did not always reach the kernel (a clean-clone run saw the loop unnamed in
+            // TransferLoopThreadTests).
+            _ = depot_name_thread(name)
             LoopThread(multi: multi.raw, takeCommands: takeCommands).run()
         }
         thread.start()
