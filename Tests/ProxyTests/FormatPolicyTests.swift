@@ -30,7 +30,8 @@ import Testing
             var answers: [(Int, String, Int64?)] = []
             for endpoint in [glance.url, depot.url] {
                 let image = try await createImage(endpoint, diskFormat: diskFormat)
-                let result = try await curl("\(endpoint)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", dir.path + "/corpus/" + file, "-H", "Content-Type: application/octet-stream"])
+                let url = "\(endpoint)/v2/images/\(image.id)/file", upload = ["-T", dir.path + "/corpus/" + file, "-H", "Content-Type: application/octet-stream"]
+                let result = endpoint == glance.url ? try await putToReferenceGlance(url, upload) : try await curl(url, ["-X", "PUT"] + upload)
                 var virtualSize: Int64?
                 if result.status == 204 {
                     virtualSize = endpoint == glance.url

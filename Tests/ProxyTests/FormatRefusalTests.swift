@@ -33,7 +33,7 @@ import Testing
     /// Glance's answer to the same upload, straight: status and its message.
     func glanceAnswer(path: String, properties: [String: JSONValue]) async throws -> (Int, String) {
         let image = try await glanceAsAlice(glance.url).createImage(properties)
-        let result = try await curl("\(glance.url)/v2/images/\(image.id)/file", ["-X", "PUT", "-T", path, "-H", "Content-Type: application/octet-stream"])
+        let result = try await putToReferenceGlance("\(glance.url)/v2/images/\(image.id)/file", ["-T", path, "-H", "Content-Type: application/octet-stream"])
         return (result.status, FormatDifferentialTests.glanceDetail(result.body))
     }
 
