@@ -19,6 +19,10 @@ public final class FaultProxy: @unchecked Sendable {
         public var cutAfterBytes: Int?
         /// Stop forwarding server-to-client bytes after this many more, keeping the socket open.
         public var stallAfterBytes: Int?
+        /// Hold the server's answer after this many more server-to-client bytes, as
+        /// `holdResponsesTo` holds one (counted in `heldResponses`), until this is nil again:
+        /// a hold mid-body at a known byte, whatever the test's own timing.
+        public var holdAfterBytes: Int?
         /// Answer this many next requests with 503 without asking the server.
         public var serviceUnavailableCount = 0
         /// When set, only the requests this selects count toward `serviceUnavailableCount`
@@ -228,12 +232,15 @@ public final class FaultProxy: @unchecked Sendable {
                 held.subtract(1, ordering: .acquiringAndReleasing)
             }
             var toSend = n
-            var action = 0  // 0 forward, 1 cut after toSend, 2 stall after toSend
+            var action = 0  // 0 forward, 1 cut after toSend, 2 stall after toSend, 3 hold after toSend
             let rate = faults.withLock { f -> Int? in
                 if let cut = f.cutAfterBytes {
                     if cut <= n { toSend = cut; action = 1; f.cutAfterBytes = nil } else { f.cutAfterBytes = cut - n }
                 } else if let stall = f.stallAfterBytes {
                     if stall <= n { toSend = stall; action = 2; f.stallAfterBytes = nil } else { f.stallAfterBytes = stall - n }
+                } else if let hold = f.holdAfterBytes, hold > 0 {
+                    // Left at 0 once reached, so that later chunks are not counted again.
+                    if hold <= n { toSend = hold; action = 3; f.holdAfterBytes = 0 } else { f.holdAfterBytes = hold - n }
                 }
                 return f.bytesPerSecond
             }
@@ -258,6 +265,13 @@ public final class FaultProxy: @unchecked Sendable {
                 }
                 c.close()
                 return
+            case 3:
+                held.add(1, ordering: .acquiringAndReleasing)
+                while faults.withLock({ $0.holdAfterBytes != nil }), !stopped.load(ordering: .acquiring) { usleep(500) }
+                held.subtract(1, ordering: .acquiringAndReleasing)
+                let rest = buffer[toSend..<n]
+                counters.withLock { $0.fromServer += rest.count }
+                if !rest.isEmpty && !writeAll(c.client, rest) { c.close(); return }
             default:
                 continue
             }

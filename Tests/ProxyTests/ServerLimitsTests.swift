@@ -106,31 +106,36 @@ import Testing
             // Held before its first byte for 3 idle timeouts...
             try await Task.sleep(for: .seconds(3))
             #expect(proxy.heldResponses == 1, "the backend's answer was held")
-            proxy.setFaults { $0.holdResponsesTo = nil; $0.bytesPerSecond = 2 << 20 }
-            // ...and again once part of the body has gone to the client.
+            // ...and again once 2 MiB of the body have gone to the client: held by the proxy at
+            // that byte, not when this task next wakes (under a loaded machine it once woke after
+            // the whole image had passed).
+            proxy.setFaults { $0.holdResponsesTo = nil; $0.holdAfterBytes = 2 << 20 }
             let started = ContinuousClock.now
-            while proxy.bytesFromServer < 2 << 20, ContinuousClock.now - started < .seconds(20) {
+            while proxy.heldResponses == 0, ContinuousClock.now - started < .seconds(20) {
                 try await Task.sleep(for: .milliseconds(20))
             }
-            proxy.setFaults { $0.holdResponsesTo = holdData }
             try await Task.sleep(for: .seconds(3))
             #expect(proxy.heldResponses == 1, "held mid-body")
-            proxy.setFaults { $0.holdResponsesTo = nil; $0.bytesPerSecond = nil }
+            #expect(proxy.bytesFromServer < bytes.count, "the hold came before the body's end")
+            proxy.setFaults { $0.holdAfterBytes = nil }
             let answer = try await download.value
             #expect(answer.status == 200 && answer.header("x-depot-cache") == "miss")
             #expect(answer.body == bytes, "the whole image arrived: \(answer.body.count) of \(bytes.count) bytes")
 
             // A reader of a miss that stops reading is still the client's idling: closed. The
-            // backend is held to 4 MiB/s, so the answer's end is not written for 4 s: until
-            // then only the queued bytes tell the client's idling from a wait on Depot.
-            proxy.setFaults { $0.bytesPerSecond = 4 << 20 }
+            // backend is held to 2 MiB/s, so the answer's end is not written for 8 s: until
+            // then only the queued bytes tell the client's idling from a wait on Depot. A watch
+            // that took the stall for Depot's wait would close at 9 s or later; the bound of 6 s
+            // leaves room for a loaded machine (at 4 MiB/s and a bound of 3 s, one clean-clone
+            // run read 5.7 s while other tests' requests there took 4-5 s).
+            proxy.setFaults { $0.bytesPerSecond = 2 << 20 }
             let other = try await uploadImage(glanceAsAlice(glance.url), pseudoRandomBytes(count: 16 << 20, seed: 76))
             let port = depot.port
             let request = "GET /v2/images/\(other.id)/file HTTP/1.1\r\nHost: depot\r\nX-Auth-Token: \(GlanceServer.alice)\r\n\r\n"
             let (stalledFD, stallStart) = try await offThePool { try Self.stallAfterFirstBytes(port: port, request, "the miss's answer started") }
             defer { close(stalledFD) }
             let stalledFor = try await closeOfLastConnection(depot, after: stallStart)
-            #expect(stalledFor.map { $0 < .seconds(3) } == true, "closed after \(String(describing: stalledFor)), for a timeout of 1 s")
+            #expect(stalledFor.map { $0 < .seconds(6) } == true, "closed after \(String(describing: stalledFor)), for a timeout of 1 s")
         }
     }
 
