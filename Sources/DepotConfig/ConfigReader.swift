@@ -81,7 +81,7 @@ struct Reader {
     }
 
     func size(_ entry: Entry) throws(ConfigurationError) -> UInt64 {
-        guard let bytes = parseSize(try string(entry)) else { throw error(entry, "expected a size such as 20GiB, 500MB or 1073741824") }
+        guard let bytes = parseSize(try string(entry)) else { throw error(entry, "expected a size such as 20GiB, 500MB or 1073741824, below 8 EiB") }
         return bytes
     }
 
@@ -183,7 +183,13 @@ public func parseHostPort(_ text: String) -> (String, Int)? {
     return (String(host), number)
 }
 
-/// `20GiB`, `500MB`, `1.5TiB`, `1073741824` → bytes.
+/// `20GiB`, `500MB`, `1.5TiB`, `1073741824` → bytes; nil for anything else, and for sizes of
+/// 2^63 bytes (8 EiB) or more.
+///
+/// The cap is Glance's: an image's size is a BIGINT (`image_size_cap` stops at 2^63), and
+/// Depot keeps sizes in SQLite integers and `off_t`. Below it, a limit plus a margin or the sum
+/// of two sizes cannot overflow a `UInt64`, as one near 2^64 did (the Multicloud upload's
+/// bound adds 1 MiB to `max_upload_size`).
 public func parseSize(_ text: String) -> UInt64? {
     let trimmed = text.trimmingCharacters(in: .whitespaces)
     let units: [(String, Double)] = [
@@ -193,9 +199,11 @@ public func parseSize(_ text: String) -> UInt64? {
     for (suffix, factor) in units where trimmed.hasSuffix(suffix) {
         guard let number = Double(trimmed.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), number >= 0, number.isFinite else { return nil }
         let bytes = number * factor
-        return bytes < 1.8e19 ? UInt64(bytes) : nil
+        // 0x1p63 is 2^63 exactly; every Double below it converts to a UInt64 at most Int64.max.
+        return bytes < 0x1p63 ? UInt64(bytes) : nil
     }
-    return UInt64(trimmed)
+    guard let bytes = UInt64(trimmed), bytes <= UInt64(Int64.max) else { return nil }
+    return bytes
 }
 
 /// `60s`, `5m`, `24h`, `7d`, `250ms`, or plain seconds.

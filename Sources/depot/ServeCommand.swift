@@ -75,7 +75,7 @@ struct ServeCommand: AsyncParsableCommand {
             settings.uploadMode = uploadMode
         }
         if let cacheSize {
-            guard let bytes = parseSize(cacheSize) else { throw ValidationError("--cache-size must be a size such as 20GiB or 500MB") }
+            guard let bytes = parseSize(cacheSize) else { throw ValidationError("--cache-size must be a size such as 20GiB or 500MB, below 8 EiB") }
             settings.cacheSize = bytes
         }
         if let glanceURL {

@@ -5,8 +5,8 @@ extension ConfigGenerator {
     static func injectMistake(_ config: inout GeneratedConfiguration, rng: inout some RandomNumberGenerator) -> (entryID: Int, what: String)? {
         let badValues: [String: [String]] = [
             "listen": ["nohost", "host:99999", "[::1]9494", ":80", "host:port"], "log_level": ["loud", "informational"],
-            "upload_mode": ["write-around", "Write-Back"], "max_upload_size": ["12XB", "-1", "1.5.5GB", "GiB", "nan GB", "1e30"],
-            "size": ["12XB", "-5MB", "infGiB"], "min_free_disk": ["lots"], "high_watermark": ["150%", "0", "abc", "-0.5", "nan"],
+            "upload_mode": ["write-around", "Write-Back"], "max_upload_size": ["12XB", "-1", "1.5.5GB", "GiB", "nan GB", "1e30", "18446744073709551615", "9223372036854775808"],
+            "size": ["12XB", "-5MB", "infGiB", "16777216TiB"], "min_free_disk": ["lots"], "high_watermark": ["150%", "0", "abc", "-0.5", "nan"],
             "low_watermark": ["0%", "2"], "decision_ttl": ["5 parsecs", "-1s", "1e20s", "s"], "offline_grace": ["forever"],
             "concurrency": ["0", "-3", "many", "1.5"], "initial_backoff": ["soon"], "max_backoff": ["-5m"], "insecure": ["maybe", "1"],
             "max_connections": ["0", "lots"], "header_timeout": ["0s", "0"], "idle_timeout": ["0ms"], "response_wait_timeout": ["-1s"], "max_fills": ["-1"],

@@ -230,6 +230,13 @@ import Testing
         #expect(parseSize("123") == 123)
         #expect(parseSize("-1GiB") == nil)
         #expect(parseSize("GiB") == nil)
+        // Glance's BIGINT is the cap: 2^63 - 1 bytes is a size, 2^63 and beyond are not.
+        #expect(parseSize("9223372036854775807") == UInt64(Int64.max))
+        #expect(parseSize("9223372036854775808") == nil)
+        #expect(parseSize("18446744073709551615") == nil)
+        #expect(parseSize("8388607TiB") == 8_388_607 << 40)
+        #expect(parseSize("8388608TiB") == nil)
+        #expect(parseSize("1.8e19B") == nil)
         #expect(parseDuration("250ms") == .milliseconds(250))
         #expect(parseDuration("5m") == .seconds(300))
         #expect(parseDuration("7d") == .seconds(7 * 86400))
