@@ -100,8 +100,9 @@ import Testing
         // The window that failed, on the transfer's own clock: 2 s of activity, give or take
         // the loop's check interval (250 ms). Time the consumer was not reading (the transfer
         // paused) is not activity, so under a busy test run the wall clock can run longer than
-        // two windows; it stays bounded.
-        #expect(seconds >= 2 && seconds < 3, "the stalled window lasted \(seconds) s of activity, for a window of 2 s")
+        // two windows; it stays bounded. Below 4 s: a loop thread the machine starves can wake
+        // late past its check, and a window counted twice still fails.
+        #expect(seconds >= 2 && seconds < 4, "the stalled window lasted \(seconds) s of activity, for a window of 2 s")
         #expect(elapsed >= .seconds(2))
         #expect(elapsed < .seconds(30), "aborted after \(elapsed)")
     }

@@ -107,20 +107,21 @@ import Testing
             func url(_ image: GlanceImage) -> String { "\(depot.url)/v2/images/\(image.id)/file" }
             #expect(try await curl(url(hotImage)).body == hot)
 
-            // A 4 MiB fill at 512 KiB/s (8 s) holds 40% of the budget; 2 MiB more would make 60%.
-            // The cap stays on (each connection has its own): lifting it would let the fill end
-            // before the second image is asked for, on a busy machine.
-            proxy.setFaults { $0.bytesPerSecond = 512 << 10 }
+            // A 4 MiB fill holds 40% of the budget; 2 MiB more would make 60%. Glance's answer to
+            // the fill is held until the second image has been answered: the fill runs as long
+            // as the test needs, however slow the machine (a throttled one once ended first).
+            let slowPath = "/v2/images/\(slowImage.id)/file"
+            proxy.setFaults { $0.holdResponsesTo = { $0.method == "GET" && $0.path == slowPath && $0.header("range") != "bytes=0-0" } }
             async let slowDownload = curl(url(slowImage))
-            for _ in 0..<1000 where depot.cache.runningFill(cloud: "default_RegionOne", imageID: slowImage.id) == nil {
-                try await Task.sleep(for: .milliseconds(20))
+            try await waitUntil("the slow fill runs, its answer held") {
+                depot.cache.runningFill(cloud: "default_RegionOne", imageID: slowImage.id) != nil && proxy.heldResponses == 1
             }
             try #require(depot.cache.runningFill(cloud: "default_RegionOne", imageID: slowImage.id) != nil, "the slow fill is running")
             let streamed = try await curl(url(otherImage))
             #expect(streamed.status == 200 && streamed.body == other)
             #expect(streamed.header("x-depot-cache") == "bypass", "the second cold image was streamed, not filled")
+            proxy.setFaults { $0.holdResponsesTo = nil }
             #expect(try await slowDownload.body == slow)
-            proxy.setFaults { $0.bytesPerSecond = nil }
             #expect(try await curl(url(hotImage)).header("x-depot-cache") == "hit", "the hot image stayed")
             #expect(try await curl(url(slowImage)).header("x-depot-cache") == "hit")
             // With no fill running, the same image is filled as usual.

@@ -168,13 +168,3 @@ import Testing
         }
     }
 }
-
-/// Polls a condition every 100 ms until it holds (or fails the test after `timeout`).
-func waitUntil(_ what: String, timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(100))
-    }
-    Issue.record("timed out waiting until \(what)")
-}

@@ -167,13 +167,14 @@ import Testing
         defer { throttle.stop() }
         throttle.setFaults { $0.bytesPerSecond = 16 << 20 }
         try await withDepot(glanceURL: throttle.url) { depot in
-            // The only client gives up after a fraction of a second.
-            let quitter = try await spawn("/usr/bin/curl", [
-                "-s", "-o", "/dev/null", "--max-time", "0.3", "-H", "X-Auth-Token: \(GlanceServer.alice)", "\(depot.url)/v2/images/\(image.id)/file",
-            ])
-            #expect(quitter.status == 28, "curl timed out as planned")
+            // The only client leaves once its fill is under way (not after a guessed delay, which
+            // a loaded machine can spend before the fill has even started).
+            let quitter = try connectLoopback(port: depot.port)
+            sendAll(quitter, Array("GET /v2/images/\(image.id)/file HTTP/1.1\r\nHost: depot\r\nX-Auth-Token: \(GlanceServer.alice)\r\n\r\n".utf8))
+            try await waitUntil("the fill started", interval: .milliseconds(10)) { depot.cache.runningFill(cloud: "default_RegionOne", imageID: image.id) != nil }
+            close(quitter)
             let digest = Digest.of(bytes, algorithm: .sha256)
-            for _ in 0..<300 where !depot.store.contains(digest) { try await Task.sleep(for: .milliseconds(20)) }
+            try await waitUntil("the fill committed") { depot.store.contains(digest) }
             #expect(depot.store.contains(digest), "the fill finished without any client")
             let later = try await curl("\(depot.url)/v2/images/\(image.id)/file")
             #expect(later.header("x-depot-cache") == "hit")
@@ -260,7 +261,9 @@ import Testing
         let data = TemporaryDirectory("depot-sigterm")
         let depot = try await DepotProcess.start(["--data-dir", data.path, "--glance-url", throttle.url, "--service-token", DepotHarness.serviceToken])
         let outcome = Task.detached { try await curl("\(depot.url)/v2/images/\(image.id)/file") }
-        try await Task.sleep(for: .milliseconds(500))
+        // SIGTERM once the download is under way (its fill has asked Glance for the bytes),
+        // not after a guessed delay: a loaded machine may not have connected curl by then.
+        try await waitUntil("the download started", interval: .milliseconds(20)) { !imageFetches(throttle, image.id).isEmpty }
         let status = await depot.stop(signal: SIGTERM)
         let download = try await outcome.value
         #expect(download.status == 200)

@@ -201,8 +201,14 @@ import Testing
             #expect(proxy.heldResponses == 1, "the decision is asked for again while it still serves")
             proxy.setFaults { $0.holdResponsesTo = nil }
             try await waitForHeld(0)
-            // Glance's answer reached Depot; the renewed decision is recorded right after.
-            try await Task.sleep(for: .milliseconds(500))
+            // Glance's answer reached Depot; the renewed decision is recorded right after, on a
+            // task of its own: waited for. Only a decision not yet due for renewal has a
+            // validity, and the first one is due at 500 s.
+            func renewed() -> Bool {
+                depot.cache.knownHit(
+                    token: GlanceServer.alice, fingerprint: SecretFingerprint(GlanceServer.alice), cloud: "default_RegionOne", imageID: image.id)?.validity != nil
+            }
+            try await waitUntil("the decision was renewed", timeout: .seconds(30)) { renewed() }
             // Past the first decision's expiry (600 s): the renewed one serves, without Glance.
             skew.withLock { $0 = .seconds(700) }
             proxy.setFaults { $0.holdResponsesTo = { $0.method == "GET" && $0.path == recordPath } }

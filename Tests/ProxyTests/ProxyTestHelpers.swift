@@ -173,6 +173,17 @@ func curl(_ url: String, token: String? = GlanceServer.alice, _ extra: [String] 
     return result
 }
 
+/// Polls a condition every `interval` until it holds (or fails the test after `timeout`): for
+/// what a test must wait on, instead of a guessed sleep that a loaded machine outlasts.
+func waitUntil(_ what: String, timeout: Duration = .seconds(60), interval: Duration = .milliseconds(100), _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: interval)
+    }
+    Issue.record("timed out waiting until \(what)")
+}
+
 /// PUTs an image's data to the reference Glance and returns its answer, sending the upload
 /// again when Glance's answer was lost.
 ///

@@ -32,7 +32,8 @@ import Testing
                 setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
                 var buffer = [UInt8](repeating: 0, count: 4096)
                 var received: [UInt8] = []
-                while ContinuousClock.now - started < .seconds(4) {
+                // Long enough for a loaded machine's late close, not for a head that never times out.
+                while ContinuousClock.now - started < .seconds(20) {
                     let sent = send(fd, "X-Slow: a\r\n", 11, Int32(MSG_NOSIGNAL))
                     let n = recv(fd, &buffer, buffer.count, 0)
                     if n > 0 { received += buffer[..<n] }
@@ -40,7 +41,8 @@ import Testing
                 }
                 return (ContinuousClock.now - started, received)
             }
-            #expect(closedAfter < .seconds(3), "the trickling connection stayed open \(closedAfter)")
+            // A timer that each header byte resets never closes it: 20 s here.
+            #expect(closedAfter < .seconds(10), "the trickling connection stayed open \(closedAfter), for a header timeout of 1 s")
             #expect(answered.isEmpty, "no response to a request whose head never ended")
             // Idle and busy keep-alive connections: ConnectionHandlerTests, on a clock of their own.
         }
@@ -110,10 +112,7 @@ import Testing
             // that byte, not when this task next wakes (under a loaded machine it once woke after
             // the whole image had passed).
             proxy.setFaults { $0.holdResponsesTo = nil; $0.holdAfterBytes = 2 << 20 }
-            let started = ContinuousClock.now
-            while proxy.heldResponses == 0, ContinuousClock.now - started < .seconds(20) {
-                try await Task.sleep(for: .milliseconds(20))
-            }
+            try await waitUntil("the answer is held mid-body", timeout: .seconds(20)) { proxy.heldResponses == 1 }
             try await Task.sleep(for: .seconds(3))
             #expect(proxy.heldResponses == 1, "held mid-body")
             #expect(proxy.bytesFromServer < bytes.count, "the hold came before the body's end")
@@ -134,7 +133,7 @@ import Testing
             let request = "GET /v2/images/\(other.id)/file HTTP/1.1\r\nHost: depot\r\nX-Auth-Token: \(GlanceServer.alice)\r\n\r\n"
             let (stalledFD, stallStart) = try await offThePool { try Self.stallAfterFirstBytes(port: port, request, "the miss's answer started") }
             defer { close(stalledFD) }
-            let stalledFor = try await closeOfLastConnection(depot, after: stallStart)
+            let stalledFor = try await closeOfLastConnection(depot, after: stallStart.stalled)
             #expect(stalledFor.map { $0 < .seconds(6) } == true, "closed after \(String(describing: stalledFor)), for a timeout of 1 s")
         }
     }
@@ -153,25 +152,31 @@ import Testing
             #expect(warm.status == 200 && warm.body == bytes)
             let port = depot.port
             let request = "GET /v2/images/\(image.id)/file HTTP/1.1\r\nHost: depot\r\nX-Auth-Token: \(GlanceServer.alice)\r\n\r\n"
-            let (idle, stalledFD, stallStart) = try await offThePool { () throws -> ((Duration, Bool), Int32, NIODeadline) in
-                // Idle: one answered request, then nothing either way.
+            let (idle, stalledFD, stallStart) = try await offThePool { () throws -> ((Duration, Bool), Int32, StallStart) in
+                // Idle: one answered request, then nothing either way. Timed from before the
+                // request: Depot's idle clock cannot start earlier, while the answer's arrival
+                // here can come later than Depot's (a loaded machine wakes this thread late).
+                let requested = ContinuousClock.now
                 let idleFD = try connectLoopback(port: port)
                 defer { close(idleFD) }
                 sendAll(idleFD, Array("GET /healthz HTTP/1.1\r\nHost: depot\r\n\r\n".utf8))
-                let answer = readOneResponse(idleFD, deadline: .now + .seconds(10))
+                let answer = readOneResponse(idleFD, deadline: .now + .seconds(30))
                 #expect(String(decoding: answer.bytes, as: UTF8.self).hasPrefix("HTTP/1.1 200"))
-                let idleStart = ContinuousClock.now
-                let idleEnd = readUntilClosed(idleFD, deadline: idleStart + .seconds(10))
-                let idle = (ContinuousClock.now - idleStart, idleEnd.closed)
+                let idleEnd = readUntilClosed(idleFD, deadline: .now + .seconds(30))
+                let idle = (ContinuousClock.now - requested, idleEnd.closed)
                 // Stalled: a 40 MiB hit asked for, its first bytes read, then no more reading.
                 let (stalledFD, stallStart) = try Self.stallAfterFirstBytes(port: port, request, "the hit started")
                 return (idle, stalledFD, stallStart)
             }
             defer { close(stalledFD) }
             #expect(idle.1, "the idle connection was closed")
-            #expect(idle.0 >= .milliseconds(1900) && idle.0 < .seconds(5), "closed after \(idle.0), for a timeout of 2 s")
-            let stalledFor = try await closeOfLastConnection(depot, after: stallStart)
-            #expect(stalledFor.map { $0 >= .milliseconds(1900) && $0 < .seconds(5) } == true, "closed after \(String(describing: stalledFor)), for a timeout of 2 s")
+            #expect(idle.0 >= .seconds(2) && idle.0 < .seconds(12), "closed \(idle.0) after the request, for a timeout of 2 s")
+            // Lower bound from the request (Depot's clock can start no earlier), upper from the
+            // stall; a watch that never closes a stalled reader leaves it open past 20 s.
+            let stalledFor = try await closeOfLastConnection(depot, after: stallStart.stalled)
+            let sinceRequest = stalledFor.map { $0 + (stallStart.stalled - stallStart.requested) }
+            #expect(sinceRequest.map { $0 >= .seconds(2) } == true, "closed \(String(describing: sinceRequest)) after the request, for a timeout of 2 s")
+            #expect(stalledFor.map { $0 < .seconds(10) } == true, "closed after \(String(describing: stalledFor)), for a timeout of 2 s")
         }
     }
 
@@ -192,7 +197,8 @@ import Testing
                 }
                 let extra = try connectLoopback(port: port)
                 defer { close(extra) }
-                let answer = readUntilClosed(extra, deadline: .now + .seconds(3))
+                // Returns at the close; the deadline only bounds a refusal that never closes.
+                let answer = readUntilClosed(extra, deadline: .now + .seconds(30))
                 #expect(answer.closed, "the connection over the limit is closed")
                 return (held, String(decoding: answer.bytes, as: UTF8.self))
             }
@@ -200,16 +206,15 @@ import Testing
             #expect(refused.lowercased().contains("retry-after: 5"))
             #expect(refused.contains("limits.max_connections"), "the message names the setting: \(refused)")
             // The refused connection is counted out once its close is processed.
-            for _ in 0..<20 where depot.server.openConnections != 3 { try await Task.sleep(for: .milliseconds(50)) }
-            #expect(depot.server.openConnections == 3)
+            try await waitForOpenConnections(depot, 3)
 
             close(held[0])
-            try await Task.sleep(for: .milliseconds(200))
+            // Its slot is free once the close is processed: waited for, not guessed at.
+            try await waitForOpenConnections(depot, 2)
             let after = try await curl("\(depot.url)/healthz", token: nil)
             #expect(after.status == 200, "a connection slot freed is usable again")
             held.dropFirst().forEach { close($0) }
-            for _ in 0..<40 where depot.server.openConnections != 0 { try await Task.sleep(for: .milliseconds(50)) }
-            #expect(depot.server.openConnections == 0, "every closed connection is counted out")
+            try await waitForOpenConnections(depot, 0)
         }
     }
 
@@ -223,22 +228,22 @@ import Testing
             let client = glanceAsAlice(glance.url)
             let imageA = try await uploadImage(client, first)
             let imageB = try await uploadImage(client, second)
-            // 2 MiB/s from the backend: the first fill takes about 3 s.
-            proxy.setFaults { $0.bytesPerSecond = 2 << 20 }
-            async let slow = curl("\(depot.url)/v2/images/\(imageA.id)/file")
-            var running = false
-            for _ in 0..<100 where !running {
-                try await Task.sleep(for: .milliseconds(50))
-                running = depot.cache.runningFill(cloud: "default_RegionOne", imageID: imageA.id) != nil
+            // The backend's answer to A's fill is held until B has been refused: A's fill runs
+            // for as long as the test needs, however slow the machine (the one-byte ranged GET
+            // of the download check passes).
+            let pathA = "/v2/images/\(imageA.id)/file"
+            proxy.setFaults { $0.holdResponsesTo = { $0.method == "GET" && $0.path == pathA && $0.header("range") != "bytes=0-0" } }
+            async let slow = curl("\(depot.url)\(pathA)")
+            try await waitUntil("A's fill runs, its answer held") {
+                proxy.heldResponses == 1 && depot.cache.runningFill(cloud: "default_RegionOne", imageID: imageA.id) != nil
             }
-            #expect(running)
             let refused = try await curl("\(depot.url)/v2/images/\(imageB.id)/file")
             #expect(refused.status == 503)
             #expect(refused.header("retry-after") == "5")
             #expect(String(decoding: refused.body, as: UTF8.self).contains("limits.max_fills"))
+            proxy.setFaults { $0.holdResponsesTo = nil }
             let a = try await slow
             #expect(a.status == 200 && a.body == first, "the fill under way was not disturbed")
-            proxy.setFaults { $0.bytesPerSecond = nil }
             let b = try await curl("\(depot.url)/v2/images/\(imageB.id)/file")
             #expect(b.status == 200 && b.body == second, "once the fill ended another may start")
         }
@@ -260,7 +265,8 @@ import Testing
                 sendAll(fd, Array(bytes[..<(2 << 20)]))
                 return fd
             }
-            for _ in 0..<100 where depot.cache.uploads.slots.inUse == 0 { try await Task.sleep(for: .milliseconds(20)) }
+            // The slot is taken after Glance's permission check, which a loaded machine slows.
+            try await waitUntil("the first upload holds the slot", timeout: .seconds(30)) { depot.cache.uploads.slots.inUse != 0 }
             #expect(depot.cache.uploads.slots.inUse == 1)
             let secondURL = "\(depot.url)/v2/images/\(second.id)/file"
             let refused = try await curl(secondURL, ["-X", "PUT", "-T", file.path + "/image.raw", "-H", "Expect: 100-continue"])
@@ -271,7 +277,8 @@ import Testing
             let firstStatus = try await offThePool { () -> String in
                 defer { close(holder) }
                 sendAll(holder, Array(bytes[(2 << 20)...]))
-                let answer = readUntilClosed(holder, deadline: .now + .seconds(10))
+                // One answer on a kept-alive connection: returns when it is whole.
+                let answer = readOneResponse(holder, deadline: .now + .seconds(60))
                 return String(decoding: answer.bytes.prefix(12), as: UTF8.self)
             }
             #expect(firstStatus == "HTTP/1.1 204", "the upload holding the slot ends well")
@@ -351,21 +358,33 @@ func residentBytes(of pid: pid_t) throws -> UInt64 {
 extension ServerLimitsTests {
     /// A client with a small receive buffer that sends `request`, reads its answer's first
     /// bytes and then reads no more; the socket (for the caller to close) and when it stopped.
-    static func stallAfterFirstBytes(port: Int, _ request: String, _ started: Comment) throws -> (Int32, NIODeadline) {
+    /// When a stalled reader sent its request and when it stopped reading.
+    struct StallStart: Sendable {
+        let requested: NIODeadline
+        let stalled: NIODeadline
+    }
+
+    static func stallAfterFirstBytes(port: Int, _ request: String, _ started: Comment) throws -> (Int32, StallStart) {
+        let requested = NIODeadline.now()
         let fd = try connectLoopback(port: port, receiveBuffer: 64 << 10)
         sendAll(fd, Array(request.utf8))
         var buffer = [UInt8](repeating: 0, count: 4096)
         #expect(recv(fd, &buffer, buffer.count, 0) > 0, started)
-        return (fd, NIODeadline.now())
+        return (fd, StallStart(requested: requested, stalled: NIODeadline.now()))
     }
 
-    /// Waits (up to 10 s) until Depot has no connection open, and says how long after `start`
+    /// Waits (up to 20 s) until Depot has no connection open, and says how long after `start`
     /// the last one closed, by Depot's own clock: a stall of the test process, which polls,
     /// does not count as Depot's (it once made a 2.5 s close look like 17.7 s). Nil when a
     /// connection is still open.
+    /// Waits (up to 20 s) until Depot counts `count` connections open: every close processed.
+    func waitForOpenConnections(_ depot: DepotHarness, _ count: Int) async throws {
+        try await waitUntil("Depot counts \(count) connections open", timeout: .seconds(20), interval: .milliseconds(20)) { depot.server.openConnections == count }
+    }
+
     func closeOfLastConnection(_ depot: DepotHarness, after start: NIODeadline) async throws -> TimeAmount? {
         let waitStart = ContinuousClock.now
-        while depot.server.openConnections != 0, ContinuousClock.now - waitStart < .seconds(10) {
+        while depot.server.openConnections != 0, ContinuousClock.now - waitStart < .seconds(20) {
             try await Task.sleep(for: .milliseconds(20))
         }
         guard depot.server.openConnections == 0, let closed = depot.server.lastConnectionClosedAt else { return nil }

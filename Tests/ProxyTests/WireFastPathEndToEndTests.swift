@@ -110,10 +110,15 @@ import Testing
             }
 
             // A reader that leaves halfway: the blob is free again once the connection is gone.
+            // Each reader's answer is waited for by the counter the wire path bumps as it writes
+            // one, not a guessed delay: an eviction before it would really evict.
+            func waitForAnswers(_ count: Int) async throws {
+                try await waitUntil("the wire path wrote answer \(count)", timeout: .seconds(30), interval: .milliseconds(10)) { depot.server.wireFastPathAnswers >= count }
+            }
             let before = depot.server.wireFastPathAnswers
             let leaving = try connectLoopback(port: port, receiveBuffer: 32 * 1024)
             sendAll(leaving, request)
-            try await Task.sleep(for: .milliseconds(300))
+            try await waitForAnswers(before + 1)
             #expect(depot.server.wireFastPathAnswers == before + 1)
             #expect(await refusal()?.contains("being read") == true, "evictable while its answer goes out")
             close(leaving)
@@ -129,10 +134,12 @@ import Testing
             try await warm(depot, path: path, imageID: image.id)
             let again = try #require(try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: image.id))
             #expect(again == digest)
+            let beforeSlow = depot.server.wireFastPathAnswers
             let slow = try connectLoopback(port: port, receiveBuffer: 32 * 1024)
             defer { close(slow) }
             sendAll(slow, request)
-            try await Task.sleep(for: .milliseconds(300))
+            try await waitForAnswers(beforeSlow + 1)
+            #expect(depot.server.wireFastPathAnswers == beforeSlow + 1)
             #expect(await refusal()?.contains("being read") == true, "evictable while its answer goes out")
             let received = try await offThePool { readOneResponse(slow, deadline: .now + .seconds(30)) }
             let answer = parseResponses(received.bytes, methods: ["GET"]).first
