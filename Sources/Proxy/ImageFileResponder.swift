@@ -43,6 +43,18 @@ struct ImageFileResponder {
             return
         }
         let image = authorized.image
+        guard image.size != nil else {
+            // Glance leaves an active image's size null when its store could not tell it (a
+            // location whose server sent no Content-Length: `_set_image_size` in
+            // glance/location.py sets only a size it got). Depot plans, fills and verifies by
+            // the size, and answered such an image with an empty 200; Glance 33 fails it with
+            // a 500 (its download sets Content-Length from the size). A gateway's error, in JSON.
+            logger.warning("image has no size in the image service; its data cannot be served", metadata: ["image": "\(imageID)"])
+            await response.sendError(
+                .badGateway,
+                "image \(imageID) has no size in the image service, which cannot serve its data either; its owner must create it again with its data, or an operator set its size in the image service")
+            return
+        }
         guard let representationRequest = RepresentationRequest(request.head) else {
             await response.sendError(.methodNotAllowed, "image data is read with GET or HEAD")
             return

@@ -162,6 +162,47 @@ import Testing
         }
     }
 
+    /// An active image whose size Glance holds as null (its store could not tell it: a
+    /// location whose server sent no Content-Length, `_set_image_size` in glance/location.py)
+    /// cannot be served: Glance 33 fails its download with a 500, and Depot, which plans by
+    /// the size, answered an empty 200. Depot refuses it with a JSON 502 on every path, cached
+    /// before or not, and caches nothing.
+    @Test func anActiveImageWithoutASizeIsRefusedNotAnsweredEmpty() async throws {
+        var settings = CacheSettings()
+        settings.decisionTTL = .milliseconds(300)
+        try await withDepot(glanceURL: glance.url, settings: settings) { depot in
+            let alice = glanceAsAlice(glance.url)
+            let cached = try await uploadImage(alice, pseudoRandomBytes(count: 200_000, seed: 82))
+            #expect(try await curl("\(depot.url)/v2/images/\(cached.id)/file").status == 200)
+            try await waitUntil("the first image is cached") { try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: cached.id) != nil }
+            let cold = try await uploadImage(alice, pseudoRandomBytes(count: 200_000, seed: 83))
+            for id in [cached.id, cold.id] { try await forgetSize(glance, imageID: id) }
+            #expect(try await alice.showImage(cold.id).size == nil)
+            #expect(try await curl("\(glance.url)/v2/images/\(cold.id)/file").status == 500, "Glance's own answer")
+            // The cached image's decision, made while it had a size, expires.
+            try await Task.sleep(for: .milliseconds(400))
+            for id in [cached.id, cold.id] {
+                for extra in [[], ["-r", "0-99"], ["-I"]] {
+                    let answer = try await curl("\(depot.url)/v2/images/\(id)/file", extra)
+                    #expect(answer.status == 502, "\(id) \(extra): \(answer.status), \(answer.body.count) bytes")
+                    if extra != ["-I"] { #expect(errorMessage(answer).contains("has no size in the image service")) }
+                }
+                let vio = try await curl("\(depot.url)\(MulticloudVIOTests.vio)/projA/images/file/\(id)")
+                #expect(vio.status == 502 && errorMessage(vio).contains("has no size"))
+            }
+            #expect(try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: cold.id) == nil)
+            #expect(try depot.cache.runningFill(cloud: "default_RegionOne", imageID: cold.id) == nil)
+        }
+    }
+
+    /// Sets an image's size to null in Glance's own database, as Glance records an image whose
+    /// store could not tell its size.
+    func forgetSize(_ glance: GlanceServer, imageID: String) async throws {
+        let script = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=30); c.execute('update images set size = NULL where id = ?', (sys.argv[2],)); c.commit()"
+        let run = try await spawn("/usr/bin/python3", ["-c", script, glance.dataDirectory + "/glance.sqlite", imageID])
+        #expect(run.status == 0, "python3 updated Glance's database")
+    }
+
     /// A decision in use is asked for again before it expires, in the background: the readers
     /// of a hot image never all wait on Glance when it expires (the p99 spikes of
     /// `benchmarks/serve`, one repetition in five, were every connection asking Glance at once).
