@@ -95,7 +95,8 @@ public final class FaultProxy: @unchecked Sendable {
     /// Client connections open through the proxy now.
     public var openConnections: Int { sockets.withLock { $0.count / 2 } }
     public var injected503Count: Int { counters.withLock { $0.injected503 } }
-    /// Connections whose server answer is waiting behind `holdResponses` now.
+    /// Connections whose server answer is waiting behind a hold now (`holdResponses`,
+    /// `holdResponsesTo`, `holdAfterBytes`).
     public var heldResponses: Int { held.load(ordering: .acquiring) }
     private let held = Atomic<Int>(0)
 
@@ -226,11 +227,7 @@ public final class FaultProxy: @unchecked Sendable {
         while true {
             let n = read(c.server, &buffer, buffer.count)
             if n <= 0 { c.close(); return }
-            if holds(c) {
-                held.add(1, ordering: .acquiringAndReleasing)
-                while holds(c), !stopped.load(ordering: .acquiring) { usleep(500) }
-                held.subtract(1, ordering: .acquiringAndReleasing)
-            }
+            if holds(c) { hold { holds(c) } }
             var toSend = n
             var action = 0  // 0 forward, 1 cut after toSend, 2 stall after toSend, 3 hold after toSend
             let rate = faults.withLock { f -> Int? in
@@ -266,9 +263,7 @@ public final class FaultProxy: @unchecked Sendable {
                 c.close()
                 return
             case 3:
-                held.add(1, ordering: .acquiringAndReleasing)
-                while faults.withLock({ $0.holdAfterBytes != nil }), !stopped.load(ordering: .acquiring) { usleep(500) }
-                held.subtract(1, ordering: .acquiringAndReleasing)
+                hold { faults.withLock { $0.holdAfterBytes != nil } }
                 let rest = buffer[toSend..<n]
                 counters.withLock { $0.fromServer += rest.count }
                 if !rest.isEmpty && !writeAll(c.client, rest) { c.close(); return }
@@ -276,6 +271,13 @@ public final class FaultProxy: @unchecked Sendable {
                 continue
             }
         }
+    }
+
+    /// Keeps a pump waiting, counted in `heldResponses`, while `holding` says so (or until stop).
+    private func hold(while holding: () -> Bool) {
+        held.add(1, ordering: .acquiringAndReleasing)
+        while holding(), !stopped.load(ordering: .acquiring) { usleep(500) }
+        held.subtract(1, ordering: .acquiringAndReleasing)
     }
 
     /// Whether the server's answer on this connection waits behind a hold now.

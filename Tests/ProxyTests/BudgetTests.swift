@@ -110,8 +110,8 @@ import Testing
             // A 4 MiB fill holds 40% of the budget; 2 MiB more would make 60%. Glance's answer to
             // the fill is held until the second image has been answered: the fill runs as long
             // as the test needs, however slow the machine (a throttled one once ended first).
-            let slowPath = "/v2/images/\(slowImage.id)/file"
-            proxy.setFaults { $0.holdResponsesTo = { $0.method == "GET" && $0.path == slowPath && $0.header("range") != "bytes=0-0" } }
+            let slowID = slowImage.id
+            proxy.setFaults { $0.holdResponsesTo = { isImageFetch($0, slowID) } }
             async let slowDownload = curl(url(slowImage))
             try await waitUntil("the slow fill runs, its answer held") {
                 depot.cache.runningFill(cloud: "default_RegionOne", imageID: slowImage.id) != nil && proxy.heldResponses == 1

@@ -222,10 +222,10 @@ import Testing
             #expect(try await curl(url).status == 200)
             #expect(try await curl(url).header("x-depot-cache") == "hit")
             // What hits derive from the record is kept with the decision, and only with it.
-            func decisionMemo() -> DecisionMemo? {
-                depot.cache.knownHit(
-                    token: GlanceServer.alice, fingerprint: SecretFingerprint(GlanceServer.alice), cloud: "default_RegionOne", imageID: image.id)?.derived
+            func known() -> KnownHit? {
+                depot.cache.knownHit(token: GlanceServer.alice, fingerprint: SecretFingerprint(GlanceServer.alice), cloud: "default_RegionOne", imageID: image.id)
             }
+            func decisionMemo() -> DecisionMemo? { known()?.derived }
             let firstMemo = try #require(decisionMemo())
             #expect(decisionMemo() === firstMemo, "one decision, one memo")
             func waitForHeld(_ count: Int) async throws {
@@ -245,11 +245,7 @@ import Testing
             // Glance's answer reached Depot; the renewed decision is recorded right after, on a
             // task of its own: waited for. Only a decision not yet due for renewal has a
             // validity, and the first one is due at 500 s.
-            func renewed() -> Bool {
-                depot.cache.knownHit(
-                    token: GlanceServer.alice, fingerprint: SecretFingerprint(GlanceServer.alice), cloud: "default_RegionOne", imageID: image.id)?.validity != nil
-            }
-            try await waitUntil("the decision was renewed", timeout: .seconds(30)) { renewed() }
+            try await waitUntil("the decision was renewed", timeout: .seconds(30)) { known()?.validity != nil }
             // Past the first decision's expiry (600 s): the renewed one serves, without Glance.
             skew.withLock { $0 = .seconds(700) }
             proxy.setFaults { $0.holdResponsesTo = { $0.method == "GET" && $0.path == recordPath } }

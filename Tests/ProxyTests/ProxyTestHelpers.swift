@@ -347,7 +347,13 @@ func expectGlanceHolds(
 /// one-byte permission probes (`Range: bytes=0-0`, asked with the user's token): the fetches
 /// of the image's bytes.
 func imageFetches(_ proxy: FaultProxy, _ imageID: String) -> [RecordedRequest] {
-    proxy.requests("GET", path: "/v2/images/\(imageID)/file").filter { $0.header("range") != "bytes=0-0" }
+    proxy.requests.filter { isImageFetch($0, imageID) }
+}
+
+/// Whether a request Depot sent through a `FaultProxy` asks Glance for an image's data, not
+/// for the one byte of the download check: what a fill or a backend stream fetches.
+@Sendable func isImageFetch(_ request: RecordedRequest, _ imageID: String) -> Bool {
+    request.method == "GET" && request.path == "/v2/images/\(imageID)/file" && request.header("range") != "bytes=0-0"
 }
 
 /// Sends a request whose body stops short of its Content-Length, ends its side of the

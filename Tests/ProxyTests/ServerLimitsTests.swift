@@ -231,9 +231,9 @@ import Testing
             // The backend's answer to A's fill is held until B has been refused: A's fill runs
             // for as long as the test needs, however slow the machine (the one-byte ranged GET
             // of the download check passes).
-            let pathA = "/v2/images/\(imageA.id)/file"
-            proxy.setFaults { $0.holdResponsesTo = { $0.method == "GET" && $0.path == pathA && $0.header("range") != "bytes=0-0" } }
-            async let slow = curl("\(depot.url)\(pathA)")
+            let idA = imageA.id
+            proxy.setFaults { $0.holdResponsesTo = { isImageFetch($0, idA) } }
+            async let slow = curl("\(depot.url)/v2/images/\(idA)/file")
             try await waitUntil("A's fill runs, its answer held") {
                 proxy.heldResponses == 1 && depot.cache.runningFill(cloud: "default_RegionOne", imageID: imageA.id) != nil
             }
