@@ -253,10 +253,11 @@ public final class HTTPServer: Sendable {
     /// Answers one request; true when the connection can carry the next one.
     private func exchange(_ head: HTTPRequestHead, parts: InboundParts, channel: Channel, state: HTTPConnectionState) async throws -> Bool {
         let body = RequestBody(parts: parts, head: head, connection: state)
-        _ = state.event(.exchangeStarted(keepAlive: head.isKeepAlive, expectsContinue: head.expectsContinue, bodyEnded: body.isFinished))
+        _ = state.event(.exchangeStarted(keepAlive: head.keepsConnection, expectsContinue: head.expectsContinue, bodyEnded: body.isFinished))
         let request = Request(head: head, body: body, id: makeRequestID())
         let writer = ResponseWriter(
-            channel: channel, connection: state, version: head.version, method: head.method, requestID: request.id, fileReads: fileReads)
+            channel: channel, connection: state, version: head.version, method: head.method, keepsConnection: head.keepsConnection,
+            requestID: request.id, fileReads: fileReads)
         let started = ContinuousClock.now
         if let (status, message) = Self.limitViolation(head) {
             await writer.sendError(status, message, headers: ["connection": "close"])

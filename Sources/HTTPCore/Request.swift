@@ -42,6 +42,24 @@ extension HTTPRequestHead {
     public var expectsContinue: Bool {
         headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
     }
+
+    /// The request asks to switch protocols: `CONNECT`, or an `Upgrade` field with `upgrade`
+    /// among the `Connection` options (RFC 9110 section 7.8) — the test llhttp, NIO's parser,
+    /// makes for its upgrade flag. After such a request NIO's `HTTPDecoder` stops parsing
+    /// (`stopParsing` in `didFinishMessage`) and leaves the bytes that follow to an upgrade
+    /// handler; Depot upgrades to nothing, so a next request on the connection would wait for
+    /// an answer forever (`curl --http2` on an `http://` URL sends `Upgrade: h2c`).
+    public var upgradesConnection: Bool {
+        if method == .CONNECT { return true }
+        guard headers.contains(name: "upgrade") else { return false }
+        return headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
+    }
+
+    /// The connection carries the next request after this one's answer: the client asked to
+    /// keep it (HTTP/1.1 unless `Connection: close`; HTTP/1.0 with `Connection: keep-alive`,
+    /// RFC 9112 section 9.3) and did not ask to switch protocols, which Depot answers in
+    /// HTTP/1.1 (RFC 9110 section 7.8 lets a server ignore `Upgrade`) and then closes.
+    public var keepsConnection: Bool { isKeepAlive && !upgradesConnection }
 }
 
 /// The request parts of one connection, shared by its requests in turn.

@@ -14,6 +14,8 @@ public final class ResponseWriter: @unchecked Sendable {
     let channel: Channel
     let version: HTTPVersion
     let isHead: Bool
+    /// The request let the connection carry another after this answer (`keepsConnection`).
+    let keepsConnection: Bool
     public private(set) var headSent = false
     private(set) var isComplete = false
     /// Set when the response asked to close the connection (or was aborted).
@@ -35,20 +37,24 @@ public final class ResponseWriter: @unchecked Sendable {
     let connection: HTTPConnectionState
 
     init(
-        channel: Channel, connection: HTTPConnectionState, version: HTTPVersion, method: HTTPMethod, requestID: String = makeRequestID(),
-        fileReads: NonBlockingFileIO? = nil
+        channel: Channel, connection: HTTPConnectionState, version: HTTPVersion, method: HTTPMethod, keepsConnection: Bool = true,
+        requestID: String = makeRequestID(), fileReads: NonBlockingFileIO? = nil
     ) {
         self.channel = channel
         self.connection = connection
         self.version = version
         self.isHead = method == .HEAD
+        self.keepsConnection = keepsConnection
         self.requestID = requestID
         self.fileReads = fileReads
     }
 
     public var allocator: ByteBufferAllocator { channel.allocator }
 
-    /// Sends the status line and headers.
+    /// Sends the status line and headers, with the `Connection` option that says what becomes
+    /// of the connection after this answer (RFC 9112 section 9.3): `close` when the request or
+    /// the response ends it, `keep-alive` to an HTTP/1.0 client that asked to keep it, which
+    /// would otherwise take the connection for closed and wait for its end.
     public func head(_ status: HTTPResponseStatus, _ headers: HTTPHeaders) async throws {
         precondition(!headSent, "response head sent twice")
         headSent = true
@@ -56,13 +62,22 @@ public final class ResponseWriter: @unchecked Sendable {
         var headers = headers
         headers.replaceOrAdd(name: "x-depot-request-id", value: requestID)
         cacheResult = headers.first(name: "x-depot-cache")
-        if headers.first(name: "connection")?.lowercased() == "close" { closesConnection = true }
-        if version.major == 1 && version.minor == 0 && !headers.contains(name: "content-length") {
+        addConnectionOption(&headers)
+        try await channel.writeAndFlush(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: status, headers: headers))).get()
+    }
+
+    /// Adds the `Connection` option of this answer and records whether it closes.
+    private func addConnectionOption(_ headers: inout HTTPHeaders) {
+        let isHTTP10 = version.major == 1 && version.minor == 0
+        if headers.first(name: "connection")?.lowercased() == "close" || !keepsConnection
             // HTTP/1.0 has no chunked encoding: the end of the body is the end of the connection.
+            || (isHTTP10 && !headers.contains(name: "content-length"))
+        {
             headers.replaceOrAdd(name: "connection", value: "close")
             closesConnection = true
+        } else if isHTTP10 {
+            headers.replaceOrAdd(name: "connection", value: "keep-alive")
         }
-        try await channel.writeAndFlush(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: status, headers: headers))).get()
     }
 
     /// Tells a client that sent `Expect: 100-continue` to send its body.
@@ -123,19 +138,23 @@ public final class ResponseWriter: @unchecked Sendable {
         cacheResult = hit.cacheResult
         bytesWritten += UInt64(hit.bodyBytes)
         defer { hit.release() }
+        var parts = hit.parts
+        if case var .head(head) = parts[0] {
+            addConnectionOption(&head.headers)
+            parts[0] = .head(head)
+        }
         if let fileReads {
-            try await sendReading(hit, with: fileReads)
+            try await sendReading(parts, with: fileReads)
             return
         }
-        let parts = hit.parts
         for part in parts.dropLast() { channel.write(part, promise: nil) }
         try await channel.writeAndFlush(parts.last!).get()
     }
 
     /// Writes a planned response whose file regions are read into buffers one chunk at a time,
     /// each awaited, so a slow TLS client holds one chunk in memory, not the image.
-    private func sendReading(_ hit: PlannedResponse, with fileReads: NonBlockingFileIO) async throws {
-        for part in hit.parts {
+    private func sendReading(_ parts: [HTTPServerResponsePart], with fileReads: NonBlockingFileIO) async throws {
+        for part in parts {
             guard case let .body(.fileRegion(region)) = part else {
                 try await channel.writeAndFlush(part).get()
                 continue

@@ -115,6 +115,75 @@ import Testing
         }
     }
 
+    /// A request to switch protocols (`Upgrade` with `Connection: upgrade`, or `CONNECT`) is
+    /// answered in HTTP/1.1 with `Connection: close`, and the connection ends (RFC 9110 §7.8
+    /// lets a server ignore `Upgrade`); a request after it on the same connection was never
+    /// answered, because NIO's parser stops after such a request. The `Connection` field says
+    /// what becomes of every connection (RFC 9112 §9.3): `close` when it ends, `keep-alive` to
+    /// an HTTP/1.0 client that asked to keep it, which then carries its next request.
+    @Test func theConnectionFieldSaysWhatBecomesOfTheConnection() async throws {
+        let bytes = pseudoRandomBytes(count: 100_000, seed: 9312)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        try await withDepot(glanceURL: glance.url) { depot in
+            let port = depot.port
+            let file = "/v2/images/\(image.id)/file"
+            _ = try await curl(depot.url + file)
+            let deadline = ContinuousClock.now + .seconds(30)
+            while try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: image.id) == nil, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            let alice = "X-Auth-Token: \(GlanceServer.alice)\r\n"
+            func request(_ target: String, _ fields: String = "", version: String = "1.1") -> String {
+                "GET \(target) HTTP/\(version)\r\nHost: x\r\n\(alice)\(fields)\r\n"
+            }
+            func connectionOptions(_ text: String) -> [String] {
+                text.lowercased().split(separator: "\r\n").filter { $0.hasPrefix("connection:") }.map { $0.dropFirst(11).trimmingCharacters(in: .whitespaces) }
+            }
+
+            let upgrades = [
+                "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n",
+                "Connection: keep-alive, upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+            ]
+            for fields in upgrades {
+                // A cached image's range (a hit, answered on the event loop until now), a
+                // forwarded request, and Depot's own endpoint.
+                for target in [file, "/v2/images/\(image.id)", "/healthz"] {
+                    let range = target == file ? "Range: bytes=0-9\r\n" : ""
+                    let started = ContinuousClock.now
+                    let answer = try await exchange(port: port, Array((request(target, fields + range) + request("/healthz")).utf8), untilClosed: true)
+                    let label = "\(target) with \(fields.prefix(40))"
+                    #expect(statuses(answer.text) == [target == file ? 206 : 200], "\(label): \(answer.text.prefix(300))")
+                    #expect(connectionOptions(answer.text) == ["close"], "\(label)")
+                    #expect(answer.closed && ContinuousClock.now - started < .seconds(8), "\(label): the connection ends after the answer")
+                }
+            }
+            // CONNECT asks to switch protocols as well; whatever its answer, the connection ends.
+            let connect = try await exchange(
+                port: port, Array(("CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n" + request("/healthz")).utf8), untilClosed: true)
+            #expect(statuses(connect.text).count == 1 && connect.closed, "\(connect.text.prefix(300))")
+
+            // An Upgrade without the `upgrade` option asks for nothing: the connection goes on.
+            let notAnUpgrade = try await exchange(
+                port: port, Array((request(file, "Connection: keep-alive\r\nUpgrade: h2c\r\nRange: bytes=0-9\r\n") + request("/healthz", "Connection: close\r\n")).utf8),
+                untilClosed: true)
+            #expect(statuses(notAnUpgrade.text) == [206, 200] && notAnUpgrade.closed, "\(notAnUpgrade.text.prefix(300))")
+
+            // Connection: close is answered with close, on the fast path's requests too.
+            for target in [file, "/healthz"] {
+                let closing = try await exchange(port: port, Array(request(target, "Connection: close\r\n").utf8), untilClosed: true)
+                #expect(connectionOptions(closing.text) == ["close"] && closing.closed, "\(target): \(closing.text.prefix(300))")
+            }
+
+            // HTTP/1.0 keep-alive: the answer says keep-alive, and the next request is answered.
+            for target in [file, "/healthz"] {
+                let old = try await exchange(
+                    port: port, Array((request(target, "Connection: keep-alive\r\n", version: "1.0") + request("/healthz", version: "1.0")).utf8), untilClosed: true)
+                #expect(statuses(old.text) == [200, 200] && old.closed, "\(target): \(old.text.prefix(300))")
+                #expect(connectionOptions(old.text) == ["keep-alive", "close"], "\(target)")
+            }
+        }
+    }
+
     /// RFC 9112 §3.2.2: "a server MUST accept the absolute-form in requests", and answer it as
     /// the same target in origin-form.
     @Test func anAbsoluteFormTargetIsAnsweredAsItsOriginForm() async throws {
