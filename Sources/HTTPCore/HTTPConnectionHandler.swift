@@ -132,7 +132,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler {
 
     /// Writes the fast path's complete answer to a head, if it has one.
     private func answerAtOnce(_ head: HTTPRequestHead, _ context: ChannelHandlerContext) -> Bool {
-        guard let fastPath, head.keepsConnection, head.version == .http1_1, head.method == .GET || head.method == .HEAD,
+        guard let fastPath, head.keepsConnection, !head.repeatsHost, head.version == .http1_1, head.method == .GET || head.method == .HEAD,
               let response = fastPath.immediateResponse(to: head, allocator: context.channel.allocator, memo: &fastPathMemo)
         else { return false }
         swallowing = true

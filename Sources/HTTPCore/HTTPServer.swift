@@ -288,6 +288,9 @@ extension HTTPServer {
     static let maximumHeaderBytes = 64 * 1024
 
     static func limitViolation(_ head: HTTPRequestHead) -> (HTTPResponseStatus, String)? {
+        if head.repeatsHost {
+            return (.badRequest, "the request has more than one Host field; send one (RFC 9112 section 3.2)")
+        }
         if head.uri.utf8.count > maximumURILength {
             return (.uriTooLong, "the request target is longer than \(maximumURILength) bytes")
         }

@@ -60,6 +60,17 @@ extension HTTPRequestHead {
     /// RFC 9112 section 9.3) and did not ask to switch protocols, which Depot answers in
     /// HTTP/1.1 (RFC 9110 section 7.8 lets a server ignore `Upgrade`) and then closes.
     public var keepsConnection: Bool { isKeepAlive && !upgradesConnection }
+
+    /// More than one `Host` field, which a server MUST answer with 400 (RFC 9112 section 3.2;
+    /// Glance does).
+    public var repeatsHost: Bool {
+        var seen = false
+        for (name, _) in headers where name.utf8.count == 4 && name.lowercased() == "host" {
+            if seen { return true }
+            seen = true
+        }
+        return false
+    }
 }
 
 /// The request parts of one connection, shared by its requests in turn.

@@ -131,7 +131,7 @@ struct WireRequestHead {
         guard spells(bytes, at: i, version) else { return nil }
         i += version.utf8CodeUnitCount
         var count = 0
-        var sawConnection = false
+        var seen: UInt8 = 0
         while true {
             guard i + 1 < n else { return nil }
             if bytes[i] == cr {
@@ -153,10 +153,19 @@ struct WireRequestHead {
             i += 2
             count += 1
             guard count <= maximumFields, acceptable(bytes, name: name, value: valueStart..<valueEnd) else { return nil }
-            // A second `Connection` field: NIO's decoder and `HTTPHeaders` differ on keep-alive.
-            if name.count == 10, equalsLowercased(bytes, name, "connection") {
-                guard !sawConnection else { return nil }
-                sawConnection = true
+            // A field that may come once, the second time, is the codec's: `Connection` (NIO's
+            // decoder and `HTTPHeaders` differ on keep-alive), `Host` (RFC 9112 section 3.2:
+            // 400) and `X-Auth-Token` (Glance sees the values joined, a token no one issued).
+            let once: UInt8
+            switch name.count {
+            case 4: once = equalsLowercased(bytes, name, "host") ? 1 : 0
+            case 10: once = equalsLowercased(bytes, name, "connection") ? 2 : 0
+            case 12: once = equalsLowercased(bytes, name, "x-auth-token") ? 4 : 0
+            default: once = 0
+            }
+            if once != 0 {
+                guard seen & once == 0 else { return nil }
+                seen |= once
             }
             field(bytes, name, valueStart..<valueEnd)
         }

@@ -98,7 +98,7 @@ struct AdminResponder {
     /// cache policy, see `GlanceClient.cachePolicy`), so that whoever Glance treats as an admin
     /// Depot does too, with Keystone or without. Keystone's roles decide when Glance cannot.
     func caller(_ request: Request, cloud: String) async -> Caller {
-        guard let token = request.headers.first(name: "x-auth-token"), !token.isEmpty else { return .unauthenticated(Self.missingToken) }
+        guard let token = request.authToken, !token.isEmpty else { return .unauthenticated(Self.missingToken) }
         if let adminToken = access.token, !adminToken.isEmpty, Self.constantTimeEquals(token, adminToken) { return .depotAdmin }
         guard let client = cache.clouds[cloud] else { return .undecided("no cloud named \(cloud) is configured") }
         let key = AdminDecisions.key(token: token, cloud: cloud)

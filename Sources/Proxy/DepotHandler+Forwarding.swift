@@ -31,7 +31,7 @@ extension DepotHandler {
             // The caller must be allowed to import: Glance decides, with the caller's token,
             // on the same probe as uploads.
             do {
-                _ = try await cache.uploads.authorizeImport(token: request.headers.first(name: "x-auth-token"), cloud: cloud, imageID: imageID)
+                _ = try await cache.uploads.authorizeImport(token: request.authToken, cloud: cloud, imageID: imageID)
                 _ = try await cache.uploads.importStaged(cloud: cloud, imageID: imageID)
                 await response.send(.accepted, headers: ["content-type": "text/html; charset=UTF-8"], body: response.allocator.buffer(string: ""))
             } catch let error as UploadError {
@@ -133,7 +133,7 @@ extension DepotHandler {
     func carriesAdminTokenToSchemas(_ request: Request, pathAndQuery: String) -> Bool {
         let path = Router.pathPart(Substring(pathAndQuery))
         guard path == "/v2/schemas" || path.hasPrefix("/v2/schemas/"), let adminToken = admin.token, !adminToken.isEmpty,
-              let token = request.headers.first(name: "x-auth-token")
+              let token = request.authToken
         else { return false }
         return AdminResponder.constantTimeEquals(token, adminToken)
     }

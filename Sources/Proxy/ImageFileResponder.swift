@@ -31,7 +31,7 @@ struct ImageFileResponder {
         }
         let authorized: AuthorizedImage
         do {
-            authorized = try await cache.authorize(token: request.headers.first(name: "x-auth-token"), cloud: cloud, imageID: imageID)
+            authorized = try await cache.authorize(token: request.authToken, cloud: cloud, imageID: imageID)
         } catch {
             if case let .imageNotActive(_, status) = error, status == "deactivated", let passThrough {
                 // Glance lets admins read a deactivated image and no one else, and only Glance

@@ -40,7 +40,7 @@ struct MulticloudResponder {
 
     /// Glance's record of the image (as the caller may see it) with Depot's view of it.
     func metadata(_ request: Request, _ response: ResponseWriter, cloud: String, imageID: String) async {
-        let token = request.headers.first(name: "x-auth-token")
+        let token = request.authToken
         guard let token, !token.isEmpty else {
             await response.sendError(.unauthorized, "send an X-Auth-Token")
             return
@@ -98,7 +98,7 @@ struct MulticloudResponder {
     ///   to the file's name and extension, the image must belong to this project, and the
     ///   answer's `status` is ONAP's `upload OK` (Glance's status is in `image_status`).
     func upload(_ request: Request, _ response: ResponseWriter, cloud: String, onapTenant: String? = nil) async {
-        guard let token = request.headers.first(name: "x-auth-token"), !token.isEmpty else {
+        guard let token = request.authToken, !token.isEmpty else {
             await response.sendError(.unauthorized, "send an X-Auth-Token of the cloud \(cloud)", headers: ["connection": "close"])
             return
         }

@@ -53,7 +53,7 @@ struct MulticloudVIOResponder {
 
     /// Whether the caller's token is scoped to `tenant`; sends the refusal when not.
     func tenantMatches(_ request: Request, _ response: ResponseWriter, cloud: String, tenant: String) async -> Bool {
-        guard let token = request.headers.first(name: "x-auth-token"), !token.isEmpty else {
+        guard let token = request.authToken, !token.isEmpty else {
             await response.sendError(.unauthorized, "send an X-Auth-Token of the cloud \(cloud), scoped to the project \(tenant)", headers: ["connection": "close"])
             return false
         }
@@ -144,7 +144,7 @@ struct MulticloudVIOResponder {
     /// The image's committed blob, authorized with the caller's token; a miss is filled
     /// first and waited for.
     func cachedImage(_ request: Request, cloud: String, imageID: String) async throws -> (BlobReader, GlanceImage) {
-        let authorized = try await cache.authorize(token: request.headers.first(name: "x-auth-token"), cloud: cloud, imageID: imageID)
+        let authorized = try await cache.authorize(token: request.authToken, cloud: cloud, imageID: imageID)
         if let digest = try await cache.resolve(authorized) {
             return (try cache.store.open(digest), authorized.image)
         }

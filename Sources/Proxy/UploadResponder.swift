@@ -46,7 +46,7 @@ struct UploadResponder {
             await refuse(response, .notFound, "No image found with ID \(imageID); image ids are UUIDs")
             return
         }
-        let token = request.headers.first(name: "x-auth-token")
+        let token = request.authToken
         let declaredLength = request.body.declaredLength
         if let declaredLength, declaredLength > settings.maximumSize {
             await refuse(response, .payloadTooLarge, UploadError.tooLarge(size: declaredLength, limit: settings.maximumSize).description)

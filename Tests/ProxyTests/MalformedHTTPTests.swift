@@ -184,6 +184,72 @@ import Testing
         }
     }
 
+    /// Fields a request may carry once, sent twice: `X-Auth-Token` is refused as Glance refuses
+    /// it (401: its WSGI server joins the two values into one token no one issued), whichever
+    /// token comes first and however the request reaches Depot (a head read from the wire, one
+    /// the codec reads, after a hit on the same connection); Depot had answered as the first
+    /// token's user. Two `Host` fields get 400 (RFC 9112 §3.2, and Glance's answer).
+    @Test func fieldsSentTwiceAreRefusedAsGlanceRefusesThem() async throws {
+        let bytes = pseudoRandomBytes(count: 100_000, seed: 9313)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        let glancePort = try #require(URLComponents(string: glance.url)?.port)
+        try await withDepot(glanceURL: glance.url) { depot in
+            let port = depot.port
+            let file = "/v2/images/\(image.id)/file"
+            _ = try await curl(depot.url + file)
+            let deadline = ContinuousClock.now + .seconds(30)
+            while try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: image.id) == nil, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            let alice = GlanceServer.alice, bob = GlanceServer.bob
+            let plainHit = "GET \(file) HTTP/1.1\r\nHost: x\r\nX-Auth-Token: \(alice)\r\nRange: bytes=0-9\r\n\r\n"
+            // (method, target, fields) of requests Glance refuses.
+            var requests: [(String, String, String)] = []
+            for tokens in [[alice, bob], [bob, alice], [alice, alice]] {
+                let fields = tokens.map { "X-Auth-Token: \($0)\r\n" }.joined()
+                requests += [("GET", file, fields + "Range: bytes=0-9\r\n"), ("GET", file, fields), ("HEAD", file, fields), ("GET", "/v2/images/\(image.id)", fields)]
+            }
+            for target in [file, "/v2/images/\(image.id)"] {
+                requests.append(("GET", target, "Host: y\r\nX-Auth-Token: \(alice)\r\nRange: bytes=0-9\r\n"))
+            }
+            for (method, target, fields) in requests {
+                let head = "\(method) \(target) HTTP/1.1\r\nHost: x\r\n\(fields)\r\n"
+                let label = "\(method) \(target) \(fields.replacingOccurrences(of: "\r\n", with: " | "))"
+                let reference = try await offThePool { () throws -> [WireAnswer] in
+                    let fd = try connectLoopback(port: glancePort)
+                    defer { close(fd) }
+                    sendAll(fd, Array(head.utf8))
+                    return readResponses(fd, methods: [method], deadline: .now + .seconds(10))
+                }
+                let expected = try #require(reference.first?.status, "\(label): Glance answered")
+                #expect(expected == 401 || expected == 400, "\(label): Glance refuses it (\(expected))")
+                // On a fresh connection, split in two (the codec reads it), and after a hit.
+                for way in ["fresh", "split", "after a hit"] {
+                    let answers = try await offThePool { () throws -> [WireAnswer] in
+                        let fd = try connectLoopback(port: port)
+                        defer { close(fd) }
+                        switch way {
+                        case "split":
+                            let bytes = Array(head.utf8)
+                            sendAll(fd, Array(bytes[..<(bytes.count / 2)]))
+                            usleep(50_000)
+                            sendAll(fd, Array(bytes[(bytes.count / 2)...]))
+                            return readResponses(fd, methods: [method], deadline: .now + .seconds(10))
+                        case "after a hit":
+                            sendAll(fd, Array((plainHit + head).utf8))
+                            return readResponses(fd, methods: ["GET", method], deadline: .now + .seconds(10))
+                        default:
+                            sendAll(fd, Array(head.utf8))
+                            return readResponses(fd, methods: [method], deadline: .now + .seconds(10))
+                        }
+                    }
+                    #expect(answers.last?.status == expected, "\(label), \(way): Depot \(answers.map(\.status)), Glance \(expected)")
+                    #expect(answers.last.map { $0.body.count < 1000 } ?? false, "\(label), \(way): no image bytes")
+                }
+            }
+        }
+    }
+
     /// RFC 9112 §3.2.2: "a server MUST accept the absolute-form in requests", and answer it as
     /// the same target in origin-form.
     @Test func anAbsoluteFormTargetIsAnsweredAsItsOriginForm() async throws {
