@@ -92,6 +92,36 @@ struct Router: Sendable, Equatable {
         }
     }
 
+    /// `path` with each `%` and two hex digits replaced by the byte they name, as the WSGI
+    /// server in front of Glance makes `PATH_INFO` (gunicorn's `unquote_to_wsgi_str`, Python's
+    /// `unquote`): a `%` not followed by two hex digits stays as it is. Bytes that are not
+    /// UTF-8 become U+FFFD; no image id or route has any.
+    static func percentDecoded(_ path: Substring) -> Substring {
+        guard path.utf8.contains(UInt8(ascii: "%")) else { return path }
+        func hex(_ byte: UInt8) -> UInt8? {
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
+            default: return nil
+            }
+        }
+        let bytes = Array(path.utf8)
+        var decoded: [UInt8] = []
+        decoded.reserveCapacity(bytes.count)
+        var i = 0
+        while i < bytes.count {
+            if bytes[i] == UInt8(ascii: "%"), i + 2 < bytes.count, let high = hex(bytes[i + 1]), let low = hex(bytes[i + 2]) {
+                decoded.append(high << 4 | low)
+                i += 3
+            } else {
+                decoded.append(bytes[i])
+                i += 1
+            }
+        }
+        return Substring(String(decoding: decoded, as: UTF8.self))
+    }
+
     /// Whether a path has a "." or ".." segment. Compared as bytes: no other string is
     /// canonically equivalent to "." or "..", so this is the Character comparison, without
     /// an array of segments on every request.
@@ -166,12 +196,18 @@ struct Router: Sendable, Equatable {
             uri = rest.dropFirst(name.count)
             if uri.isEmpty { uri = "/" }
         }
-        let path = Self.pathPart(uri)
+        // Glance routes on the path with its percent-encodings decoded (WSGI's PATH_INFO), so
+        // `/v2/images/%32%30…/file` and `…/%66ile` are the image's file there as well.
+        let path = Self.percentDecoded(Self.pathPart(uri))
+        if path.utf8.count != Self.pathPart(uri).utf8.count, Self.hasDotSegment(path) {
+            return .invalid("the path \(path.prefix(200)) has . or .. segments once decoded; send the resource's path itself")
+        }
         if path == "/" || path == "/versions" || path == "/v2" || path == "/v2/" {
             return path.hasPrefix("/v2") ? .forward(cloud: cloud, pathAndQuery: String(uri)) : .versions(cloud: cloud, prefix: prefix)
         }
-        if prefix.isEmpty && path == "/healthz" { return .health }
-        if prefix.isEmpty && path == "/readyz" { return .readiness }
+        // Depot's own endpoints, as spelled (no Glance route to mirror).
+        if prefix.isEmpty && Self.pathPart(uri) == "/healthz" { return .health }
+        if prefix.isEmpty && Self.pathPart(uri) == "/readyz" { return .readiness }
         guard path.hasPrefix("/v2/") else { return .notFound("no route for \(path); Depot serves the Glance v2 API under /v2/") }
         return glance(path: path, pathAndQuery: String(uri), cloud: cloud)
     }

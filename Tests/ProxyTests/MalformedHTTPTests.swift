@@ -250,6 +250,43 @@ import Testing
         }
     }
 
+    /// A path with percent-encodings is the resource it names once decoded (RFC 3986 §6.2.2.2),
+    /// as Glance routes it (on WSGI's decoded PATH_INFO): `/v2/images/%32%30…/file` is the
+    /// image's data from the cache, where Depot answered 404 "No image found" and Glance 200;
+    /// `…/%66ile` is its file, answered with conditionals and ranges as `…/file` is, where it
+    /// went to Glance past the cache. A dot segment once decoded is refused as one in the clear.
+    @Test func anEncodedPathIsTheResourceItNames() async throws {
+        let bytes = pseudoRandomBytes(count: 100_000, seed: 9314)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        try await withDepot(glanceURL: glance.url) { depot in
+            let plain = "/v2/images/\(image.id)/file"
+            _ = try await curl(depot.url + plain)
+            let deadline = ContinuousClock.now + .seconds(30)
+            while try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: image.id) == nil, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            let reference = try await curl(depot.url + plain, ["-r", "0-9"])
+            let etag = try #require(reference.headers["etag"])
+            let id = Array(image.id)
+            let encodedID = "%" + String(id[0].asciiValue!, radix: 16) + "%" + String(id[1].asciiValue!, radix: 16, uppercase: true) + String(id[2...])
+            for path in ["/v2/images/\(encodedID)/file", "/v2/images/\(image.id)/%66ile", "/v2/images/\(encodedID)/%66%69%6C%65"] {
+                let whole = try await curl(depot.url + path)
+                #expect(whole.status == 200 && whole.body == bytes, "\(path): \(whole.status), \(whole.body.count) bytes")
+                #expect(whole.headers["x-depot-cache"] == "hit", "\(path): from the cache")
+                let range = try await curl(depot.url + path, ["-r", "10-19"])
+                #expect(range.status == 206 && range.body == Array(bytes[10...19]), "\(path): \(range.status)")
+                let conditional = try await curl(depot.url + path, ["-H", "If-None-Match: \(etag)"])
+                #expect(conditional.status == 304, "\(path): \(conditional.status), as the plain path answers")
+                let glanceAnswer = try await curl(glance.url + path)
+                #expect(glanceAnswer.status == 200 && glanceAnswer.body == bytes, "\(path): Glance \(glanceAnswer.status)")
+            }
+            for path in ["/v2/images/%2E%2E/file", "/v2/images/%2e/file", "/v2/%2e%2e/images/\(image.id)/file"] {
+                let refused = try await curl(depot.url + path)
+                #expect(refused.status == 400 && refused.headers["content-type"] == "application/json", "\(path): \(refused.status)")
+            }
+        }
+    }
+
     /// RFC 9112 §3.2.2: "a server MUST accept the absolute-form in requests", and answer it as
     /// the same target in origin-form.
     @Test func anAbsoluteFormTargetIsAnsweredAsItsOriginForm() async throws {
