@@ -62,6 +62,8 @@ public final class ResponseWriter: @unchecked Sendable {
         var headers = headers
         headers.replaceOrAdd(name: "x-depot-request-id", value: requestID)
         cacheResult = headers.first(name: "x-depot-cache")
+        // A forwarded answer keeps the backend's.
+        if !headers.contains(name: "date") { headers.add(name: "date", value: String(decoding: HTTPDate.now(), as: UTF8.self)) }
         addConnectionOption(&headers)
         try await channel.writeAndFlush(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: status, headers: headers))).get()
     }

@@ -99,12 +99,16 @@ extension ByteBuffer {
     ///   `ResponsePlan.representationFields(plan.representation)`, made once per
     ///   representation: for a whole image or one range (every hit but a multipart, 304 or 416
     ///   one), the head is then that copy and the framing's numbers written as digits.
-    mutating func writeHead(of plan: ResponsePlan, version: HTTPVersion, status: HTTPResponseStatus, cacheResult: String, representationFields: [UInt8]? = nil) {
+    /// - Parameter date: the `Date` field's value (`HTTPDate`), the current second's unless given.
+    mutating func writeHead(
+        of plan: ResponsePlan, version: HTTPVersion, status: HTTPResponseStatus, cacheResult: String, representationFields: [UInt8]? = nil,
+        date: [UInt8] = HTTPDate.now()
+    ) {
         assert(representationFields.map { $0 == Self.encodedFields(ResponsePlan.representationFields(plan.representation)) } ?? true, "fields of another representation")
         var statusLine = ByteBuffer.statusLine(version: version, status: status)
         var cacheValue = cacheResult
         let fields = plan.headers(after: representationFields)
-        var length = statusLine.utf8.count + (representationFields?.count ?? 0) + Self.cacheName.count + cacheValue.utf8.count + 4
+        var length = statusLine.utf8.count + (representationFields?.count ?? 0) + Self.dateName.count + date.count + 2 + Self.cacheName.count + cacheValue.utf8.count + 4
         switch fields {
         case let .headers(headers): for field in headers { length += field.name.utf8.count + field.value.utf8.count + 4 }
         case .lengthAndRange: length += Self.lengthName.count + DecimalDigits.maxCount + Self.rangeName.count + ResponsePlan.contentRangeMaxCount + 4
@@ -131,6 +135,9 @@ extension ByteBuffer {
                     Self.copy(UInt8(ascii: "\r"), UInt8(ascii: "\n"), to: raw, at: &at)
                 }
             }
+            Self.copy(Self.dateName, to: out, at: &at)
+            Self.copy(date, to: out, at: &at)
+            Self.copy(UInt8(ascii: "\r"), UInt8(ascii: "\n"), to: raw, at: &at)
             Self.copy(Self.cacheName, to: out, at: &at)
             Self.copy(&cacheValue, to: raw, at: &at)
             Self.copy(UInt8(ascii: "\r"), UInt8(ascii: "\n"), to: raw, at: &at)
@@ -154,6 +161,7 @@ extension ByteBuffer {
     }
 
     private static let cacheName = Array("x-depot-cache: ".utf8)
+    private static let dateName = Array("date: ".utf8)
     private static let lengthName = Array("content-length: ".utf8)
     private static let rangeName = Array("content-range: ".utf8)
 

@@ -111,11 +111,12 @@ extension String {
 
 extension ResponsePlan {
     /// The plan's header fields, then where the bytes come from (`x-depot-cache`).
-    func httpHeaders(cacheResult: String) -> HTTPHeaders {
+    func httpHeaders(cacheResult: String, date: [UInt8] = HTTPDate.now()) -> HTTPHeaders {
         let headers = headers
         var fields: [(String, String)] = []
-        fields.reserveCapacity(headers.count + 1)
+        fields.reserveCapacity(headers.count + 2)
         for field in headers { fields.append((field.name, field.value)) }
+        fields.append(("date", String(decoding: date, as: UTF8.self)))
         fields.append(("x-depot-cache", cacheResult))
         return HTTPHeaders(fields)
     }

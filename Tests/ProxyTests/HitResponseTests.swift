@@ -1,3 +1,4 @@
+import Foundation
 import Glance
 import HTTPCore
 import HTTPSemantics
@@ -52,6 +53,20 @@ import Testing
         #expect(Representation(image: good).contentMD5 == "D41D8CD98F00B204E9800998ECF8427E", "sent as Glance sends it")
     }
 
+    /// RFC 9110 section 5.6.7's example, 784111777 seconds after the epoch.
+    static let date = HTTPDate.format(784_111_777)
+
+    @Test func theDateIsAnIMFFixdate() {
+        #expect(String(decoding: Self.date, as: UTF8.self) == "Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(String(decoding: HTTPDate.format(0), as: UTF8.self) == "Thu, 01 Jan 1970 00:00:00 GMT")
+        #expect(String(decoding: HTTPDate.format(951_782_400), as: UTF8.self) == "Tue, 29 Feb 2000 00:00:00 GMT")
+        #expect(String(decoding: HTTPDate.format(4_102_444_799), as: UTF8.self) == "Thu, 31 Dec 2099 23:59:59 GMT")
+        let before = time(nil)
+        let now = HTTPDate.now()
+        #expect(now.count == HTTPDate.count)
+        #expect((before...time(nil)).contains { HTTPDate.format($0) == now }, "\(String(decoding: now, as: UTF8.self)) is now")
+    }
+
     @Test func theWrittenHeadIsTheEncodersForEveryPlan() throws {
         var compared = 0
         var statuses: Set<Int> = []
@@ -61,14 +76,14 @@ import Testing
                     let plan = ResponsePlan(request, for: representation)
                     let status = HTTPResponseStatus(statusCode: plan.status)
                     var wire = ByteBuffer()
-                    wire.writeHead(of: plan, version: version, status: status, cacheResult: "hit")
-                    let model = NIOHTTP1.HTTPResponseHead(version: version, status: status, headers: plan.httpHeaders(cacheResult: "hit"))
+                    wire.writeHead(of: plan, version: version, status: status, cacheResult: "hit", date: Self.date)
+                    let model = NIOHTTP1.HTTPResponseHead(version: version, status: status, headers: plan.httpHeaders(cacheResult: "hit", date: Self.date))
                     let expected = try encoderBytes(model)
                     #expect(String(buffer: wire) == expected, "\(request) of \(representation) over \(version)")
                     // With the representation's fields made once, as the fast path writes a hit.
                     var copied = ByteBuffer()
                     let fields = ByteBuffer.encodedFields(ResponsePlan.representationFields(representation))
-                    copied.writeHead(of: plan, version: version, status: status, cacheResult: "hit", representationFields: fields)
+                    copied.writeHead(of: plan, version: version, status: status, cacheResult: "hit", representationFields: fields, date: Self.date)
                     #expect(String(buffer: copied) == expected, "copied fields: \(request) of \(representation) over \(version)")
                     // The codec's path asks for the model back: it must encode to the same bytes.
                     let planned = PlannedResponse(encodedHead: wire, version: version, status: status, body: [], handle: nil, cacheResult: "hit")

@@ -287,6 +287,45 @@ import Testing
         }
     }
 
+    /// Every answer carries one `Date` (RFC 9110 §6.6.1: an origin server with a clock MUST
+    /// send it in 2xx, 3xx and 4xx answers; Glance does): hits read from the wire, repeated
+    /// heads, the codec's path, 304, 416, Depot's own errors and endpoints, HTTP/1.0, and a
+    /// forwarded answer, which keeps Glance's. Depot sent none of its own.
+    @Test func everyAnswerCarriesOneDate() async throws {
+        let bytes = pseudoRandomBytes(count: 100_000, seed: 9315)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        try await withDepot(glanceURL: glance.url) { depot in
+            let file = "/v2/images/\(image.id)/file"
+            _ = try await curl(depot.url + file)
+            let deadline = ContinuousClock.now + .seconds(30)
+            while try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: image.id) == nil, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            let etag = try #require(try await curl(depot.url + file, ["-r", "0-0"]).headers["etag"])
+            func request(_ target: String, _ fields: String = "", method: String = "GET", version: String = "1.1") -> String {
+                "\(method) \(target) HTTP/\(version)\r\nHost: x\r\nX-Auth-Token: \(GlanceServer.alice)\r\n\(fields)\r\n"
+            }
+            let close = "Connection: close\r\n"
+            let exchanges: [(String, [String])] = [
+                ("a hit read from the wire, then its repeated heads", [request(file, "Range: bytes=0-9\r\n"), request(file, "Range: bytes=10-19\r\n"), request(file, "Range: bytes=20-29\r\n" + close)]),
+                ("hits on the codec's path", [request("/healthz"), request(file, "Range: bytes=0-9\r\n"), request(file, close, method: "HEAD")]),
+                ("304 and 416", [request(file, "If-None-Match: \(etag)\r\n"), request(file, "Range: bytes=999999-\r\n" + close)]),
+                ("Depot's own answers", [request("/nowhere"), request("/healthz"), request("/v2/images/not-an-id/file", close)]),
+                ("HTTP/1.0", [request(file, "Range: bytes=0-9\r\n", version: "1.0")]),
+                ("forwarded", [request("/v2/images/\(image.id)", close)]),
+            ]
+            let datePattern = try NSRegularExpression(pattern: "\r\ndate: [A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT\r\n", options: [.caseInsensitive])
+            for (name, requests) in exchanges {
+                let answer = try await exchange(port: depot.port, Array(requests.joined().utf8), untilClosed: true)
+                let text = answer.text
+                let dates = datePattern.numberOfMatches(in: text, range: NSRange(text.startIndex..., in: text))
+                let codes = statuses(text)
+                #expect(codes.count == requests.count && answer.closed, "\(name): \(codes)")
+                #expect(dates == requests.count, "\(name): \(dates) Date fields in \(codes.count) answers: \(text.prefix(400))")
+            }
+        }
+    }
+
     /// RFC 9112 §3.2.2: "a server MUST accept the absolute-form in requests", and answer it as
     /// the same target in origin-form.
     @Test func anAbsoluteFormTargetIsAnsweredAsItsOriginForm() async throws {
