@@ -13,6 +13,18 @@ public enum ConditionalRequest {
         }
     }
 
+    /// Whether `If-Match` matches (RFC 9110 section 13.1.1): `*` matches any current
+    /// representation; a listed tag matches by strong comparison only (a weak tag never
+    /// does). Without an entity tag only `*` can match.
+    public static func matchMatches(_ header: String, etag: String?) -> Bool {
+        header.split(separator: ",").contains { candidate in
+            let tag = candidate.trimmingCharacters(in: " \t")
+            guard tag != "*" else { return true }
+            guard let etag, !etag.hasPrefix("W/") else { return false }
+            return tag == etag
+        }
+    }
+
     /// Whether a `Range` should be honoured given `If-Range` (RFC 9110 section 13.1.5): an
     /// entity tag must match by strong comparison; a date could only match a `Last-Modified`,
     /// which Depot never sends, so it falls back to the whole representation, as does an

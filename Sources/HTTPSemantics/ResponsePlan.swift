@@ -27,12 +27,14 @@ public struct RepresentationRequest: Sendable, Equatable {
     public var range: String?
     public var ifRange: String?
     public var ifNoneMatch: String?
+    public var ifMatch: String?
 
-    public init(method: Method, range: String? = nil, ifRange: String? = nil, ifNoneMatch: String? = nil) {
+    public init(method: Method, range: String? = nil, ifRange: String? = nil, ifNoneMatch: String? = nil, ifMatch: String? = nil) {
         self.method = method
         self.range = range
         self.ifRange = ifRange
         self.ifNoneMatch = ifNoneMatch
+        self.ifMatch = ifMatch
     }
 }
 
@@ -54,7 +56,8 @@ public struct HeaderField: Sendable, Equatable {
 /// Every serving path (a hit sent on the event loop or from a task, a running fill, a range
 /// fetched ahead of a fill, a stream without a copy, TLS) carries out the same plan, so they
 /// cannot disagree on status, headers or bytes. The rules, in RFC 9110's order
-/// (section 13.2.2): `If-None-Match` first (304 for a match); then `Range`, honoured only for
+/// (section 13.2.2): `If-Match` first (412 when it does not match, section 13.1.1); then
+/// `If-None-Match` (304 for a match); then `Range`, honoured only for
 /// `GET` (section 14.2) and only when `If-Range` allows it (section 13.1.5); an unsatisfiable
 /// range gets 416 with `Content-Range: bytes */size` (section 15.5.17); several ranges get
 /// `multipart/byteranges` (section 14.6).
@@ -77,6 +80,8 @@ public struct ResponsePlan: Sendable, Equatable {
         case multipart(contentType: String, length: UInt64)
         /// 416: a JSON body of this length and `Content-Range: bytes */size`.
         case unsatisfiable(length: UInt64)
+        /// 412: a JSON body of this length.
+        case preconditionFailed(length: UInt64)
     }
 
     /// The HTTP status code.
@@ -121,6 +126,11 @@ public struct ResponsePlan: Sendable, Equatable {
 
     private init(_ request: RepresentationRequest, rangeBytes: UnsafeBufferPointer<UInt8>?, for representation: Representation) {
         let size = representation.size
+        if let ifMatch = request.ifMatch, !ConditionalRequest.matchMatches(ifMatch, etag: representation.entityTag) {
+            let json = Array(#"{"error":{"code":412,"message":"If-Match names none of this image's current entity tags (its ETag is \#(representation.entityTag ?? "none")); ask again without If-Match or with that tag","title":"Precondition Failed"}}"#.utf8)
+            self.init(status: 412, representation, .preconditionFailed(length: UInt64(json.count)), body: request.method == .head ? [] : [.literal(json)], bodyLength: UInt64(json.count))
+            return
+        }
         if ConditionalRequest.noneMatchMatches(request.ifNoneMatch, etag: representation.entityTag) {
             self.init(status: 304, representation, .notModified, body: [], bodyLength: 0)
             return
@@ -181,8 +191,14 @@ public struct ResponsePlan: Sendable, Equatable {
             headers.append(HeaderField("content-length", String(length)))
         case let .unsatisfiable(length):
             headers[0] = HeaderField("content-type", "application/json")
+            // `Content-MD5` is the digest of a body (RFC 1864): this one is the JSON, not the image.
+            headers.removeAll { $0.name == "content-md5" }
             headers.append(HeaderField("content-length", String(length)))
             headers.append(HeaderField("content-range", "bytes */\(size)"))
+        case let .preconditionFailed(length):
+            headers[0] = HeaderField("content-type", "application/json")
+            headers.removeAll { $0.name == "content-md5" }
+            headers.append(HeaderField("content-length", String(length)))
         }
         return headers
     }

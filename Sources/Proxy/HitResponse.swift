@@ -188,7 +188,7 @@ extension ResponsePlan {
         switch framing {
         case .whole: return .lengthAndRange(nil)
         case let .range(range): return .lengthAndRange(range)
-        case .notModified, .multipart, .unsatisfiable: return .headers(headers)
+        case .notModified, .multipart, .unsatisfiable, .preconditionFailed: return .headers(headers)
         }
     }
 }

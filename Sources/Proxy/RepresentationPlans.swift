@@ -65,7 +65,7 @@ extension RepresentationRequest {
 
     /// The request (as `init?(_:)` reads it) and its `X-Auth-Token`, from one pass over the
     /// head's fields: a lookup by name per field was a pass each, four on every hit. As those
-    /// lookups: the first `Range` and `If-Range`, every `If-None-Match` joined with ", " (RFC
+    /// lookups: the first `Range` and `If-Range`, every `If-None-Match` and `If-Match` joined with ", " (RFC
     /// 9110 section 5.3), and the token when there is one only (`Request.authToken` makes two
     /// one invalid token); names compared without regard to ASCII case.
     static func read(_ head: HTTPRequestHead) -> (request: RepresentationRequest, token: String?)? {
@@ -75,11 +75,12 @@ extension RepresentationRequest {
         case .HEAD: method = .head
         default: return nil
         }
-        var range: String?, ifRange: String?, ifNoneMatch: String?, token: String?, tokens = 0
+        var range: String?, ifRange: String?, ifNoneMatch: String?, ifMatch: String?, token: String?, tokens = 0
         for (name, value) in head.headers {
             switch name.utf8.count {
             case 5 where range == nil && name.isASCIICaseInsensitive("range"): range = value
             case 8 where ifRange == nil && name.isASCIICaseInsensitive("if-range"): ifRange = value
+            case 8 where name.isASCIICaseInsensitive("if-match"): ifMatch = ifMatch.map { $0 + ", " + value } ?? value
             case 12 where name.isASCIICaseInsensitive("x-auth-token"):
                 token = value
                 tokens += 1
@@ -87,7 +88,7 @@ extension RepresentationRequest {
             default: break
             }
         }
-        return (RepresentationRequest(method: method, range: range, ifRange: ifRange, ifNoneMatch: ifNoneMatch), tokens == 1 ? token : nil)
+        return (RepresentationRequest(method: method, range: range, ifRange: ifRange, ifNoneMatch: ifNoneMatch, ifMatch: ifMatch), tokens == 1 ? token : nil)
     }
 }
 

@@ -31,6 +31,7 @@ import Testing
         .init(method: .get, range: "bytes=20000-"),
         .init(method: .get, ifNoneMatch: "\"0123\""), .init(method: .get, ifNoneMatch: "*"),
         .init(method: .get, range: "bytes=0-1", ifRange: "\"other\""),
+        .init(method: .get, range: "bytes=0-1", ifMatch: "\"other\""), .init(method: .head, ifMatch: "\"0123\""), .init(method: .get, ifMatch: "*"),
     ]
 
     /// What `HTTPResponseEncoder` writes for `head`.
@@ -95,6 +96,33 @@ import Testing
             }
         }
         #expect(compared == Self.representations.count * Self.requests.count * 2)
-        #expect(statuses == [200, 206, 304, 416], "every status a plan makes: \(statuses.sorted())")
+        #expect(statuses == [200, 206, 304, 412, 416], "every status a plan makes: \(statuses.sorted())")
+    }
+
+    /// `If-Match` (RFC 9110 section 13.1.1, evaluated first, section 13.2.2): a current tag by
+    /// strong comparison, or `*`, lets the request go on to its other conditions; anything
+    /// else is 412 with a JSON body, whatever `If-None-Match` and `Range` say. 412 and 416
+    /// bodies are JSON, so they carry no `Content-MD5` of the image.
+    @Test func ifMatchIsEvaluatedFirst() {
+        let tag = "\"" + String(repeating: "ab", count: 64) + "\""
+        let image = Representation(size: 10_000, entityTag: tag, contentMD5: String(repeating: "0f", count: 16))
+        func plan(_ request: RepresentationRequest, _ representation: Representation = image) -> ResponsePlan { ResponsePlan(request, for: representation) }
+        #expect(plan(.init(method: .get, ifMatch: tag)).status == 200)
+        #expect(plan(.init(method: .get, ifMatch: "\"x\", \(tag)")).status == 200)
+        #expect(plan(.init(method: .get, range: "bytes=0-9", ifMatch: "*")).status == 206)
+        #expect(plan(.init(method: .get, ifNoneMatch: tag, ifMatch: tag)).status == 304)
+        for failing in ["\"x\"", "W/\(tag)", "", "\(tag.dropLast())"] {
+            let refused = plan(.init(method: .get, range: "bytes=0-9", ifNoneMatch: tag, ifMatch: failing))
+            #expect(refused.status == 412, "If-Match: \(failing)")
+            #expect(refused.headers.contains(HeaderField("content-type", "application/json")))
+            #expect(!refused.headers.contains { $0.name == "content-md5" })
+            #expect(refused.bodyLength > 0 && !refused.body.isEmpty)
+        }
+        #expect(plan(.init(method: .head, ifMatch: "\"x\"")).body.isEmpty)
+        // A representation without an entity tag matches `*` only.
+        let untagged = Representation(size: 10, entityTag: nil, contentMD5: nil)
+        #expect(plan(.init(method: .get, ifMatch: "*"), untagged).status == 200)
+        #expect(plan(.init(method: .get, ifMatch: "\"x\""), untagged).status == 412)
+        #expect(!plan(.init(method: .get, range: "bytes=20000-"), image).headers.contains { $0.name == "content-md5" }, "416")
     }
 }

@@ -145,23 +145,25 @@ import Testing
     }
 }
 
-/// One request of the space: method, `Range`, `If-Range`, `If-None-Match`.
+/// One request of the space: method, `Range`, `If-Range`, `If-None-Match`, `If-Match`.
 struct RangeCase: CustomStringConvertible {
     var method: String
     var range: RangeForm?
     var ifRange: String?
     var ifNoneMatch: String?
+    var ifMatch: String?
 
     var headers: [(String, String)] {
         var headers: [(String, String)] = []
         if let range { headers.append(("Range", range.header)) }
         if let ifRange { headers.append(("If-Range", ifRange)) }
         if let ifNoneMatch { headers.append(("If-None-Match", ifNoneMatch)) }
+        if let ifMatch { headers.append(("If-Match", ifMatch)) }
         return headers
     }
 
     var description: String {
-        "\(method) Range: \(range?.header ?? "-") If-Range: \(ifRange ?? "-") If-None-Match: \(ifNoneMatch ?? "-")"
+        "\(method) Range: \(range?.header ?? "-") If-Range: \(ifRange ?? "-") If-None-Match: \(ifNoneMatch ?? "-") If-Match: \(ifMatch ?? "-")"
     }
 }
 
@@ -208,15 +210,23 @@ enum RequestSpace {
     ]
 
     /// Every range form (and none) × every `If-Range` form, and × every `If-None-Match` form,
-    /// for GET and HEAD.
+    /// for GET and HEAD; and a few range forms × every `If-Match` form, alone and with an
+    /// `If-None-Match` that matches.
     static func all(etag: String) -> [RangeCase] {
         let ifRanges: [String?] = [nil, etag, "W/" + etag, "\"other\"", "Wed, 21 Oct 2015 07:28:00 GMT", "garbage"]
         let noneMatches: [String] = [etag, "W/" + etag, "\"a\", " + etag, "*", "\"other\""]
+        let matches: [String] = [etag, "W/" + etag, "\"a\", " + etag, "*", "\"other\""]
         var cases: [RangeCase] = []
         for method in ["GET", "HEAD"] {
             for range in [nil] + forms.map(Optional.some) {
                 for ifRange in ifRanges { cases.append(RangeCase(method: method, range: range, ifRange: ifRange)) }
                 for ifNoneMatch in noneMatches { cases.append(RangeCase(method: method, range: range, ifNoneMatch: ifNoneMatch)) }
+            }
+            for range in [nil] + forms.prefix(3).map(Optional.some) + [forms[16]] {
+                for ifMatch in matches {
+                    cases.append(RangeCase(method: method, range: range, ifMatch: ifMatch))
+                    cases.append(RangeCase(method: method, range: range, ifNoneMatch: etag, ifMatch: ifMatch))
+                }
             }
         }
         return cases
@@ -228,6 +238,15 @@ enum RFC9110Expectation {
     /// nil when the answer is what the RFC asks for; else what is wrong.
     static func check(_ answer: WireClient.Exchange, request: RangeCase, content: [UInt8], etag: String) -> String? {
         let size = content.count
+        // 13.1.1, first in 13.2.2's order: "*" or a listed tag by strong comparison lets the
+        // request go on; anything else is 412.
+        if let ifMatch = request.ifMatch {
+            let tags = ifMatch.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            if !tags.contains("*") && !tags.contains(etag) {
+                guard answer.status == 412, answer.header("content-md5") == nil else { return "expected 412, got \(answer.status)" }
+                return nil
+            }
+        }
         // 13.1.2: "*" or any listed tag, by weak comparison, is a match: 304 for GET and HEAD.
         if let inm = request.ifNoneMatch {
             let tags = inm.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
