@@ -1,5 +1,6 @@
 import DepotTestSupport
 import Foundation
+import Glance
 import Testing
 
 /// Raw, malformed or unusual HTTP on the socket: every case gets an explicit status line (the
@@ -21,6 +22,21 @@ import Testing
             let end = ContinuousClock.now + .milliseconds(Int(deadline * 1000))
             let answer = untilClosed ? readUntilClosed(fd, deadline: end) : readOneResponse(fd, deadline: end)
             return (String(decoding: answer.bytes, as: UTF8.self), answer.closed)
+        }
+    }
+
+    /// Runs `body` with a Depot that holds a 100,000-byte image of alice's in its cache, with
+    /// the image's bytes and the path of its file.
+    func withCachedImage(seed: UInt64, _ body: (DepotHarness, GlanceImage, [UInt8], String) async throws -> Void) async throws {
+        let bytes = pseudoRandomBytes(count: 100_000, seed: seed)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        try await withDepot(glanceURL: glance.url) { depot in
+            let file = "/v2/images/\(image.id)/file"
+            _ = try await curl(depot.url + file)
+            try await waitUntil("the image is cached", timeout: .seconds(30), interval: .milliseconds(10)) {
+                try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: image.id) != nil
+            }
+            try await body(depot, image, bytes, file)
         }
     }
 
@@ -122,16 +138,8 @@ import Testing
     /// what becomes of every connection (RFC 9112 §9.3): `close` when it ends, `keep-alive` to
     /// an HTTP/1.0 client that asked to keep it, which then carries its next request.
     @Test func theConnectionFieldSaysWhatBecomesOfTheConnection() async throws {
-        let bytes = pseudoRandomBytes(count: 100_000, seed: 9312)
-        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
-        try await withDepot(glanceURL: glance.url) { depot in
+        try await withCachedImage(seed: 9312) { depot, image, _, file in
             let port = depot.port
-            let file = "/v2/images/\(image.id)/file"
-            _ = try await curl(depot.url + file)
-            let deadline = ContinuousClock.now + .seconds(30)
-            while try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: image.id) == nil, ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(10))
-            }
             let alice = "X-Auth-Token: \(GlanceServer.alice)\r\n"
             func request(_ target: String, _ fields: String = "", version: String = "1.1") -> String {
                 "GET \(target) HTTP/\(version)\r\nHost: x\r\n\(alice)\(fields)\r\n"
@@ -190,17 +198,9 @@ import Testing
     /// the codec reads, after a hit on the same connection); Depot had answered as the first
     /// token's user. Two `Host` fields get 400 (RFC 9112 §3.2, and Glance's answer).
     @Test func fieldsSentTwiceAreRefusedAsGlanceRefusesThem() async throws {
-        let bytes = pseudoRandomBytes(count: 100_000, seed: 9313)
-        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
         let glancePort = try #require(URLComponents(string: glance.url)?.port)
-        try await withDepot(glanceURL: glance.url) { depot in
+        try await withCachedImage(seed: 9313) { depot, image, _, file in
             let port = depot.port
-            let file = "/v2/images/\(image.id)/file"
-            _ = try await curl(depot.url + file)
-            let deadline = ContinuousClock.now + .seconds(30)
-            while try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: image.id) == nil, ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(10))
-            }
             let alice = GlanceServer.alice, bob = GlanceServer.bob
             let plainHit = "GET \(file) HTTP/1.1\r\nHost: x\r\nX-Auth-Token: \(alice)\r\nRange: bytes=0-9\r\n\r\n"
             // (method, target, fields) of requests Glance refuses.
@@ -256,15 +256,7 @@ import Testing
     /// `…/%66ile` is its file, answered with conditionals and ranges as `…/file` is, where it
     /// went to Glance past the cache. A dot segment once decoded is refused as one in the clear.
     @Test func anEncodedPathIsTheResourceItNames() async throws {
-        let bytes = pseudoRandomBytes(count: 100_000, seed: 9314)
-        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
-        try await withDepot(glanceURL: glance.url) { depot in
-            let plain = "/v2/images/\(image.id)/file"
-            _ = try await curl(depot.url + plain)
-            let deadline = ContinuousClock.now + .seconds(30)
-            while try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: image.id) == nil, ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(10))
-            }
+        try await withCachedImage(seed: 9314) { depot, image, bytes, plain in
             let reference = try await curl(depot.url + plain, ["-r", "0-9"])
             let etag = try #require(reference.headers["etag"])
             let id = Array(image.id)
@@ -292,15 +284,7 @@ import Testing
     /// heads, the codec's path, 304, 416, Depot's own errors and endpoints, HTTP/1.0, and a
     /// forwarded answer, which keeps Glance's. Depot sent none of its own.
     @Test func everyAnswerCarriesOneDate() async throws {
-        let bytes = pseudoRandomBytes(count: 100_000, seed: 9315)
-        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
-        try await withDepot(glanceURL: glance.url) { depot in
-            let file = "/v2/images/\(image.id)/file"
-            _ = try await curl(depot.url + file)
-            let deadline = ContinuousClock.now + .seconds(30)
-            while try depot.cache.cachedBlob(cloud: "default_RegionOne", imageID: image.id) == nil, ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(10))
-            }
+        try await withCachedImage(seed: 9315) { depot, image, _, file in
             let etag = try #require(try await curl(depot.url + file, ["-r", "0-0"]).headers["etag"])
             func request(_ target: String, _ fields: String = "", method: String = "GET", version: String = "1.1") -> String {
                 "\(method) \(target) HTTP/\(version)\r\nHost: x\r\nX-Auth-Token: \(GlanceServer.alice)\r\n\(fields)\r\n"
