@@ -11,6 +11,6 @@ extension Request {
     /// same request to Glance fails.
     var authToken: String? {
         let values = headers["x-auth-token"]
-        return values.count <= 1 ? values.first : values.joined(separator: ",")
+        return values.isEmpty ? nil : values.joined(separator: ",")
     }
 }

@@ -98,14 +98,7 @@ struct Router: Sendable, Equatable {
     /// UTF-8 become U+FFFD; no image id or route has any.
     static func percentDecoded(_ path: Substring) -> Substring {
         guard path.utf8.contains(UInt8(ascii: "%")) else { return path }
-        func hex(_ byte: UInt8) -> UInt8? {
-            switch byte {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
-            default: return nil
-            }
-        }
+        func hex(_ byte: UInt8) -> UInt8? { Character(Unicode.Scalar(byte)).hexDigitValue.map(UInt8.init) }
         let bytes = Array(path.utf8)
         var decoded: [UInt8] = []
         decoded.reserveCapacity(bytes.count)
@@ -198,16 +191,17 @@ struct Router: Sendable, Equatable {
         }
         // Glance routes on the path with its percent-encodings decoded (WSGI's PATH_INFO), so
         // `/v2/images/%32%30…/file` and `…/%66ile` are the image's file there as well.
-        let path = Self.percentDecoded(Self.pathPart(uri))
-        if path.utf8.count != Self.pathPart(uri).utf8.count, Self.hasDotSegment(path) {
+        let spelled = Self.pathPart(uri)
+        let path = Self.percentDecoded(spelled)
+        if path != spelled, Self.hasDotSegment(path) {
             return .invalid("the path \(path.prefix(200)) has . or .. segments once decoded; send the resource's path itself")
         }
         if path == "/" || path == "/versions" || path == "/v2" || path == "/v2/" {
             return path.hasPrefix("/v2") ? .forward(cloud: cloud, pathAndQuery: String(uri)) : .versions(cloud: cloud, prefix: prefix)
         }
         // Depot's own endpoints, as spelled (no Glance route to mirror).
-        if prefix.isEmpty && Self.pathPart(uri) == "/healthz" { return .health }
-        if prefix.isEmpty && Self.pathPart(uri) == "/readyz" { return .readiness }
+        if prefix.isEmpty && spelled == "/healthz" { return .health }
+        if prefix.isEmpty && spelled == "/readyz" { return .readiness }
         guard path.hasPrefix("/v2/") else { return .notFound("no route for \(path); Depot serves the Glance v2 API under /v2/") }
         return glance(path: path, pathAndQuery: String(uri), cloud: cloud)
     }
