@@ -142,7 +142,7 @@ let package = Package(
         .executableTarget(name: "depot-engine-bench", dependencies: ["BlobStore", "Eviction", "HTTPSemantics"]),
         .executableTarget(
             name: "depot-nio-floor",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]
+            dependencies: ["HTTPCore", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]
         ),
         // What tests share: a real Glance on loopback, a fault-injecting proxy, temp dirs, child
         // processes (on swift-subprocess), and the fuzz suites' helpers on swift-property-based

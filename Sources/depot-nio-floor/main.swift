@@ -14,6 +14,7 @@
 // cost is the engine and how much is Depot's work on top. Not a server to deploy.
 //
 // Prints "depot-nio-floor listening on http://HOST:PORT" once bound (port 0 picks one).
+import HTTPCore
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -105,6 +106,8 @@ final class FloorHandler: ChannelInboundHandler {
     private let corkAbove: Int
     private var pending: ByteBuffer?
     private var unflushed = false
+    /// The connection's socket, found at its first corked answer.
+    private var socket: ConnectionSocket?
 
     /// - Parameter corkAbove: with more connections open than this, answers leave corked, as
     ///   `WireFastPath.flushWritten` sends Depot's.
@@ -139,16 +142,16 @@ final class FloorHandler: ChannelInboundHandler {
     func channelReadComplete(context: ChannelHandlerContext) {
         guard unflushed else { return }
         unflushed = false
-        // TCP_CORK (Linux's option 3, which NIO does not name), as Depot's wire fast path: a
-        // head and its file region then leave in one segment.
-        guard connections.open.load(ordering: .relaxed) > corkAbove, let options = context.channel.syncOptions else {
+        // TCP_CORK on the socket's descriptor, as Depot's wire fast path: a head and its file
+        // region then leave in one segment.
+        guard connections.open.load(ordering: .relaxed) > corkAbove, context.channel.isActive else {
             context.flush()
             return
         }
-        let cork = ChannelOptions.Types.SocketOption(level: .tcp, name: NIOBSDSocket.Option(rawValue: 3))
-        try? options.setOption(cork, value: 1)
+        if socket == nil { socket = ConnectionSocket(of: context.channel) }
+        socket?.cork(true)
         context.flush()
-        try? options.setOption(cork, value: 0)
+        if context.channel.isActive { socket?.cork(false) }
     }
 
     private func answer(_ request: FloorRequest, _ context: ChannelHandlerContext) {

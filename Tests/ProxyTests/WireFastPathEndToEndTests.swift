@@ -61,6 +61,39 @@ import Testing
         }
     }
 
+    /// With more connections open than event loops, answers leave corked (`TCP_CORK`, set on the
+    /// socket's own descriptor, `ConnectionSocket`) and are uncorked at once: an answer smaller
+    /// than a segment left corked would wait for the kernel's 200 ms timer. 40 ranges one after
+    /// another, each awaited, on the last of several open connections: whole, and in well
+    /// under 40 × 200 ms.
+    @Test func corkedAnswersLeaveWholeAndAtOnce() async throws {
+        let bytes = pseudoRandomBytes(count: 1 << 20, seed: 2419)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        try await withDepot(glanceURL: glance.url) { depot in
+            let path = "/v2/images/\(image.id)/file"
+            try await warm(depot, path: path, imageID: image.id)
+            let port = try #require(depot.server.port)
+            let before = depot.server.wireFastPathAnswers
+            let elapsed = try await offThePool {
+                // More connections than the server's event loops (one per core by default).
+                let held = try (0..<(ProcessInfo.processInfo.activeProcessorCount + 2)).map { _ in try connectLoopback(port: port) }
+                defer { held.forEach { close($0) } }
+                let fd = held[held.count - 1]
+                let start = ContinuousClock.now
+                for round in 0..<40 {
+                    let offset = round * 4096 * 7 % (bytes.count - 4096)
+                    let request = "GET \(path) HTTP/1.1\r\nHost: depot\r\nX-Auth-Token: \(GlanceServer.alice)\r\nRange: bytes=\(offset)-\(offset + 4095)\r\n\r\n"
+                    sendAll(fd, Array(request.utf8))
+                    let answer = readResponses(fd, methods: ["GET"], deadline: .now + .seconds(10)).first
+                    #expect(answer?.status == 206 && answer?.body == Array(bytes[offset..<(offset + 4096)]), "round \(round)")
+                }
+                return ContinuousClock.now - start
+            }
+            #expect(depot.server.wireFastPathAnswers == before + 40)
+            #expect(elapsed < .seconds(4), "40 corked answers took \(elapsed): some waited for the cork's timer")
+        }
+    }
+
     @Test func aClientThatEndsItsSideAfterItsRequestGetsTheWholeAnswer() async throws {
         let bytes = pseudoRandomBytes(count: 8 << 20, seed: 2413)
         let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
