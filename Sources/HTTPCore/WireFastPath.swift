@@ -54,7 +54,7 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
     private var moreUnsettled: [Unsettled] = []
     /// The channel's options, asked for once: `syncOptions` looks its generic type's metadata
     /// up on every call. Set while the handler is in the pipeline (it holds the channel).
-    private var options: (any NIOSynchronousChannelOptions)?
+    private var options: ChannelOptionsBox?
     /// The connection's socket for `TCP_CORK`, found at the first corked answer.
     private var socket = CorkingSocket.unknown
     /// The head of the last request answered here whose answer the responder can repeat for
@@ -190,9 +190,9 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
             if context.channel.isActive { socket.cork(false) }
         default:
             let options = channelOptions(context)
-            try? options?.setOption(Self.cork, value: 1)
+            try? options?.options.setOption(Self.cork, value: 1)
             context.flush()
-            try? options?.setOption(Self.cork, value: 0)
+            try? options?.options.setOption(Self.cork, value: 0)
         }
         settle(context)
     }
@@ -205,9 +205,17 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
         case options
     }
 
-    private func channelOptions(_ context: ChannelHandlerContext) -> (any NIOSynchronousChannelOptions)? {
-        if options == nil { options = context.channel.syncOptions }
+    private func channelOptions(_ context: ChannelHandlerContext) -> ChannelOptionsBox? {
+        if options == nil { options = context.channel.syncOptions.map(ChannelOptionsBox.init) }
         return options
+    }
+
+    /// The channel's options in a class: passing the existential itself around copied and
+    /// destroyed it through its generic type's value witnesses, whose metadata is looked up
+    /// each time (about 1,000 instructions per hit); a reference is retained and released.
+    private final class ChannelOptionsBox {
+        let options: any NIOSynchronousChannelOptions
+        init(_ options: any NIOSynchronousChannelOptions) { self.options = options }
     }
 
     /// Finishes the responses written since the last settlement once their last byte has
@@ -224,7 +232,7 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
         // Taken out first: finishing a response may close the channel, which re-enters this handler.
         guard let (first, more) = takeUnsettled() else { return }
         let open = context.channel.isActive
-        let buffered: Int? = open ? (try? channelOptions(context)?.getOption(.bufferedWritableBytes)) : nil
+        let buffered: Int? = open ? (try? channelOptions(context)?.options.getOption(.bufferedWritableBytes)) : nil
         if buffered == 0 || !open {
             let result: Result<Void, any Error> = open ? .success(()) : .failure(ChannelError.ioOnClosedChannel)
             finish(first, result, context)
