@@ -6,8 +6,11 @@ import NIOCore
 ///
 /// NIO's `syncOptions.setOption` finds a socket option by casting the generic option to each
 /// option type its channel classes know, about 1,800 instructions a call
-/// (`benchmarks/instructions` with corking forced: 39,900 instructions per hit against 35,600);
-/// `setsockopt` itself costs a system call and a few dozen instructions. NIO names no
+/// (`benchmarks/instructions` with every hit corked: 39,900 instructions per hit through NIO's
+/// options, 36,500 through this, 35,600 not corked); `setsockopt` itself costs a system call and
+/// a few dozen instructions. Finding the socket costs more than one answer's corking through
+/// NIO (the channel's description and three system calls), so a caller does it once a
+/// connection has shown it asks more than once. NIO names no
 /// descriptor of an accepted channel, but its `SocketChannel` prints it (`fd=N` in its
 /// `description`). A descriptor read from there is used only once the socket it names is known
 /// to be this connection: a TCP stream socket whose local and peer addresses are the channel's

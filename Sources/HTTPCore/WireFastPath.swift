@@ -56,7 +56,7 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
     /// up on every call. Set while the handler is in the pipeline (it holds the channel).
     private var options: ChannelOptionsBox?
     /// The connection's socket for `TCP_CORK`, found at the first corked answer.
-    private var socket = CorkingSocket.unknown
+    private var socket = CorkingSocket.firstAnswer
     /// The head of the last request answered here whose answer the responder can repeat for
     /// another range (see `RepeatedHead`).
     private var repeated: RepeatedHead?
@@ -168,10 +168,11 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
     /// `benchmarks/serve` (4 KiB ranges, two cores, wrk on the same machine, two runs each):
     /// corked, 16 connections went from 0.62-0.64x nginx's requests per second to 0.66-0.68x,
     /// but one connection from 0.96-0.99x to 0.87-0.89x, its client no longer parsing the head
-    /// while the body is sent; so few connections are not corked. The cork is set on the
-    /// socket's descriptor (`ConnectionSocket`): through NIO's options it cost about 3,400 more
-    /// instructions per corked hit (`benchmarks/instructions 100` with every hit corked:
-    /// 39,936 before, 36,534 after; not corked, 35,568).
+    /// while the body is sent; so few connections are not corked. From a connection's second
+    /// corked answer on, the cork is set on the socket's descriptor (`ConnectionSocket`):
+    /// through NIO's options it cost about 3,400 more instructions per corked hit
+    /// (`benchmarks/instructions 100` with every hit corked: 39,936 through NIO's options,
+    /// 36,534 on the descriptor; not corked, 35,568).
     private func flushWritten(_ context: ChannelHandlerContext) {
         guard unflushed else { return }
         unflushed = false
@@ -180,7 +181,7 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
             settle(context)
             return
         }
-        if socket == .unknown { socket = ConnectionSocket(of: context.channel).map(CorkingSocket.descriptor) ?? .options }
+        if socket == .notLookedUp { socket = ConnectionSocket(of: context.channel).map(CorkingSocket.descriptor) ?? .options }
         switch socket {
         case let .descriptor(socket):
             socket.cork(true)
@@ -189,6 +190,7 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
             // the number may already name another file.
             if context.channel.isActive { socket.cork(false) }
         default:
+            if socket == .firstAnswer { socket = .notLookedUp }
             let options = channelOptions(context)
             try? options?.options.setOption(Self.cork, value: 1)
             context.flush()
@@ -200,7 +202,12 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
     /// How this connection's answers are corked: through its socket's descriptor where it is
     /// known to be the channel's (`ConnectionSocket`), else through NIO's options.
     private enum CorkingSocket: Equatable {
-        case unknown
+        /// No answer corked yet. The first goes through NIO's options: finding the socket
+        /// (NIO's description of the channel and three system calls) costs more than NIO's
+        /// options for one answer, and a client that opens a connection per request asks once.
+        case firstAnswer
+        /// One answer corked: the socket is looked up at the next.
+        case notLookedUp
         case descriptor(ConnectionSocket)
         case options
     }

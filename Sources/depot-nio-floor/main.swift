@@ -106,8 +106,10 @@ final class FloorHandler: ChannelInboundHandler {
     private let corkAbove: Int
     private var pending: ByteBuffer?
     private var unflushed = false
-    /// The connection's socket, found at its first corked answer.
+    /// The connection's socket, looked up at its first corked answer (the benchmarks' clients
+    /// keep their connections). Without it, answers leave uncorked.
     private var socket: ConnectionSocket?
+    private var socketLookedUp = false
 
     /// - Parameter corkAbove: with more connections open than this, answers leave corked, as
     ///   `WireFastPath.flushWritten` sends Depot's.
@@ -148,7 +150,10 @@ final class FloorHandler: ChannelInboundHandler {
             context.flush()
             return
         }
-        if socket == nil { socket = ConnectionSocket(of: context.channel) }
+        if !socketLookedUp {
+            socketLookedUp = true
+            socket = ConnectionSocket(of: context.channel)
+        }
         socket?.cork(true)
         context.flush()
         if context.channel.isActive { socket?.cork(false) }
