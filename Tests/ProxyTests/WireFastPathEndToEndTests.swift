@@ -1,24 +1,21 @@
 import DepotTestSupport
 import Foundation
+import Glance
 import Testing
 
 @testable import Proxy
 
 /// Hits answered from their bytes before the HTTP codec (`WireFastPath`), on a real Depot over
-/// real sockets: pipelined with requests only the codec answers, they keep their order, and a
-/// client that ends its side after its request still gets the whole answer.
+/// real sockets: pipelined with requests only the codec answers, they keep their order; a
+/// client that ends its side after its request still gets the whole answer; and corked answers
+/// leave whole and at once.
 @Suite(.serialized) struct WireFastPathEndToEndTests {
     let glance: GlanceServer
 
     init() async throws { glance = try await GlanceServer.shared() }
 
     @Test func pipelinedHitsAndOtherRequestsAreAnsweredInOrder() async throws {
-        let bytes = pseudoRandomBytes(count: 1 << 20, seed: 2412)
-        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
-        try await withDepot(glanceURL: glance.url) { depot in
-            let path = "/v2/images/\(image.id)/file"
-            try await warm(depot, path: path, imageID: image.id)
-            let port = try #require(depot.server.port)
+        try await withWarmImage(count: 1 << 20, seed: 2412) { depot, image, bytes, path, port in
             @Sendable func request(_ method: String, _ target: String, range: String? = nil) -> String {
                 "\(method) \(target) HTTP/1.1\r\nHost: depot\r\nX-Auth-Token: \(GlanceServer.alice)\r\n" + (range.map { "Range: bytes=\($0)\r\n" } ?? "") + "\r\n"
             }
@@ -67,12 +64,7 @@ import Testing
     /// another, each awaited, on the last of several open connections: whole, and in well
     /// under 40 × 200 ms.
     @Test func corkedAnswersLeaveWholeAndAtOnce() async throws {
-        let bytes = pseudoRandomBytes(count: 1 << 20, seed: 2419)
-        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
-        try await withDepot(glanceURL: glance.url) { depot in
-            let path = "/v2/images/\(image.id)/file"
-            try await warm(depot, path: path, imageID: image.id)
-            let port = try #require(depot.server.port)
+        try await withWarmImage(count: 1 << 20, seed: 2419) { depot, image, bytes, path, port in
             let before = depot.server.wireFastPathAnswers
             let elapsed = try await offThePool {
                 // More connections than the server's event loops (one per core by default).
@@ -95,12 +87,7 @@ import Testing
     }
 
     @Test func aClientThatEndsItsSideAfterItsRequestGetsTheWholeAnswer() async throws {
-        let bytes = pseudoRandomBytes(count: 8 << 20, seed: 2413)
-        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
-        try await withDepot(glanceURL: glance.url) { depot in
-            let path = "/v2/images/\(image.id)/file"
-            try await warm(depot, path: path, imageID: image.id)
-            let port = try #require(depot.server.port)
+        try await withWarmImage(count: 8 << 20, seed: 2413) { depot, image, bytes, path, port in
             let before = depot.server.wireFastPathAnswers
             let received = try await offThePool {
                 // A small window: most of the answer is still going out when the end of the
@@ -235,6 +222,20 @@ import Testing
     }
 
     /// Fills the image and makes the token's decision, so the next hit is answered on the event loop.
+    /// A Depot with an image of `count` pseudo-random bytes (from `seed`) cached and answered
+    /// from the wire once: `body` gets Depot, the image, its bytes, its file's path and Depot's port.
+    func withWarmImage(
+        count: Int, seed: UInt64, _ body: (DepotHarness, GlanceImage, [UInt8], String, Int) async throws -> Void
+    ) async throws {
+        let bytes = pseudoRandomBytes(count: count, seed: seed)
+        let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+        try await withDepot(glanceURL: glance.url) { depot in
+            let path = "/v2/images/\(image.id)/file"
+            try await warm(depot, path: path, imageID: image.id)
+            try await body(depot, image, bytes, path, try #require(depot.server.port))
+        }
+    }
+
     func warm(_ depot: DepotHarness, path: String, imageID: String) async throws {
         _ = try await curl(depot.url + path)
         let deadline = ContinuousClock.now + .seconds(30)
