@@ -8,15 +8,16 @@ import NIOCore
 /// option type its channel classes know, about 1,800 instructions a call
 /// (`benchmarks/instructions` with every hit corked: 39,900 instructions per hit through NIO's
 /// options, 36,500 through this, 35,600 not corked); `setsockopt` itself costs a system call and
-/// a few dozen instructions. Finding the socket costs more than one answer's corking through
-/// NIO (the channel's description and three system calls), so a caller does it once a
-/// connection has shown it asks more than once. NIO names no
-/// descriptor of an accepted channel, but its `SocketChannel` prints it (`fd=N` in its
-/// `description`). A descriptor read from there is used only once the socket it names is known
-/// to be this connection: a TCP stream socket whose local and peer addresses are the channel's
-/// (a TCP connection's four-tuple names it alone). Anything else (another NIO that prints
-/// otherwise, a channel that is not a socket, as in tests) gives nil, and the caller keeps
-/// NIO's options.
+/// a few dozen instructions.
+///
+/// NIO names no descriptor of an accepted channel, but its `SocketChannel` prints it (`fd=N` in
+/// its `description`). A descriptor read from there is used only once the socket it names is
+/// known to be this connection: a TCP stream socket whose local and peer addresses are the
+/// channel's (a TCP connection's four-tuple names it alone). Anything else (another NIO that
+/// prints otherwise, a channel that is not a socket, as in tests) gives nil, and the caller
+/// keeps NIO's options. Finding the socket (the channel's description and three system calls)
+/// costs more than one answer's corking through NIO, so `WireFastPath` looks it up at a
+/// connection's second corked answer.
 ///
 /// A descriptor is the channel's only while the channel is open: NIO closes it on the
 /// channel's event loop, after which the number can name any file the process opens next.
@@ -51,6 +52,17 @@ public struct ConnectionSocket: Equatable, Sendable {
         return setsockopt(descriptor, CInt(IPPROTO_TCP), TCP_CORK, &value, socklen_t(MemoryLayout<CInt>.size)) == 0
     }
 
+    /// Flushes `context`'s channel corked: a head and its file region leave in one segment, and
+    /// uncorking pushes what is left at once. The uncork is skipped once the channel is closed:
+    /// a failed write closes it within the flush, and its descriptor with it, and the number may
+    /// already name another file.
+    /// - Precondition: called on the channel's event loop, while it is active.
+    public func flushCorked(_ context: ChannelHandlerContext) {
+        cork(true)
+        context.flush()
+        if context.channel.isActive { cork(false) }
+    }
+
     /// The `N` of the first `fd=N` in `description`.
     static func printedDescriptor(_ description: String) -> CInt? {
         guard let start = description.utf8.firstRange(of: "fd=".utf8)?.upperBound else { return nil }
@@ -78,9 +90,9 @@ public struct ConnectionSocket: Equatable, Sendable {
         case let .v6(address):
             guard storage.ss_family == sa_family_t(AF_INET6) else { return false }
             let actual = withUnsafeBytes(of: &storage) { $0.load(as: sockaddr_in6.self) }
-            var wanted = address.address
+            let wanted = address.address
             return actual.sin6_port == wanted.sin6_port
-                && withUnsafeBytes(of: actual.sin6_addr) { a in withUnsafeBytes(of: &wanted.sin6_addr) { a.elementsEqual($0) } }
+                && withUnsafeBytes(of: actual.sin6_addr) { a in withUnsafeBytes(of: wanted.sin6_addr) { a.elementsEqual($0) } }
         case .unixDomainSocket:
             return false
         }

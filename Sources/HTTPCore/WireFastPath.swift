@@ -55,7 +55,7 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
     /// The channel's options, asked for once: `syncOptions` looks its generic type's metadata
     /// up on every call. Set while the handler is in the pipeline (it holds the channel).
     private var options: ChannelOptionsBox?
-    /// The connection's socket for `TCP_CORK`, found at the first corked answer.
+    /// The connection's socket for `TCP_CORK`, looked up at its second corked answer.
     private var socket = CorkingSocket.firstAnswer
     /// The head of the last request answered here whose answer the responder can repeat for
     /// another range (see `RepeatedHead`).
@@ -184,11 +184,7 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
         if socket == .notLookedUp { socket = ConnectionSocket(of: context.channel).map(CorkingSocket.descriptor) ?? .options }
         switch socket {
         case let .descriptor(socket):
-            socket.cork(true)
-            context.flush()
-            // A failed write closes the channel within the flush, and its descriptor with it:
-            // the number may already name another file.
-            if context.channel.isActive { socket.cork(false) }
+            socket.flushCorked(context)
         default:
             if socket == .firstAnswer { socket = .notLookedUp }
             let options = channelOptions(context)

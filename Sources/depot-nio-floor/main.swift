@@ -154,9 +154,11 @@ final class FloorHandler: ChannelInboundHandler {
             socketLookedUp = true
             socket = ConnectionSocket(of: context.channel)
         }
-        socket?.cork(true)
-        context.flush()
-        if context.channel.isActive { socket?.cork(false) }
+        guard let socket else {
+            context.flush()
+            return
+        }
+        socket.flushCorked(context)
     }
 
     private func answer(_ request: FloorRequest, _ context: ChannelHandlerContext) {

@@ -221,7 +221,6 @@ import Testing
         }
     }
 
-    /// Fills the image and makes the token's decision, so the next hit is answered on the event loop.
     /// A Depot with an image of `count` pseudo-random bytes (from `seed`) cached and answered
     /// from the wire once: `body` gets Depot, the image, its bytes, its file's path and Depot's port.
     func withWarmImage(
@@ -236,6 +235,7 @@ import Testing
         }
     }
 
+    /// Fills the image and makes the token's decision, so the next hit is answered on the event loop.
     func warm(_ depot: DepotHarness, path: String, imageID: String) async throws {
         _ = try await curl(depot.url + path)
         let deadline = ContinuousClock.now + .seconds(30)
