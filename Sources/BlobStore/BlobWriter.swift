@@ -57,6 +57,11 @@ public final class BlobWriter {
         if isOpen { discard() }
     }
 
+    /// Bytes `write` must still take before the next ones reach the file (and `bytesWritten`
+    /// grows): the room left in the slot being staged, 1 MiB at most. A caller that feeds the
+    /// writer from a slow source gains nothing by handing it fewer at a time.
+    public var bytesUntilNextSlot: Int { lanes.roomInSlot }
+
     /// Appends bytes. They reach the file a slot at a time (see `bytesWritten`). On any failure
     /// the temporary file is removed and the writer is closed.
     public func write(_ buffer: UnsafeRawBufferPointer) throws(BlobStoreError) {

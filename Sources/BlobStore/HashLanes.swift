@@ -60,6 +60,10 @@ final class HashLanes: @unchecked Sendable {
         }
     }
 
+    /// Bytes `append` must still take before the slot being filled is full (a whole slot when
+    /// none is being filled).
+    var roomInSlot: Int { Self.slotBytes - (current?.count ?? 0) }
+
     /// Hands a partly filled slot on as if full (at the end of the bytes).
     func flush(_ full: (UnsafeRawBufferPointer) throws(BlobStoreError) -> Void) throws(BlobStoreError) {
         if let current, current.count > 0 { try submitCurrent(full) }

@@ -66,15 +66,16 @@ final class DownloadBody: Sendable {
 
     deinit { state.withLock { $0.transfer }.cancel() }
 
-    /// Queued chunks up to `maximum` bytes (at least one); nil at the end.
+    /// Queued chunks up to `maximum` bytes (at least one, and once `minimum` bytes are queued
+    /// unless the exchange ended first); nil at the end.
     ///
     /// - Throws: `GlanceError` once the retries are spent, `.cancelled` when the task is.
-    func next(upTo maximum: Int) async throws(GlanceError) -> [[UInt8]]? {
+    func next(upTo maximum: Int, atLeast minimum: Int = 1) async throws(GlanceError) -> [[UInt8]]? {
         while true {
             let (transfer, plan) = state.withLock { ($0.transfer, $0.plan) }
             var failure: GlanceError
             do {
-                if let chunks = try await transfer.body.next(upTo: maximum) {
+                if let chunks = try await transfer.body.next(upTo: maximum, atLeast: minimum) {
                     state.withLock { s in s.plan?.received(chunks.reduce(0) { $0 + $1.count }) }
                     return chunks
                 }
@@ -154,17 +155,24 @@ extension GlanceClient {
     /// Downloads into `sink`, which runs on `blockingPool` (it may write to disk), a batch of
     /// chunks at a time. `onHead` runs once before any byte.
     ///
-    /// - Parameter retries: resume after transient failures (5xx, resets); false gives up at
-    ///   the first, for a quick probe whose answer must not wait.
+    /// - Parameters:
+    ///   - retries: resume after transient failures (5xx, resets); false gives up at the first,
+    ///     for a quick probe whose answer must not wait.
+    ///   - batch: asked before each batch: the bytes the sink needs before it makes progress
+    ///     (a writer's room left in its slot, say). The batch waits for that many (capped at
+    ///     `downloadBufferBytes`; fewer at the end of the body), so a backend that sends slowly
+    ///     in small chunks does not cost a hop to `blockingPool` for each. Default 1: every
+    ///     chunk as soon as it arrives.
     public func download(
         imageID: String, range: ClosedRange<UInt64>? = nil, auth: RequestAuth = .service, retries: Bool = true,
         onHead: @escaping @Sendable (DownloadHead) throws -> Void = { _ in },
+        batch: @escaping @Sendable () -> Int = { 1 },
         sink: @escaping @Sendable (UnsafeRawBufferPointer) throws -> Void
     ) async throws(GlanceError) -> DownloadHead {
         let (head, body, url) = try await openBody(imageID: imageID, range: range, auth: auth, retries: retries)
         do {
             try onHead(head)
-            while let chunks = try await body.next(upTo: configuration.downloadBufferBytes) {
+            while let chunks = try await body.next(upTo: configuration.downloadBufferBytes, atLeast: batch()) {
                 try await blockingPool.runBlocking { for chunk in chunks { try chunk.withUnsafeBytes(sink) } }
             }
         } catch let error as GlanceError {

@@ -56,6 +56,17 @@ import Testing
         #expect(head.status == 206)
         #expect(collected.bytes == Array(bytes[10...19]))
 
+        // A sink that asks for batches of 1 MiB gets at least that many bytes between two
+        // asks, however Glance's chunks fall, and the rest at the end; the bytes are unchanged.
+        let batched = BatchLog()
+        _ = try await client.download(imageID: image.id, batch: { batched.nextBatch(wanting: 1 << 20) }) { buffer in
+            batched.append(buffer)
+        }
+        #expect(batched.total == size)
+        #expect(batched.sizes.dropLast().allSatisfy { $0 >= 1 << 20 }, "batches: \(batched.sizes)")
+        #expect(batched.sizes.count <= 64)
+        #expect(batched.sha512.hex == image.osHashValue)
+
         try await client.deleteImage(image.id)
         let gone = await #expect(throws: GlanceError.self) { try await client.showImage(image.id) }
         #expect(gone?.isNotFound == true)
@@ -141,6 +152,35 @@ import Testing
             return
         }
         #expect(error?.isTransient == true)
+    }
+}
+
+/// The bytes a batched download handed its sink, grouped by the batch they came in (a batch
+/// ends when the download asks for the next).
+final class BatchLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var finished: [Int] = []
+    private var current = 0
+    private let hasher = DigestHasher(.sha512)
+
+    /// Batch sizes in bytes, the one still open last.
+    var sizes: [Int] { lock.withLock { current > 0 ? finished + [current] : finished } }
+    var total: UInt64 { UInt64(sizes.reduce(0, +)) }
+    var sha512: Digest { lock.withLock { hasher.finish() } }
+
+    func nextBatch(wanting bytes: Int) -> Int {
+        lock.withLock {
+            if current > 0 { finished.append(current) }
+            current = 0
+        }
+        return bytes
+    }
+
+    func append(_ buffer: UnsafeRawBufferPointer) {
+        lock.withLock {
+            current += buffer.count
+            hasher.update(buffer)
+        }
     }
 }
 

@@ -42,6 +42,38 @@ import Testing
         #expect(flow.buffered == 0)
     }
 
+    @Test func aConsumerThatAsksForABatchIsWokenOnceWhenItIsQueuedOrTheProducerEnds() {
+        var flow = ByteFlow(capacity: 16)
+        _ = flow.offer([1, 2, 3])
+        guard case .idle(.wait) = flow.take(atLeast: 8) else { Issue.record("3 of 8 bytes queued: the consumer waits"); return }
+        #expect(!flow.isReady(atLeast: 8))
+        #expect(flow.isReady(atLeast: 3))
+        #expect(flow.offer([4, 5, 6]) == .accepted(wakeConsumer: false), "6 of 8: not yet")
+        #expect(flow.offer([7, 8, 9]) == .accepted(wakeConsumer: true), "9 of 8: woken")
+        #expect(flow.offer([10]) == .accepted(wakeConsumer: false), "woken once")
+        guard case let .chunks(batch, _) = flow.take(atLeast: 8) else { Issue.record("expected the batch"); return }
+        #expect(batch == [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10]])
+
+        _ = flow.offer([11])
+        guard case .idle(.wait) = flow.take(atLeast: 8) else { Issue.record("1 of 8: the consumer waits"); return }
+        #expect(flow.finish(failure: nil) == (wakeConsumer: true, wakeProducer: false), "the end wakes it with fewer")
+        guard case let .chunks(last, _) = flow.take(atLeast: 8) else { Issue.record("the last byte comes however few"); return }
+        #expect(last == [[11]])
+        guard case .idle(.end) = flow.take(atLeast: 8) else { Issue.record("then the end"); return }
+    }
+
+    @Test func aBatchLargerThanTheQueueIsCutToItsCapacitySoAFullQueueAlwaysWakesTheConsumer() {
+        var flow = ByteFlow(capacity: 4)
+        guard case .idle(.wait) = flow.take(atLeast: 100) else { Issue.record("nothing queued: the consumer waits"); return }
+        #expect(flow.offer([1, 2]) == .accepted(wakeConsumer: false))
+        #expect(flow.offer([3, 4]) == .accepted(wakeConsumer: true), "the queue is full: the consumer is woken, not left waiting for 100")
+        #expect(flow.offer([5]) == .full)
+        #expect(flow.isReady(atLeast: 100), "the producer waits on the consumer: what is queued is taken")
+        guard case let .chunks(batch, wakeProducer) = flow.take(atLeast: 100) else { Issue.record("expected the queue"); return }
+        #expect(batch == [[1, 2], [3, 4]])
+        #expect(wakeProducer)
+    }
+
     @Test func theConsumerSeesQueuedBytesBeforeTheEndOrTheFailure() {
         struct Reset: Error {}
         var clean = ByteFlow(capacity: 8)

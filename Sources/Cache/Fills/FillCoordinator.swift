@@ -123,8 +123,11 @@ final class FillCoordinator: Sendable {
         logger.info("fill started", metadata: ["cloud": "\(fill.cloud)", "image": "\(image.id)", "size": "\(fill.expectedSize)"])
         do {
             // The writer stages libcurl's chunks (tens of KiB) into 1 MiB slots: readers are
-            // advanced each time a slot reaches the file.
-            _ = try await client.download(imageID: image.id, auth: .service) { buffer in
+            // advanced each time a slot reaches the file. So the download hands over a batch
+            // once it fills the slot being staged, not each chunk as it arrives: a backend
+            // behind a slow link otherwise costs a task wake-up and a hop to the disk pool per
+            // chunk, for bytes no reader can have sooner.
+            _ = try await client.download(imageID: image.id, auth: .service, batch: { box.writer.bytesUntilNextSlot }) { buffer in
                 let before = box.writer.bytesWritten
                 try box.writer.write(buffer)
                 if box.writer.bytesWritten != before { fill.advance(to: box.writer.bytesWritten) }

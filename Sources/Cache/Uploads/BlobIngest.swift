@@ -41,12 +41,13 @@ public final class BlobIngest: Sendable {
         do {
             var ended = false
             while !ended {
-                // Gather a whole batch of chunks when bytes are queued; write what there is at
-                // the end. The chunks are not joined: the writer copies them into its slots.
+                // Gather a whole batch of chunks; write what there is at the end. The task
+                // waits for the batch's bytes to be queued instead of waking for each chunk of
+                // the body. The chunks are not joined: the writer copies them into its slots.
                 var batch: [[UInt8]] = []
                 var batched = 0
                 while batched < batchSize {
-                    guard let chunks = try await stream.next(upTo: batchSize - batched) else {
+                    guard let chunks = try await stream.next(upTo: batchSize - batched, atLeast: batchSize - batched) else {
                         ended = true
                         break
                     }

@@ -48,8 +48,12 @@ struct ByteFlow {
     }
 
     private(set) var state = State.running
-    /// The consumer found the queue empty and waits for the producer.
+    /// The consumer found too few bytes queued and waits for the producer.
     private(set) var consumerWaiting = false
+    /// Queued bytes at which a waiting consumer is woken (what its last `take` asked for at
+    /// least, never above `capacity`): a consumer that makes progress only per so many bytes
+    /// is not woken, and its task not scheduled, for every chunk of a slow transfer.
+    private(set) var wakeAt = 1
     /// Why the producer ended, when it failed.
     private(set) var failure: (any Error)?
     private(set) var buffered = 0
@@ -82,8 +86,8 @@ struct ByteFlow {
             }
             chunks.append(chunk)
             buffered += chunk.count
-            let wake = consumerWaiting
-            consumerWaiting = false
+            let wake = consumerWaiting && buffered >= wakeAt
+            if wake { consumerWaiting = false }
             return .accepted(wakeConsumer: wake)
         case .pausedByConsumer:
             return .full
@@ -110,24 +114,39 @@ struct ByteFlow {
     // MARK: Consumer
 
     /// Whole chunks, at least one and then more while they fit in `maximum` bytes.
-    mutating func take(upTo maximum: Int = .max) -> Take {
-        guard isEmpty else {
-            var taken: [[UInt8]] = []
-            var bytes = 0
-            while !isEmpty, taken.isEmpty || bytes + chunks[head].count - offset <= maximum {
-                var chunk = pop()
-                if offset > 0 {
-                    chunk.removeFirst(offset)
-                    offset = 0
-                }
-                bytes += chunk.count
-                taken.append(chunk)
+    ///
+    /// With `minimum`, a running producer's chunks are taken only once at least that many
+    /// bytes are queued (capped at `capacity`, which a paused producer has reached); until then
+    /// the consumer waits, and the offer that brings the queue there wakes it. A finished
+    /// producer's last bytes are taken however few.
+    mutating func take(upTo maximum: Int = .max, atLeast minimum: Int = 1) -> Take {
+        guard isReady(atLeast: minimum), !isEmpty else { return .idle(idle(wakingAt: minimum)) }
+        var taken: [[UInt8]] = []
+        var bytes = 0
+        while !isEmpty, taken.isEmpty || bytes + chunks[head].count - offset <= maximum {
+            var chunk = pop()
+            if offset > 0 {
+                chunk.removeFirst(offset)
+                offset = 0
             }
-            buffered -= bytes
-            return .chunks(taken, wakeProducer: drained())
+            bytes += chunk.count
+            taken.append(chunk)
         }
-        return .idle(idle())
+        buffered -= bytes
+        return .chunks(taken, wakeProducer: drained())
     }
+
+    /// Whether `take(atLeast: minimum)` would answer without waiting: enough bytes queued, or
+    /// the producer paused (the queue is full), ended or cut off.
+    func isReady(atLeast minimum: Int = 1) -> Bool {
+        switch state {
+        case .running: !isEmpty && buffered >= Self.wanted(minimum, capacity: capacity)
+        case .pausedByConsumer: !isEmpty
+        case .finished, .cancelled: true
+        }
+    }
+
+    private static func wanted(_ minimum: Int, capacity: Int) -> Int { min(max(minimum, 1), capacity) }
 
     /// Copies up to `buffer.count` queued bytes, splitting a chunk where the buffer ends (for
     /// libcurl's read callback, which offers a buffer of its own size).
@@ -150,16 +169,17 @@ struct ByteFlow {
             buffered -= copied
             return .bytes(copied, wakeProducer: drained())
         }
-        return .idle(idle())
+        return .idle(idle(wakingAt: 1))
     }
 
-    /// With nothing queued: the end, or a wait for the producer.
-    private mutating func idle() -> Idle {
+    /// With too few bytes queued: the end, or a wait for the producer until `minimum` bytes are.
+    private mutating func idle(wakingAt minimum: Int) -> Idle {
         switch state {
         case .finished: return failure.map { .failed($0) } ?? .end
         case .cancelled: return .cancelled
         case .running, .pausedByConsumer:
             consumerWaiting = true
+            wakeAt = Self.wanted(minimum, capacity: capacity)
             return .wait
         }
     }

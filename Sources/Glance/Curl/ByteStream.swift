@@ -87,14 +87,17 @@ public final class ByteStream: Sendable {
 
     /// Every queued chunk that fits in `maximum` bytes (at least one), waiting for one when
     /// none is queued; nil at the end.
-    public func next(upTo maximum: Int) async throws -> [[UInt8]]? {
+    /// - Parameter minimum: bytes to wait for before taking any (fewer at the end of the
+    ///   stream; capped at the capacity): a consumer that makes progress only per so many bytes
+    ///   is resumed once for them, not for every chunk.
+    public func next(upTo maximum: Int, atLeast minimum: Int = 1) async throws -> [[UInt8]]? {
         try await withTaskCancellationHandler {
             while true {
-                var taken = takeNow(upTo: maximum)
+                var taken = takeNow(upTo: maximum, atLeast: minimum)
                 if taken == nil {
                     await withCheckedContinuation { continuation in
                         state.withLock { s in
-                            taken = s.flow.take(upTo: maximum)
+                            taken = s.flow.take(upTo: maximum, atLeast: minimum)
                             if case .idle(.wait) = taken! { s.consumer = continuation } else { continuation.resume() }
                         }
                     }
@@ -115,10 +118,10 @@ public final class ByteStream: Sendable {
     }
 
     /// A take that does not wait; nil when the consumer would have to.
-    private func takeNow(upTo maximum: Int) -> ByteFlow.Take? {
+    private func takeNow(upTo maximum: Int, atLeast minimum: Int) -> ByteFlow.Take? {
         state.withLock { s in
-            guard !s.flow.isEmpty || s.flow.state == .finished || s.flow.state == .cancelled else { return nil }
-            return s.flow.take(upTo: maximum)
+            guard s.flow.isReady(atLeast: minimum) else { return nil }
+            return s.flow.take(upTo: maximum, atLeast: minimum)
         }
     }
 
