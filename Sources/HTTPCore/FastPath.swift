@@ -80,8 +80,15 @@ public struct PlannedResponse {
 
     /// A response's descriptor and its owner (see `release()`).
     struct Releaser {
-        let handle: NIOFileHandle?
+        private(set) var handle: NIOFileHandle?
         let descriptorOwner: (AnyObject & Sendable)?
+
+        /// Whether this releaser is all that holds the response's file handle: every file
+        /// region of a response holds it, and NIO lets go of a region once all its bytes are
+        /// written or its write failed. False without a handle.
+        mutating func holdsHandleAlone() -> Bool {
+            handle != nil && isKnownUniquelyReferenced(&handle)
+        }
 
         func release() {
             guard let handle else { return }

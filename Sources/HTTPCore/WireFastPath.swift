@@ -52,6 +52,9 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
     private var unsettled: Unsettled?
     /// Those written after it, in order: pipelined requests answered in one read.
     private var moreUnsettled: [Unsettled] = []
+    /// Whether the last response written ended with a file region (a hit's body does; a
+    /// multipart body's closing boundary, a chunked body's last chunk and a `HEAD` do not).
+    private var lastEndsWithFileRegion = false
     /// The channel's options, asked for once: `syncOptions` looks its generic type's metadata
     /// up on every call. Set while the handler is in the pipeline (it holds the channel).
     private var options: ChannelOptionsBox?
@@ -222,21 +225,33 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     /// Finishes the responses written since the last settlement once their last byte has
-    /// left: at once when the channel holds no bytes after the flush (a small range's head and
-    /// region leave within it), else when an empty write queued behind them completes (writes
-    /// complete in order).
+    /// left: at once when the flush sent them all (a small range's head and region leave
+    /// within it), else when an empty write queued behind them completes (writes complete in
+    /// order).
     ///
-    /// A promise per response cost about 3,500 instructions of a 4 KiB range hit (the future's
-    /// allocation, its callback's, the generic metadata its creation and deinit look up); asking
-    /// for the buffered bytes costs about 1,500, so a hit costs 2,000 fewer (`benchmarks/instructions`).
-    /// A write that fails closes the channel before the flush returns (`BaseSocketChannel.flushNow`),
-    /// so an open channel holding no bytes has sent them all.
+    /// The flush sent them all when the last response ends with a file region and NIO no
+    /// longer holds that region's file handle: NIO drops a write's data once it is wholly
+    /// written, in order, so nothing before it is left either. Otherwise the channel is asked
+    /// for the bytes it still buffers. A promise per response cost about 3,500 instructions of
+    /// a 4 KiB range hit (the future's allocation, its callback's, the generic metadata its
+    /// creation and deinit look up); asking for the buffered bytes costs about 1,500 (NIO
+    /// finds the option by trying each option type its channel classes know); a reference
+    /// count costs a few (`benchmarks/instructions`). A write that fails closes the channel
+    /// before the flush returns (`BaseSocketChannel.flushNow`), so an open channel that let
+    /// go of the data has sent it.
     private func settle(_ context: ChannelHandlerContext) {
         // Taken out first: finishing a response may close the channel, which re-enters this handler.
-        guard let (first, more) = takeUnsettled() else { return }
+        guard var (first, more) = takeUnsettled() else { return }
         let open = context.channel.isActive
-        let buffered: Int? = open ? (try? channelOptions(context)?.options.getOption(.bufferedWritableBytes)) : nil
-        if buffered == 0 || !open {
+        let sent = open && lastEndsWithFileRegion && (more.isEmpty ? first.release.holdsHandleAlone() : more[more.count - 1].release.holdsHandleAlone())
+        settle(first, more, open: open, sent: sent, context)
+    }
+
+    /// `settle`'s second half, apart so that the callback below captures constants: capturing
+    /// the first half's variables would box them on the heap for every settlement.
+    private func settle(_ first: Unsettled, _ more: [Unsettled], open: Bool, sent: Bool, _ context: ChannelHandlerContext) {
+        let buffered: Int? = open && !sent ? (try? channelOptions(context)?.options.getOption(.bufferedWritableBytes)) : nil
+        if sent || buffered == 0 || !open {
             let result: Result<Void, any Error> = open ? .success(()) : .failure(ChannelError.ioOnClosedChannel)
             finish(first, result, context)
             for response in more { finish(response, result, context) }
@@ -277,9 +292,12 @@ final class WireFastPath: ChannelInboundHandler, RemovableChannelHandler {
         inFlight += 1
         let response = Unsettled(release: planned.releaser, completion: immediate.completion)
         if unsettled == nil { unsettled = response } else { moreUnsettled.append(response) }
+        var endsWithFileRegion = false
         Self.forEachWirePart(planned, method: method, allocator: context.channel.allocator) { data in
+            if case .fileRegion = data { endsWithFileRegion = true } else { endsWithFileRegion = false }
             context.write(wrapOutboundOut(data), promise: nil)
         }
+        lastEndsWithFileRegion = endsWithFileRegion
         unflushed = true
     }
 }
@@ -326,7 +344,7 @@ extension WireFastPath {
     private struct Unsettled {
         /// The response's descriptor, kept until it has left: the whole response (its head,
         /// body and fields) cost about 1,000 instructions more to copy in and out.
-        let release: PlannedResponse.Releaser
+        var release: PlannedResponse.Releaser
         let completion: @Sendable () -> Void
     }
 
