@@ -85,11 +85,11 @@ public final class ByteStream: Sendable {
         return chunks.count == 1 ? chunks[0] : chunks.flatMap { $0 }
     }
 
-    /// Every queued chunk that fits in `maximum` bytes (at least one), waiting for one when
-    /// none is queued; nil at the end.
+    /// Every queued chunk that fits in `maximum` bytes (at least one), waiting while fewer than
+    /// `minimum` bytes are queued; nil at the end.
     /// - Parameter minimum: bytes to wait for before taking any (fewer at the end of the
     ///   stream; capped at the capacity): a consumer that makes progress only per so many bytes
-    ///   is resumed once for them, not for every chunk.
+    ///   is resumed once for them, not for every chunk. 1: any chunk, as soon as it is queued.
     public func next(upTo maximum: Int, atLeast minimum: Int = 1) async throws -> [[UInt8]]? {
         try await withTaskCancellationHandler {
             while true {
