@@ -127,14 +127,8 @@ public final class BlobStore: Sendable {
     /// - Parameters:
     ///   - expecting: digests and size the caller already knows; a mismatch fails the commit.
     ///   - alsoCompute: digests to compute in the same pass besides SHA-256.
-    ///   - nameAfterProof: with an expected digest other than SHA-256, hash only the digests
-    ///     while the bytes arrive and SHA-256 (the name) in `commit`, after they matched (see
-    ///     `BlobWriter`). For a fill, whose readers wait for the proof; an upload, acknowledged
-    ///     only once named and durable, gains nothing from it.
-    public func makeWriter(
-        expecting: BlobExpectation = .init(), alsoCompute: Set<DigestAlgorithm> = [], nameAfterProof: Bool = false
-    ) throws(BlobStoreError) -> BlobWriter {
-        try BlobWriter(store: self, expectation: expecting, extraAlgorithms: alsoCompute, nameAfterProof: nameAfterProof)
+    public func makeWriter(expecting: BlobExpectation = .init(), alsoCompute: Set<DigestAlgorithm> = []) throws(BlobStoreError) -> BlobWriter {
+        try BlobWriter(store: self, expectation: expecting, extraAlgorithms: alsoCompute)
     }
 
     // MARK: Removal

@@ -12,12 +12,6 @@ import Synchronization
 /// after the other. Writeback to disk is started every few MiB, so `commit`'s fsync does not
 /// have the whole file left to flush.
 ///
-/// A writer made with `nameAfterProof` and an expected digest other than SHA-256 (a fill, which
-/// Glance's `os_hash_value` proves) hashes only what proves the bytes while they arrive, and
-/// computes the SHA-256 name in `commit` by reading the file back once they are proven: a
-/// fill's readers wait for the proof, not the name, and on two cores the name's hash took CPU
-/// from the proof and from sending while the image arrived.
-///
 /// A writer is used by one thread at a time. Dropping it without `commit` discards the bytes.
 public final class BlobWriter {
     /// The temporary file the bytes go to until `commit`.
@@ -34,24 +28,19 @@ public final class BlobWriter {
     private let fd: Int32
     private var isOpen = true
     private var writebackFrom: UInt64 = 0
-    /// True when SHA-256 is left out of the lanes and computed in `commit`, after the proof
-    /// (see `BlobStore.makeWriter(expecting:alsoCompute:nameAfterProof:)`).
-    public let namesAfterProof: Bool
 
     /// How much written data may wait before writeback is started for it.
     static let writebackInterval: UInt64 = 8 << 20
 
-    init(store: BlobStore, expectation: BlobExpectation, extraAlgorithms: Set<DigestAlgorithm>, nameAfterProof: Bool = false) throws(BlobStoreError) {
+    init(store: BlobStore, expectation: BlobExpectation, extraAlgorithms: Set<DigestAlgorithm>) throws(BlobStoreError) {
         var algorithms = extraAlgorithms.union(expectation.digests.map(\.algorithm))
         algorithms.remove(.sha256)
-        // Only a proof other than the name itself can come first.
-        self.namesAfterProof = nameAfterProof && expectation.sha256 == nil && !expectation.digests.isEmpty
-        self.lanes = HashLanes(hashers: (namesAfterProof ? [] : [DigestHasher(.sha256)]) + algorithms.sorted().map { DigestHasher($0) })
+        self.lanes = HashLanes(hashers: [DigestHasher(.sha256)] + algorithms.sorted().map { DigestHasher($0) })
         self.store = store
         self.expectation = expectation
         let name = String(UInt64.random(in: .min ... .max), radix: 16) + String(UInt32.random(in: .min ... .max), radix: 16)
         self.temporaryPath = "\(store.tmpRoot)/\(name).partial"
-        self.fd = try POSIX.open(temporaryPath, (namesAfterProof ? O_RDWR : O_WRONLY) | O_CREAT | O_EXCL, mode: 0o644)
+        self.fd = try POSIX.open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL, mode: 0o644)
         // Another process opening the store skips locked temp files instead of deleting them.
         _ = flock(fd, LOCK_EX | LOCK_NB)
         if let size = expectation.size, size > 0 {
@@ -125,29 +114,20 @@ public final class BlobWriter {
     /// When the store already holds the same bytes, the existing blob is kept and the new copy
     /// is discarded (`deduplicated` is true). On a mismatch nothing is committed and the error
     /// says what was expected and what arrived.
-    /// - Parameters:
-    ///   - afterProof: runs once the size and every expected digest matched, with the digests
-    ///     computed so far (without SHA-256 when the writer names after the proof, which then
-    ///     reads the file back for it): from here the bytes are known to be the right ones,
-    ///     whether or not the commit that follows succeeds.
-    ///   - beforePublishing: runs once the bytes are verified and their name known, before the
-    ///     store is looked at: a caller that must keep the blob (an upload) holds it there, so
-    ///     that an eviction cannot remove the copy it is about to deduplicate against.
-    public func commit(
-        afterProof: ([DigestAlgorithm: Digest]) -> Void = { _ in }, beforePublishing: (Digest) -> Void = { _ in }
-    ) throws(BlobStoreError) -> CommittedBlob {
+    /// - Parameter beforePublishing: runs once the bytes are verified and their name known,
+    ///   before the store is looked at: a caller that must keep the blob (an upload) holds it
+    ///   there, so that an eviction cannot remove the copy it is about to deduplicate against.
+    public func commit(beforePublishing: (Digest) -> Void = { _ in }) throws(BlobStoreError) -> CommittedBlob {
         try flush()
         defer { if isOpen { discard() } }
         if let expected = expectation.size, expected != bytesWritten {
             throw .sizeMismatch(expected: expected, actual: bytesWritten)
         }
-        var digests = lanes.finish()
+        let digests = lanes.finish()
         for expected in expectation.digests {
             let actual = digests[expected.algorithm]!
             if actual != expected { throw .digestMismatch(expected: expected, actual: actual) }
         }
-        afterProof(digests)
-        if namesAfterProof { digests[.sha256] = try hashFileBack() }
         let digest = digests[.sha256]!
         beforePublishing(digest)
         let finalPath = store.path(for: digest)
@@ -167,22 +147,6 @@ public final class BlobWriter {
         }
         discard()
         return CommittedBlob(digest: digest, size: bytesWritten, digests: digests, deduplicated: deduplicated, path: finalPath)
-    }
-
-    /// The SHA-256 of the temporary file's bytes, read back from it (the page cache, as a rule:
-    /// they were written moments ago).
-    private func hashFileBack() throws(BlobStoreError) -> Digest {
-        let hasher = DigestHasher(.sha256)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: HashLanes.slotBytes, alignment: 64)
-        defer { buffer.deallocate() }
-        var offset: UInt64 = 0
-        while offset < bytesWritten {
-            let n = try POSIX.pread(fd, buffer, offset: offset, path: temporaryPath)
-            if n == 0 { throw .sizeMismatch(expected: bytesWritten, actual: offset) }
-            hasher.update(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
-            offset += UInt64(n)
-        }
-        return hasher.finish()
     }
 
     /// Gives up: removes the temporary file. Safe to call more than once.

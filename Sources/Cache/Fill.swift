@@ -26,8 +26,6 @@ public final class Fill: Sendable {
 
     private struct State {
         var written: UInt64 = 0
-        /// Every byte is written and matched the digests Glance gave.
-        var proven = false
         var outcome: Outcome?
         var waiters: [CheckedContinuation<Void, Never>] = []
     }
@@ -50,27 +48,13 @@ public final class Fill: Sendable {
     /// Bytes written so far.
     public var written: UInt64 { state.withLock { $0.written } }
     public var outcome: Outcome? { state.withLock { $0.outcome } }
-    /// True once every byte is written and proven against the digests Glance gave: at the
-    /// proof for a fill that names its blob after it (a large image, see
-    /// `FillCoordinator.nameAfterProofFrom`), else at the commit. A proven fill's bytes may all
-    /// go out, its last byte too, whatever the commit's outcome.
-    public var isProven: Bool { state.withLock { $0.proven } }
 
     func advance(to written: UInt64) {
         update { $0.written = written }
     }
 
-    /// Marks the bytes proven before the commit (see `isProven`) and wakes every reader.
-    func prove() {
-        update { $0.proven = true }
-    }
-
     func finish(_ outcome: Outcome) {
-        update { state in
-            state.outcome = outcome
-            // A commit verified the bytes, if nothing proved them before.
-            if case .committed = outcome { state.proven = true }
-        }
+        update { $0.outcome = outcome }
     }
 
     /// Changes the state and wakes every reader waiting for a change.
@@ -97,22 +81,6 @@ public final class Fill: Sendable {
             await withCheckedContinuation { continuation in
                 let ready = state.withLock { state -> Bool in
                     if state.written > offset || state.outcome != nil { return true }
-                    state.waiters.append(continuation)
-                    return false
-                }
-                if ready { continuation.resume() }
-            }
-        }
-    }
-
-    /// Waits until the bytes are proven or the fill ended; true when proven.
-    public func waitForProof() async -> Bool {
-        while true {
-            let (proven, ended) = state.withLock { ($0.proven, $0.outcome != nil) }
-            if proven || ended { return proven }
-            await withCheckedContinuation { continuation in
-                let ready = state.withLock { state -> Bool in
-                    if state.proven || state.outcome != nil { return true }
                     state.waiters.append(continuation)
                     return false
                 }

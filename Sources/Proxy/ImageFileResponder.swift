@@ -156,11 +156,8 @@ struct ImageFileResponder {
     /// Streams `range` from a fill as its bytes land.
     ///
     /// With `holdLastByte` (the range ends at the image's last byte), that byte waits until the
-    /// fill's bytes are proven (its digests matched Glance's: `Fill.isProven`, which comes
-    /// before the commit names and stores the blob), so a client never receives a
-    /// complete-looking wrong image; a fill that fails before the proof cuts the response
-    /// before it. Once proven, the bytes are the right ones: a commit that fails after that
-    /// does not cut a reader still sending them.
+    /// fill committed (its digests matched Glance's), so a client never receives a
+    /// complete-looking wrong image; a failed fill cuts the response before it.
     ///
     /// The bytes go out as file regions of the fill's file (sendfile, as a hit's do): the
     /// kernel copies them from the page cache to each client's socket once. Read into a buffer
@@ -172,17 +169,15 @@ struct ImageFileResponder {
         var offset = range.lowerBound
         while offset <= range.upperBound {
             let (written, outcome) = await fill.waitForBytes(beyond: offset)
-            // Read after the snapshot: proof only ever comes after every byte is written.
-            let proven = fill.isProven
-            if case let .failed(reason) = outcome, !proven { throw CacheError.fillFailed(imageID: fill.imageID, reason: reason) }
+            if case let .failed(reason) = outcome { throw CacheError.fillFailed(imageID: fill.imageID, reason: reason) }
             guard written > offset else {
                 throw CacheError.fillFailed(imageID: fill.imageID, reason: "the fill ended at \(written) bytes, before offset \(offset)")
             }
             var end = min(range.upperBound, written - 1, offset + UInt64(Self.chunkSize) - 1)
-            if holdLastByte && end == range.upperBound && !proven {
+            if holdLastByte && end == range.upperBound && outcome == nil {
                 if end == offset {
                     // Only the last byte is left: wait for the verdict, then loop.
-                    _ = await fill.waitForProof()
+                    _ = await fill.waitForBytes(beyond: written)
                     continue
                 }
                 end -= 1

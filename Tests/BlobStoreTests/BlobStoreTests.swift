@@ -97,44 +97,6 @@ import Testing
         #expect(dir.files(under: "blobs").count == 1)
     }
 
-    @Test func aWriterNamedAfterProofProvesFirstThenNamesTheBlobByItsBytes() throws {
-        let store = try makeStore()
-        // Several slots and a partial one, so that the name is read back across slot edges.
-        let bytes = pseudoRandomBytes(count: 3 * HashLanes.slotBytes + 12_345, seed: 9)
-        let sha512 = Digest.of(bytes, algorithm: .sha512), sha256 = Digest.of(bytes, algorithm: .sha256)
-        let writer = try store.makeWriter(expecting: .init(size: UInt64(bytes.count), sha512: sha512), nameAfterProof: true)
-        for start in stride(from: 0, to: bytes.count, by: 100_000) { try writer.write(Array(bytes[start..<min(start + 100_000, bytes.count)])) }
-        var proven: [DigestAlgorithm: Digest]?
-        let blob = try writer.commit(
-            afterProof: { digests in
-                proven = digests
-                #expect(!store.contains(sha256), "proven before the blob is named")
-            },
-            beforePublishing: { digest in #expect(proven != nil && digest == sha256) })
-        // The proof is the digest Glance gave; the name was not computed while the bytes arrived.
-        #expect(proven == [.sha512: sha512])
-        #expect(blob.digest == sha256 && blob.digests[.sha256] == sha256 && blob.digests[.sha512] == sha512)
-        #expect(try store.read(sha256, range: 0..<UInt64(bytes.count)) == bytes)
-        #expect(dir.files(under: "tmp").isEmpty)
-
-        // Bytes that do not match are never proven, and nothing is named.
-        let wrong = try store.makeWriter(expecting: .init(sha512: Digest.of([1], algorithm: .sha512)), nameAfterProof: true)
-        try wrong.write(bytes)
-        var provenWrong = false
-        #expect(throws: BlobStoreError.digestMismatch(expected: Digest.of([1], algorithm: .sha512), actual: sha512)) {
-            try wrong.commit(afterProof: { _ in provenWrong = true })
-        }
-        #expect(!provenWrong)
-        #expect(dir.files(under: "blobs").count == 1 && dir.files(under: "tmp").isEmpty)
-
-        // With nothing to prove the bytes against but their name, the name is hashed as they arrive.
-        let unproven = try store.makeWriter(nameAfterProof: true)
-        try unproven.write(Array("abc".utf8))
-        var seen: [DigestAlgorithm: Digest]?
-        _ = try unproven.commit(afterProof: { seen = $0 })
-        #expect(seen?[.sha256] == Digest.of(Array("abc".utf8), algorithm: .sha256))
-    }
-
     @Test func shortBodyFailsAtCommit() throws {
         let store = try makeStore()
         #expect(throws: BlobStoreError.sizeMismatch(expected: 10, actual: 5)) {

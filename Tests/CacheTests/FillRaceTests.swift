@@ -60,42 +60,6 @@ import Testing
         }
     }
 
-    /// A large image's fill is proven (its bytes against Glance's `os_hash_value`) before the
-    /// commit names its blob by the SHA-256 read back from the file; bytes that do not match
-    /// are never proven.
-    @Test func aLargeFillIsProvenAgainstGlancesHashThenNamedAndNeverProvenWhenTheBytesDiffer() async throws {
-        let bytes = pseudoRandomBytes(count: 64 << 20 | 4321, seed: 1430)
-        let image = try await upload(bytes)
-        #expect(image.osHashAlgo == "sha512")
-        let dir = TemporaryDirectory("fill-proof")
-        let cache = try makeCache(dir, endpoint: glance.url, budget: 256 << 20)
-        var tampered = image
-        tampered.properties["os_hash_value"] = .string(Digest.of([1], algorithm: .sha512).hex)
-        let (proven, committed, provenTampered, tamperedOutcome) = try await withBackground(cache) {
-            let fill = try await cache.fill(AuthorizedImage(cloud: Self.cloud, image: image, fromOfflineGrace: false)).fill
-            let proven = await fill.waitForProof()
-            let committed = await fill.ended()
-            #expect(fill.isProven)
-            // Another cache, so that the tampered image's fill is not answered from the first.
-            let otherDir = TemporaryDirectory("fill-proof-tampered")
-            let other = try makeCache(otherDir, endpoint: glance.url, budget: 256 << 20)
-            return try await withBackground(other) {
-                let wrong = try await other.fill(AuthorizedImage(cloud: Self.cloud, image: tampered, fromOfflineGrace: false)).fill
-                let provenTampered = await wrong.waitForProof()
-                let outcome = await wrong.ended()
-                #expect(!wrong.isProven && wrong.written == UInt64(bytes.count))
-                withExtendedLifetime(otherDir) {}
-                return (proven, committed, provenTampered, outcome)
-            }
-        }
-        #expect(proven)
-        guard case let .committed(blob) = committed else { Issue.record("the fill failed: \(committed)"); return }
-        #expect(blob.digest == Digest.of(bytes, algorithm: .sha256) && blob.digests[.sha512] == Digest.of(bytes, algorithm: .sha512))
-        #expect(!provenTampered)
-        guard case let .failed(reason) = tamperedOutcome else { Issue.record("a fill whose bytes differ from os_hash_value committed"); return }
-        #expect(reason.contains("sha512") || reason.contains("mismatch"), "\(reason)")
-    }
-
     @Test func eightFirstRequestsForAnImageThatNeedsOneEvictionEvictOnce() async throws {
         let mib = 1 << 20
         // Budget 4 MiB (high 3.8, low 3.4): three 1 MiB images fit; a fourth crosses the high

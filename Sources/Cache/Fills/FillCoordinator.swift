@@ -81,14 +81,6 @@ final class FillCoordinator: Sendable {
         case refused(CacheError)
     }
 
-    /// The size from which a fill names its blob after the proof, and lets its readers have
-    /// their last byte at the proof rather than at the commit: 64 MiB, whose SHA-256 takes
-    /// about 45 ms of a core (1.4 GB/s here; 0.19 s for 256 MiB, on the 2 cores that also run
-    /// the proof's SHA-512, the sockets and Glance). Below it the name costs the readers little,
-    /// and the commit's syncs, not the name, are most of what follows the proof: the fill keeps
-    /// them before the last byte, so that a client's next request for the image is a hit.
-    static let nameAfterProofFrom: UInt64 = 64 << 20
-
     /// Reserves room for a claimed image and opens the fill's writer.
     private func startFill(_ authorized: AuthorizedImage) async throws(CacheError) -> (Fill, WriterBox) {
         let image = authorized.image
@@ -103,9 +95,7 @@ final class FillCoordinator: Sendable {
         }
         let writer: BlobWriter
         do {
-            writer = try store.makeWriter(
-                expecting: expectation, alsoCompute: expectation.sha512 == nil ? [.sha512, .md5] : [],
-                nameAfterProof: reserved >= Self.nameAfterProofFrom)
+            writer = try store.makeWriter(expecting: expectation, alsoCompute: expectation.sha512 == nil ? [.sha512, .md5] : [])
         } catch {
             budget.settle(reserved: reserved, committed: nil)
             if case .diskFull = error { throw .diskFull(imageID: image.id, needed: reserved) }
@@ -147,9 +137,7 @@ final class FillCoordinator: Sendable {
                 Result { () throws(BlobStoreError) in
                     try box.writer.flush()
                     fill.advance(to: box.writer.bytesWritten)
-                    // Once proven, the bytes may all go out while the blob is named and
-                    // committed (a large image: see `nameAfterProofFrom`).
-                    return try box.writer.commit(afterProof: { _ in if box.writer.namesAfterProof { fill.prove() } }, beforePublishing: hold.hold)
+                    return try box.writer.commit(beforePublishing: hold.hold)
                 }
             }
             let blob = try result.get()
