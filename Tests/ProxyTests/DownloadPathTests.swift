@@ -1,6 +1,7 @@
 import BlobStore
 import Cache
 import DepotTestSupport
+import Eviction
 import Foundation
 import Glance
 import Synchronization
@@ -11,6 +12,39 @@ import Testing
     let glance: GlanceServer
 
     init() async throws { glance = try await GlanceServer.shared() }
+
+    /// A download that has ended is a cached image, however large: the fill's last byte goes
+    /// out only once its blob is named, synced, recorded and counted in the budget, so the
+    /// Catalog, the store, the budget and the next request all agree at that moment. (Letting
+    /// a large image's last byte go at the proof, before the SHA-256 name, was tried and
+    /// withdrawn: eviction's accounting and order saw the image after its client did.)
+    @Test func aLargeImageIsCachedTheMomentItsMissEnds() async throws {
+        var settings = CacheSettings.testing
+        settings.budget = Watermarks(budget: 1 << 30)
+        try await withDepot(glanceURL: glance.url, settings: settings) { depot in
+            let bytes = pseudoRandomBytes(count: 96 << 20 | 321, seed: 3)
+            let sha256 = Digest.of(bytes, algorithm: .sha256)
+            let image = try await uploadImage(glanceAsAlice(glance.url), bytes)
+            let url = "\(depot.url)/v2/images/\(image.id)/file"
+
+            let body = depot.dir.path + "/client-body", head = depot.dir.path + "/client-head"
+            let miss = try await spawn("/usr/bin/curl", ["-sS", "-o", body, "-D", head, "-w", "%{http_code}", "-H", "X-Auth-Token: \(GlanceServer.alice)", url])
+            // Read the moment curl has ended, before the body is read and before any other
+            // request: nothing may still be settling.
+            let usage = depot.cache.budgetUsage
+            let stored = depot.store.contains(sha256)
+            let mapping = try depot.catalog.mapping(cloud: "default_RegionOne", imageID: image.id)
+            #expect(miss.status == 0 && String(decoding: miss.stdout, as: UTF8.self) == "200")
+            #expect(Digest.of(try [UInt8](Data(contentsOf: URL(fileURLWithPath: body))), algorithm: .sha256) == sha256)
+            #expect(try String(contentsOfFile: head, encoding: .utf8).lowercased().contains("x-depot-cache: miss"))
+            try? FileManager.default.removeItem(atPath: body)
+            #expect(mapping?.sha256 == sha256.hex && stored)
+            #expect(usage?.used == UInt64(bytes.count) && usage?.reserved == 0)
+            #expect(depot.dir.files(under: "tmp").isEmpty)
+            let next = try await WireClient().exchange("GET", url, headers: [("X-Auth-Token", GlanceServer.alice), ("Range", "bytes=-16")])
+            #expect(next.status == 206 && next.body == Array(bytes.suffix(16)) && next.header("x-depot-cache") == "hit")
+        }
+    }
 
     @Test func curlGetsTheExactBytesOnAMissAndThenAHit() async throws {
         try await withDepot(glanceURL: glance.url) { depot in
