@@ -36,7 +36,7 @@ import Testing
             let mapping = try depot.catalog.mapping(cloud: "default_RegionOne", imageID: image.id)
             #expect(miss.status == 0 && String(decoding: miss.stdout, as: UTF8.self) == "200")
             #expect(Digest.of(try [UInt8](Data(contentsOf: URL(fileURLWithPath: body))), algorithm: .sha256) == sha256)
-            #expect(try String(contentsOfFile: head, encoding: .utf8).lowercased().contains("x-depot-cache: miss"))
+            #expect(parseHeaderBlock(try String(contentsOfFile: head, encoding: .utf8))["x-depot-cache"] == "miss")
             try? FileManager.default.removeItem(atPath: body)
             #expect(mapping?.sha256 == sha256.hex && stored)
             #expect(usage?.used == UInt64(bytes.count) && usage?.reserved == 0)
